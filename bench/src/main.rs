@@ -1,0 +1,3 @@
+//! mrte-bench: decode throughput, packet sender and capture-loss measurements.
+
+fn main() {}

@@ -1,0 +1,472 @@
+//! Decoded, session-level events: what the capture side hands to consumers (inspect, replay).
+//!
+//! These are validated representations, owned and `Send`, carried through the per-session rings.
+//! This module holds no decoding logic; see [`crate::mysql`] for that.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Capture-wide unique id of one TCP connection (one MySQL session).
+pub type SessionId = u64;
+
+/// Both ends of a session: the client and the server (the side whose port is a server port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct FlowKey {
+    /// The client end.
+    pub client: SocketAddr,
+    /// The server end (its port is one of the configured server ports).
+    pub server: SocketAddr,
+}
+
+/// One event of one session, in the order it happened on the wire.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionEvent {
+    /// First packet of a new TCP connection was seen.
+    Open(SessionOpen),
+    /// The handshake finished (or, mid-stream, what could be inferred of it).
+    Login(Login),
+    /// A command, paired with its response when it has one.
+    Command(Box<CommandRecord>),
+    /// The connection ended.
+    Close(SessionClose),
+}
+
+/// A new session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionOpen {
+    /// Session id.
+    pub id: SessionId,
+    /// Client and server addresses.
+    pub key: FlowKey,
+    /// Time of the first packet, microseconds since the Unix epoch.
+    pub ts_us: u64,
+    /// The session was already open when capture started (no SYN/handshake seen).
+    pub midstream: bool,
+}
+
+/// What the handshake established.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Login {
+    /// Time of the final OK/ERR of the handshake (or of inference).
+    pub ts_us: u64,
+    /// User name from HandshakeResponse41 (None mid-stream).
+    pub user: Option<String>,
+    /// Initial default database (CLIENT_CONNECT_WITH_DB), if any.
+    pub db: Option<String>,
+    /// Negotiated capability flags (client & server); mid-stream: inferred bits only.
+    pub capabilities: u32,
+    /// Authentication plugin name the client used.
+    pub auth_plugin: Option<String>,
+    /// Server version string from the initial handshake.
+    pub server_version: Option<String>,
+    /// Connection id the server assigned (thread id).
+    pub connection_id: Option<u32>,
+    /// The client asked for TLS (SSLRequest); nothing after this is decodable.
+    pub tls: bool,
+    /// CLIENT_COMPRESS was negotiated.
+    pub compressed: bool,
+    /// Handshake was not seen; fields are inferred.
+    pub midstream: bool,
+    /// The server accepted the login (false: ERR or never confirmed).
+    pub ok: bool,
+    /// Error code when the login failed.
+    pub error_code: Option<u16>,
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// FIN seen (from either side; both closed or COM_QUIT then FIN).
+    Fin,
+    /// RST seen.
+    Rst,
+    /// No packet for the idle timeout.
+    Idle,
+    /// Capture ended with the session still open.
+    EndOfCapture,
+    /// The session table was full and this session was evicted.
+    Evicted,
+}
+
+/// End of a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionClose {
+    /// Time of the packet that closed it (or of the last packet, for idle/end of capture).
+    pub ts_us: u64,
+    /// Why.
+    pub reason: CloseReason,
+}
+
+/// Per-command flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CommandFlags {
+    /// The session was first seen mid-stream.
+    pub midstream: bool,
+    /// This is the first command decoded after a TCP hole (lost bytes) and resynchronisation.
+    pub after_gap: bool,
+    /// The request exceeded the configured size cap; its payload was not kept.
+    pub too_large: bool,
+    /// The response could not be decoded fully (gap or desync while reading it).
+    pub response_incomplete: bool,
+}
+
+/// One command of a session with its production response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommandRecord {
+    /// Index of the command within its session, from 0.
+    pub seq: u64,
+    /// Time of the request's last packet, microseconds since the Unix epoch.
+    pub ts_us: u64,
+    /// The decoded command.
+    pub command: Command,
+    /// The production response, paired with the command.
+    pub response: Response,
+    /// Current default database when the command was sent, as far as the decoder knows.
+    pub db: Option<Arc<str>>,
+    /// Current user, as far as the decoder knows.
+    pub user: Option<Arc<str>>,
+    /// Flags.
+    pub flags: CommandFlags,
+}
+
+/// A client command (`COM_*`), named as the MySQL manual does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// COM_QUERY: SQL text (raw bytes, not necessarily UTF-8) and query attributes.
+    Query {
+        /// The statement text.
+        sql: Box<[u8]>,
+        /// CLIENT_QUERY_ATTRIBUTES name/value pairs, if any.
+        attributes: Vec<(String, Value)>,
+    },
+    /// COM_INIT_DB: change default schema.
+    InitDb {
+        /// Schema name.
+        schema: String,
+    },
+    /// COM_FIELD_LIST (deprecated).
+    FieldList {
+        /// Table name.
+        table: String,
+        /// Field wildcard.
+        wildcard: String,
+    },
+    /// COM_QUIT.
+    Quit,
+    /// COM_PING.
+    Ping,
+    /// COM_STATISTICS.
+    Statistics,
+    /// COM_PROCESS_KILL.
+    ProcessKill {
+        /// Connection id to kill.
+        connection_id: u32,
+    },
+    /// COM_STMT_PREPARE.
+    StmtPrepare {
+        /// The statement text.
+        sql: Box<[u8]>,
+    },
+    /// COM_STMT_EXECUTE with decoded binary parameters.
+    StmtExecute {
+        /// Production statement id.
+        stmt_id: u32,
+        /// Cursor flags.
+        flags: u8,
+        /// Parameters in order; empty when the statement has none.
+        params: Vec<Param>,
+        /// Parameters could not be decoded (unknown param count, types never sent).
+        params_unknown: bool,
+    },
+    /// COM_STMT_SEND_LONG_DATA.
+    StmtSendLongData {
+        /// Statement id.
+        stmt_id: u32,
+        /// Parameter index.
+        param_id: u16,
+        /// Chunk of data.
+        data: Box<[u8]>,
+    },
+    /// COM_STMT_CLOSE.
+    StmtClose {
+        /// Statement id.
+        stmt_id: u32,
+    },
+    /// COM_STMT_RESET.
+    StmtReset {
+        /// Statement id.
+        stmt_id: u32,
+    },
+    /// COM_STMT_FETCH.
+    StmtFetch {
+        /// Statement id.
+        stmt_id: u32,
+        /// Number of rows asked for.
+        num_rows: u32,
+    },
+    /// COM_CHANGE_USER.
+    ChangeUser {
+        /// New user.
+        user: String,
+        /// New default database.
+        db: Option<String>,
+        /// Auth plugin.
+        auth_plugin: Option<String>,
+    },
+    /// COM_RESET_CONNECTION.
+    ResetConnection,
+    /// COM_SET_OPTION (0 = multi statements on, 1 = off).
+    SetOption {
+        /// Option value.
+        option: u16,
+    },
+    /// COM_BINLOG_DUMP or COM_BINLOG_DUMP_GTID: a replica's stream, never replayed.
+    BinlogDump {
+        /// True for COM_BINLOG_DUMP_GTID.
+        gtid: bool,
+    },
+    /// Another known command byte (COM_SLEEP, COM_DEBUG, COM_REFRESH, COM_SHUTDOWN, ...).
+    Other {
+        /// The command byte.
+        code: u8,
+    },
+    /// A command byte MySQL does not define.
+    Unknown {
+        /// The command byte.
+        code: u8,
+        /// Payload length.
+        len: usize,
+    },
+}
+
+/// Name of a command byte as the MySQL manual spells it (`COM_QUERY`, ...).
+pub fn command_name(code: u8) -> &'static str {
+    match code {
+        0x00 => "COM_SLEEP",
+        0x01 => "COM_QUIT",
+        0x02 => "COM_INIT_DB",
+        0x03 => "COM_QUERY",
+        0x04 => "COM_FIELD_LIST",
+        0x05 => "COM_CREATE_DB",
+        0x06 => "COM_DROP_DB",
+        0x07 => "COM_REFRESH",
+        0x08 => "COM_SHUTDOWN",
+        0x09 => "COM_STATISTICS",
+        0x0a => "COM_PROCESS_INFO",
+        0x0b => "COM_CONNECT",
+        0x0c => "COM_PROCESS_KILL",
+        0x0d => "COM_DEBUG",
+        0x0e => "COM_PING",
+        0x0f => "COM_TIME",
+        0x10 => "COM_DELAYED_INSERT",
+        0x11 => "COM_CHANGE_USER",
+        0x12 => "COM_BINLOG_DUMP",
+        0x13 => "COM_TABLE_DUMP",
+        0x14 => "COM_CONNECT_OUT",
+        0x15 => "COM_REGISTER_SLAVE",
+        0x16 => "COM_STMT_PREPARE",
+        0x17 => "COM_STMT_EXECUTE",
+        0x18 => "COM_STMT_SEND_LONG_DATA",
+        0x19 => "COM_STMT_CLOSE",
+        0x1a => "COM_STMT_RESET",
+        0x1b => "COM_SET_OPTION",
+        0x1c => "COM_STMT_FETCH",
+        0x1d => "COM_DAEMON",
+        0x1e => "COM_BINLOG_DUMP_GTID",
+        0x1f => "COM_RESET_CONNECTION",
+        0xfa => "COM_STMT_BULK_EXECUTE",
+        _ => "COM_UNKNOWN",
+    }
+}
+
+impl Command {
+    /// The command byte.
+    pub fn code(&self) -> u8 {
+        match self {
+            Command::Query { .. } => 0x03,
+            Command::InitDb { .. } => 0x02,
+            Command::FieldList { .. } => 0x04,
+            Command::Quit => 0x01,
+            Command::Ping => 0x0e,
+            Command::Statistics => 0x09,
+            Command::ProcessKill { .. } => 0x0c,
+            Command::StmtPrepare { .. } => 0x16,
+            Command::StmtExecute { .. } => 0x17,
+            Command::StmtSendLongData { .. } => 0x18,
+            Command::StmtClose { .. } => 0x19,
+            Command::StmtReset { .. } => 0x1a,
+            Command::StmtFetch { .. } => 0x1c,
+            Command::ChangeUser { .. } => 0x11,
+            Command::ResetConnection => 0x1f,
+            Command::SetOption { .. } => 0x1b,
+            Command::BinlogDump { gtid: false } => 0x12,
+            Command::BinlogDump { gtid: true } => 0x1e,
+            Command::Other { code } | Command::Unknown { code, .. } => *code,
+        }
+    }
+
+    /// The `COM_*` name.
+    pub fn name(&self) -> &'static str {
+        command_name(self.code())
+    }
+
+    /// SQL text of COM_QUERY / COM_STMT_PREPARE.
+    pub fn sql(&self) -> Option<&[u8]> {
+        match self {
+            Command::Query { sql, .. } | Command::StmtPrepare { sql } => Some(sql),
+            _ => None,
+        }
+    }
+}
+
+/// A binary-protocol parameter: its MySQL column type, signedness and value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// `MYSQL_TYPE_*` code as sent (or remembered from the previous execute).
+    pub column_type: u8,
+    /// The unsigned flag (0x80 of the type's second byte).
+    pub unsigned: bool,
+    /// The decoded value.
+    pub value: Value,
+}
+
+/// A decoded binary-protocol value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// Signed integer (TINY, SHORT, INT24, LONG, LONGLONG, YEAR).
+    Int(i64),
+    /// Unsigned integer (same types with the unsigned flag).
+    UInt(u64),
+    /// FLOAT.
+    Float(f32),
+    /// DOUBLE.
+    Double(f64),
+    /// Length-encoded bytes: strings, DECIMAL/NEWDECIMAL text, JSON, BLOBs, BIT, ENUM, SET, GEOMETRY.
+    Bytes(Box<[u8]>),
+    /// DATE, DATETIME, TIMESTAMP.
+    Date {
+        /// Year.
+        year: u16,
+        /// Month.
+        month: u8,
+        /// Day.
+        day: u8,
+        /// Hour.
+        hour: u8,
+        /// Minute.
+        minute: u8,
+        /// Second.
+        second: u8,
+        /// Microseconds.
+        micros: u32,
+    },
+    /// TIME.
+    Time {
+        /// Negative interval.
+        negative: bool,
+        /// Days.
+        days: u32,
+        /// Hours.
+        hours: u8,
+        /// Minutes.
+        minutes: u8,
+        /// Seconds.
+        seconds: u8,
+        /// Microseconds.
+        micros: u32,
+    },
+}
+
+/// Outcome of a response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseStatus {
+    /// OK packet, EOF-terminated result set(s), PREPARE_OK, or a text reply (COM_STATISTICS).
+    Ok,
+    /// ERR packet.
+    Err,
+    /// No response (COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA) or none seen.
+    #[default]
+    None,
+}
+
+/// COM_STMT_PREPARE_OK.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PrepareOk {
+    /// Statement id the server assigned.
+    pub stmt_id: u32,
+    /// Number of result columns.
+    pub num_columns: u16,
+    /// Number of parameters.
+    pub num_params: u16,
+    /// Warnings.
+    pub warnings: u16,
+}
+
+/// The production server's response to one command.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Response {
+    /// ok / err / none.
+    pub status: ResponseStatus,
+    /// ERR code.
+    pub error_code: Option<u16>,
+    /// ERR SQL state.
+    pub sql_state: Option<String>,
+    /// ERR message.
+    pub error_message: Option<String>,
+    /// Rows returned (sum over all result sets).
+    pub rows: u64,
+    /// Columns of the first result set.
+    pub columns: u32,
+    /// Number of result sets (multi-statements, CALL).
+    pub result_sets: u32,
+    /// Affected rows (sum over all OK packets).
+    pub affected: u64,
+    /// Last insert id of the last OK packet.
+    pub last_insert_id: u64,
+    /// Warnings of the last OK/EOF packet.
+    pub warnings: u16,
+    /// Server status flags of the last OK/EOF packet.
+    pub server_status: u16,
+    /// PREPARE_OK details for COM_STMT_PREPARE.
+    pub prepare_ok: Option<PrepareOk>,
+    /// The server asked for a LOCAL INFILE.
+    pub local_infile: bool,
+    /// Time of the first response packet, microseconds since the Unix epoch.
+    pub first_byte_us: Option<u64>,
+    /// Time of the last response packet, microseconds since the Unix epoch.
+    pub last_byte_us: Option<u64>,
+}
+
+impl CommandRecord {
+    /// Production latency: time of the response's last packet minus time of the request's last packet.
+    pub fn prod_us(&self) -> Option<u64> {
+        self.response
+            .last_byte_us
+            .map(|t| t.saturating_sub(self.ts_us))
+    }
+
+    /// Time to first response byte, from the request's last packet.
+    pub fn first_byte_latency_us(&self) -> Option<u64> {
+        self.response
+            .first_byte_us
+            .map(|t| t.saturating_sub(self.ts_us))
+    }
+}
+
+/// Where the pipeline puts session events (rings, an in-thread printer, a test vector).
+pub trait EventSink {
+    /// Take one event of session `id`; must not block.
+    fn push(&mut self, id: SessionId, event: SessionEvent);
+}
+
+impl EventSink for Vec<(SessionId, SessionEvent)> {
+    fn push(&mut self, id: SessionId, event: SessionEvent) {
+        Vec::push(self, (id, event));
+    }
+}

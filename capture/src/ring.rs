@@ -1,0 +1,284 @@
+//! Per-session bounded wait-free SPSC rings between the capture thread and consumers.
+//!
+//! [`RingSink`] is the producer side: it lives on the capture thread, creates one [`rtrb`] ring
+//! per session when the session opens and hands the consumer end out through a channel as a
+//! [`SessionStream`]. A full ring never makes capture wait: the event is dropped, counted, and the
+//! session is marked overflowed. Consumers can poll or `await` a stream (an [`AtomicWaker`] is
+//! woken after each push). This module does not decode anything.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::event::{EventSink, SessionEvent, SessionId, SessionOpen};
+
+/// State shared by the two ends of one session's ring.
+#[derive(Debug, Default)]
+pub struct SessionShared {
+    /// Events dropped because the ring was full.
+    pub dropped: AtomicU64,
+    /// The producer has finished with this session (Close pushed or dropped).
+    pub closed: AtomicBool,
+    /// Woken after each push and at close.
+    pub waker: AtomicWaker,
+}
+
+/// Consumer end of one session's ring.
+#[derive(Debug)]
+pub struct SessionStream {
+    /// The session's opening facts.
+    pub open: SessionOpen,
+    consumer: rtrb::Consumer<SessionEvent>,
+    shared: Arc<SessionShared>,
+}
+
+impl SessionStream {
+    /// Next event if one is ready.
+    pub fn try_pop(&mut self) -> Option<SessionEvent> {
+        self.consumer.pop().ok()
+    }
+
+    /// The producer is done and every event has been taken.
+    pub fn is_finished(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire) && self.consumer.is_empty()
+    }
+
+    /// Events lost to a full ring so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Wait for the next event; `None` once the session is finished.
+    pub fn next(&mut self) -> NextEvent<'_> {
+        NextEvent { stream: self }
+    }
+}
+
+/// Future returned by [`SessionStream::next`].
+#[derive(Debug)]
+pub struct NextEvent<'a> {
+    stream: &'a mut SessionStream,
+}
+
+impl Future for NextEvent<'_> {
+    type Output = Option<SessionEvent>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let s = &mut self.get_mut().stream;
+        if let Ok(ev) = s.consumer.pop() {
+            return Poll::Ready(Some(ev));
+        }
+        s.shared.waker.register(cx.waker());
+        if let Ok(ev) = s.consumer.pop() {
+            return Poll::Ready(Some(ev));
+        }
+        if s.shared.closed.load(Ordering::Acquire) {
+            return Poll::Ready(s.consumer.pop().ok());
+        }
+        Poll::Pending
+    }
+}
+
+/// Ring counters kept by the producer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RingStats {
+    /// Sessions handed to consumers.
+    pub sessions: u64,
+    /// Events pushed.
+    pub pushed: u64,
+    /// Events dropped on a full ring.
+    pub dropped_events: u64,
+    /// Sessions that lost at least one event.
+    pub overflowed_sessions: u64,
+    /// Sessions whose consumer went away before the end (events discarded, not counted as drops).
+    pub orphaned_sessions: u64,
+}
+
+struct Producer {
+    ring: rtrb::Producer<SessionEvent>,
+    shared: Arc<SessionShared>,
+    overflowed: bool,
+}
+
+/// Producer side: one ring per session, consumers handed out on a channel.
+pub struct RingSink {
+    capacity: usize,
+    producers: HashMap<SessionId, Producer>,
+    tx: Sender<SessionStream>,
+    stats: RingStats,
+}
+
+impl std::fmt::Debug for RingSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingSink")
+            .field("capacity", &self.capacity)
+            .field("sessions", &self.producers.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl RingSink {
+    /// A sink whose rings hold `capacity` events each, and the receiver of new sessions.
+    pub fn new(capacity: usize) -> (Self, Receiver<SessionStream>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let sink = Self {
+            capacity: capacity.max(1),
+            producers: HashMap::new(),
+            tx,
+            stats: RingStats::default(),
+        };
+        (sink, rx)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    /// Sessions with a live ring.
+    pub fn open_sessions(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Mark every open session closed (end of capture); consumers drain what is left.
+    pub fn close_all(&mut self) {
+        for (_, p) in self.producers.drain() {
+            p.shared.closed.store(true, Ordering::Release);
+            p.shared.waker.wake();
+        }
+    }
+}
+
+impl EventSink for RingSink {
+    fn push(&mut self, id: SessionId, event: SessionEvent) {
+        if let SessionEvent::Open(open) = &event {
+            let (ring, consumer) = rtrb::RingBuffer::new(self.capacity);
+            let shared = Arc::new(SessionShared::default());
+            let stream = SessionStream {
+                open: open.clone(),
+                consumer,
+                shared: shared.clone(),
+            };
+            if self.tx.send(stream).is_err() {
+                self.stats.orphaned_sessions += 1;
+                return;
+            }
+            self.stats.sessions += 1;
+            self.producers.insert(
+                id,
+                Producer {
+                    ring,
+                    shared,
+                    overflowed: false,
+                },
+            );
+        }
+        let closing = matches!(event, SessionEvent::Close(_));
+        let Some(p) = self.producers.get_mut(&id) else {
+            return;
+        };
+        if p.ring.is_abandoned() {
+            self.stats.orphaned_sessions += 1;
+            self.producers.remove(&id);
+            return;
+        }
+        match p.ring.push(event) {
+            Ok(()) => self.stats.pushed += 1,
+            Err(_) => {
+                self.stats.dropped_events += 1;
+                p.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if !p.overflowed {
+                    p.overflowed = true;
+                    self.stats.overflowed_sessions += 1;
+                }
+            }
+        }
+        if closing {
+            p.shared.closed.store(true, Ordering::Release);
+        }
+        p.shared.waker.wake();
+        if closing {
+            self.producers.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CloseReason, FlowKey, SessionClose};
+
+    fn open(id: SessionId) -> SessionEvent {
+        SessionEvent::Open(SessionOpen {
+            id,
+            key: FlowKey {
+                client: "198.18.0.1:40000".parse().unwrap(),
+                server: "198.18.0.2:3306".parse().unwrap(),
+            },
+            ts_us: 1,
+            midstream: false,
+        })
+    }
+
+    fn login() -> SessionEvent {
+        SessionEvent::Login(crate::event::Login {
+            ts_us: 1,
+            user: None,
+            db: None,
+            capabilities: 0,
+            auth_plugin: None,
+            server_version: None,
+            connection_id: None,
+            tls: false,
+            compressed: false,
+            midstream: false,
+            ok: true,
+            error_code: None,
+        })
+    }
+
+    fn close() -> SessionEvent {
+        SessionEvent::Close(SessionClose {
+            ts_us: 2,
+            reason: CloseReason::Fin,
+        })
+    }
+
+    #[test]
+    fn full_ring_counts_exact_drops_and_still_finishes() {
+        let (mut sink, rx) = RingSink::new(2);
+        sink.push(7, open(7));
+        for _ in 0..4 {
+            sink.push(7, login());
+        }
+        sink.push(7, close());
+        let mut s = rx.try_recv().unwrap();
+        assert_eq!(sink.stats().pushed, 2);
+        assert_eq!(sink.stats().dropped_events, 4);
+        assert_eq!(sink.stats().overflowed_sessions, 1);
+        assert_eq!(s.dropped(), 4);
+        assert!(!s.is_finished());
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Login(_))));
+        assert!(s.try_pop().is_none());
+        assert!(s.is_finished());
+        assert_eq!(sink.open_sessions(), 0);
+    }
+
+    #[test]
+    fn close_all_finishes_streams() {
+        let (mut sink, rx) = RingSink::new(8);
+        sink.push(1, open(1));
+        let mut s = rx.try_recv().unwrap();
+        sink.close_all();
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
+        assert!(s.is_finished());
+    }
+}

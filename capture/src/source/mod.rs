@@ -1,0 +1,1 @@
+//! Packet sources: pcap/pcapng files, AF_XDP, AF_PACKET.

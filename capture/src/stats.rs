@@ -1,0 +1,169 @@
+//! Capture counters: the plain per-thread counts the pipeline keeps, and [`LiveStats`], an
+//! atomic copy published periodically for live readers (the live line, metrics).
+//!
+//! Every number a user needs to trust a capture is here; nothing is dropped without a counter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Frames skipped before TCP reassembly, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Link type the slicer does not handle.
+    pub unsupported_link: u64,
+    /// Frame too short or malformed at link/IP/TCP level.
+    pub malformed: u64,
+    /// Not IPv4/IPv6 (ARP, LLDP, ...).
+    pub not_ip: u64,
+    /// IP but not TCP.
+    pub not_tcp: u64,
+    /// IP fragments (MySQL over TCP is not fragmented in practice).
+    pub ip_fragment: u64,
+    /// TCP to/from neither server port.
+    pub other_port: u64,
+    /// Captured length shorter than the IP length said (snap length cut).
+    pub truncated: u64,
+    /// Segments of a connection whose start was not tracked and which carried no payload.
+    pub untracked: u64,
+}
+
+/// Everything the capture side counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Frames handed to the pipeline.
+    pub packets: u64,
+    /// Bytes of those frames.
+    pub bytes: u64,
+    /// Frames skipped, by reason.
+    pub skipped: Skipped,
+    /// Sessions (TCP connections) seen.
+    pub sessions: u64,
+    /// Sessions still open.
+    pub active_sessions: u64,
+    /// Sessions first seen mid-stream.
+    pub midstream_sessions: u64,
+    /// Sessions that switched to TLS.
+    pub tls_sessions: u64,
+    /// Sessions with CLIENT_COMPRESS.
+    pub compressed_sessions: u64,
+    /// Commands decoded, by command byte (index = `COM_*` code).
+    #[serde(skip)]
+    pub commands: CommandCounts,
+    /// TCP holes that never filled (lost segments).
+    pub gaps: u64,
+    /// Bytes lost in those holes.
+    pub gap_bytes: u64,
+    /// Retransmitted or overlapping bytes discarded.
+    pub retransmitted_bytes: u64,
+    /// Segments that arrived out of order and were buffered.
+    pub out_of_order: u64,
+    /// Out-of-order segments dropped because the per-direction buffer bound was reached.
+    pub ooo_overflow: u64,
+    /// MySQL decode errors (bytes that were not valid protocol).
+    pub decode_errors: u64,
+    /// Times a decoder lost its position.
+    pub desyncs: u64,
+    /// Times a decoder found a reliable boundary again.
+    pub resyncs: u64,
+    /// Commands over the size cap, skipped.
+    pub too_large: u64,
+    /// Unknown command bytes.
+    pub unknown_commands: u64,
+    /// Sessions evicted for idleness.
+    pub idle_evicted: u64,
+    /// Sessions evicted because the table was full.
+    pub table_evicted: u64,
+    /// Sessions seen on more than one RX queue (asymmetric RSS).
+    pub multi_queue_sessions: u64,
+    /// Frames the kernel or NIC dropped before the source got them (source-reported).
+    pub kernel_drops: u64,
+    /// Events dropped because a session's ring was full.
+    pub ring_drops: u64,
+    /// Sessions that lost at least one event to a full ring.
+    pub ring_overflow_sessions: u64,
+}
+
+/// Command counts indexed by command byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandCounts(pub Box<[u64; 256]>);
+
+impl Default for CommandCounts {
+    fn default() -> Self {
+        Self(Box::new([0; 256]))
+    }
+}
+
+impl CommandCounts {
+    /// Count one command.
+    #[inline]
+    pub fn add(&mut self, code: u8) {
+        self.0[code as usize] += 1;
+    }
+
+    /// Total commands.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Non-zero counts as (`COM_*` name, count), in code order; unknown codes merge under COM_UNKNOWN.
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = Vec::new();
+        for (code, &n) in self.0.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let name = crate::event::command_name(code as u8);
+            match out.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, c)) => *c += n,
+                None => out.push((name, n)),
+            }
+        }
+        out
+    }
+}
+
+/// Atomic counters published by the capture thread(s) for live readers.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Frames.
+    pub packets: AtomicU64,
+    /// Bytes.
+    pub bytes: AtomicU64,
+    /// Commands decoded.
+    pub commands: AtomicU64,
+    /// Sessions seen.
+    pub sessions: AtomicU64,
+    /// Sessions open.
+    pub active_sessions: AtomicU64,
+    /// Kernel/NIC drops.
+    pub kernel_drops: AtomicU64,
+    /// Ring drops.
+    pub ring_drops: AtomicU64,
+    /// TCP gaps.
+    pub gaps: AtomicU64,
+    /// Decoder desyncs.
+    pub desyncs: AtomicU64,
+    /// Decode errors.
+    pub decode_errors: AtomicU64,
+    /// TLS sessions.
+    pub tls_sessions: AtomicU64,
+}
+
+impl LiveStats {
+    /// Overwrite the live copy with `s` (single writer per `LiveStats`).
+    pub fn publish(&self, s: &Stats) {
+        let r = Ordering::Relaxed;
+        self.packets.store(s.packets, r);
+        self.bytes.store(s.bytes, r);
+        self.commands.store(s.commands.total(), r);
+        self.sessions.store(s.sessions, r);
+        self.active_sessions.store(s.active_sessions, r);
+        self.kernel_drops.store(s.kernel_drops, r);
+        self.ring_drops.store(s.ring_drops, r);
+        self.gaps.store(s.gaps, r);
+        self.desyncs.store(s.desyncs, r);
+        self.decode_errors.store(s.decode_errors, r);
+        self.tls_sessions.store(s.tls_sessions, r);
+    }
+}

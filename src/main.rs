@@ -1,0 +1,3 @@
+//! mrte: MySQL real-time traffic emulator.
+
+fn main() {}
