@@ -1,2 +1,57 @@
 //! Replay side of mrte: drains per-session rings, replays each session on its own connection to the
 //! test server, and compares production with test latency, errors and row counts.
+//!
+//! - [`engine`]: tokio workers, one test-server connection per captured session, mapping, filters,
+//!   safety classification, pacing, reconnects.
+//! - [`compare`]: per-fingerprint prod/test histograms and divergence, fed [`Outcome`]s.
+//! - [`report`]: the final text report, the JSON report, the HTML page and Prometheus text.
+
+pub mod compare;
+pub mod engine;
+pub mod report;
+
+use std::sync::Arc;
+
+use mrte_capture::event::{Response, SessionId};
+
+/// What the test server answered to one replayed command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestResponse {
+    /// Ok, Err (or None when nothing came back).
+    pub status: mrte_capture::event::ResponseStatus,
+    /// Error code on Err.
+    pub error_code: Option<u16>,
+    /// Error message on Err.
+    pub error_message: Option<String>,
+    /// Rows returned (sum over result sets).
+    pub rows: u64,
+    /// Affected rows.
+    pub affected: u64,
+    /// Send → response complete, microseconds.
+    pub latency_us: u64,
+}
+
+/// One replayed (or failed-to-replay) command: prod side and test side, for comparison.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Captured session.
+    pub session: SessionId,
+    /// `COM_*` name.
+    pub command: &'static str,
+    /// Fingerprint text (for COM_QUERY/EXECUTE: of the SQL / PREPARE text; else the command name).
+    pub fingerprint: Arc<str>,
+    /// Fingerprint id.
+    pub fingerprint_id: u64,
+    /// The statement as sent (truncated for examples).
+    pub example: Arc<str>,
+    /// Production response and latency.
+    pub prod: Response,
+    /// Production latency (request last packet → response last packet), microseconds.
+    pub prod_us: Option<u64>,
+    /// Test response; `None` when replay failed (connection lost, statement unknown on target).
+    pub test: Option<TestResponse>,
+    /// Why replay failed, when `test` is None.
+    pub failure: Option<String>,
+    /// Scheduled vs actual send time difference (offline pacing), microseconds.
+    pub lag_us: u64,
+}

@@ -1,0 +1,1 @@
+//! Per-fingerprint prod/test latency histograms and error/row divergence.

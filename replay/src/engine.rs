@@ -1,0 +1,1 @@
+//! Replay engine: tokio workers, one test-server connection per captured session.

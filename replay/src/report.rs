@@ -1,0 +1,1 @@
+//! Reports: text, JSON (documented schema), HTML page, Prometheus text exposition.
