@@ -1,3 +1,34 @@
 //! mrte: MySQL real-time traffic emulator.
+//!
+//! One binary with four subcommands: `inspect` (decode a capture file or a live interface),
+//! `record` (write server-port traffic of a live interface to a pcap), `run` (live capture +
+//! replay on a test server + report) and `replay` (the same from a capture file).
 
-fn main() {}
+mod cli;
+mod config;
+mod glue;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mrte: error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = cli::Cli::parse_from(argv);
+    cli::init_tracing(args.verbose);
+    match cli::dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mrte: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `--config FILE`: a small TOML-style file whose keys mirror the long flags of a subcommand.
+//!
+//! ```toml
+//! # keys before any section apply to every subcommand; [run], [replay], ... to one
+//! port = [3306, 3307]
+//! [run]
+//! iface = "span0"
+//! target = "mysql://mrte@198.18.1.2:3306"
+//! read-only = true
+//! ```
+//! The file's flags are placed before the command line's, so flags given on the command line win.
+//! It does not read secrets from anywhere else; keep passwords in the environment.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// Expand `--config FILE` (or `MRTE_CONFIG`) in `args` into the flags the file holds.
+pub fn expand(mut args: Vec<OsString>) -> Result<Vec<OsString>> {
+    let mut path: Option<OsString> = std::env::var_os("MRTE_CONFIG");
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        if a == "--config" {
+            if i + 1 >= args.len() {
+                bail!("--config needs a file");
+            }
+            path = Some(args.remove(i + 1));
+            args.remove(i);
+            continue;
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(OsString::from(p));
+            args.remove(i);
+            continue;
+        }
+        i += 1;
+    }
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let Some(sub_pos) = args
+        .iter()
+        .position(|a| matches!(a.to_str(), Some("inspect" | "record" | "run" | "replay")))
+    else {
+        return Ok(args);
+    };
+    let sub = args[sub_pos].to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(Path::new(&path))
+        .with_context(|| format!("reading config {}", Path::new(&path).display()))?;
+    let flags = parse(&text, &sub)?;
+    let tail = args.split_off(sub_pos + 1);
+    args.extend(flags.into_iter().map(OsString::from));
+    args.extend(tail);
+    Ok(args)
+}
+
+/// Flags for subcommand `sub` from config text.
+pub fn parse(text: &str, sub: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut section: Option<String> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.trim().to_string());
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            bail!("config line {}: expected `key = value`", n + 1);
+        };
+        if section.as_deref().is_some_and(|s| s != sub) {
+            continue;
+        }
+        let key = k.trim().replace('_', "-");
+        if key.is_empty() || key.starts_with('-') {
+            bail!("config line {}: bad key", n + 1);
+        }
+        let v = v.trim();
+        let values: Vec<String> =
+            if let Some(inner) = v.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+                inner
+                    .split(',')
+                    .map(|s| unquote(s.trim()))
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            } else {
+                vec![unquote(v)]
+            };
+        for val in values {
+            match val.as_str() {
+                "true" => out.push(format!("--{key}")),
+                "false" => {}
+                _ => {
+                    out.push(format!("--{key}"));
+                    out.push(val);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn strip_comment(line: &str) -> &str {
+    let mut in_str = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_str = !in_str,
+            '#' if !in_str => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn unquote(s: &str) -> String {
+    s.strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(s)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_arrays_bools_and_comments() {
+        let t = "port = [3306, 3307] # two\n[run]\niface = \"span0\"\nread_only = true\nsample = 50\n[replay]\nspeed = 2\n";
+        assert_eq!(
+            parse(t, "run").unwrap(),
+            vec![
+                "--port",
+                "3306",
+                "--port",
+                "3307",
+                "--iface",
+                "span0",
+                "--read-only",
+                "--sample",
+                "50"
+            ]
+        );
+        assert_eq!(
+            parse(t, "replay").unwrap(),
+            vec!["--port", "3306", "--port", "3307", "--speed", "2"]
+        );
+        assert!(parse("nonsense", "run").is_err());
+    }
+
+    #[test]
+    fn file_flags_go_before_command_line_flags() {
+        let dir = std::env::temp_dir().join(format!("mrte-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[inspect]\nformat = \"summary\"\n").unwrap();
+        let args: Vec<OsString> = [
+            "mrte",
+            "inspect",
+            "--config",
+            f.to_str().unwrap(),
+            "-r",
+            "x.pcap",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let got = expand(args).unwrap();
+        let got: Vec<String> = got
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            got,
+            vec!["mrte", "inspect", "--format", "summary", "-r", "x.pcap"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
