@@ -1,3 +1,30 @@
-//! mrte-bench: decode throughput, packet sender and capture-loss measurements.
+//! mrte-bench: decode throughput, synthetic captures, packet sender and capture-loss measurements.
 
-fn main() {}
+mod decode;
+mod synth;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Benchmarks and load tools for mrte.
+#[derive(Parser, Debug)]
+#[command(name = "mrte-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// In-memory decode throughput: frames in RAM -> pipeline -> per-session rings -> discarding consumer.
+    Decode(decode::DecodeArgs),
+    /// Write a synthetic many-session MySQL capture (pcap).
+    Synth(synth::SynthArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Decode(a) => decode::run(a),
+        Cmd::Synth(a) => synth::run(a),
+    }
+}

@@ -1,0 +1,157 @@
+//! In-memory decode throughput: a capture's frames loaded into RAM, fed through the same
+//! [`Pipeline`] as live capture into per-session SPSC rings, drained by a consumer thread that
+//! discards events. Reports packets/s, Gbit/s and ns/packet for the producer core.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mrte_capture::net::LinkType;
+use mrte_capture::pipeline::{Pipeline, PipelineConfig};
+use mrte_capture::ring::{RingSink, SessionStream};
+use pcap_file::pcap::PcapReader;
+
+/// `mrte-bench decode`.
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    /// Capture file (classic pcap).
+    pub file: PathBuf,
+    /// Passes over the file (a fresh pipeline each pass).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: u32,
+    /// Ring capacity per session (events).
+    #[arg(long, default_value_t = 4096)]
+    pub ring: usize,
+    /// Core to pin the decode thread to.
+    #[arg(long, default_value_t = 0)]
+    pub core: usize,
+    /// Server port.
+    #[arg(long, default_value_t = 3306)]
+    pub port: u16,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Frames {
+    link: LinkType,
+    data: Vec<u8>,
+    index: Vec<(u64, u32, u32)>,
+}
+
+fn load(path: &PathBuf) -> Result<Frames> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut r =
+        PcapReader::new(BufReader::with_capacity(1 << 20, f)).context("reading pcap header")?;
+    let link = LinkType::from_linktype(u32::from(r.header().datalink));
+    let mut data = Vec::new();
+    let mut index = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.context("reading packet")?;
+        let off = data.len() as u32;
+        data.extend_from_slice(&p.data);
+        index.push((p.timestamp.as_micros() as u64, off, p.data.len() as u32));
+    }
+    Ok(Frames { link, data, index })
+}
+
+fn drain(rx: crossbeam_channel::Receiver<SessionStream>, stop: Arc<AtomicBool>) -> u64 {
+    let mut streams: Vec<SessionStream> = Vec::new();
+    let mut events = 0u64;
+    loop {
+        while let Ok(s) = rx.try_recv() {
+            streams.push(s);
+        }
+        let mut got = 0;
+        streams.retain_mut(|s| {
+            while s.try_pop().is_some() {
+                got += 1;
+            }
+            !s.is_finished()
+        });
+        events += got;
+        if got == 0 {
+            if stop.load(Ordering::Acquire) && streams.is_empty() && rx.is_empty() {
+                return events;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Run the benchmark.
+pub fn run(a: DecodeArgs) -> Result<()> {
+    let frames = load(&a.file)?;
+    let n = frames.index.len() as u64;
+    let bytes: u64 = frames.index.iter().map(|&(_, _, l)| u64::from(l)).sum();
+    if let Some(core) =
+        core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|c| c.id == a.core))
+    {
+        core_affinity::set_for_current(core);
+    }
+    let mut best = Duration::MAX;
+    let mut total = Duration::ZERO;
+    let mut commands = 0;
+    let mut events = 0;
+    let mut dropped = 0;
+    for _ in 0..a.repeat {
+        let (mut sink, rx) = RingSink::new(a.ring);
+        let stop = Arc::new(AtomicBool::new(false));
+        let consumer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || drain(rx, stop))
+        };
+        let mut p = Pipeline::new(PipelineConfig {
+            ports: vec![a.port],
+            ..PipelineConfig::default()
+        });
+        let t = Instant::now();
+        let mut last_ts = 0;
+        for &(ts, off, len) in &frames.index {
+            let f = &frames.data[off as usize..(off + len) as usize];
+            p.handle_frame(frames.link, f, ts, &mut sink);
+            last_ts = ts;
+        }
+        p.finish(last_ts, &mut sink);
+        sink.close_all();
+        let dt = t.elapsed();
+        stop.store(true, Ordering::Release);
+        events = consumer
+            .join()
+            .map_err(|_| anyhow::anyhow!("consumer panicked"))?;
+        commands = p.stats().commands.total();
+        dropped = sink.stats().dropped_events;
+        best = best.min(dt);
+        total += dt;
+    }
+    let pps = n as f64 / best.as_secs_f64();
+    let gbps = bytes as f64 * 8.0 / best.as_secs_f64() / 1e9;
+    let ns = best.as_nanos() as f64 / n as f64;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": a.file.display().to_string(), "packets": n, "bytes": bytes, "commands": commands,
+                "events": events, "ring_dropped": dropped, "best_s": best.as_secs_f64(),
+                "mean_s": total.as_secs_f64() / f64::from(a.repeat), "mpps": pps / 1e6, "gbps": gbps, "ns_per_packet": ns
+            })
+        );
+    } else {
+        println!(
+            "{}: {n} packets, {bytes} bytes, {commands} commands, {events} events consumed, {dropped} ring drops\n\
+             best of {}: {:.3} s  => {:.2} Mpps, {:.2} Gbit/s, {:.1} ns/packet (one decode core)",
+            a.file.display(),
+            a.repeat,
+            best.as_secs_f64(),
+            pps / 1e6,
+            gbps,
+            ns
+        );
+    }
+    Ok(())
+}
