@@ -55,6 +55,7 @@ impl SessionStream {
     }
 
     /// Wait for the next event; `None` once the session is finished.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> NextEvent<'_> {
         NextEvent { stream: self }
     }
