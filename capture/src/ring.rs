@@ -2,8 +2,9 @@
 //!
 //! [`RingSink`] is the producer side: it lives on the capture thread, creates one [`rtrb`] ring
 //! per session when the session opens and hands the consumer end out through a channel as a
-//! [`SessionStream`]. A full ring never makes capture wait: the event is dropped, counted, and the
-//! session is marked overflowed. Consumers can poll or `await` a stream (an [`AtomicWaker`] is
+//! [`SessionStream`]. By default (live capture) a full ring never makes capture wait: the event is
+//! dropped, counted, and the session is marked overflowed. Offline readers may opt into
+//! backpressure with [`RingSink::set_wait_when_full`]: the producer then waits for ring space. Consumers can poll or `await` a stream (an [`AtomicWaker`] is
 //! woken after each push). This module does not decode anything.
 
 use std::collections::HashMap;
@@ -113,6 +114,7 @@ pub struct RingSink {
     producers: HashMap<SessionId, Producer>,
     tx: Sender<SessionStream>,
     stats: RingStats,
+    wait_when_full: bool,
 }
 
 impl std::fmt::Debug for RingSink {
@@ -134,8 +136,16 @@ impl RingSink {
             producers: HashMap::new(),
             tx,
             stats: RingStats::default(),
+            wait_when_full: false,
         };
         (sink, rx)
+    }
+
+    /// Backpressure mode for offline readers: when a ring is full, `push` waits (spinning, then
+    /// yielding and sleeping briefly) until the consumer makes room or goes away, instead of
+    /// dropping. Never enable this on a live capture thread.
+    pub fn set_wait_when_full(&mut self, wait: bool) {
+        self.wait_when_full = wait;
     }
 
     /// Counters so far.
@@ -189,6 +199,25 @@ impl EventSink for RingSink {
             self.stats.orphaned_sessions += 1;
             self.producers.remove(&id);
             return;
+        }
+        if self.wait_when_full {
+            let mut spins = 0u32;
+            while p.ring.is_full() && !p.ring.is_abandoned() {
+                p.shared.waker.wake();
+                spins = spins.saturating_add(1);
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else if spins < 256 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+            if p.ring.is_abandoned() {
+                self.stats.orphaned_sessions += 1;
+                self.producers.remove(&id);
+                return;
+            }
         }
         match p.ring.push(event) {
             Ok(()) => self.stats.pushed += 1,
@@ -270,6 +299,44 @@ mod tests {
         assert!(matches!(s.try_pop(), Some(SessionEvent::Login(_))));
         assert!(s.try_pop().is_none());
         assert!(s.is_finished());
+        assert_eq!(sink.open_sessions(), 0);
+    }
+
+    #[test]
+    fn wait_when_full_delivers_everything_without_drops() {
+        let (mut sink, rx) = RingSink::new(2);
+        sink.set_wait_when_full(true);
+        sink.push(3, open(3));
+        let mut s = rx.try_recv().unwrap();
+        let consumer = std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.is_finished() {
+                if s.try_pop().is_some() {
+                    n += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            n
+        });
+        for _ in 0..1000 {
+            sink.push(3, login());
+        }
+        sink.push(3, close());
+        assert_eq!(consumer.join().unwrap(), 1002);
+        assert_eq!(sink.stats().dropped_events, 0);
+        assert_eq!(sink.stats().pushed, 1002);
+    }
+
+    #[test]
+    fn wait_when_full_gives_up_on_abandoned_consumer() {
+        let (mut sink, rx) = RingSink::new(1);
+        sink.set_wait_when_full(true);
+        sink.push(4, open(4));
+        drop(rx.try_recv().unwrap());
+        sink.push(4, login());
+        sink.push(4, login());
+        assert_eq!(sink.stats().orphaned_sessions, 1);
         assert_eq!(sink.open_sessions(), 0);
     }
 
