@@ -1,1 +1,1413 @@
 //! Replay engine: tokio workers, one test-server connection per captured session.
+//!
+//! # What it does
+//! [`Engine::run`] takes the per-session streams that [`mrte_capture::ring::RingSink`] hands out
+//! (live capture and offline pcap replay use the same path), and for each session spawns one
+//! tokio task that:
+//! - keeps the session's identity (user and default database from its Login, COM_INIT_DB,
+//!   COM_CHANGE_USER, each command's `db`; for sessions open before capture: production's
+//!   processlist via `--prod`, else `--default-db`), mapped with `--user-map`/`--db-map`;
+//! - opens its own [`mysql_async::Conn`] to the target lazily on the first command to replay,
+//!   closes it on COM_QUIT, on the end of the session's stream (FIN, RST, capture idle/eviction,
+//!   end of input) and after `idle_timeout` without events, so no connection outlives its session;
+//! - replays commands in captured order: COM_QUERY as raw bytes (multi-statements on, every result
+//!   set drained, rows and affected rows summed), COM_INIT_DB (as `USE`), prepared statements
+//!   with a production-id → test-statement map and typed binary parameters (long data
+//!   accumulated and bound at the next execute), COM_PING, COM_RESET_CONNECTION,
+//!   COM_CHANGE_USER; the rest is skipped and counted by [`SkipReason`];
+//! - applies [`Filters`] (read-only, dangerous, db/user/regex filters, sampling);
+//! - paces commands per [`Pacing`] and records lag behind schedule;
+//! - on a broken connection, reconnects with bounded exponential backoff, re-establishes the
+//!   session's database and re-prepares statements from their remembered PREPARE text; every
+//!   command that could not run is counted as lost and reported as an [`Outcome`] with a failure.
+//!
+//! Each replayed command (and each command that failed to replay) yields one [`Outcome`], given
+//! to the caller's sink on one collector task, in no particular order across sessions. Commands
+//! without a response on the wire (COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA) and
+//! skipped commands yield no Outcome; they are counted in [`EngineStats`].
+//!
+//! # What it does not do
+//! It does not decode packets, compare prod with test, or format reports (see
+//! [`crate::compare`] and [`crate::report`]). It never blocks the capture thread: it only pops
+//! rings. Cross-session ordering (commit order) is not enforced.
+//!
+//! # Use
+//! ```no_run
+//! # async fn f(rx: crossbeam_channel::Receiver<mrte_capture::ring::SessionStream>) {
+//! use mrte_replay::engine::{Engine, ReplayConfig};
+//! use mrte_replay::target::TargetDsn;
+//! let cfg = ReplayConfig::new(TargetDsn::parse("mysql://root@127.0.0.1:3307/test").unwrap());
+//! let engine = Engine::new(cfg);
+//! let live = engine.live(); // read `live.snapshot()` each second from another task
+//! let stats = engine
+//!     .run(rx, |outcome| drop(outcome), async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await;
+//! println!("{}", serde_json::to_string(&stats).unwrap());
+//! # }
+//! ```
+//! `run` returns when the session channel is disconnected (the `RingSink` was dropped) and every
+//! session has finished, or soon after `shutdown` resolves (events still queued are counted as
+//! skipped with reason `shutdown`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use hdrhistogram::Histogram;
+use mrte_capture::event::{
+    Command, CommandRecord, FlowKey, Login, Param, ResponseStatus, SessionEvent,
+};
+use mrte_capture::fingerprint::{fingerprint, fingerprint_id};
+use mrte_capture::ring::SessionStream;
+use mysql_async::prelude::Queryable;
+use mysql_async::{
+    BinaryProtocol, ChangeUserOpts, Conn, Params, QueryResult, Statement, TextProtocol,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::classify::{classify_command_code, StatementClass};
+use crate::filter::{Filters, SkipReason};
+use crate::pacing::{lag_us, Pacing, SessionClock, Timeline};
+use crate::target::{Identities, ProdLookup, TargetDsn};
+use crate::{Outcome, TestResponse};
+
+/// Everything the engine needs to know.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// The test server.
+    pub target: TargetDsn,
+    /// `--user-map`, `--db-map`.
+    pub identities: Identities,
+    /// `--prod DSN`: production, for processlist lookups of sessions open before capture.
+    pub prod: Option<TargetDsn>,
+    /// `--default-db`: database of sessions open before capture when nothing else is known
+    /// (falls back to the target DSN's database).
+    pub default_db: Option<String>,
+    /// Filters and safety.
+    pub filters: Filters,
+    /// Live or offline pacing.
+    pub pacing: Pacing,
+    /// Close a session's test connection after this long without events.
+    pub idle_timeout: Duration,
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Give up on one command after this long (the connection is then dropped).
+    pub command_timeout: Duration,
+    /// First reconnect delay after a failed connect; doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Longest example statement kept in an Outcome, bytes.
+    pub example_len: usize,
+}
+
+impl ReplayConfig {
+    /// Defaults: live pacing, no filters (dangerous statements skipped), 60 s idle timeout.
+    pub fn new(target: TargetDsn) -> Self {
+        Self {
+            target,
+            identities: Identities::default(),
+            prod: None,
+            default_db: None,
+            filters: Filters::all(),
+            pacing: Pacing::Live,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(600),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            example_len: 512,
+        }
+    }
+}
+
+/// Counters readable while the engine runs (e.g. once per second for the live line).
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    /// Sessions received from capture.
+    pub sessions: AtomicU64,
+    /// Sessions currently being replayed.
+    pub active_sessions: AtomicU64,
+    /// Test connections currently open.
+    pub connections_open: AtomicU64,
+    /// Commands taken from the rings.
+    pub commands_seen: AtomicU64,
+    /// Commands replayed that got a response (OK or ERR).
+    pub replayed: AtomicU64,
+    /// Replayed commands the test server answered with ERR.
+    pub test_errors: AtomicU64,
+    /// Commands skipped by a filter or rule.
+    pub skipped: AtomicU64,
+    /// Commands that could not be replayed (connection down, unknown statement, ...).
+    pub lost: AtomicU64,
+    /// Reconnects after a lost connection.
+    pub reconnects: AtomicU64,
+    /// Lag of the latest command, µs.
+    pub lag_last_us: AtomicU64,
+    /// Largest lag so far, µs.
+    pub lag_max_us: AtomicU64,
+}
+
+/// A copy of [`LiveCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LiveSnapshot {
+    /// See [`LiveCounters::sessions`].
+    pub sessions: u64,
+    /// See [`LiveCounters::active_sessions`].
+    pub active_sessions: u64,
+    /// See [`LiveCounters::connections_open`].
+    pub connections_open: u64,
+    /// See [`LiveCounters::commands_seen`].
+    pub commands_seen: u64,
+    /// See [`LiveCounters::replayed`].
+    pub replayed: u64,
+    /// See [`LiveCounters::test_errors`].
+    pub test_errors: u64,
+    /// See [`LiveCounters::skipped`].
+    pub skipped: u64,
+    /// See [`LiveCounters::lost`].
+    pub lost: u64,
+    /// See [`LiveCounters::reconnects`].
+    pub reconnects: u64,
+    /// See [`LiveCounters::lag_last_us`].
+    pub lag_last_us: u64,
+    /// See [`LiveCounters::lag_max_us`].
+    pub lag_max_us: u64,
+}
+
+impl LiveCounters {
+    /// Read all counters.
+    pub fn snapshot(&self) -> LiveSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LiveSnapshot {
+            sessions: l(&self.sessions),
+            active_sessions: l(&self.active_sessions),
+            connections_open: l(&self.connections_open),
+            commands_seen: l(&self.commands_seen),
+            replayed: l(&self.replayed),
+            test_errors: l(&self.test_errors),
+            skipped: l(&self.skipped),
+            lost: l(&self.lost),
+            reconnects: l(&self.reconnects),
+            lag_last_us: l(&self.lag_last_us),
+            lag_max_us: l(&self.lag_max_us),
+        }
+    }
+}
+
+/// Lag behind schedule, µs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LagStats {
+    /// Commands measured.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// Final engine counters, for the report (alongside the comparison).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Sessions received from capture.
+    pub sessions: u64,
+    /// Sessions with at least one command sent to the test server.
+    pub sessions_replayed: u64,
+    /// Sessions first seen mid-stream (open before capture).
+    pub sessions_midstream: u64,
+    /// Mid-stream sessions whose user/db came from production's processlist.
+    pub sessions_processlist_resolved: u64,
+    /// Sessions that lost events to a full ring (diverged: commands missing).
+    pub sessions_overflowed: u64,
+    /// Sessions with at least one lost command.
+    pub sessions_with_losses: u64,
+    /// Session tasks that panicked (a bug; their commands are unaccounted).
+    pub sessions_panicked: u64,
+    /// Sessions received but never started because of shutdown.
+    pub sessions_not_started: u64,
+    /// Events lost to full rings.
+    pub ring_dropped_events: u64,
+    /// Commands taken from the rings.
+    pub commands_seen: u64,
+    /// Commands replayed that got a response (OK or ERR).
+    pub replayed: u64,
+    /// Commands sent that have no response (COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA).
+    pub replayed_no_response: u64,
+    /// Replayed commands the test server answered with ERR.
+    pub test_errors: u64,
+    /// Replayed commands whose production response was ERR.
+    pub prod_errors: u64,
+    /// Skipped commands by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Commands that could not be replayed, by reason.
+    pub lost: BTreeMap<String, u64>,
+    /// Commands decoded right after a capture gap (TCP hole).
+    pub commands_after_gap: u64,
+    /// Test connections opened.
+    pub connects: u64,
+    /// Of those, re-opened after a lost connection.
+    pub reconnects: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// Connections closed by the engine's idle timeout.
+    pub idle_closes: u64,
+    /// Connections dropped after an I/O error or command timeout.
+    pub connections_lost: u64,
+    /// Lag behind schedule (offline: behind captured pacing; live: behind packet time).
+    pub lag_us: LagStats,
+}
+
+impl EngineStats {
+    /// Total skipped commands.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    /// Total lost commands.
+    pub fn lost_total(&self) -> u64 {
+        self.lost.values().sum()
+    }
+
+    fn merge(&mut self, o: &EngineStats) {
+        self.sessions_replayed += o.sessions_replayed;
+        self.sessions_midstream += o.sessions_midstream;
+        self.sessions_processlist_resolved += o.sessions_processlist_resolved;
+        self.sessions_overflowed += o.sessions_overflowed;
+        self.sessions_with_losses += o.sessions_with_losses;
+        self.ring_dropped_events += o.ring_dropped_events;
+        self.commands_seen += o.commands_seen;
+        self.replayed += o.replayed;
+        self.replayed_no_response += o.replayed_no_response;
+        self.test_errors += o.test_errors;
+        self.prod_errors += o.prod_errors;
+        for (k, v) in &o.skipped {
+            *self.skipped.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.lost {
+            *self.lost.entry(k.clone()).or_default() += v;
+        }
+        self.commands_after_gap += o.commands_after_gap;
+        self.connects += o.connects;
+        self.reconnects += o.reconnects;
+        self.connect_failures += o.connect_failures;
+        self.idle_closes += o.idle_closes;
+        self.connections_lost += o.connections_lost;
+    }
+}
+
+fn new_lag_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+struct Ctx {
+    cfg: ReplayConfig,
+    live: Arc<LiveCounters>,
+    totals: Mutex<(EngineStats, Histogram<u64>)>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    timeline: Timeline,
+    prod: Option<ProdLookup>,
+}
+
+/// The replay engine: configuration and live counters; [`Engine::run`] does the work.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: ReplayConfig,
+    live: Arc<LiveCounters>,
+}
+
+impl Engine {
+    /// An engine for `cfg`.
+    pub fn new(cfg: ReplayConfig) -> Self {
+        Self {
+            cfg,
+            live: Arc::new(LiveCounters::default()),
+        }
+    }
+
+    /// Live counters, readable while [`Engine::run`] runs.
+    pub fn live(&self) -> Arc<LiveCounters> {
+        self.live.clone()
+    }
+
+    /// Replay every session from `sessions` until the channel disconnects and all sessions end,
+    /// or until `shutdown` resolves; hand each [`Outcome`] to `sink`; return the final counters.
+    pub async fn run<S, F>(
+        self,
+        sessions: Receiver<SessionStream>,
+        mut sink: S,
+        shutdown: F,
+    ) -> EngineStats
+    where
+        S: FnMut(Outcome) + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outcome>();
+        let collector = tokio::spawn(async move {
+            while let Some(o) = out_rx.recv().await {
+                sink(o);
+            }
+        });
+        let skip_idle = match self.cfg.pacing {
+            Pacing::Offline { skip_idle, .. } => skip_idle,
+            Pacing::Live => None,
+        };
+        let ctx = Arc::new(Ctx {
+            prod: self.cfg.prod.clone().map(ProdLookup::new),
+            cfg: self.cfg,
+            live: self.live,
+            totals: Mutex::new((EngineStats::default(), new_lag_histogram())),
+            outcomes: out_tx,
+            timeline: Timeline::new(skip_idle),
+        });
+
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let shutdown_task = tokio::spawn(async move {
+            shutdown.await;
+            let _ = sd_tx.send(true);
+            std::future::pending::<()>().await;
+        });
+
+        let (sess_tx, mut sess_rx) = mpsc::unbounded_channel::<SessionStream>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_b = stop.clone();
+        let bridge = tokio::task::spawn_blocking(move || {
+            while !stop_b.load(Ordering::Relaxed) {
+                match sessions.recv_timeout(Duration::from_millis(20)) {
+                    Ok(s) => {
+                        if sess_tx.send(s).is_err() {
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        });
+
+        let mut tasks = JoinSet::new();
+        let mut panicked = 0u64;
+        let mut sd = sd_rx.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = wait_shutdown(&mut sd) => break,
+                s = sess_rx.recv() => match s {
+                    Some(s) => {
+                        ctx.live.sessions.fetch_add(1, Ordering::Relaxed);
+                        tasks.spawn(session_task(ctx.clone(), s, sd_rx.clone()));
+                    }
+                    None => break,
+                },
+                Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                    if r.is_err() {
+                        panicked += 1;
+                    }
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut not_started = 0;
+        sess_rx.close();
+        while let Ok(s) = sess_rx.try_recv() {
+            ctx.live.sessions.fetch_add(1, Ordering::Relaxed);
+            not_started += 1;
+            drop(s);
+        }
+        while let Some(r) = tasks.join_next().await {
+            if r.is_err() {
+                panicked += 1;
+            }
+        }
+        let _ = bridge.await;
+        shutdown_task.abort();
+        let (mut stats, lag) = {
+            let g = ctx.totals.lock().unwrap_or_else(|e| e.into_inner());
+            (g.0.clone(), g.1.clone())
+        };
+        stats.sessions = ctx.live.sessions.load(Ordering::Relaxed);
+        stats.sessions_panicked = panicked;
+        stats.sessions_not_started = not_started;
+        stats.lag_us = LagStats {
+            count: lag.len(),
+            p50: if lag.is_empty() {
+                0
+            } else {
+                lag.value_at_quantile(0.5)
+            },
+            p99: if lag.is_empty() {
+                0
+            } else {
+                lag.value_at_quantile(0.99)
+            },
+            max: if lag.is_empty() { 0 } else { lag.max() },
+        };
+        drop(ctx);
+        let _ = collector.await;
+        stats
+    }
+}
+
+/// Convenience: `Engine::new(cfg).run(...)`.
+pub async fn run<S, F>(
+    cfg: ReplayConfig,
+    sessions: Receiver<SessionStream>,
+    sink: S,
+    shutdown: F,
+) -> EngineStats
+where
+    S: FnMut(Outcome) + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    Engine::new(cfg).run(sessions, sink, shutdown).await
+}
+
+async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+struct ActiveGuard(Arc<LiveCounters>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::Receiver<bool>) {
+    ctx.live.active_sessions.fetch_add(1, Ordering::Relaxed);
+    let _guard = ActiveGuard(ctx.live.clone());
+    let mut s = Session::new(ctx.clone(), &stream);
+    let mut shut = false;
+    loop {
+        let ev = {
+            let next = async {
+                if s.conn.is_some() {
+                    tokio::time::timeout(s.ctx.cfg.idle_timeout, stream.next()).await
+                } else {
+                    Ok(stream.next().await)
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = wait_shutdown(&mut sd) => { shut = true; break; }
+                ev = next => ev,
+            }
+        };
+        match ev {
+            Err(_idle) => {
+                s.stats.idle_closes += 1;
+                s.disconnect().await;
+            }
+            Ok(None) => break,
+            Ok(Some(ev)) => {
+                if s.handle(ev, &mut sd).await {
+                    shut = true;
+                    break;
+                }
+            }
+        }
+    }
+    if shut {
+        while let Some(ev) = stream.try_pop() {
+            if matches!(ev, SessionEvent::Command(_)) {
+                s.stats.commands_seen += 1;
+                s.ctx.live.commands_seen.fetch_add(1, Ordering::Relaxed);
+                s.skip(SkipReason::Shutdown);
+            }
+        }
+    }
+    s.disconnect().await;
+    let dropped = stream.dropped();
+    if dropped > 0 {
+        s.stats.sessions_overflowed += 1;
+        s.stats.ring_dropped_events += dropped;
+    }
+    s.finish();
+}
+
+struct StmtEntry {
+    sql: Arc<[u8]>,
+    fingerprint: Arc<str>,
+    fingerprint_id: u64,
+    example: Arc<str>,
+    skip: Option<SkipReason>,
+    test: Option<Statement>,
+    long_data: BTreeMap<u16, Vec<u8>>,
+}
+
+enum Exec {
+    Done(TestResponse),
+    Lost(String),
+}
+
+struct Session {
+    ctx: Arc<Ctx>,
+    key: FlowKey,
+    id: u64,
+    midstream: bool,
+    last_lag_us: u64,
+    user: Option<String>,
+    db: Option<String>,
+    identity_checked: bool,
+    skip_all: Option<SkipReason>,
+    conn: Option<Conn>,
+    ever_connected: bool,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    stmts: HashMap<u32, StmtEntry>,
+    clock: Option<SessionClock>,
+    stats: EngineStats,
+    lag: Option<Histogram<u64>>,
+}
+
+fn truncate_example(sql: &[u8], max: usize) -> Arc<str> {
+    let cut = &sql[..sql.len().min(max)];
+    Arc::from(String::from_utf8_lossy(cut).as_ref())
+}
+
+fn to_value(p: &Param) -> mysql_async::Value {
+    use mrte_capture::event::Value as V;
+    use mysql_async::Value as M;
+    match &p.value {
+        V::Null => M::NULL,
+        V::Int(i) => M::Int(*i),
+        V::UInt(u) => M::UInt(*u),
+        V::Float(f) => M::Float(*f),
+        V::Double(d) => M::Double(*d),
+        V::Bytes(b) => M::Bytes(b.to_vec()),
+        V::Date {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+        } => M::Date(*year, *month, *day, *hour, *minute, *second, *micros),
+        V::Time {
+            negative,
+            days,
+            hours,
+            minutes,
+            seconds,
+            micros,
+        } => M::Time(*negative, *days, *hours, *minutes, *seconds, *micros),
+    }
+}
+
+fn is_connection_error(e: &mysql_async::Error) -> bool {
+    use mysql_async::DriverError as D;
+    match e {
+        mysql_async::Error::Server(_) => false,
+        mysql_async::Error::Driver(d) => !matches!(
+            d,
+            D::StmtParamsMismatch { .. }
+                | D::StmtParamsNumberExceedsLimit { .. }
+                | D::Params(_)
+                | D::MixedParams
+                | D::FromValue { .. }
+                | D::FromRow { .. }
+                | D::LocalInfile(_)
+        ),
+        _ => true,
+    }
+}
+
+async fn drain<P: mysql_async::prelude::Protocol>(
+    qr: &mut QueryResult<'_, 'static, P>,
+) -> Result<(u64, u64), mysql_async::Error> {
+    let mut rows = 0u64;
+    let mut affected = 0u64;
+    loop {
+        if qr.columns_ref().is_empty() {
+            affected += qr.affected_rows();
+        }
+        if qr.is_empty() {
+            break;
+        }
+        qr.for_each(|_| rows += 1).await?;
+    }
+    Ok((rows, affected))
+}
+
+impl Session {
+    fn new(ctx: Arc<Ctx>, stream: &SessionStream) -> Self {
+        let open = &stream.open;
+        let skip_all = if ctx.cfg.filters.session_sampled(&open.key) {
+            None
+        } else {
+            Some(SkipReason::SampledOut)
+        };
+        let clock = match ctx.cfg.pacing {
+            Pacing::Offline {
+                speed: Some(speed),
+                skip_idle,
+            } => {
+                let (anchor, offset) = ctx.timeline.open_session(open.ts_us, Instant::now());
+                Some(SessionClock::new(
+                    anchor, offset, open.ts_us, speed, skip_idle,
+                ))
+            }
+            Pacing::Offline { speed: None, .. } => {
+                ctx.timeline.open_session(open.ts_us, Instant::now());
+                None
+            }
+            Pacing::Live => None,
+        };
+        let mut stats = EngineStats::default();
+        if open.midstream {
+            stats.sessions_midstream = 1;
+        }
+        let backoff = ctx.cfg.backoff_min;
+        let lag = if matches!(ctx.cfg.pacing, Pacing::Offline { speed: None, .. }) {
+            None
+        } else {
+            Some(new_lag_histogram())
+        };
+        Self {
+            key: open.key,
+            id: open.id,
+            midstream: open.midstream,
+            last_lag_us: 0,
+            ctx,
+            user: None,
+            db: None,
+            identity_checked: false,
+            skip_all,
+            conn: None,
+            ever_connected: false,
+            backoff,
+            retry_at: None,
+            stmts: HashMap::new(),
+            clock,
+            stats,
+            lag,
+        }
+    }
+
+    fn finish(mut self) {
+        if self.stats.replayed + self.stats.replayed_no_response > 0 {
+            self.stats.sessions_replayed = 1;
+        }
+        if self.stats.lost_total() > 0 {
+            self.stats.sessions_with_losses = 1;
+        }
+        let mut g = self.ctx.totals.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.merge(&self.stats);
+        if let Some(h) = self.lag.take() {
+            let _ = g.1.add(&h);
+        }
+    }
+
+    fn skip(&mut self, r: SkipReason) {
+        *self.stats.skipped.entry(r.as_str().to_owned()).or_default() += 1;
+        self.ctx.live.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_login(&mut self, l: &Login) {
+        if l.user.is_some() {
+            self.user = l.user.clone();
+        }
+        if l.db.is_some() {
+            self.db = l.db.clone();
+        }
+        if l.tls {
+            self.skip_all = Some(SkipReason::Tls);
+        } else if !l.ok && !l.midstream && l.error_code.is_some() {
+            self.skip_all.get_or_insert(SkipReason::LoginFailed);
+        }
+    }
+
+    async fn resolve_identity(&mut self) {
+        if self.identity_checked {
+            return;
+        }
+        self.identity_checked = true;
+        if !self.midstream || (self.user.is_some() && self.db.is_some()) {
+            return;
+        }
+        if let Some(prod) = &self.ctx.prod {
+            match prod.lookup(self.key.client).await {
+                Ok(Some(info)) => {
+                    self.stats.sessions_processlist_resolved += 1;
+                    if self.user.is_none() {
+                        self.user = info.user;
+                    }
+                    if self.db.is_none() {
+                        self.db = info.db;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(session = self.id, error = %e, "prod processlist lookup failed")
+                }
+            }
+        }
+        if self.db.is_none() {
+            self.db = self
+                .ctx
+                .cfg
+                .default_db
+                .clone()
+                .or_else(|| self.ctx.cfg.target.db.clone());
+        }
+    }
+
+    /// Handle one event; true when shutdown interrupted it.
+    async fn handle(&mut self, ev: SessionEvent, sd: &mut watch::Receiver<bool>) -> bool {
+        match ev {
+            SessionEvent::Open(_) => false,
+            SessionEvent::Login(l) => {
+                self.on_login(&l);
+                false
+            }
+            SessionEvent::Close(_) => {
+                self.disconnect().await;
+                false
+            }
+            SessionEvent::Command(rec) => self.command(*rec, sd).await,
+        }
+    }
+
+    async fn command(&mut self, rec: CommandRecord, sd: &mut watch::Receiver<bool>) -> bool {
+        self.stats.commands_seen += 1;
+        self.ctx.live.commands_seen.fetch_add(1, Ordering::Relaxed);
+        if rec.flags.after_gap {
+            self.stats.commands_after_gap += 1;
+        }
+        if let Some(u) = &rec.user {
+            self.user = Some(u.to_string());
+        }
+        if let Some(d) = &rec.db {
+            self.db = Some(d.to_string());
+        }
+        if let Some(r) = self.skip_all {
+            self.skip(r);
+            return false;
+        }
+        self.resolve_identity().await;
+        if let Some(due) = self.clock.as_mut().map(|c| c.due(rec.ts_us)) {
+            tokio::select! {
+                biased;
+                _ = wait_shutdown(sd) => {
+                    self.skip(SkipReason::Shutdown);
+                    return true;
+                }
+                _ = tokio::time::sleep_until(due.into()) => {}
+            }
+            self.record_lag(lag_us(due, Instant::now()));
+        } else if self.ctx.cfg.pacing == Pacing::Live {
+            let now_us = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0);
+            self.record_lag(now_us.saturating_sub(rec.ts_us));
+        }
+        self.dispatch(rec).await;
+        false
+    }
+
+    fn record_lag(&mut self, lag: u64) {
+        self.last_lag_us = lag;
+        if let Some(h) = self.lag.as_mut() {
+            h.saturating_record(lag.max(1));
+        }
+        self.ctx.live.lag_last_us.store(lag, Ordering::Relaxed);
+        self.ctx.live.lag_max_us.fetch_max(lag, Ordering::Relaxed);
+    }
+
+    fn identity_skip(&self, db: Option<&str>) -> Option<SkipReason> {
+        self.ctx
+            .cfg
+            .filters
+            .check_identity(db, self.user.as_deref())
+    }
+
+    async fn dispatch(&mut self, rec: CommandRecord) {
+        let f = &self.ctx.cfg.filters;
+        if rec.flags.too_large && rec.command.sql().is_some_and(|s| s.is_empty()) {
+            self.skip(SkipReason::TooLarge);
+            return;
+        }
+        if !matches!(
+            rec.command,
+            Command::Quit | Command::InitDb { .. } | Command::StmtClose { .. }
+        ) {
+            if let Some(r) = self.identity_skip(self.db.clone().as_deref()) {
+                self.skip(r);
+                return;
+            }
+        }
+        match &rec.command {
+            Command::Query { sql, .. } => {
+                if let Some(r) = f.check_sql(sql) {
+                    self.skip(r);
+                    return;
+                }
+                let sql = sql.clone();
+                let fp = fingerprint(&sql);
+                let res = self.run_query(&sql).await;
+                let example = truncate_example(&sql, self.ctx.cfg.example_len);
+                self.emit(&rec, Arc::from(fp.as_str()), example, res);
+            }
+            Command::InitDb { schema } => {
+                if let Some(r) = self.identity_skip(Some(schema)) {
+                    self.db = Some(schema.clone());
+                    self.skip(r);
+                    return;
+                }
+                let test_db = self.ctx.cfg.identities.map_db(schema).to_owned();
+                let sql = format!("USE `{}`", test_db.replace('`', "``"));
+                let res = self.run_query(sql.as_bytes()).await;
+                if matches!(&res, Exec::Done(t) if t.status == ResponseStatus::Ok) {
+                    self.db = Some(schema.clone());
+                }
+                self.emit(&rec, Arc::from("COM_INIT_DB"), Arc::from(sql.as_str()), res);
+            }
+            Command::Quit => {
+                if self.conn.is_some() {
+                    self.stats.replayed_no_response += 1;
+                }
+                self.disconnect().await;
+            }
+            Command::Ping => {
+                let res = self
+                    .timed(|c| Box::pin(async move { c.ping().await.map(|_| (0, 0)) }))
+                    .await;
+                self.emit(&rec, Arc::from("COM_PING"), Arc::from("COM_PING"), res);
+            }
+            Command::Statistics => self.skip(SkipReason::Statistics),
+            Command::FieldList { .. } => self.skip(SkipReason::FieldList),
+            Command::StmtFetch { .. } => self.skip(SkipReason::StmtFetch),
+            Command::SetOption { .. } => self.skip(SkipReason::SetOption),
+            Command::BinlogDump { .. } => self.skip(SkipReason::Replication),
+            Command::Unknown { .. } => self.skip(SkipReason::UnknownCommand),
+            Command::ProcessKill { .. } => match f.check_class(StatementClass::Dangerous) {
+                Some(r) => self.skip(r),
+                None => self.skip(SkipReason::Unsupported),
+            },
+            Command::Other { code } => {
+                let r = match code {
+                    0x15 => SkipReason::Replication,
+                    c => match classify_command_code(*c).and_then(|k| f.check_class(k)) {
+                        Some(r) => r,
+                        None => SkipReason::Unsupported,
+                    },
+                };
+                self.skip(r);
+            }
+            Command::StmtPrepare { sql } => self.prepare(&rec, sql.clone()).await,
+            Command::StmtExecute { .. } => self.execute(&rec).await,
+            Command::StmtSendLongData {
+                stmt_id,
+                param_id,
+                data,
+            } => match self.stmts.get_mut(stmt_id) {
+                Some(e) if e.skip.is_none() => {
+                    e.long_data
+                        .entry(*param_id)
+                        .or_default()
+                        .extend_from_slice(data);
+                    self.stats.replayed_no_response += 1;
+                }
+                Some(e) => {
+                    let r = e.skip.unwrap_or(SkipReason::StatementSkipped);
+                    self.skip(r);
+                }
+                None => self.lose("unknown_statement"),
+            },
+            Command::StmtReset { stmt_id } => {
+                if let Some(e) = self.stmts.get_mut(stmt_id) {
+                    e.long_data.clear();
+                }
+                self.skip(SkipReason::StmtReset);
+            }
+            Command::StmtClose { stmt_id } => match self.stmts.remove(stmt_id) {
+                Some(e) => match (e.skip, e.test) {
+                    (Some(r), _) => self.skip(r),
+                    (None, Some(stmt)) => {
+                        if let Some(c) = self.conn.as_mut() {
+                            let ok =
+                                tokio::time::timeout(self.ctx.cfg.command_timeout, c.close(stmt))
+                                    .await
+                                    .map(|r| r.is_ok())
+                                    .unwrap_or(false);
+                            if ok {
+                                self.stats.replayed_no_response += 1;
+                            } else {
+                                self.drop_conn();
+                            }
+                        }
+                    }
+                    (None, None) => {}
+                },
+                None => self.lose("unknown_statement"),
+            },
+            Command::ChangeUser { user, db, .. } => {
+                let (tu, tp) = self
+                    .ctx
+                    .cfg
+                    .identities
+                    .map_user(Some(user), &self.ctx.cfg.target);
+                let opts = ChangeUserOpts::default()
+                    .with_user(Some(tu.to_owned()))
+                    .with_pass(tp.map(str::to_owned))
+                    .with_db_name(
+                        db.as_deref()
+                            .map(|d| self.ctx.cfg.identities.map_db(d).to_owned()),
+                    );
+                let res = self
+                    .timed(|c| Box::pin(async move { c.change_user(opts).await.map(|_| (0, 0)) }))
+                    .await;
+                if rec.response.status != ResponseStatus::Err {
+                    self.user = Some(user.clone());
+                    self.db = db.clone();
+                    self.stmts.clear();
+                }
+                self.emit(
+                    &rec,
+                    Arc::from("COM_CHANGE_USER"),
+                    Arc::from("COM_CHANGE_USER"),
+                    res,
+                );
+            }
+            Command::ResetConnection => {
+                let res = self
+                    .timed(|c| Box::pin(async move { c.reset().await.map(|_| (0, 0)) }))
+                    .await;
+                self.stmts.clear();
+                self.emit(
+                    &rec,
+                    Arc::from("COM_RESET_CONNECTION"),
+                    Arc::from("COM_RESET_CONNECTION"),
+                    res,
+                );
+            }
+        }
+    }
+
+    async fn prepare(&mut self, rec: &CommandRecord, sql: Box<[u8]>) {
+        let prod_id = rec.response.prepare_ok.as_ref().map(|p| p.stmt_id);
+        let fp = fingerprint(&sql);
+        let mut entry = StmtEntry {
+            sql: Arc::from(sql),
+            fingerprint_id: fingerprint_id(&fp),
+            fingerprint: Arc::from(fp.as_str()),
+            example: Arc::from(""),
+            skip: None,
+            test: None,
+            long_data: BTreeMap::new(),
+        };
+        entry.example = truncate_example(&entry.sql, self.ctx.cfg.example_len);
+        entry.skip = self.ctx.cfg.filters.check_sql(&entry.sql);
+        if let Some(r) = entry.skip {
+            self.skip(r);
+            if let Some(id) = prod_id {
+                self.stmts.insert(id, entry);
+            }
+            return;
+        }
+        let sql = entry.sql.clone();
+        let mut prepared = None;
+        let res = self
+            .timed_with(
+                |c| {
+                    Box::pin(async move {
+                        let st = c.prep(&*sql).await?;
+                        Ok(((0, 0), Some(st)))
+                    })
+                },
+                &mut prepared,
+            )
+            .await;
+        self.emit_fp(
+            rec,
+            "COM_STMT_PREPARE",
+            entry.fingerprint.clone(),
+            entry.fingerprint_id,
+            entry.example.clone(),
+            res,
+        );
+        match prod_id {
+            Some(id) => {
+                entry.test = prepared;
+                if let Some(old) = self.stmts.insert(id, entry) {
+                    self.close_quietly(old).await;
+                }
+            }
+            None => {
+                if let Some(st) = prepared {
+                    self.close_quietly(StmtEntry {
+                        test: Some(st),
+                        ..entry
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn close_quietly(&mut self, e: StmtEntry) {
+        if let (Some(st), Some(c)) = (e.test, self.conn.as_mut()) {
+            if tokio::time::timeout(self.ctx.cfg.command_timeout, c.close(st))
+                .await
+                .map(|r| r.is_err())
+                .unwrap_or(true)
+            {
+                self.drop_conn();
+            }
+        }
+    }
+
+    async fn execute(&mut self, rec: &CommandRecord) {
+        let Command::StmtExecute {
+            stmt_id,
+            params,
+            params_unknown,
+            ..
+        } = &rec.command
+        else {
+            return;
+        };
+        let Some(entry) = self.stmts.get(stmt_id) else {
+            let name = "unknown_statement";
+            self.emit_fp(
+                rec,
+                "COM_STMT_EXECUTE",
+                Arc::from(name),
+                fingerprint_id(name),
+                Arc::from(""),
+                Exec::Lost(format!(
+                    "{name}: statement {stmt_id} was prepared before capture"
+                )),
+            );
+            return;
+        };
+        if let Some(r) = entry.skip {
+            self.skip(r);
+            return;
+        }
+        let (fp, fp_id, example, sql) = (
+            entry.fingerprint.clone(),
+            entry.fingerprint_id,
+            entry.example.clone(),
+            entry.sql.clone(),
+        );
+        if *params_unknown {
+            self.emit_fp(
+                rec,
+                "COM_STMT_EXECUTE",
+                fp,
+                fp_id,
+                example,
+                Exec::Lost("params_unknown".into()),
+            );
+            return;
+        }
+        if let Err(reason) = self.ensure_conn().await {
+            self.emit_fp(
+                rec,
+                "COM_STMT_EXECUTE",
+                fp,
+                fp_id,
+                example,
+                Exec::Lost(reason),
+            );
+            return;
+        }
+        // Re-prepare after a reconnect (or a failed earlier prepare) from the remembered text.
+        let stmt = match self.stmts.get(stmt_id).and_then(|e| e.test.clone()) {
+            Some(st) => st,
+            None => {
+                let mut st = None;
+                let res = self
+                    .timed_with(
+                        |c| {
+                            Box::pin(async move {
+                                let s = c.prep(&*sql).await?;
+                                Ok(((0, 0), Some(s)))
+                            })
+                        },
+                        &mut st,
+                    )
+                    .await;
+                match st {
+                    Some(st) => {
+                        if let Some(e) = self.stmts.get_mut(stmt_id) {
+                            e.test = Some(st.clone());
+                        }
+                        st
+                    }
+                    None => {
+                        self.emit_fp(rec, "COM_STMT_EXECUTE", fp, fp_id, example, res);
+                        return;
+                    }
+                }
+            }
+        };
+        let mut values: Vec<mysql_async::Value> = params.iter().map(to_value).collect();
+        if let Some(e) = self.stmts.get_mut(stmt_id) {
+            for (idx, data) in std::mem::take(&mut e.long_data) {
+                if let Some(v) = values.get_mut(usize::from(idx)) {
+                    *v = mysql_async::Value::Bytes(data);
+                }
+            }
+        }
+        let p = if values.is_empty() {
+            Params::Empty
+        } else {
+            Params::Positional(values)
+        };
+        let res = self
+            .timed(|c| {
+                Box::pin(async move {
+                    let mut qr: QueryResult<'_, 'static, BinaryProtocol> =
+                        c.exec_iter(&stmt, p).await?;
+                    drain(&mut qr).await
+                })
+            })
+            .await;
+        self.emit_fp(rec, "COM_STMT_EXECUTE", fp, fp_id, example, res);
+    }
+
+    async fn run_query(&mut self, sql: &[u8]) -> Exec {
+        let sql: Vec<u8> = sql.to_vec();
+        self.timed(|c| {
+            Box::pin(async move {
+                let mut qr: QueryResult<'_, 'static, TextProtocol> = c.query_iter(sql).await?;
+                drain(&mut qr).await
+            })
+        })
+        .await
+    }
+
+    async fn timed<F>(&mut self, f: F) -> Exec
+    where
+        F: for<'c> FnOnce(
+                &'c mut Conn,
+            ) -> std::pin::Pin<
+                Box<dyn Future<Output = Result<(u64, u64), mysql_async::Error>> + Send + 'c>,
+            > + Send
+            + 'static,
+    {
+        let mut none: Option<()> = None;
+        self.timed_with(
+            |c| {
+                Box::pin(async move {
+                    let r = f(c).await?;
+                    Ok((r, None))
+                })
+            },
+            &mut none,
+        )
+        .await
+    }
+
+    /// Run `f` on the connection (connecting first if needed), timing it; connection errors and
+    /// timeouts drop the connection.
+    async fn timed_with<T, F>(&mut self, f: F, out: &mut Option<T>) -> Exec
+    where
+        F: for<'c> FnOnce(
+                &'c mut Conn,
+            ) -> std::pin::Pin<
+                Box<
+                    dyn Future<Output = Result<((u64, u64), Option<T>), mysql_async::Error>>
+                        + Send
+                        + 'c,
+                >,
+            > + Send,
+        T: Send,
+    {
+        if let Err(reason) = self.ensure_conn().await {
+            return Exec::Lost(reason);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Exec::Lost("connection_lost".into());
+        };
+        let start = Instant::now();
+        let r = tokio::time::timeout(self.ctx.cfg.command_timeout, f(conn)).await;
+        let latency_us = start.elapsed().as_micros() as u64;
+        match r {
+            Err(_) => {
+                self.drop_conn();
+                Exec::Lost("timeout".into())
+            }
+            Ok(Ok(((rows, affected), v))) => {
+                *out = v;
+                Exec::Done(TestResponse {
+                    status: ResponseStatus::Ok,
+                    rows,
+                    affected,
+                    latency_us,
+                    ..TestResponse::default()
+                })
+            }
+            Ok(Err(mysql_async::Error::Server(e))) => Exec::Done(TestResponse {
+                status: ResponseStatus::Err,
+                error_code: Some(e.code),
+                error_message: Some(e.message),
+                latency_us,
+                ..TestResponse::default()
+            }),
+            Ok(Err(e)) if is_connection_error(&e) => {
+                tracing::debug!(session = self.id, error = %e, "test connection lost");
+                self.drop_conn();
+                Exec::Lost("connection_lost".into())
+            }
+            Ok(Err(e)) => Exec::Lost(format!("driver_error: {e}")),
+        }
+    }
+
+    fn drop_conn(&mut self) {
+        if self.conn.take().is_some() {
+            self.stats.connections_lost += 1;
+            self.ctx
+                .live
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        for e in self.stmts.values_mut() {
+            e.test = None;
+        }
+    }
+
+    async fn disconnect(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.ctx
+                .live
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.disconnect()).await;
+        }
+        for e in self.stmts.values_mut() {
+            e.test = None;
+        }
+    }
+
+    async fn ensure_conn(&mut self) -> Result<(), String> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        if let Some(t) = self.retry_at {
+            if Instant::now() < t {
+                return Err("target_unavailable".into());
+            }
+        }
+        let cfg = &self.ctx.cfg;
+        let (user, pass) = cfg.identities.map_user(self.user.as_deref(), &cfg.target);
+        let db = self.db.as_deref().map(|d| cfg.identities.map_db(d));
+        let opts = cfg.target.opts(user, pass, db);
+        match tokio::time::timeout(cfg.connect_timeout, Conn::new(opts)).await {
+            Ok(Ok(c)) => {
+                self.stats.connects += 1;
+                if self.ever_connected {
+                    self.stats.reconnects += 1;
+                    self.ctx.live.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                self.ctx
+                    .live
+                    .connections_open
+                    .fetch_add(1, Ordering::Relaxed);
+                self.ever_connected = true;
+                self.backoff = cfg.backoff_min;
+                self.retry_at = None;
+                self.conn = Some(c);
+                Ok(())
+            }
+            Ok(Err(mysql_async::Error::Server(e))) => {
+                // Access denied, unknown database: a config problem, not an outage; back off too.
+                self.stats.connect_failures += 1;
+                tracing::warn!(session = self.id, code = e.code, message = %e.message, "connect to target refused");
+                self.schedule_retry();
+                Err(format!("connect_refused: {} {}", e.code, e.message))
+            }
+            Ok(Err(e)) => {
+                self.stats.connect_failures += 1;
+                tracing::debug!(session = self.id, error = %e, "connect to target failed");
+                self.schedule_retry();
+                Err("connect_failed".into())
+            }
+            Err(_) => {
+                self.stats.connect_failures += 1;
+                self.schedule_retry();
+                Err("connect_timeout".into())
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.ctx.cfg.backoff_max);
+    }
+
+    fn lose(&mut self, reason: &str) {
+        *self.stats.lost.entry(reason.to_owned()).or_default() += 1;
+        self.ctx.live.lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn emit(&mut self, rec: &CommandRecord, fp: Arc<str>, example: Arc<str>, res: Exec) {
+        let id = fingerprint_id(&fp);
+        let name = rec.command.name();
+        self.emit_fp(rec, name, fp, id, example, res);
+    }
+
+    fn emit_fp(
+        &mut self,
+        rec: &CommandRecord,
+        command: &'static str,
+        fingerprint: Arc<str>,
+        fingerprint_id: u64,
+        example: Arc<str>,
+        res: Exec,
+    ) {
+        let (test, failure) = match res {
+            Exec::Done(t) => {
+                self.stats.replayed += 1;
+                self.ctx.live.replayed.fetch_add(1, Ordering::Relaxed);
+                if t.status == ResponseStatus::Err {
+                    self.stats.test_errors += 1;
+                    self.ctx.live.test_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if rec.response.status == ResponseStatus::Err {
+                    self.stats.prod_errors += 1;
+                }
+                (Some(t), None)
+            }
+            Exec::Lost(reason) => {
+                let key = reason.split(':').next().unwrap_or("lost").to_owned();
+                self.lose(&key);
+                (None, Some(reason))
+            }
+        };
+        let o = Outcome {
+            session: self.id,
+            command,
+            fingerprint,
+            fingerprint_id,
+            example,
+            prod: rec.response.clone(),
+            prod_us: rec.prod_us(),
+            test,
+            failure,
+            lag_us: self.last_lag_us,
+        };
+        if self.ctx.outcomes.send(o).is_err() {
+            tracing::error!("outcome collector gone");
+        }
+    }
+}

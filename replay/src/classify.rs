@@ -1,0 +1,385 @@
+//! Cheap SQL statement classifier for the replay safety rules: read-only, write, or dangerous.
+//!
+//! It tokenises just enough (comments, quoted strings and identifiers, `;` separators, MySQL
+//! executable comments `/*! ... */` whose content counts as SQL) to find the leading keywords of
+//! each statement and a few clauses (`FOR UPDATE`, `INTO`, ...). It does not parse SQL, does not
+//! validate it, and errs on the side of "write": anything it does not recognise as read-only is a
+//! write. A multi-statement text takes the most severe class of its statements.
+
+/// Safety class of a statement text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatementClass {
+    /// Cannot change data: SELECT (plain), SHOW, DESCRIBE, EXPLAIN, session SET, USE, transaction control, DO.
+    ReadOnly,
+    /// May change data or schema (the default for anything not recognised).
+    Write,
+    /// Changes users/grants, server state or replication, or stops the server.
+    Dangerous,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Tok {
+    Word(String),
+    /// `@@global.x`, `@x` and similar variable references, upper-cased.
+    Var(String),
+    Literal,
+    Punct(u8),
+    Semi,
+}
+
+fn tokenize(sql: &[u8]) -> Vec<Tok> {
+    let mut toks = Vec::new();
+    let mut i = 0;
+    let n = sql.len();
+    let mut in_exec_comment = false;
+    while i < n {
+        let c = sql[i];
+        match c {
+            b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c => i += 1,
+            b'#' => {
+                while i < n && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'-' if sql.get(i + 1) == Some(&b'-')
+                && sql.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                while i < n && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if sql.get(i + 1) == Some(&b'*') => {
+                let exec = sql.get(i + 2) == Some(&b'!')
+                    || (sql.get(i + 2) == Some(&b'M') && sql.get(i + 3) == Some(&b'!'));
+                if exec {
+                    i += if sql[i + 2] == b'M' { 4 } else { 3 };
+                    while i < n && sql[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    in_exec_comment = true;
+                } else {
+                    i += 2;
+                    while i < n && !(sql[i] == b'*' && sql.get(i + 1) == Some(&b'/')) {
+                        i += 1;
+                    }
+                    i = (i + 2).min(n);
+                }
+            }
+            b'*' if in_exec_comment && sql.get(i + 1) == Some(&b'/') => {
+                in_exec_comment = false;
+                i += 2;
+            }
+            b'\'' | b'"' | b'`' => {
+                let q = c;
+                i += 1;
+                while i < n {
+                    if sql[i] == b'\\' && q != b'`' {
+                        i += 2;
+                        continue;
+                    }
+                    if sql[i] == q {
+                        if sql.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                toks.push(Tok::Literal);
+                i = (i + 1).min(n);
+            }
+            b';' => {
+                toks.push(Tok::Semi);
+                i += 1;
+            }
+            b'@' => {
+                let start = i;
+                i += 1;
+                while i < n
+                    && (sql[i].is_ascii_alphanumeric()
+                        || matches!(sql[i], b'_' | b'@' | b'.' | b'$'))
+                {
+                    i += 1;
+                }
+                toks.push(Tok::Var(
+                    String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase(),
+                ));
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80 => {
+                let start = i;
+                while i < n
+                    && (sql[i].is_ascii_alphanumeric()
+                        || matches!(sql[i], b'_' | b'$')
+                        || sql[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                toks.push(Tok::Word(
+                    String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase(),
+                ));
+            }
+            c if c.is_ascii_digit() => {
+                while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'.') {
+                    i += 1;
+                }
+                toks.push(Tok::Literal);
+            }
+            c => {
+                toks.push(Tok::Punct(c));
+                i += 1;
+            }
+        }
+    }
+    toks
+}
+
+fn word(t: Option<&Tok>) -> Option<&str> {
+    match t {
+        Some(Tok::Word(w)) => Some(w.as_str()),
+        _ => None,
+    }
+}
+
+fn has_word(toks: &[Tok], w: &str) -> bool {
+    toks.iter().any(|t| matches!(t, Tok::Word(x) if x == w))
+}
+
+fn has_seq(toks: &[Tok], seq: &[&str]) -> bool {
+    toks.windows(seq.len()).any(|win| {
+        win.iter()
+            .zip(seq)
+            .all(|(t, s)| matches!(t, Tok::Word(x) if x == s))
+    })
+}
+
+/// Classify one statement's tokens (no `;` inside).
+fn classify_tokens(toks: &[Tok]) -> StatementClass {
+    use StatementClass::*;
+    let toks: Vec<&Tok> = toks
+        .iter()
+        .filter(|t| !matches!(t, Tok::Punct(b'(')))
+        .collect();
+    let toks: Vec<Tok> = toks.into_iter().cloned().collect();
+    let Some(first) = word(toks.first()) else {
+        return if toks.is_empty() { ReadOnly } else { Write };
+    };
+    let second = word(toks.get(1));
+    match first {
+        "GRANT" | "REVOKE" | "SHUTDOWN" | "RESTART" | "KILL" | "FLUSH" | "INSTALL"
+        | "UNINSTALL" | "PURGE" => Dangerous,
+        "CREATE" | "DROP" | "ALTER" | "RENAME"
+            if matches!(second, Some("USER" | "ROLE"))
+                || (second == Some("OR") && has_seq(&toks, &["REPLACE", "USER"])) =>
+        {
+            Dangerous
+        }
+        "CREATE" | "DROP" if second == Some("SERVER") => Dangerous,
+        "CHANGE" if matches!(second, Some("MASTER" | "REPLICATION")) => Dangerous,
+        "RESET" => match second {
+            Some("QUERY") => Write,
+            _ => Dangerous,
+        },
+        "START" | "STOP"
+            if matches!(
+                second,
+                Some("SLAVE" | "REPLICA" | "ALL" | "GROUP_REPLICATION")
+            ) =>
+        {
+            Dangerous
+        }
+        "SET" => classify_set(&toks[1..]),
+        "SELECT" | "VALUES" | "TABLE" | "WITH" => {
+            let write = has_seq(&toks, &["FOR", "UPDATE"])
+                || has_seq(&toks, &["LOCK", "IN", "SHARE", "MODE"])
+                || has_seq(&toks, &["FOR", "SHARE"])
+                || has_word(&toks, "INTO")
+                || has_word(&toks, "NEXTVAL")
+                || has_word(&toks, "SETVAL")
+                || (first == "WITH"
+                    && ["UPDATE", "DELETE", "INSERT", "REPLACE"]
+                        .iter()
+                        .any(|w| has_word(&toks, w)));
+            if write {
+                Write
+            } else {
+                ReadOnly
+            }
+        }
+        "SHOW" | "DESCRIBE" | "DESC" | "HELP" | "USE" | "BEGIN" | "COMMIT" | "ROLLBACK"
+        | "SAVEPOINT" | "DO" => ReadOnly,
+        "RELEASE" if second == Some("SAVEPOINT") => ReadOnly,
+        "START" if second == Some("TRANSACTION") => ReadOnly,
+        "EXPLAIN" => {
+            if toks
+                .iter()
+                .skip(1)
+                .take(3)
+                .any(|t| matches!(t, Tok::Word(w) if w == "ANALYZE"))
+            {
+                let pos = toks
+                    .iter()
+                    .position(|t| matches!(t, Tok::Word(w) if w == "ANALYZE"));
+                pos.map_or(Write, |p| classify_tokens(&toks[p + 1..]).max(ReadOnly))
+            } else {
+                ReadOnly
+            }
+        }
+        "ANALYZE" => match second {
+            Some("TABLE" | "NO_WRITE_TO_BINLOG" | "LOCAL") => Write,
+            Some("FORMAT") => {
+                let rest = toks
+                    .iter()
+                    .skip(2)
+                    .position(|t| matches!(t, Tok::Word(w) if w != "JSON"))
+                    .map(|p| p + 2);
+                rest.map_or(Write, |p| classify_tokens(&toks[p..]))
+            }
+            Some(_) => classify_tokens(&toks[1..]),
+            None => Write,
+        },
+        _ => Write,
+    }
+}
+
+fn classify_set(rest: &[Tok]) -> StatementClass {
+    use StatementClass::*;
+    if let Some("GLOBAL" | "PERSIST" | "PERSIST_ONLY" | "PASSWORD" | "DEFAULT") = word(rest.first())
+    {
+        return Dangerous;
+    }
+    for t in rest {
+        match t {
+            Tok::Var(v)
+                if v.starts_with("@@GLOBAL.") || v.starts_with("@@PERSIST") || v == "@@GLOBAL" =>
+            {
+                return Dangerous
+            }
+            Tok::Word(w) if w == "GLOBAL" || w == "PERSIST" || w == "PERSIST_ONLY" => {
+                return Dangerous
+            }
+            _ => {}
+        }
+    }
+    if has_word(rest, "SELECT") {
+        let sub = rest
+            .iter()
+            .position(|t| matches!(t, Tok::Word(w) if w == "SELECT"))
+            .map(|p| classify_tokens(&rest[p..]))
+            .unwrap_or(Write);
+        return sub.max(ReadOnly);
+    }
+    ReadOnly
+}
+
+/// Classify a statement text (possibly several `;`-separated statements).
+pub fn classify(sql: &[u8]) -> StatementClass {
+    let toks = tokenize(sql);
+    toks.split(|t| *t == Tok::Semi)
+        .map(classify_tokens)
+        .max()
+        .unwrap_or(StatementClass::ReadOnly)
+}
+
+/// Classify a command code other than COM_QUERY/COM_STMT_PREPARE: COM_SHUTDOWN, COM_PROCESS_KILL,
+/// COM_REFRESH (FLUSH) and replication commands are dangerous.
+pub fn classify_command_code(code: u8) -> Option<StatementClass> {
+    match code {
+        0x08 | 0x0c | 0x07 | 0x12 | 0x15 | 0x1e | 0x14 | 0x0b | 0x1d => {
+            Some(StatementClass::Dangerous)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatementClass::*;
+    use super::*;
+
+    fn c(s: &str) -> StatementClass {
+        classify(s.as_bytes())
+    }
+
+    #[test]
+    fn selects() {
+        assert_eq!(c("SELECT 1"), ReadOnly);
+        assert_eq!(c("  /* hi */ ( select * from t where a='into' )"), ReadOnly);
+        assert_eq!(c("select * from t for update"), Write);
+        assert_eq!(c("SELECT * FROM t LOCK IN SHARE MODE"), Write);
+        assert_eq!(c("select a into @x from t"), Write);
+        assert_eq!(c("select * from t into outfile '/tmp/x'"), Write);
+        assert_eq!(c("select `into` from t"), ReadOnly);
+        assert_eq!(c("select 'FOR UPDATE' from t"), ReadOnly);
+        assert_eq!(c("-- c\nselect 1"), ReadOnly);
+        assert_eq!(c("# c\nselect 1"), ReadOnly);
+        assert_eq!(c("with x as (select 1) select * from x"), ReadOnly);
+        assert_eq!(c("with x as (select 1) delete from t"), Write);
+        assert_eq!(c("select nextval(s)"), Write);
+        assert_eq!(c("select 'it''s', \"a\\\"b\" from t"), ReadOnly);
+    }
+
+    #[test]
+    fn others() {
+        assert_eq!(c("SHOW TABLES"), ReadOnly);
+        assert_eq!(c("desc t"), ReadOnly);
+        assert_eq!(c("EXPLAIN UPDATE t SET a=1"), ReadOnly);
+        assert_eq!(c("EXPLAIN ANALYZE UPDATE t SET a=1"), Write);
+        assert_eq!(c("EXPLAIN ANALYZE SELECT 1"), ReadOnly);
+        assert_eq!(c("ANALYZE UPDATE t SET a=1"), Write);
+        assert_eq!(c("ANALYZE SELECT 1"), ReadOnly);
+        assert_eq!(c("ANALYZE TABLE t"), Write);
+        assert_eq!(c("SET autocommit=0"), ReadOnly);
+        assert_eq!(c("SET NAMES utf8mb4"), ReadOnly);
+        assert_eq!(c("SET SESSION sql_mode=''"), ReadOnly);
+        assert_eq!(c("set @a = 1"), ReadOnly);
+        assert_eq!(c("SET GLOBAL max_connections=1"), Dangerous);
+        assert_eq!(c("SET @@global.max_connections=1"), Dangerous);
+        assert_eq!(c("set sql_mode='', @@GLOBAL.x=1"), Dangerous);
+        assert_eq!(c("SET PASSWORD FOR u = 'x'"), Dangerous);
+        assert_eq!(c("USE db"), ReadOnly);
+        assert_eq!(c("BEGIN"), ReadOnly);
+        assert_eq!(c("START TRANSACTION READ ONLY"), ReadOnly);
+        assert_eq!(c("COMMIT"), ReadOnly);
+        assert_eq!(c("ROLLBACK TO SAVEPOINT a"), ReadOnly);
+        assert_eq!(c("DO sleep(0)"), ReadOnly);
+        assert_eq!(c(""), ReadOnly);
+    }
+
+    #[test]
+    fn writes_and_dangerous() {
+        assert_eq!(c("INSERT INTO t VALUES (1)"), Write);
+        assert_eq!(c("update t set a=1"), Write);
+        assert_eq!(c("CREATE TABLE t (a int)"), Write);
+        assert_eq!(c("CALL p()"), Write);
+        assert_eq!(c("LOAD DATA INFILE 'x' INTO TABLE t"), Write);
+        assert_eq!(c("GRANT ALL ON *.* TO u"), Dangerous);
+        assert_eq!(c("revoke all on *.* from u"), Dangerous);
+        assert_eq!(c("CREATE USER u"), Dangerous);
+        assert_eq!(c("drop user u"), Dangerous);
+        assert_eq!(c("ALTER USER u IDENTIFIED BY 'x'"), Dangerous);
+        assert_eq!(c("RENAME USER a TO b"), Dangerous);
+        assert_eq!(c("SHUTDOWN"), Dangerous);
+        assert_eq!(c("KILL 12"), Dangerous);
+        assert_eq!(c("FLUSH TABLES"), Dangerous);
+        assert_eq!(c("INSTALL PLUGIN x SONAME 'y'"), Dangerous);
+        assert_eq!(c("CHANGE MASTER TO MASTER_HOST='x'"), Dangerous);
+        assert_eq!(c("change replication source to source_host='x'"), Dangerous);
+        assert_eq!(c("RESET MASTER"), Dangerous);
+        assert_eq!(c("STOP SLAVE"), Dangerous);
+        assert_eq!(c("select 1; drop user u"), Dangerous);
+        assert_eq!(c("select 1; delete from t"), Write);
+        assert_eq!(c("select 1; select 2"), ReadOnly);
+        assert_eq!(c("/*!40101 SET GLOBAL x=1 */"), Dangerous);
+        assert_eq!(c("/*!40101 SET NAMES utf8 */"), ReadOnly);
+        assert_eq!(c("/* SET GLOBAL x=1 */ select 1"), ReadOnly);
+        assert_eq!(c("\u{0}\u{1}garbage"), Write);
+    }
+
+    #[test]
+    fn command_codes() {
+        assert_eq!(classify_command_code(0x08), Some(Dangerous));
+        assert_eq!(classify_command_code(0x0c), Some(Dangerous));
+        assert_eq!(classify_command_code(0x03), None);
+    }
+}
