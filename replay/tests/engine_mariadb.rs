@@ -1,0 +1,657 @@
+//! Replay engine against a real, throwaway MariaDB server (skipped loudly when not installed).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mrte_capture::event::{CloseReason, Command, EventSink, Param, ResponseStatus, Value};
+use mrte_capture::ring::RingSink;
+use mrte_replay::engine::{Engine, EngineStats, ReplayConfig};
+use mrte_replay::filter::Filters;
+use mrte_replay::target::TargetDsn;
+use mysql_async::prelude::Queryable;
+
+fn config(db: &MariaDb) -> ReplayConfig {
+    let mut cfg = ReplayConfig::new(TargetDsn::parse_no_env(&db.dsn(None)).expect("dsn"));
+    cfg.backoff_min = Duration::from_millis(50);
+    cfg.backoff_max = Duration::from_millis(200);
+    cfg
+}
+
+/// Feed all `events` (session id, event) through a RingSink and replay them to the end.
+async fn replay_all(
+    cfg: ReplayConfig,
+    events: Vec<(u64, mrte_capture::event::SessionEvent)>,
+) -> (EngineStats, Vec<mrte_replay::Outcome>) {
+    let (mut sink, rx) = RingSink::new(1024);
+    for (id, ev) in events {
+        sink.push(id, ev);
+    }
+    sink.close_all();
+    drop(sink);
+    let (got, collect) = collector();
+    let stats = Engine::new(cfg)
+        .run(rx, collect, std::future::pending())
+        .await;
+    let outcomes = got.lock().expect("lock").clone();
+    (stats, outcomes)
+}
+
+/// Commands of the engine's own connections (those that are not `skip`), per thread, with
+/// Connect/Quit included.
+/// Waits until every such thread has logged its Quit.
+async fn replay_threads(db: &MariaDb, skip: &[u64]) -> Vec<Vec<(String, String)>> {
+    db.general_log_until(|l| {
+        let mut open = std::collections::BTreeSet::new();
+        for (id, c, _) in l.iter().filter(|(id, _, _)| !skip.contains(id)) {
+            if c == "Connect" {
+                open.insert(*id);
+            } else if c == "Quit" {
+                open.remove(id);
+            }
+        }
+        open.is_empty()
+    })
+    .await;
+    db.general_log_by_thread()
+        .into_iter()
+        .filter(|(id, _)| !skip.contains(id))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn general_log_shows_exactly_the_statements_in_order() {
+    let Some(db) = MariaDb::start("general_log_shows_exactly_the_statements_in_order") else {
+        return;
+    };
+    let mut a = admin(&db).await;
+    a.query_drop("CREATE DATABASE shop; CREATE DATABASE other; CREATE TABLE shop.t (a INT)")
+        .await
+        .expect("setup");
+    let admin_id = u64::from(a.id());
+
+    let events = vec![
+        (1, open(1, 40001)),
+        (2, open(2, 40002)),
+        (1, login("app", Some("shop"))),
+        (2, login("app", Some("shop"))),
+        (1, query(0, "SELECT 1")),
+        (
+            2,
+            query(
+                0,
+                "SELECT 1; SELECT a FROM t; INSERT INTO t VALUES (7), (8)",
+            ),
+        ),
+        (1, query(1, "INSERT INTO t VALUES (1)")),
+        (2, cmd(1, Command::Ping, ok())),
+        (1, query(2, "SELECT a FROM t /* s1 */")),
+        (
+            1,
+            cmd(
+                3,
+                Command::InitDb {
+                    schema: "other".into(),
+                },
+                ok(),
+            ),
+        ),
+        (1, query(4, "SELECT DATABASE()")),
+        (1, cmd(5, Command::Quit, Default::default())),
+        (1, close(CloseReason::Fin)),
+        // Session 2 never sends COM_QUIT and its FIN was never seen: the end of input closes it.
+        (2, close(CloseReason::EndOfCapture)),
+    ];
+    let (stats, outcomes) = replay_all(config(&db), events).await;
+
+    let threads = replay_threads(&db, &[admin_id]).await;
+    assert_eq!(
+        threads.len(),
+        2,
+        "one test connection per session: {threads:#?}"
+    );
+    let s1: Vec<(&str, &str)> = vec![
+        ("Connect", "root@localhost on shop using TCP/IP"),
+        ("Query", "SELECT 1"),
+        ("Query", "INSERT INTO t VALUES (1)"),
+        ("Query", "SELECT a FROM t /* s1 */"),
+        ("Query", "USE `other`"),
+        ("Query", "SELECT DATABASE()"),
+        ("Quit", ""),
+    ];
+    let s2: Vec<(&str, &str)> = vec![
+        ("Connect", "root@localhost on shop using TCP/IP"),
+        (
+            "Query",
+            "SELECT 1; SELECT a FROM t; INSERT INTO t VALUES (7), (8)",
+        ),
+        ("Quit", ""),
+    ];
+    let norm = |v: &Vec<(String, String)>| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(c, a)| (c.trim().to_owned(), a.trim().to_owned()))
+            .collect()
+    };
+    let want = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(c, a)| (c.to_string(), a.to_string()))
+            .collect()
+    };
+    let got: Vec<_> = threads.iter().map(norm).collect();
+    assert!(
+        got.contains(&want(&s1)),
+        "session 1 not replayed exactly: {got:#?}"
+    );
+    // MariaDB does not write COM_PING to the general log; its Outcome is checked below.
+    assert!(
+        got.contains(&want(&s2)),
+        "session 2 not replayed exactly: {got:#?}"
+    );
+
+    assert_eq!(stats.sessions, 2);
+    assert_eq!(stats.sessions_replayed, 2);
+    assert_eq!(stats.commands_seen, 8);
+    assert_eq!(stats.replayed, 7, "{stats:#?}");
+    assert_eq!(stats.replayed_no_response, 1, "the COM_QUIT");
+    assert_eq!(stats.test_errors, 0);
+    assert_eq!(stats.lost_total(), 0);
+    assert_eq!(stats.connects, 2);
+    assert_eq!(outcomes.len(), 7);
+
+    let multi = outcomes
+        .iter()
+        .find(|o| o.session == 2 && o.command == "COM_QUERY")
+        .expect("multi-statement outcome");
+    let t = multi.test.as_ref().expect("replayed");
+    assert_eq!(t.status, ResponseStatus::Ok);
+    // SELECT 1 → 1 row, SELECT a FROM t → 1 row (session 1's insert may or may not be first).
+    assert!(
+        t.rows == 2 || t.rows == 3,
+        "rows over all result sets: {t:?}"
+    );
+    assert_eq!(t.affected, 2, "affected rows of the trailing INSERT");
+    let ping = outcomes
+        .iter()
+        .find(|o| o.command == "COM_PING")
+        .expect("ping outcome");
+    assert_eq!(
+        ping.test.as_ref().map(|t| t.status),
+        Some(ResponseStatus::Ok)
+    );
+    let db_out = outcomes
+        .iter()
+        .find(|o| o.example.as_ref() == "SELECT DATABASE()")
+        .expect("select database");
+    assert_eq!(db_out.test.as_ref().map(|t| t.rows), Some(1));
+
+    // No connection left behind: only the admin connection remains.
+    let n: Option<(String, String)> = a
+        .query_first("SHOW STATUS LIKE 'Threads_connected'")
+        .await
+        .expect("status");
+    assert_eq!(n.map(|(_, v)| v).as_deref(), Some("1"));
+    let rows: Vec<i32> = a
+        .query("SELECT a FROM shop.t ORDER BY a")
+        .await
+        .expect("rows");
+    assert_eq!(rows, vec![1, 7, 8]);
+}
+
+fn p(column_type: u8, unsigned: bool, value: Value) -> Param {
+    Param {
+        column_type,
+        unsigned,
+        value,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_round_trip_every_parameter_type() {
+    let Some(db) = MariaDb::start("prepared_statements_round_trip_every_parameter_type") else {
+        return;
+    };
+    let mut a = admin(&db).await;
+    a.query_drop(
+        "CREATE DATABASE ps; CREATE TABLE ps.v (k INT PRIMARY KEY, i BIGINT, u BIGINT UNSIGNED, \
+         f FLOAT, d DOUBLE, s VARCHAR(64), b BLOB, dt DATETIME(6), dd DATE, tm TIME(6), \
+         n INT NULL, ld LONGBLOB)",
+    )
+    .await
+    .expect("setup");
+
+    let insert = "INSERT INTO v VALUES (?,?,?,?,?,?,?,?,?,?,?,?)";
+    let row = |k: i64, i: i64, u: u64, s: &str, neg: bool, ld: Value| {
+        vec![
+            p(3, false, Value::Int(k)),
+            p(8, false, Value::Int(i)),
+            p(8, true, Value::UInt(u)),
+            p(4, false, Value::Float(1.5)),
+            p(5, false, Value::Double(-2.25e10)),
+            p(253, false, Value::Bytes(s.as_bytes().into())),
+            p(252, false, Value::Bytes(vec![0u8, 1, 2, 255].into())),
+            p(
+                12,
+                false,
+                Value::Date {
+                    year: 2024,
+                    month: 2,
+                    day: 29,
+                    hour: 23,
+                    minute: 59,
+                    second: 58,
+                    micros: 123_456,
+                },
+            ),
+            p(
+                10,
+                false,
+                Value::Date {
+                    year: 1999,
+                    month: 12,
+                    day: 31,
+                    hour: 0,
+                    minute: 0,
+                    second: 0,
+                    micros: 0,
+                },
+            ),
+            p(
+                11,
+                false,
+                Value::Time {
+                    negative: neg,
+                    days: 1,
+                    hours: 2,
+                    minutes: 3,
+                    seconds: 4,
+                    micros: 500_000,
+                },
+            ),
+            p(6, false, Value::Null),
+            p(252, false, ld),
+        ]
+    };
+    let exec = |seq, stmt_id, params| {
+        cmd(
+            seq,
+            Command::StmtExecute {
+                stmt_id,
+                flags: 0,
+                params,
+                params_unknown: false,
+            },
+            ok(),
+        )
+    };
+    let events = vec![
+        (1, open(1, 41000)),
+        (1, login("app", Some("ps"))),
+        (
+            1,
+            cmd(
+                0,
+                Command::StmtPrepare {
+                    sql: insert.as_bytes().into(),
+                },
+                prepare_ok(7, 12),
+            ),
+        ),
+        (
+            1,
+            exec(
+                1,
+                7,
+                row(
+                    1,
+                    i64::MIN,
+                    u64::MAX,
+                    "héllo",
+                    true,
+                    Value::Bytes(b"x".to_vec().into()),
+                ),
+            ),
+        ),
+        (
+            1,
+            cmd(
+                2,
+                Command::StmtSendLongData {
+                    stmt_id: 7,
+                    param_id: 11,
+                    data: b"long-".to_vec().into(),
+                },
+                Default::default(),
+            ),
+        ),
+        (
+            1,
+            cmd(
+                3,
+                Command::StmtSendLongData {
+                    stmt_id: 7,
+                    param_id: 11,
+                    data: b"data".to_vec().into(),
+                },
+                Default::default(),
+            ),
+        ),
+        (1, exec(4, 7, row(2, 42, 0, "", false, Value::Null))),
+        (
+            1,
+            cmd(5, Command::StmtClose { stmt_id: 7 }, Default::default()),
+        ),
+        (
+            1,
+            cmd(
+                6,
+                Command::StmtPrepare {
+                    sql: b"SELECT k FROM v WHERE i = ? AND s = ?".to_vec().into(),
+                },
+                prepare_ok(8, 2),
+            ),
+        ),
+        (
+            1,
+            exec(
+                7,
+                8,
+                vec![
+                    p(8, false, Value::Int(42)),
+                    p(253, false, Value::Bytes(Box::default())),
+                ],
+            ),
+        ),
+        // Execute of a statement prepared before capture: counted as lost, not a panic.
+        (1, exec(8, 99, vec![])),
+        (1, close(CloseReason::Fin)),
+    ];
+    let (stats, outcomes) = replay_all(config(&db), events).await;
+    assert_eq!(stats.test_errors, 0, "{outcomes:#?}");
+    assert_eq!(stats.replayed, 5, "2 prepares, 3 executes: {stats:#?}");
+    assert_eq!(stats.lost.get("unknown_statement"), Some(&1));
+    assert_eq!(stats.replayed_no_response, 3, "2 long data + close");
+    let sel = outcomes
+        .iter()
+        .filter(|o| o.command == "COM_STMT_EXECUTE")
+        .filter_map(|o| o.test.as_ref())
+        .map(|t| (t.rows, t.affected))
+        .collect::<Vec<_>>();
+    assert_eq!(sel, vec![(0, 1), (0, 1), (1, 0)]);
+
+    type Row = (
+        i64,
+        u64,
+        f32,
+        f64,
+        String,
+        Vec<u8>,
+        String,
+        String,
+        String,
+        Option<i32>,
+        Option<Vec<u8>>,
+    );
+    let rows: Vec<Row> = a
+        .query(
+            "SELECT i, u, f, d, s, b, CAST(dt AS CHAR), CAST(dd AS CHAR), CAST(tm AS CHAR), n, ld \
+             FROM ps.v ORDER BY k",
+        )
+        .await
+        .expect("read back");
+    assert_eq!(rows.len(), 2);
+    let r = &rows[0];
+    assert_eq!(r.0, i64::MIN);
+    assert_eq!(r.1, u64::MAX);
+    assert_eq!(r.2, 1.5);
+    assert_eq!(r.3, -2.25e10);
+    assert_eq!(r.4, "héllo");
+    assert_eq!(r.5, vec![0, 1, 2, 255]);
+    assert_eq!(r.6, "2024-02-29 23:59:58.123456");
+    assert_eq!(r.7, "1999-12-31");
+    assert_eq!(r.8, "-26:03:04.500000");
+    assert_eq!(r.9, None);
+    assert_eq!(r.10.as_deref(), Some(&b"x"[..]));
+    let r = &rows[1];
+    assert_eq!((r.0, r.1, r.4.as_str()), (42, 0, ""));
+    assert_eq!(r.8, "26:03:04.500000");
+    assert_eq!(
+        r.10.as_deref(),
+        Some(&b"long-data"[..]),
+        "long data bound at execute"
+    );
+
+    let log = db
+        .general_log_until(|l| l.last().is_some_and(|(_, c, _)| c == "Quit"))
+        .await;
+    let prepares = log.iter().filter(|(_, c, _)| c == "Prepare").count();
+    let closes = log.iter().filter(|(_, c, _)| c == "Close stmt").count();
+    assert_eq!(prepares, 2, "{log:#?}");
+    assert_eq!(closes, 1, "COM_STMT_CLOSE replayed: {log:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_mode_writes_nothing() {
+    let Some(db) = MariaDb::start("read_only_mode_writes_nothing") else {
+        return;
+    };
+    let mut a = admin(&db).await;
+    a.query_drop("CREATE DATABASE ro; CREATE TABLE ro.t (a INT)")
+        .await
+        .expect("setup");
+    let admin_id = u64::from(a.id());
+    let writes = [
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 2",
+        "DELETE FROM t",
+        "CREATE TABLE t2 (b INT)",
+        "SELECT a FROM t FOR UPDATE",
+        "SELECT a INTO @x FROM t",
+        "select 1; insert into t values (3)",
+        "/*!40101 INSERT INTO t VALUES (4) */",
+        "REPLACE INTO t VALUES (5)",
+        "  ( INSERT INTO t VALUES (6) )",
+    ];
+    let dangerous = [
+        "GRANT ALL ON *.* TO 'x'@'%'",
+        "SET GLOBAL max_connections = 5",
+        "DROP USER root",
+    ];
+    let reads = [
+        "SELECT a FROM t",
+        "SHOW TABLES",
+        "SET autocommit = 0",
+        "BEGIN",
+        "COMMIT",
+        "EXPLAIN UPDATE t SET a = 1",
+    ];
+    let mut events = vec![(1, open(1, 42000)), (1, login("app", Some("ro")))];
+    let mut seq = 0;
+    for q in writes.iter().chain(&dangerous).chain(&reads) {
+        events.push((1, query(seq, q)));
+        seq += 1;
+    }
+    events.push((
+        1,
+        cmd(
+            seq,
+            Command::StmtPrepare {
+                sql: b"INSERT INTO t VALUES (?)".to_vec().into(),
+            },
+            prepare_ok(1, 1),
+        ),
+    ));
+    events.push((
+        1,
+        cmd(
+            seq + 1,
+            Command::StmtExecute {
+                stmt_id: 1,
+                flags: 0,
+                params: vec![p(3, false, Value::Int(9))],
+                params_unknown: false,
+            },
+            ok(),
+        ),
+    ));
+    events.push((
+        1,
+        cmd(seq + 2, Command::ProcessKill { connection_id: 1 }, ok()),
+    ));
+    events.push((1, close(CloseReason::Fin)));
+
+    let mut cfg = config(&db);
+    cfg.filters = Filters {
+        read_only: true,
+        ..Filters::all()
+    };
+    let (stats, _outcomes) = replay_all(cfg, events).await;
+
+    assert_eq!(
+        stats.skipped.get("read_only"),
+        Some(&(writes.len() as u64 + 2)),
+        "{stats:#?}"
+    );
+    assert_eq!(
+        stats.skipped.get("dangerous"),
+        Some(&(dangerous.len() as u64 + 1)),
+        "{stats:#?}"
+    );
+    assert_eq!(stats.replayed, reads.len() as u64);
+    assert_eq!(stats.test_errors, 0);
+
+    let n: Option<i64> = a
+        .query_first("SELECT COUNT(*) FROM ro.t")
+        .await
+        .expect("count");
+    assert_eq!(n, Some(0));
+    let t2: Option<i64> = a
+        .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ro'")
+        .await
+        .expect("tables");
+    assert_eq!(t2, Some(1));
+    let sent: Vec<String> = replay_threads(&db, &[admin_id])
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|(c, _)| c == "Query" || c == "Prepare" || c == "Execute")
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(
+        sent,
+        reads.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    );
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_killed_mid_replay_reconnects_and_counts_loss() {
+    let Some(mut db) = MariaDb::start("target_killed_mid_replay_reconnects_and_counts_loss") else {
+        return;
+    };
+    {
+        let mut a = admin(&db).await;
+        a.query_drop("CREATE DATABASE k").await.expect("setup");
+        a.disconnect().await.expect("disconnect");
+    }
+    let (mut sink, rx) = RingSink::new(64);
+    let (got, collect) = collector();
+    let engine = Engine::new(config(&db));
+    let live = engine.live();
+    let run = tokio::spawn(engine.run(rx, collect, std::future::pending()));
+
+    sink.push(1, open(1, 43000));
+    sink.push(1, login("app", Some("k")));
+    sink.push(1, query(0, "SELECT 1"));
+    sink.push(
+        1,
+        cmd(
+            1,
+            Command::StmtPrepare {
+                sql: b"SELECT ? + 1".to_vec().into(),
+            },
+            prepare_ok(5, 1),
+        ),
+    );
+    let exec = |seq, v| {
+        cmd(
+            seq,
+            Command::StmtExecute {
+                stmt_id: 5,
+                flags: 0,
+                params: vec![p(8, false, Value::Int(v))],
+                params_unknown: false,
+            },
+            ok(),
+        )
+    };
+    sink.push(1, exec(2, 1));
+    wait_for("3 replayed", || {
+        live.replayed.load(std::sync::atomic::Ordering::Relaxed) == 3
+    })
+    .await;
+
+    db.kill();
+    sink.push(1, query(3, "SELECT 2"));
+    sink.push(1, query(4, "SELECT 3"));
+    wait_for("2 lost", || {
+        live.lost.load(std::sync::atomic::Ordering::Relaxed) == 2
+    })
+    .await;
+
+    db.restart();
+    tokio::time::sleep(Duration::from_millis(300)).await; // past the longest backoff
+    sink.push(1, query(5, "SELECT DATABASE()"));
+    sink.push(1, exec(6, 41));
+    sink.push(1, close(CloseReason::Fin));
+    drop(sink);
+    let stats = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("engine finished")
+        .expect("engine task");
+    let outcomes = got.lock().expect("lock").clone();
+
+    assert_eq!(stats.lost_total(), 2, "{stats:#?}");
+    assert_eq!(stats.reconnects, 1, "{stats:#?}");
+    assert_eq!(stats.replayed, 5, "{stats:#?}");
+    assert_eq!(stats.test_errors, 0, "{outcomes:#?}");
+    assert_eq!(stats.sessions_with_losses, 1);
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "every lost command is reported: {outcomes:#?}"
+    );
+    assert!(failed.iter().all(|o| o.test.is_none()));
+
+    // After the restart: the db was re-established and the statement re-prepared from its text.
+    let log = db
+        .general_log_until(|l| l.last().is_some_and(|(_, c, _)| c == "Quit"))
+        .await;
+    let last_connect = log
+        .iter()
+        .rposition(|(_, c, _)| c == "Connect")
+        .expect("a connect after restart");
+    let tail: Vec<(&str, &str)> = log[last_connect..]
+        .iter()
+        .map(|(_, c, a)| (c.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            ("Connect", "root@localhost on k using TCP/IP"),
+            ("Query", "SELECT DATABASE()"),
+            ("Prepare", "SELECT ? + 1"),
+            ("Execute", "SELECT 41 + 1"),
+            ("Quit", ""),
+        ],
+    );
+}
