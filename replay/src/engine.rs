@@ -726,6 +726,9 @@ impl Session {
         if l.db.is_some() {
             self.db = l.db.clone();
         }
+        if self.skip_all == Some(SkipReason::SampledOut) {
+            return;
+        }
         if l.tls {
             self.skip_all = Some(SkipReason::Tls);
         } else if !l.ok && !l.midstream && l.error_code.is_some() {

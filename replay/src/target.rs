@@ -253,6 +253,9 @@ impl Identities {
     }
 }
 
+/// HOST, USER, DB of one processlist row.
+type ProcessRow = (Option<String>, Option<String>, Option<String>);
+
 /// User and database of a production connection found in `information_schema.PROCESSLIST`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProdSessionInfo {
@@ -301,15 +304,26 @@ impl ProdLookup {
         let Some(conn) = guard.as_mut() else {
             return Ok(None);
         };
-        let host = format!("{}:{}", client.ip(), client.port());
-        let res: Result<Option<(Option<String>, Option<String>)>, _> = conn
-            .exec_first(
-                "SELECT USER, DB FROM information_schema.PROCESSLIST WHERE HOST = ?",
-                (host,),
-            )
+        // HOST is 'ip:port', or 'name:port' when the server resolves names: match the port,
+        // then prefer the exact address, else accept a single candidate.
+        let res: Result<Vec<ProcessRow>, _> = conn
+            .query(format!(
+                "SELECT HOST, USER, DB FROM information_schema.PROCESSLIST WHERE HOST LIKE '%:{}'",
+                client.port()
+            ))
             .await;
         match res {
-            Ok(row) => Ok(row.map(|(user, db)| ProdSessionInfo { user, db })),
+            Ok(rows) => {
+                let exact = format!("{}:{}", client.ip(), client.port());
+                let pick = rows
+                    .iter()
+                    .position(|r| r.0.as_deref() == Some(exact.as_str()))
+                    .or(if rows.len() == 1 { Some(0) } else { None });
+                Ok(pick.map(|i| ProdSessionInfo {
+                    user: rows[i].1.clone(),
+                    db: rows[i].2.clone(),
+                }))
+            }
             Err(e) => {
                 *guard = None;
                 Err(e)

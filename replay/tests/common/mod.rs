@@ -70,6 +70,9 @@ impl MariaDb {
             .stderr(Stdio::piped())
             .output()
             .expect("run mariadb-install-db");
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         assert!(
             out.status.success(),
             "mariadb-install-db failed: {}",
