@@ -22,7 +22,8 @@
 //!   command that could not run is counted as lost and reported as an [`Outcome`] with a failure.
 //!
 //! Each replayed command (and each command that failed to replay) yields one [`Outcome`], given
-//! to the caller's sink on one collector task, in no particular order across sessions. Commands
+//! to the caller's sink right away from the session's task (the sink is behind a mutex: keep it
+//! cheap and non-blocking), in no particular order across sessions. Commands
 //! without a response on the wire (COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA) and
 //! skipped commands yield no Outcome; they are counted in [`EngineStats`].
 //!
@@ -311,7 +312,7 @@ struct Ctx {
     cfg: ReplayConfig,
     live: Arc<LiveCounters>,
     totals: Mutex<(EngineStats, Histogram<u64>)>,
-    outcomes: mpsc::UnboundedSender<Outcome>,
+    sink: Mutex<Box<dyn FnMut(Outcome) + Send>>,
     timeline: Timeline,
     prod: Option<ProdLookup>,
 }
@@ -342,19 +343,13 @@ impl Engine {
     pub async fn run<S, F>(
         self,
         sessions: Receiver<SessionStream>,
-        mut sink: S,
+        sink: S,
         shutdown: F,
     ) -> EngineStats
     where
         S: FnMut(Outcome) + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outcome>();
-        let collector = tokio::spawn(async move {
-            while let Some(o) = out_rx.recv().await {
-                sink(o);
-            }
-        });
         let skip_idle = match self.cfg.pacing {
             Pacing::Offline { skip_idle, .. } => skip_idle,
             Pacing::Live => None,
@@ -364,7 +359,7 @@ impl Engine {
             cfg: self.cfg,
             live: self.live,
             totals: Mutex::new((EngineStats::default(), new_lag_histogram())),
-            outcomes: out_tx,
+            sink: Mutex::new(Box::new(sink)),
             timeline: Timeline::new(skip_idle),
         });
 
@@ -450,7 +445,6 @@ impl Engine {
             max: if lag.is_empty() { 0 } else { lag.max() },
         };
         drop(ctx);
-        let _ = collector.await;
         stats
     }
 }
@@ -1038,14 +1032,7 @@ impl Session {
                 &mut prepared,
             )
             .await;
-        self.emit_fp(
-            rec,
-            "COM_STMT_PREPARE",
-            entry.fingerprint.clone(),
-            entry.fingerprint_id,
-            entry.example.clone(),
-            res,
-        );
+        self.emit(rec, Arc::from("COM_STMT_PREPARE"), entry.example.clone(), res);
         match prod_id {
             Some(id) => {
                 entry.test = prepared;
@@ -1088,15 +1075,12 @@ impl Session {
             return;
         };
         let Some(entry) = self.stmts.get(stmt_id) else {
-            let name = "unknown_statement";
-            self.emit_fp(
+            self.emit(
                 rec,
-                "COM_STMT_EXECUTE",
-                Arc::from(name),
-                fingerprint_id(name),
+                Arc::from("COM_STMT_EXECUTE"),
                 Arc::from(""),
                 Exec::Lost(format!(
-                    "{name}: statement {stmt_id} was prepared before capture"
+                    "unknown_statement: statement {stmt_id} was not prepared in the capture"
                 )),
             );
             return;
@@ -1409,8 +1393,7 @@ impl Session {
             failure,
             lag_us: self.last_lag_us,
         };
-        if self.ctx.outcomes.send(o).is_err() {
-            tracing::error!("outcome collector gone");
-        }
+        let mut sink = self.ctx.sink.lock().unwrap_or_else(|e| e.into_inner());
+        (*sink)(o);
     }
 }
