@@ -276,6 +276,12 @@ impl EngineStats {
         self.lost.values().sum()
     }
 
+    /// Commands with a known fate: replayed (with or without response), skipped or lost.
+    /// Equals `commands_seen` when nothing went unaccounted.
+    pub fn accounted(&self) -> u64 {
+        self.replayed + self.replayed_no_response + self.skipped_total() + self.lost_total()
+    }
+
     fn merge(&mut self, o: &EngineStats) {
         self.sessions_replayed += o.sessions_replayed;
         self.sessions_midstream += o.sessions_midstream;
@@ -509,9 +515,29 @@ async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::R
             }
             Ok(None) => break,
             Ok(Some(ev)) => {
-                if s.handle(ev, &mut sd).await {
-                    shut = true;
-                    break;
+                let before = s.stats.accounted();
+                let is_command = matches!(ev, SessionEvent::Command(_));
+                let mut sd2 = sd.clone();
+                let done = tokio::select! {
+                    biased;
+                    r = s.handle(ev, &mut sd) => Some(r),
+                    _ = wait_shutdown(&mut sd2) => None,
+                };
+                match done {
+                    Some(false) => {}
+                    Some(true) => {
+                        shut = true;
+                        break;
+                    }
+                    None => {
+                        // Interrupted mid-command: the connection is in an unknown state.
+                        if is_command && s.stats.accounted() == before {
+                            s.lose("shutdown");
+                        }
+                        s.drop_conn();
+                        shut = true;
+                        break;
+                    }
                 }
             }
         }
@@ -879,6 +905,8 @@ impl Session {
             Command::Quit => {
                 if self.conn.is_some() {
                     self.stats.replayed_no_response += 1;
+                } else {
+                    self.skip(SkipReason::NothingToSend);
                 }
                 self.disconnect().await;
             }
@@ -938,6 +966,9 @@ impl Session {
                 Some(e) => match (e.skip, e.test) {
                     (Some(r), _) => self.skip(r),
                     (None, Some(stmt)) => {
+                        if self.conn.is_none() {
+                            self.skip(SkipReason::NothingToSend);
+                        }
                         if let Some(c) = self.conn.as_mut() {
                             let ok =
                                 tokio::time::timeout(self.ctx.cfg.command_timeout, c.close(stmt))
@@ -948,10 +979,11 @@ impl Session {
                                 self.stats.replayed_no_response += 1;
                             } else {
                                 self.drop_conn();
+                                self.lose("connection_lost");
                             }
                         }
                     }
-                    (None, None) => {}
+                    (None, None) => self.skip(SkipReason::NothingToSend),
                 },
                 None => self.lose("unknown_statement"),
             },
@@ -1032,7 +1064,12 @@ impl Session {
                 &mut prepared,
             )
             .await;
-        self.emit(rec, Arc::from("COM_STMT_PREPARE"), entry.example.clone(), res);
+        self.emit(
+            rec,
+            Arc::from("COM_STMT_PREPARE"),
+            entry.example.clone(),
+            res,
+        );
         match prod_id {
             Some(id) => {
                 entry.test = prepared;

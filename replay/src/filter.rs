@@ -53,6 +53,8 @@ pub enum SkipReason {
     StatementSkipped,
     /// Left in the ring when the engine was shut down.
     Shutdown,
+    /// COM_QUIT or COM_STMT_CLOSE with no test connection or statement: nothing to send.
+    NothingToSend,
 }
 
 impl SkipReason {
@@ -78,6 +80,7 @@ impl SkipReason {
             SkipReason::TooLarge => "too_large",
             SkipReason::StatementSkipped => "statement_skipped",
             SkipReason::Shutdown => "shutdown",
+            SkipReason::NothingToSend => "nothing_to_send",
         }
     }
 }
@@ -103,7 +106,48 @@ pub struct Filters {
     pub allow_dangerous: bool,
 }
 
+/// Filter options as given on the command line (uncompiled).
+#[derive(Clone, Debug, Default)]
+pub struct FilterArgs {
+    /// `--include-db` (repeatable).
+    pub include_db: Vec<String>,
+    /// `--exclude-db` (repeatable).
+    pub exclude_db: Vec<String>,
+    /// `--include-user` (repeatable).
+    pub include_user: Vec<String>,
+    /// `--filter REGEX`.
+    pub filter: Option<String>,
+    /// `--exclude REGEX`.
+    pub exclude: Option<String>,
+    /// `--sample PCT` (default 100).
+    pub sample_pct: Option<f64>,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--allow-dangerous`.
+    pub allow_dangerous: bool,
+}
+
 impl Filters {
+    /// Compile command-line filter options (regexes, percentage range).
+    pub fn from_args(a: &FilterArgs) -> Result<Self, crate::target::ConfigError> {
+        let sample_pct = a.sample_pct.unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&sample_pct) {
+            return Err(crate::target::ConfigError::Value(format!(
+                "--sample {sample_pct}: expected 0..=100"
+            )));
+        }
+        Ok(Self {
+            include_db: a.include_db.clone(),
+            exclude_db: a.exclude_db.clone(),
+            include_user: a.include_user.clone(),
+            filter: a.filter.as_deref().map(Regex::new).transpose()?,
+            exclude: a.exclude.as_deref().map(Regex::new).transpose()?,
+            sample_pct,
+            read_only: a.read_only,
+            allow_dangerous: a.allow_dangerous,
+        })
+    }
+
     /// No filtering: everything but dangerous statements.
     pub fn all() -> Self {
         Self {
@@ -243,6 +287,34 @@ mod tests {
         assert_eq!(f.check_sql(b"SELECT 1"), None);
         assert_eq!(f.check_sql(b"update t"), Some(SkipReason::FilterRegex));
         assert_eq!(f.check_sql(b"select secret"), Some(SkipReason::FilterRegex));
+    }
+
+    #[test]
+    fn from_args_validates() {
+        let ok = Filters::from_args(&FilterArgs {
+            filter: Some("^select".into()),
+            sample_pct: Some(50.0),
+            read_only: true,
+            ..FilterArgs::default()
+        })
+        .unwrap();
+        assert!(ok.read_only && ok.filter.is_some() && ok.sample_pct == 50.0);
+        assert!(Filters::from_args(&FilterArgs {
+            sample_pct: Some(101.0),
+            ..FilterArgs::default()
+        })
+        .is_err());
+        assert!(Filters::from_args(&FilterArgs {
+            exclude: Some("(".into()),
+            ..FilterArgs::default()
+        })
+        .is_err());
+        assert_eq!(
+            Filters::from_args(&FilterArgs::default())
+                .unwrap()
+                .sample_pct,
+            100.0
+        );
     }
 
     #[test]

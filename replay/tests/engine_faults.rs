@@ -46,6 +46,7 @@ async fn dead_target_counts_every_command_as_lost() {
     .await
     .expect("no hang");
     assert_eq!(stats.commands_seen, 10);
+    assert_eq!(stats.accounted(), 10);
     assert_eq!(stats.lost_total(), 10, "{stats:#?}");
     assert_eq!(stats.replayed, 0);
     assert!(stats.connect_failures >= 1);
@@ -90,6 +91,7 @@ async fn tls_and_sampled_out_sessions_are_counted_not_replayed() {
     assert_eq!(stats.sessions, 2);
     // Sampling decides first (session 1 is out before its Login says TLS).
     assert_eq!(stats.skipped.get("sampled_out"), Some(&3), "{stats:#?}");
+    assert_eq!(stats.accounted(), stats.commands_seen);
     assert_eq!(stats.connect_failures, 0, "no connection attempted");
     assert!(got.lock().expect("lock").is_empty());
 
@@ -130,6 +132,7 @@ async fn ring_overflow_marks_the_session_diverged() {
     assert_eq!(stats.sessions_overflowed, 1);
     assert_eq!(stats.ring_dropped_events, 5, "{stats:#?}");
     assert_eq!(stats.commands_seen, 2);
+    assert_eq!(stats.accounted(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,5 +166,6 @@ async fn shutdown_stops_a_paced_replay_and_counts_what_was_left() {
     assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(stats.skipped.get("shutdown"), Some(&2), "{stats:#?}");
     assert_eq!(stats.lost_total(), 0);
+    assert_eq!(stats.accounted(), stats.commands_seen);
     drop(sink);
 }

@@ -36,6 +36,11 @@ async fn replay_all(
         .run(rx, collect, std::future::pending())
         .await;
     let outcomes = got.lock().expect("lock").clone();
+    assert_eq!(
+        stats.accounted(),
+        stats.commands_seen,
+        "every command accounted: {stats:#?}"
+    );
     (stats, outcomes)
 }
 
@@ -617,6 +622,7 @@ async fn target_killed_mid_replay_reconnects_and_counts_loss() {
     let outcomes = got.lock().expect("lock").clone();
 
     assert_eq!(stats.lost_total(), 2, "{stats:#?}");
+    assert_eq!(stats.accounted(), stats.commands_seen);
     assert_eq!(stats.reconnects, 1, "{stats:#?}");
     assert_eq!(stats.replayed, 5, "{stats:#?}");
     assert_eq!(stats.test_errors, 0, "{outcomes:#?}");
@@ -750,6 +756,7 @@ async fn idle_session_connection_is_closed_and_reopened_on_demand() {
     sink.push(1, close(CloseReason::Idle));
     drop(sink);
     let stats = run.await.expect("engine");
+    assert_eq!(stats.accounted(), stats.commands_seen);
     assert_eq!(stats.idle_closes, 1, "{stats:#?}");
     assert_eq!(stats.connects, 2);
     assert_eq!(stats.replayed, 2);
