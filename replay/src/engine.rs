@@ -27,6 +27,24 @@
 //! without a response on the wire (COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA) and
 //! skipped commands yield no Outcome; they are counted in [`EngineStats`].
 //!
+//! # Offline replay and backpressure
+//! Offline, the reader feeds the same `RingSink`; with `Pacing::Offline` the engine sleeps until
+//! each command's scheduled time. So that a reader faster than the replay does not overflow the
+//! bounded rings, the offline CLI turns on `RingSink::set_wait_when_full(true)`: the reader then
+//! waits for ring space instead of dropping (a session more than one ring behind holds the reader
+//! back). Live capture keeps the default never-wait mode: overflow is counted per session
+//! (`sessions_overflowed`, `ring_dropped_events`) and such sessions are diverged.
+//!
+//! # Known limits
+//! - COM_INIT_DB is sent as `USE \`db\`` and COM_PING/COM_RESET_CONNECTION/COM_CHANGE_USER via
+//!   mysql_async's own calls (it has no raw-command API); COM_SET_OPTION (multi-statements are
+//!   always on), COM_STMT_FETCH (cursor executes read all rows at once), COM_FIELD_LIST and
+//!   COM_STATISTICS are skipped and counted; COM_STMT_RESET only drops pending long data.
+//! - A PREPARE text containing `:name` outside quotes is rewritten by mysql_async's named-parameter
+//!   parser.
+//! - After a reconnect the session's database and prepared statements are restored; session
+//!   variables, temporary tables and an open transaction are not.
+//!
 //! # What it does not do
 //! It does not decode packets, compare prod with test, or format reports (see
 //! [`crate::compare`] and [`crate::report`]). It never blocks the capture thread: it only pops

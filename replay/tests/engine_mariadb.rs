@@ -821,3 +821,88 @@ async fn offline_pacing_waits_for_the_schedule_and_skip_idle_compresses() {
     assert_eq!(stats.lag_us.count, 4);
     assert!(stats.lag_us.max >= stats.lag_us.p50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_db_maps_apply_at_connect_init_db_and_change_user() {
+    let Some(db) = MariaDb::start("user_and_db_maps_apply_at_connect_init_db_and_change_user")
+    else {
+        return;
+    };
+    let mut a = admin(&db).await;
+    a.query_drop(
+        "CREATE DATABASE shop_test; CREATE DATABASE crm_test; \
+         CREATE USER 'tapp'@'%' IDENTIFIED BY 'tpw'; GRANT ALL ON *.* TO 'tapp'@'%'; \
+         CREATE USER 'tcrm'@'%' IDENTIFIED BY 'cpw'; GRANT ALL ON *.* TO 'tcrm'@'%'",
+    )
+    .await
+    .expect("setup");
+    let events = vec![
+        (1, open(1, 46000)),
+        (1, login("app", Some("shop"))),
+        (1, query(0, "SELECT CURRENT_USER(), DATABASE()")),
+        (
+            1,
+            cmd(
+                1,
+                Command::InitDb {
+                    schema: "crm".into(),
+                },
+                ok(),
+            ),
+        ),
+        (
+            1,
+            cmd(
+                2,
+                Command::ChangeUser {
+                    user: "crm".into(),
+                    db: Some("shop".into()),
+                    auth_plugin: None,
+                },
+                ok(),
+            ),
+        ),
+        (1, query(3, "SELECT 'after change user'")),
+        (1, cmd(4, Command::ResetConnection, ok())),
+        (1, query(5, "SELECT 'after reset'")),
+        (1, close(CloseReason::Fin)),
+    ];
+    let mut cfg = config(&db);
+    cfg.identities.add_user_map("app=tapp:tpw").expect("map");
+    cfg.identities.add_user_map("crm=tcrm:cpw").expect("map");
+    cfg.identities.add_db_map("shop=shop_test").expect("map");
+    cfg.identities.add_db_map("crm=crm_test").expect("map");
+    let (stats, outcomes) = replay_all(cfg, events).await;
+    assert_eq!(stats.test_errors, 0, "{outcomes:#?}");
+    assert_eq!(stats.replayed, 6);
+    let log = db
+        .general_log_until(|l| {
+            l.iter()
+                .any(|(_, c, a)| c == "Query" && a.contains("after reset"))
+        })
+        .await;
+    let id = log
+        .iter()
+        .find(|(_, c, a)| c == "Connect" && a.starts_with("tapp@"))
+        .map(|(i, _, _)| *i)
+        .expect("connected as the mapped user");
+    let seq: Vec<(&str, &str)> = log
+        .iter()
+        .filter(|(i, _, _)| *i == id)
+        .map(|(_, c, a)| (c.as_str(), a.as_str()))
+        .take(6)
+        .collect();
+    assert_eq!(
+        seq[0],
+        ("Connect", "tapp@localhost on shop_test using TCP/IP")
+    );
+    assert_eq!(seq[1], ("Query", "SELECT CURRENT_USER(), DATABASE()"));
+    assert_eq!(seq[2], ("Query", "USE `crm_test`"));
+    assert_eq!(seq[3].0, "Change user");
+    assert!(
+        seq[3].1.starts_with("tcrm@localhost on shop_test"),
+        "{:?}",
+        seq[3]
+    );
+    assert_eq!(seq[4], ("Query", "SELECT 'after change user'"));
+}
