@@ -126,7 +126,8 @@ pub struct ReplayConfig {
 }
 
 impl ReplayConfig {
-    /// Defaults: live pacing, no filters (dangerous statements skipped), 60 s idle timeout.
+    /// Defaults: live pacing, no filters (dangerous statements skipped), 660 s idle timeout
+    /// (a safety net just above the capture's own 600 s session idle timeout).
     pub fn new(target: TargetDsn) -> Self {
         Self {
             target,
@@ -135,7 +136,7 @@ impl ReplayConfig {
             default_db: None,
             filters: Filters::all(),
             pacing: Pacing::Live,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(660),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(600),
             backoff_min: Duration::from_millis(100),
@@ -277,6 +278,8 @@ pub struct EngineStats {
     pub connect_failures: u64,
     /// Connections closed by the engine's idle timeout.
     pub idle_closes: u64,
+    /// Connections opened again for a session after an idle close (not counted as reconnects).
+    pub reopened_after_idle: u64,
     /// Connections dropped after an I/O error or command timeout.
     pub connections_lost: u64,
     /// Lag behind schedule (offline: behind captured pacing; live: behind packet time).
@@ -323,6 +326,7 @@ impl EngineStats {
         self.reconnects += o.reconnects;
         self.connect_failures += o.connect_failures;
         self.idle_closes += o.idle_closes;
+        self.reopened_after_idle += o.reopened_after_idle;
         self.connections_lost += o.connections_lost;
     }
 }
@@ -529,6 +533,7 @@ async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::R
         match ev {
             Err(_idle) => {
                 s.stats.idle_closes += 1;
+                s.idle_closed = true;
                 s.disconnect().await;
             }
             Ok(None) => break,
@@ -605,6 +610,7 @@ struct Session {
     skip_all: Option<SkipReason>,
     conn: Option<Conn>,
     ever_connected: bool,
+    idle_closed: bool,
     backoff: Duration,
     retry_at: Option<Instant>,
     stmts: HashMap<u32, StmtEntry>,
@@ -729,6 +735,7 @@ impl Session {
             skip_all,
             conn: None,
             ever_connected: false,
+            idle_closed: false,
             backoff,
             retry_at: None,
             stmts: HashMap::new(),
@@ -1357,7 +1364,10 @@ impl Session {
         match tokio::time::timeout(cfg.connect_timeout, Conn::new(opts)).await {
             Ok(Ok(c)) => {
                 self.stats.connects += 1;
-                if self.ever_connected {
+                if self.idle_closed {
+                    self.stats.reopened_after_idle += 1;
+                    self.idle_closed = false;
+                } else if self.ever_connected {
                     self.stats.reconnects += 1;
                     self.ctx.live.reconnects.fetch_add(1, Ordering::Relaxed);
                 }

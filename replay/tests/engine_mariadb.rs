@@ -759,6 +759,7 @@ async fn idle_session_connection_is_closed_and_reopened_on_demand() {
     assert_eq!(stats.accounted(), stats.commands_seen);
     assert_eq!(stats.idle_closes, 1, "{stats:#?}");
     assert_eq!(stats.connects, 2);
+    assert_eq!((stats.reopened_after_idle, stats.reconnects), (1, 0));
     assert_eq!(stats.replayed, 2);
     assert_eq!(stats.lost_total(), 0);
     let replay_conns = |l: &[(u64, String, String)]| -> (Vec<u64>, usize) {
