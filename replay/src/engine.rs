@@ -402,10 +402,12 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_b = stop.clone();
         let bridge = tokio::task::spawn_blocking(move || {
+            let mut left = Vec::new();
             while !stop_b.load(Ordering::Relaxed) {
                 match sessions.recv_timeout(Duration::from_millis(20)) {
                     Ok(s) => {
-                        if sess_tx.send(s).is_err() {
+                        if let Err(e) = sess_tx.send(s) {
+                            left.push(e.0);
                             break;
                         }
                     }
@@ -413,6 +415,8 @@ impl Engine {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
+            left.extend(sessions.try_iter());
+            left
         });
 
         let mut tasks = JoinSet::new();
@@ -437,19 +441,27 @@ impl Engine {
             }
         }
         stop.store(true, Ordering::Relaxed);
-        let mut not_started = 0;
         sess_rx.close();
+        let mut unstarted = Vec::new();
         while let Ok(s) = sess_rx.try_recv() {
-            ctx.live.sessions.fetch_add(1, Ordering::Relaxed);
-            not_started += 1;
-            drop(s);
+            unstarted.push(s);
         }
         while let Some(r) = tasks.join_next().await {
             if r.is_err() {
                 panicked += 1;
             }
         }
-        let _ = bridge.await;
+        unstarted.extend(bridge.await.unwrap_or_default());
+        let not_started = unstarted.len() as u64;
+        let mut unstarted_commands = 0u64;
+        for mut s in unstarted {
+            ctx.live.sessions.fetch_add(1, Ordering::Relaxed);
+            while let Some(ev) = s.try_pop() {
+                if matches!(ev, SessionEvent::Command(_)) {
+                    unstarted_commands += 1;
+                }
+            }
+        }
         shutdown_task.abort();
         let (mut stats, lag) = {
             let g = ctx.totals.lock().unwrap_or_else(|e| e.into_inner());
@@ -458,6 +470,13 @@ impl Engine {
         stats.sessions = ctx.live.sessions.load(Ordering::Relaxed);
         stats.sessions_panicked = panicked;
         stats.sessions_not_started = not_started;
+        if unstarted_commands > 0 {
+            stats.commands_seen += unstarted_commands;
+            *stats
+                .skipped
+                .entry(SkipReason::Shutdown.as_str().to_owned())
+                .or_default() += unstarted_commands;
+        }
         stats.lag_us = LagStats {
             count: lag.len(),
             p50: if lag.is_empty() {
