@@ -633,6 +633,7 @@ struct Session {
     backoff: Duration,
     retry_at: Option<Instant>,
     stmts: HashMap<u32, StmtEntry>,
+    last_prepared: Option<u32>,
     clock: Option<SessionClock>,
     stats: EngineStats,
     lag: Option<Histogram<u64>>,
@@ -758,6 +759,7 @@ impl Session {
             backoff,
             retry_at: None,
             stmts: HashMap::new(),
+            last_prepared: None,
             clock,
             stats,
             lag,
@@ -905,7 +907,19 @@ impl Session {
             .check_identity(db, self.user.as_deref())
     }
 
-    async fn dispatch(&mut self, rec: CommandRecord) {
+    async fn dispatch(&mut self, mut rec: CommandRecord) {
+        // MariaDB's "last prepared statement" id (prepare + execute sent together).
+        if let Command::StmtExecute { stmt_id, .. }
+        | Command::StmtSendLongData { stmt_id, .. }
+        | Command::StmtClose { stmt_id }
+        | Command::StmtReset { stmt_id } = &mut rec.command
+        {
+            if *stmt_id == u32::MAX {
+                if let Some(last) = self.last_prepared {
+                    *stmt_id = last;
+                }
+            }
+        }
         let f = &self.ctx.cfg.filters;
         if rec.flags.too_large && rec.command.sql().is_some_and(|s| s.is_empty()) {
             self.skip(SkipReason::TooLarge);
@@ -1076,6 +1090,7 @@ impl Session {
 
     async fn prepare(&mut self, rec: &CommandRecord, sql: Box<[u8]>) {
         let prod_id = rec.response.prepare_ok.as_ref().map(|p| p.stmt_id);
+        self.last_prepared = prod_id;
         let fp = fingerprint(&sql);
         let mut entry = StmtEntry {
             sql: Arc::from(sql),

@@ -365,13 +365,25 @@ async fn prepared_statements_round_trip_every_parameter_type() {
                 ],
             ),
         ),
+        // MariaDB's "last prepared statement" id.
+        (
+            1,
+            exec(
+                9,
+                u32::MAX,
+                vec![
+                    p(8, false, Value::Int(42)),
+                    p(253, false, Value::Bytes(Box::default())),
+                ],
+            ),
+        ),
         // Execute of a statement prepared before capture: counted as lost, not a panic.
-        (1, exec(8, 99, vec![])),
+        (1, exec(10, 99, vec![])),
         (1, close(CloseReason::Fin)),
     ];
     let (stats, outcomes) = replay_all(config(&db), events).await;
     assert_eq!(stats.test_errors, 0, "{outcomes:#?}");
-    assert_eq!(stats.replayed, 5, "2 prepares, 3 executes: {stats:#?}");
+    assert_eq!(stats.replayed, 6, "2 prepares, 4 executes: {stats:#?}");
     assert_eq!(stats.lost.get("unknown_statement"), Some(&1));
     assert_eq!(stats.replayed_no_response, 3, "2 long data + close");
     let sel = outcomes
@@ -380,7 +392,7 @@ async fn prepared_statements_round_trip_every_parameter_type() {
         .filter_map(|o| o.test.as_ref())
         .map(|t| (t.rows, t.affected))
         .collect::<Vec<_>>();
-    assert_eq!(sel, vec![(0, 1), (0, 1), (1, 0)]);
+    assert_eq!(sel, vec![(0, 1), (0, 1), (1, 0), (1, 0)]);
 
     type Row = (
         i64,
