@@ -1,4 +1,4 @@
-//! Adapters from the CLI to capture-crate entry points still being settled.
+//! Adapters from the CLI to capture-crate entry points.
 
 use std::path::Path;
 
@@ -8,6 +8,6 @@ use mrte_capture::pipeline::Pipeline;
 
 /// Read a capture file through the pipeline into `sink`.
 pub fn run_file<S: EventSink>(path: &Path, pipeline: &mut Pipeline, sink: &mut S) -> Result<()> {
-    let _ = (pipeline, sink);
-    anyhow::bail!("file input not wired yet: {}", path.display())
+    mrte_capture::source::pcap::run_file(path, pipeline, sink)?;
+    Ok(())
 }

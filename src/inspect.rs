@@ -113,11 +113,7 @@ impl<W: Write> InspectSink<W> {
             } else {
                 r.total_us as f64 * 100.0 / total as f64
             };
-            let avg = if r.count == 0 {
-                0
-            } else {
-                r.total_us / r.count
-            };
+            let avg = r.total_us.checked_div(r.count).unwrap_or(0);
             let mut fp = r.fingerprint.clone();
             if fp.len() > 120 {
                 let mut cut = 117;

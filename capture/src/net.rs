@@ -136,7 +136,11 @@ pub fn slice_tcp(link: LinkType, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
         LinkType::Other(_) => return Err(Skip::UnsupportedLink),
     };
     let Some(net) = &pkt.net else {
-        return Err(if pkt.stop_err.is_some() { Skip::Malformed } else { Skip::NotIp });
+        return Err(if pkt.stop_err.is_some() {
+            Skip::Malformed
+        } else {
+            Skip::NotIp
+        });
     };
     let (src_ip, dst_ip, expected_payload): (IpAddr, IpAddr, Option<usize>) = match net {
         LaxNetSlice::Ipv4(v4) => {
@@ -291,8 +295,14 @@ mod tests {
         let mut arp = vec![0u8; 42];
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert_eq!(slice_tcp(LinkType::Ethernet, &arp), Err(Skip::NotIp));
-        assert_eq!(slice_tcp(LinkType::Ethernet, &[0u8; 5]), Err(Skip::Malformed));
-        assert_eq!(slice_tcp(LinkType::Other(147), &v), Err(Skip::UnsupportedLink));
+        assert_eq!(
+            slice_tcp(LinkType::Ethernet, &[0u8; 5]),
+            Err(Skip::Malformed)
+        );
+        assert_eq!(
+            slice_tcp(LinkType::Other(147), &v),
+            Err(Skip::UnsupportedLink)
+        );
         for n in 0..v.len() {
             let _ = slice_tcp(LinkType::Ethernet, &v[..n]);
         }

@@ -2,12 +2,23 @@
 //! ([`crate::tcp`]) and MySQL decoding ([`crate::mysql`]), pushing [`SessionEvent`]s into an
 //! [`EventSink`]. Sans-IO: time comes from the frame; no sockets, clocks or threads.
 //!
-//! [`SessionEvent`]: crate::event::SessionEvent
+//! Per frame the hot path does no allocation and takes no lock: a session-table lookup, the
+//! in-order reassembly fast path and the decoder. Sessions open on a SYN or on the first segment
+//! carrying payload (then mid-stream), close on FIN from both sides, RST, idleness, eviction or
+//! [`Pipeline::finish`].
 
-use crate::event::EventSink;
-use crate::mysql::DecoderConfig;
-use crate::net::LinkType;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use rustc_hash::FxHasher;
+
+use crate::event::{
+    CloseReason, EventSink, FlowKey, SessionClose, SessionEvent, SessionId, SessionOpen,
+};
+use crate::mysql::{Anomaly, ConnEvent, Connection, DecoderConfig, Direction};
+use crate::net::{slice_tcp, LinkType, Skip};
 use crate::stats::Stats;
+use crate::tcp::{Chunk, Stream};
 
 /// Pipeline settings.
 #[derive(Clone, Debug)]
@@ -36,19 +47,51 @@ impl Default for PipelineConfig {
     }
 }
 
+struct Session {
+    id: SessionId,
+    conn: Connection,
+    to_server: Stream,
+    to_client: Stream,
+    last_us: u64,
+    tls: bool,
+    compressed: bool,
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
 /// The decode path shared by live capture and pcap files.
-#[derive(Debug)]
 pub struct Pipeline {
     cfg: PipelineConfig,
     stats: Stats,
+    sessions: FastMap<FlowKey, Session>,
+    next_id: SessionId,
+    last_sweep_us: u64,
+    port_bitmap: Box<[u64; 1024]>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("cfg", &self.cfg)
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
 }
 
 impl Pipeline {
     /// A pipeline with an empty session table.
     pub fn new(cfg: PipelineConfig) -> Self {
+        let mut port_bitmap = Box::new([0u64; 1024]);
+        for &p in &cfg.ports {
+            port_bitmap[usize::from(p >> 6)] |= 1 << (p & 63);
+        }
         Self {
             cfg,
             stats: Stats::default(),
+            sessions: FastMap::default(),
+            next_id: 1,
+            last_sweep_us: 0,
+            port_bitmap,
         }
     }
 
@@ -57,23 +100,246 @@ impl Pipeline {
         &self.cfg
     }
 
+    #[inline]
+    fn is_server_port(&self, p: u16) -> bool {
+        self.port_bitmap[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+    }
+
     /// Decode one captured frame of link type `link` taken at `ts_us` (µs since the Unix epoch).
-    pub fn handle_frame<S: EventSink>(&mut self, link: LinkType, frame: &[u8], ts_us: u64, sink: &mut S) {
-        let _ = (link, frame, ts_us, sink);
-        unimplemented!("pipeline")
+    pub fn handle_frame<S: EventSink>(
+        &mut self,
+        link: LinkType,
+        frame: &[u8],
+        ts_us: u64,
+        sink: &mut S,
+    ) {
+        self.stats.packets += 1;
+        self.stats.bytes += frame.len() as u64;
+        if ts_us >= self.last_sweep_us + 1_000_000 {
+            if self.last_sweep_us != 0 {
+                self.handle_timeout(ts_us, sink);
+            }
+            self.last_sweep_us = ts_us;
+        }
+        let seg = match slice_tcp(link, frame) {
+            Ok(s) => s,
+            Err(skip) => {
+                let k = &mut self.stats.skipped;
+                match skip {
+                    Skip::UnsupportedLink => k.unsupported_link += 1,
+                    Skip::Malformed => k.malformed += 1,
+                    Skip::NotIp => k.not_ip += 1,
+                    Skip::NotTcp => k.not_tcp += 1,
+                    Skip::IpFragment => k.ip_fragment += 1,
+                }
+                return;
+            }
+        };
+        let dir = if self.is_server_port(seg.dst.port()) {
+            Direction::ToServer
+        } else if self.is_server_port(seg.src.port()) {
+            Direction::ToClient
+        } else {
+            self.stats.skipped.other_port += 1;
+            return;
+        };
+        if seg.missing > 0 {
+            self.stats.skipped.truncated += 1;
+        }
+        let key = match dir {
+            Direction::ToServer => FlowKey {
+                client: seg.src,
+                server: seg.dst,
+            },
+            Direction::ToClient => FlowKey {
+                client: seg.dst,
+                server: seg.src,
+            },
+        };
+        let opening = seg.flags.syn || !seg.payload.is_empty() || seg.missing > 0;
+        if !self.sessions.contains_key(&key) {
+            if !opening || seg.flags.rst {
+                self.stats.skipped.untracked += 1;
+                return;
+            }
+            if self.sessions.len() >= self.cfg.max_sessions {
+                self.evict_idlest(ts_us, sink);
+            }
+            let midstream = !seg.flags.syn;
+            let id = self.next_id;
+            self.next_id += 1;
+            self.stats.sessions += 1;
+            self.stats.active_sessions += 1;
+            if midstream {
+                self.stats.midstream_sessions += 1;
+            }
+            sink.push(
+                id,
+                SessionEvent::Open(SessionOpen {
+                    id,
+                    key,
+                    ts_us,
+                    midstream,
+                }),
+            );
+            self.sessions.insert(
+                key,
+                Session {
+                    id,
+                    conn: Connection::new(self.cfg.decoder.clone(), midstream),
+                    to_server: Stream::default(),
+                    to_client: Stream::default(),
+                    last_us: ts_us,
+                    tls: false,
+                    compressed: false,
+                },
+            );
+        }
+        let max_ooo = self.cfg.max_ooo_bytes;
+        let Some(sess) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        sess.last_us = ts_us;
+        let Session {
+            conn,
+            to_server,
+            to_client,
+            ..
+        } = sess;
+        let (stream, peer, peer_dir) = match dir {
+            Direction::ToServer => (to_server, to_client, Direction::ToClient),
+            Direction::ToClient => (to_client, to_server, Direction::ToServer),
+        };
+        if seg.flags.ack {
+            peer.handle_peer_ack(seg.ack, &mut |c| feed(conn, peer_dir, c, ts_us));
+        }
+        stream.handle_segment(
+            seg.seq,
+            seg.flags.syn,
+            seg.flags.fin,
+            seg.payload,
+            seg.missing,
+            max_ooo,
+            &mut |c| feed(conn, dir, c, ts_us),
+        );
+        let done = seg.flags.rst || (sess.to_server.finished && sess.to_client.finished);
+        Self::drain(&mut self.stats, sess, sink);
+        if done {
+            let reason = if seg.flags.rst {
+                CloseReason::Rst
+            } else {
+                CloseReason::Fin
+            };
+            self.close(&key, ts_us, reason, sink);
+        }
+    }
+
+    fn drain<S: EventSink>(stats: &mut Stats, sess: &mut Session, sink: &mut S) {
+        while let Some(ev) = sess.conn.poll_event() {
+            match ev {
+                ConnEvent::Login(l) => sink.push(sess.id, SessionEvent::Login(l)),
+                ConnEvent::Command(c) => {
+                    stats.commands.add(c.command.code());
+                    sink.push(sess.id, SessionEvent::Command(c));
+                }
+                ConnEvent::Anomaly(a) => match a {
+                    Anomaly::DecodeError(_) => stats.decode_errors += 1,
+                    Anomaly::Desync => stats.desyncs += 1,
+                    Anomaly::Resync => stats.resyncs += 1,
+                    Anomaly::TooLarge => stats.too_large += 1,
+                    Anomaly::UnknownCommand(_) => stats.unknown_commands += 1,
+                    Anomaly::Tls => {
+                        if !sess.tls {
+                            sess.tls = true;
+                            stats.tls_sessions += 1;
+                        }
+                    }
+                    Anomaly::Compressed => {
+                        if !sess.compressed {
+                            sess.compressed = true;
+                            stats.compressed_sessions += 1;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn close<S: EventSink>(
+        &mut self,
+        key: &FlowKey,
+        ts_us: u64,
+        reason: CloseReason,
+        sink: &mut S,
+    ) {
+        let Some(mut sess) = self.sessions.remove(key) else {
+            return;
+        };
+        {
+            let Session {
+                conn,
+                to_server,
+                to_client,
+                ..
+            } = &mut sess;
+            to_server.flush(&mut |c| feed(conn, Direction::ToServer, c, ts_us));
+            to_client.flush(&mut |c| feed(conn, Direction::ToClient, c, ts_us));
+            conn.handle_close(ts_us);
+        }
+        for s in [&sess.to_server.stats, &sess.to_client.stats] {
+            self.stats.gaps += s.gaps;
+            self.stats.gap_bytes += s.gap_bytes;
+            self.stats.retransmitted_bytes += s.retransmitted_bytes;
+            self.stats.out_of_order += s.out_of_order;
+            self.stats.ooo_overflow += s.ooo_overflow;
+        }
+        Self::drain(&mut self.stats, &mut sess, sink);
+        self.stats.active_sessions = self.stats.active_sessions.saturating_sub(1);
+        match reason {
+            CloseReason::Idle => self.stats.idle_evicted += 1,
+            CloseReason::Evicted => self.stats.table_evicted += 1,
+            _ => {}
+        }
+        sink.push(sess.id, SessionEvent::Close(SessionClose { ts_us, reason }));
+    }
+
+    fn evict_idlest<S: EventSink>(&mut self, ts_us: u64, sink: &mut S) {
+        if let Some(key) = self
+            .sessions
+            .iter()
+            .min_by_key(|(_, s)| s.last_us)
+            .map(|(k, _)| *k)
+        {
+            self.close(&key, ts_us, CloseReason::Evicted, sink);
+        }
     }
 
     /// Close sessions idle for longer than the timeout, as of `now_us` (capture time).
     pub fn handle_timeout<S: EventSink>(&mut self, now_us: u64, sink: &mut S) {
-        let _ = (now_us, sink);
+        let limit = self.cfg.idle_timeout_us;
+        let idle: Vec<FlowKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now_us.saturating_sub(s.last_us) > limit)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            let last = self.sessions.get(&k).map_or(now_us, |s| s.last_us);
+            self.close(&k, last, CloseReason::Idle, sink);
+        }
     }
 
     /// End of capture: flush and close every session.
     pub fn finish<S: EventSink>(&mut self, ts_us: u64, sink: &mut S) {
-        let _ = (ts_us, sink);
+        let mut keys: Vec<(SessionId, FlowKey)> =
+            self.sessions.iter().map(|(k, s)| (s.id, *k)).collect();
+        keys.sort_unstable_by_key(|(id, _)| *id);
+        for (_, k) in keys {
+            self.close(&k, ts_us, CloseReason::EndOfCapture, sink);
+        }
     }
 
-    /// Counters so far.
+    /// Counters so far (gap counters of still-open sessions are added when they close).
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -81,5 +347,200 @@ impl Pipeline {
     /// Mutable counters (sources add kernel drops, rings add ring drops).
     pub fn stats_mut(&mut self) -> &mut Stats {
         &mut self.stats
+    }
+
+    /// Sessions currently tracked.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+#[inline]
+fn feed(conn: &mut Connection, dir: Direction, c: Chunk<'_>, ts_us: u64) {
+    match c {
+        Chunk::Data(d) => conn.handle_data(dir, d, ts_us),
+        Chunk::Gap(n) => conn.handle_gap(dir, n, ts_us),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn frame(client_port: u16, to_server: bool, seq: u32, flags: &str, payload: &[u8]) -> Vec<u8> {
+        let (s, d, sp, dp) = if to_server {
+            ([198, 18, 0, 1], [198, 18, 0, 2], client_port, 3306)
+        } else {
+            ([198, 18, 0, 2], [198, 18, 0, 1], 3306, client_port)
+        };
+        let mut b = PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(s, d, 64)
+            .tcp(sp, dp, seq, 1000);
+        if flags.contains('S') {
+            b = b.syn();
+        }
+        if flags.contains('F') {
+            b = b.fin();
+        }
+        if flags.contains('R') {
+            b = b.rst();
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    fn opens_closes(ev: &[(SessionId, SessionEvent)]) -> (usize, Vec<CloseReason>) {
+        let opens = ev
+            .iter()
+            .filter(|(_, e)| matches!(e, SessionEvent::Open(_)))
+            .count();
+        let closes = ev
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SessionEvent::Close(c) => Some(c.reason),
+                _ => None,
+            })
+            .collect();
+        (opens, closes)
+    }
+
+    #[test]
+    fn lifecycle_fin_rst_midstream_and_skips() {
+        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(1000, true, 10, "S", b""),
+            1,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(1000, false, 50, "S", b""),
+            2,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(1000, true, 11, "F", b""),
+            3,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(1000, false, 51, "F", b""),
+            4,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(2000, true, 99, "", b"x"),
+            5,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(2000, false, 7, "R", b""),
+            6,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(3000, true, 5, "", b""),
+            7,
+            &mut ev,
+        );
+        p.handle_frame(LinkType::Ethernet, &[0u8; 10], 8, &mut ev);
+        let (opens, closes) = opens_closes(&ev);
+        assert_eq!(opens, 2);
+        assert_eq!(closes, vec![CloseReason::Fin, CloseReason::Rst]);
+        let s = p.stats();
+        assert_eq!(
+            (s.sessions, s.midstream_sessions, s.active_sessions),
+            (2, 1, 0)
+        );
+        assert_eq!(
+            (s.skipped.untracked, s.skipped.malformed, s.packets),
+            (1, 1, 8)
+        );
+    }
+
+    #[test]
+    fn idle_eviction_table_bound_and_finish() {
+        let mut p = Pipeline::new(PipelineConfig {
+            max_sessions: 2,
+            idle_timeout_us: 5_000_000,
+            ..PipelineConfig::default()
+        });
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        let t0 = 1_000_000_000;
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(1, true, 1, "S", b""),
+            t0,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(2, true, 1, "S", b""),
+            t0 + 1,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(3, true, 1, "S", b""),
+            t0 + 2,
+            &mut ev,
+        );
+        assert_eq!(p.stats().table_evicted, 1);
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(3, true, 2, "", b"q"),
+            t0 + 10_000_000,
+            &mut ev,
+        );
+        assert_eq!(p.stats().idle_evicted, 2);
+        p.finish(t0 + 11_000_000, &mut ev);
+        let (opens, closes) = opens_closes(&ev);
+        assert_eq!(opens, 4);
+        assert_eq!(
+            closes,
+            vec![
+                CloseReason::Evicted,
+                CloseReason::Idle,
+                CloseReason::Idle,
+                CloseReason::EndOfCapture
+            ]
+        );
+        assert_eq!(p.stats().midstream_sessions, 1);
+        assert_eq!(p.stats().active_sessions, 0);
+    }
+
+    #[test]
+    fn other_ports_and_gaps_counted() {
+        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        let mut f = frame(1, true, 1, "", b"abc");
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        p.handle_frame(LinkType::Ethernet, &f, 1, &mut ev);
+        assert_eq!(p.stats().skipped.other_port, 1);
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(5, true, 100, "", b"abc"),
+            2,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(5, true, 110, "", b"def"),
+            3,
+            &mut ev,
+        );
+        p.finish(4, &mut ev);
+        assert_eq!(p.stats().gaps, 1);
+        assert_eq!(p.stats().gap_bytes, 7);
+        assert_eq!(p.stats().out_of_order, 1);
     }
 }

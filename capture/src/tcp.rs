@@ -57,6 +57,7 @@ impl Stream {
     }
 
     /// Feed one segment; in-order chunks go to `out`.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_segment(
         &mut self,
         seq: u32,
@@ -267,10 +268,42 @@ mod tests {
         let mut f = collect(&mut o);
         let start = u32::MAX - 2;
         s.handle_segment(start, false, false, b"ab", 0, 1 << 20, &mut f);
-        s.handle_segment(start.wrapping_add(4), false, false, b"de", 0, 1 << 20, &mut f);
-        s.handle_segment(start.wrapping_add(2), false, false, b"c", 0, 1 << 20, &mut f);
-        s.handle_segment(start.wrapping_add(2), false, false, b"c", 0, 1 << 20, &mut f);
-        s.handle_segment(start.wrapping_add(3), false, false, b"x", 0, 1 << 20, &mut f);
+        s.handle_segment(
+            start.wrapping_add(4),
+            false,
+            false,
+            b"de",
+            0,
+            1 << 20,
+            &mut f,
+        );
+        s.handle_segment(
+            start.wrapping_add(2),
+            false,
+            false,
+            b"c",
+            0,
+            1 << 20,
+            &mut f,
+        );
+        s.handle_segment(
+            start.wrapping_add(2),
+            false,
+            false,
+            b"c",
+            0,
+            1 << 20,
+            &mut f,
+        );
+        s.handle_segment(
+            start.wrapping_add(3),
+            false,
+            false,
+            b"x",
+            0,
+            1 << 20,
+            &mut f,
+        );
         drop(f);
         assert_eq!(bytes(&o), b"abcxde");
         assert_eq!(s.stats.retransmitted_bytes, 1);
@@ -315,7 +348,10 @@ mod tests {
         s.handle_segment(10, false, false, b"abc", 4, 1 << 20, &mut f);
         s.handle_segment(17, false, true, b"z", 0, 1 << 20, &mut f);
         drop(f);
-        assert_eq!(o, vec![Out::D(b"abc".to_vec()), Out::G(4), Out::D(b"z".to_vec())]);
+        assert_eq!(
+            o,
+            vec![Out::D(b"abc".to_vec()), Out::G(4), Out::D(b"z".to_vec())]
+        );
         assert!(s.finished);
     }
 

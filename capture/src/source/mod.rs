@@ -1,1 +1,5 @@
-//! Packet sources: pcap/pcapng files, AF_XDP, AF_PACKET.
+//! Packet sources: pcap/pcapng files ([`pcap`]); live sources are added beside it.
+//!
+//! Every source hands `(LinkType, frame, ts_us)` to the same [`crate::pipeline::Pipeline`].
+
+pub mod pcap;
