@@ -376,6 +376,28 @@ mod tests {
         assert_eq!(c("\u{0}\u{1}garbage"), Write);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics(sql in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = classify(&sql);
+        }
+
+        #[test]
+        fn leading_comments_and_space_do_not_change_the_class(
+            stmt in proptest::sample::select(vec![
+                "SELECT 1", "select * from t for update", "INSERT INTO t VALUES (1)",
+                "GRANT ALL ON *.* TO u", "SET GLOBAL x=1", "SHOW TABLES", "(select 1)",
+            ]),
+            prefix in proptest::sample::select(vec![
+                "", "  ", "\n\t", "/* c */", "-- c\n", "# c\n", "/* a */ /* b */ ",
+            ]),
+        ) {
+            let plain = classify(stmt.as_bytes());
+            let prefixed = classify(format!("{prefix}{stmt}").as_bytes());
+            proptest::prop_assert_eq!(plain, prefixed);
+        }
+    }
+
     #[test]
     fn command_codes() {
         assert_eq!(classify_command_code(0x08), Some(Dangerous));
