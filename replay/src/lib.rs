@@ -3,6 +3,9 @@
 //!
 //! - [`engine`]: tokio workers, one test-server connection per captured session, mapping, filters,
 //!   safety classification, pacing, reconnects.
+//!   Its parts: [`target`] (DSN, user/db maps, prod processlist lookup), [`filter`] (filters,
+//!   sampling, safety rules, skip reasons), [`classify`] (read-only / write / dangerous SQL
+//!   classifier), [`pacing`] (live/offline schedule and lag).
 //! - [`compare`]: per-fingerprint prod/test histograms and divergence, fed [`Outcome`]s.
 //! - [`report`]: the final text report, the JSON report, the HTML page and Prometheus text.
 
