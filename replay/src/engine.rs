@@ -811,8 +811,14 @@ impl Session {
             return;
         }
         if let Some(prod) = &self.ctx.prod {
-            match prod.lookup(self.key.client).await {
-                Ok(Some(info)) => {
+            let found = tokio::time::timeout(
+                self.ctx.cfg.connect_timeout * 2,
+                prod.lookup(self.key.client),
+            )
+            .await;
+            match found {
+                Err(_) => tracing::warn!(session = self.id, "prod processlist lookup timed out"),
+                Ok(Ok(Some(info))) => {
                     self.stats.sessions_processlist_resolved += 1;
                     if self.user.is_none() {
                         self.user = info.user;
@@ -821,8 +827,8 @@ impl Session {
                         self.db = info.db;
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
                     tracing::warn!(session = self.id, error = %e, "prod processlist lookup failed")
                 }
             }
