@@ -40,6 +40,7 @@
 //!   mysql_async's own calls (it has no raw-command API); COM_SET_OPTION (multi-statements are
 //!   always on), COM_STMT_FETCH (cursor executes read all rows at once), COM_FIELD_LIST and
 //!   COM_STATISTICS are skipped and counted; COM_STMT_RESET only drops pending long data.
+//! - Query attributes (CLIENT_QUERY_ATTRIBUTES) are not sent; LOAD DATA LOCAL INFILE is skipped.
 //! - A PREPARE text containing `:name` outside quotes is rewritten by mysql_async's named-parameter
 //!   parser.
 //! - After a reconnect the session's database and prepared statements are restored; session
@@ -942,6 +943,10 @@ impl Session {
         }
         match &rec.command {
             Command::Query { sql, .. } => {
+                if rec.response.local_infile {
+                    self.skip(SkipReason::LocalInfile);
+                    return;
+                }
                 if let Some(r) = f.check_sql(sql) {
                     self.skip(r);
                     return;

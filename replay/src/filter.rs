@@ -55,6 +55,8 @@ pub enum SkipReason {
     Shutdown,
     /// COM_QUIT or COM_STMT_CLOSE with no test connection or statement: nothing to send.
     NothingToSend,
+    /// LOAD DATA LOCAL INFILE: the client's file is not in the capture.
+    LocalInfile,
 }
 
 impl SkipReason {
@@ -81,6 +83,7 @@ impl SkipReason {
             SkipReason::StatementSkipped => "statement_skipped",
             SkipReason::Shutdown => "shutdown",
             SkipReason::NothingToSend => "nothing_to_send",
+            SkipReason::LocalInfile => "local_infile",
         }
     }
 }
