@@ -867,10 +867,14 @@ impl Session {
             self.stats.commands_after_gap += 1;
         }
         if let Some(u) = &rec.user {
-            self.user = Some(u.to_string());
+            if self.user.as_deref() != Some(&**u) {
+                self.user = Some(u.to_string());
+            }
         }
         if let Some(d) = &rec.db {
-            self.db = Some(d.to_string());
+            if self.db.as_deref() != Some(&**d) {
+                self.db = Some(d.to_string());
+            }
         }
         if let Some(r) = self.skip_all {
             self.skip(r);
@@ -936,7 +940,7 @@ impl Session {
             rec.command,
             Command::Quit | Command::InitDb { .. } | Command::StmtClose { .. }
         ) {
-            if let Some(r) = self.identity_skip(self.db.clone().as_deref()) {
+            if let Some(r) = self.identity_skip(self.db.as_deref()) {
                 self.skip(r);
                 return;
             }
@@ -951,10 +955,9 @@ impl Session {
                     self.skip(r);
                     return;
                 }
-                let sql = sql.clone();
-                let fp = fingerprint(&sql);
-                let res = self.run_query(&sql).await;
-                let example = truncate_example(&sql, self.ctx.cfg.example_len);
+                let res = self.run_query(sql).await;
+                let fp = fingerprint(sql);
+                let example = truncate_example(sql, self.ctx.cfg.example_len);
                 self.emit(&rec, Arc::from(fp.as_str()), example, res);
             }
             Command::InitDb { schema } => {
