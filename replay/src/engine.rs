@@ -577,7 +577,7 @@ async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::R
                         if is_command && s.stats.accounted() == before {
                             s.lose("shutdown");
                         }
-                        s.drop_conn();
+                        s.disconnect().await;
                         shut = true;
                         break;
                     }
