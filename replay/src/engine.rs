@@ -344,6 +344,7 @@ struct Ctx {
     sink: Mutex<Box<dyn FnMut(Outcome) + Send>>,
     timeline: Timeline,
     prod: Option<ProdLookup>,
+    target_down: AtomicBool,
 }
 
 /// The replay engine: configuration and live counters; [`Engine::run`] does the work.
@@ -385,6 +386,7 @@ impl Engine {
         };
         let ctx = Arc::new(Ctx {
             prod: self.cfg.prod.clone().map(ProdLookup::new),
+            target_down: AtomicBool::new(false),
             cfg: self.cfg,
             live: self.live,
             totals: Mutex::new((EngineStats::default(), new_lag_histogram())),
@@ -1424,6 +1426,9 @@ impl Session {
                     .connections_open
                     .fetch_add(1, Ordering::Relaxed);
                 self.ever_connected = true;
+                if self.ctx.target_down.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(target = %cfg.target, "test server reachable again");
+                }
                 self.backoff = cfg.backoff_min;
                 self.retry_at = None;
                 self.conn = Some(c);
@@ -1438,7 +1443,10 @@ impl Session {
             }
             Ok(Err(e)) => {
                 self.stats.connect_failures += 1;
-                tracing::debug!(session = self.id, error = %e, "connect to target failed");
+                if !self.ctx.target_down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(target = %self.ctx.cfg.target, error = %e,
+                        "test server unreachable: commands are counted as lost until it is back");
+                }
                 self.schedule_retry();
                 Err("connect_failed".into())
             }
