@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use mrte_capture::event::{
     Command, CommandRecord, EventSink, Param, ResponseStatus, SessionEvent, SessionId, Value,
 };
-use mrte_capture::fingerprint::{fingerprint, fingerprint_id};
+use mrte_capture::fingerprint::{fingerprint_id, Fingerprinter};
 use mrte_capture::ring::RingStats;
 use mrte_capture::stats::Stats;
 use serde::Serialize;
@@ -55,6 +55,7 @@ pub struct InspectSink<W: Write> {
     out: W,
     sessions: HashMap<SessionId, SessionView>,
     digest: HashMap<u64, DigestRow>,
+    fp: Fingerprinter,
     line: Vec<u8>,
     io_error: Option<io::Error>,
 }
@@ -67,6 +68,7 @@ impl<W: Write> InspectSink<W> {
             out,
             sessions: HashMap::new(),
             digest: HashMap::new(),
+            fp: Fingerprinter::default(),
             line: Vec::with_capacity(4096),
             io_error: None,
         }
@@ -170,7 +172,7 @@ impl<W: Write> InspectSink<W> {
             Format::Summary => {}
             Format::Digest => {
                 let fp = match sql {
-                    Some(s) => fingerprint(s),
+                    Some(s) => self.fp.fingerprint(s).to_owned(),
                     None => rec.command.name().to_ascii_lowercase(),
                 };
                 let key = fingerprint_id(&fp);
@@ -193,7 +195,7 @@ impl<W: Write> InspectSink<W> {
                 }
             }
             Format::Jsonl => {
-                let fp = sql.map(fingerprint);
+                let fp = sql.map(|s| self.fp.fingerprint(s).to_owned());
                 let line = command_json(sess, rec, sql, fp.as_deref());
                 self.line.clear();
                 if serde_json::to_writer(&mut self.line, &line).is_ok() {
