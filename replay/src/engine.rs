@@ -639,7 +639,17 @@ struct Session {
     last_prepared: Option<u32>,
     clock: Option<SessionClock>,
     stats: EngineStats,
-    lag: Option<Histogram<u64>>,
+    /// Lag samples not yet merged into the shared histogram (`None`: lag not measured).
+    lag: Option<Vec<u64>>,
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(v) => *v += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
 }
 
 fn truncate_example(sql: &[u8], max: usize) -> Arc<str> {
@@ -744,7 +754,7 @@ impl Session {
         let lag = if matches!(ctx.cfg.pacing, Pacing::Offline { speed: None, .. }) {
             None
         } else {
-            Some(new_lag_histogram())
+            Some(Vec::new())
         };
         Self {
             key: open.key,
@@ -778,13 +788,22 @@ impl Session {
         }
         let mut g = self.ctx.totals.lock().unwrap_or_else(|e| e.into_inner());
         g.0.merge(&self.stats);
-        if let Some(h) = self.lag.take() {
-            let _ = g.1.add(&h);
+        for v in self.lag.take().unwrap_or_default() {
+            g.1.saturating_record(v);
+        }
+    }
+
+    fn flush_lag(&mut self) {
+        if let Some(buf) = self.lag.as_mut() {
+            let mut g = self.ctx.totals.lock().unwrap_or_else(|e| e.into_inner());
+            for v in buf.drain(..) {
+                g.1.saturating_record(v);
+            }
         }
     }
 
     fn skip(&mut self, r: SkipReason) {
-        *self.stats.skipped.entry(r.as_str().to_owned()).or_default() += 1;
+        bump(&mut self.stats.skipped, r.as_str());
         self.ctx.live.skipped.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -906,8 +925,11 @@ impl Session {
 
     fn record_lag(&mut self, lag: u64) {
         self.last_lag_us = lag;
-        if let Some(h) = self.lag.as_mut() {
-            h.saturating_record(lag.max(1));
+        if let Some(buf) = self.lag.as_mut() {
+            buf.push(lag.max(1));
+            if buf.len() >= 256 {
+                self.flush_lag();
+            }
         }
         self.ctx.live.lag_last_us.store(lag, Ordering::Relaxed);
         self.ctx.live.lag_max_us.fetch_max(lag, Ordering::Relaxed);
@@ -1464,7 +1486,7 @@ impl Session {
     }
 
     fn lose(&mut self, reason: &str) {
-        *self.stats.lost.entry(reason.to_owned()).or_default() += 1;
+        bump(&mut self.stats.lost, reason);
         self.ctx.live.lost.fetch_add(1, Ordering::Relaxed);
     }
 
