@@ -191,7 +191,7 @@ impl<W: Write> InspectSink<W> {
                 }
                 if let Some(us) = rec.prod_us() {
                     row.total_us += us;
-                    row.hist.saturating_record(us);
+                    let _ = row.hist.record(us.max(1));
                 }
             }
             Format::Jsonl => {
