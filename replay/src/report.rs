@@ -13,6 +13,9 @@ use serde::Serialize;
 use crate::compare::{ratio, ratio_p50, Comparison, ErrorCounts, Example, FingerprintStats};
 use crate::engine::EngineStats;
 
+/// CDF points: (latency µs, cumulative fraction).
+pub type Cdf = Vec<(u64, f64)>;
+
 /// Latency percentiles, µs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Percentiles {
@@ -142,10 +145,10 @@ pub struct FingerprintReport {
     pub sample: String,
     /// CDF points (µs, fraction) of prod latency.
     #[serde(skip)]
-    pub prod_cdf: Vec<(u64, f64)>,
+    pub prod_cdf: Cdf,
     /// CDF points of test latency.
     #[serde(skip)]
-    pub test_cdf: Vec<(u64, f64)>,
+    pub test_cdf: Cdf,
 }
 
 /// Lag behind schedule, µs.
@@ -190,10 +193,10 @@ pub struct Report {
     pub fingerprints: Vec<FingerprintReport>,
     /// Overall CDFs.
     #[serde(skip)]
-    pub cdf: (Vec<(u64, f64)>, Vec<(u64, f64)>),
+    pub cdf: (Cdf, Cdf),
 }
 
-fn cdf(h: &Histogram<u64>) -> Vec<(u64, f64)> {
+fn cdf(h: &Histogram<u64>) -> Cdf {
     if h.is_empty() {
         return Vec::new();
     }
