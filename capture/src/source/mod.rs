@@ -2,4 +2,5 @@
 //!
 //! Every source hands `(LinkType, frame, ts_us)` to the same [`crate::pipeline::Pipeline`].
 
+pub mod live;
 pub mod pcap;

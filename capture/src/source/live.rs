@@ -1,0 +1,284 @@
+//! Live capture: a capture thread per source that owns a [`Pipeline`] and a [`RingSink`], fed by
+//! libpcap on the given interface (the fallback source; AF_XDP lives in `xdp`), with counters
+//! published for live readers every 100 ms and kernel drops taken from the socket's statistics.
+//!
+//! It does not replay or print anything; consumers take [`SessionStream`]s from
+//! [`LiveHandle::sessions`].
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::net::LinkType;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::ring::{RingSink, SessionStream};
+use crate::source::pcap::PcapFileWriter;
+use crate::stats::{LiveStats, Stats};
+
+/// Which packet source to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// AF_XDP if it binds, else libpcap.
+    Auto,
+    /// AF_XDP only.
+    Xdp,
+    /// libpcap only.
+    Pcap,
+}
+
+/// Live capture settings.
+#[derive(Clone, Debug)]
+pub struct LiveConfig {
+    /// Interface (the mirror port).
+    pub iface: String,
+    /// Decode settings (server ports inside).
+    pub pipeline: PipelineConfig,
+    /// Source choice.
+    pub source: SourceKind,
+    /// Events per session ring.
+    pub ring_capacity: usize,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many frames.
+    pub count: Option<u64>,
+    /// Core to pin the capture thread to.
+    pub core: Option<usize>,
+}
+
+/// Live source errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// libpcap failed.
+    #[error("libpcap on {iface}: {msg}")]
+    Pcap {
+        /// Interface.
+        iface: String,
+        /// What libpcap said.
+        msg: String,
+    },
+    /// AF_XDP was asked for but cannot run.
+    #[error("AF_XDP on {iface}: {msg}")]
+    Xdp {
+        /// Interface.
+        iface: String,
+        /// Why.
+        msg: String,
+    },
+    /// Writing the capture file failed.
+    #[error(transparent)]
+    File(#[from] crate::source::pcap::SourceError),
+    /// The capture thread died.
+    #[error("capture thread panicked")]
+    Panicked,
+}
+
+/// A running live capture.
+#[derive(Debug)]
+pub struct LiveHandle {
+    sessions: Receiver<SessionStream>,
+    live: Arc<LiveStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Stats, LiveError>>>,
+    /// Which source runs, and why.
+    pub source_note: String,
+}
+
+impl LiveHandle {
+    /// New sessions, one stream each.
+    pub fn sessions(&self) -> Receiver<SessionStream> {
+        self.sessions.clone()
+    }
+
+    /// Counters published by the capture thread.
+    pub fn live(&self) -> Arc<LiveStats> {
+        self.live.clone()
+    }
+
+    /// Flag that stops the capture when set.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Ask the capture to stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// The capture has ended by itself (duration, count) or after `stop`.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Wait for the capture thread; final counters.
+    pub fn join(mut self) -> Result<Stats, LiveError> {
+        self.stop();
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| LiveError::Panicked)?,
+            None => Err(LiveError::Panicked),
+        }
+    }
+}
+
+fn bpf_filter(ports: &[u16]) -> String {
+    let p: Vec<String> = ports.iter().map(|p| format!("tcp port {p}")).collect();
+    p.join(" or ")
+}
+
+fn open_pcap(cfg: &LiveConfig) -> Result<(pcap::Capture<pcap::Active>, LinkType), LiveError> {
+    let err = |e: pcap::Error| LiveError::Pcap {
+        iface: cfg.iface.clone(),
+        msg: e.to_string(),
+    };
+    let mut cap = pcap::Capture::from_device(cfg.iface.as_str())
+        .map_err(err)?
+        .promisc(true)
+        .immediate_mode(true)
+        .snaplen(262_144)
+        .buffer_size(64 << 20)
+        .timeout(100)
+        .open()
+        .map_err(err)?;
+    cap.filter(&bpf_filter(&cfg.pipeline.ports), true).map_err(err)?;
+    let link = LinkType::from_linktype(cap.get_datalink().0 as u32);
+    Ok((cap, link))
+}
+
+fn pin(core: Option<usize>) {
+    if let Some(c) = core {
+        if let Some(id) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|i| i.id == c)) {
+            core_affinity::set_for_current(id);
+        }
+    }
+}
+
+/// Start capturing on `cfg.iface`.
+pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
+    let note = match cfg.source {
+        SourceKind::Xdp => {
+            return Err(LiveError::Xdp {
+                iface: cfg.iface.clone(),
+                msg: "AF_XDP source is not built into this binary".into(),
+            })
+        }
+        SourceKind::Auto => "libpcap (AF_XDP source not available in this build)".to_string(),
+        SourceKind::Pcap => "libpcap (asked for with --source pcap)".to_string(),
+    };
+    let (mut cap, link) = open_pcap(&cfg)?;
+    let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
+    let live = Arc::new(LiveStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (live2, stop2) = (live.clone(), stop.clone());
+    let iface = cfg.iface.clone();
+    let thread = std::thread::Builder::new()
+        .name("mrte-capture".into())
+        .spawn(move || {
+            pin(cfg.core);
+            let mut p = Pipeline::new(cfg.pipeline.clone());
+            let started = Instant::now();
+            let mut last_pub = Instant::now();
+            let mut last_ts = 0;
+            let mut frames = 0u64;
+            loop {
+                if stop2.load(Ordering::Acquire)
+                    || cfg.duration.is_some_and(|d| started.elapsed() >= d)
+                    || cfg.count.is_some_and(|n| frames >= n)
+                {
+                    break;
+                }
+                match cap.next_packet() {
+                    Ok(pkt) => {
+                        let ts = pkt.header.ts.tv_sec as u64 * 1_000_000 + pkt.header.ts.tv_usec as u64;
+                        last_ts = ts;
+                        frames += 1;
+                        p.handle_frame(link, pkt.data, ts, &mut sink);
+                    }
+                    Err(pcap::Error::TimeoutExpired) => {}
+                    Err(e) => {
+                        tracing::error!("libpcap on {}: {e}", cfg.iface);
+                        break;
+                    }
+                }
+                if last_pub.elapsed() >= Duration::from_millis(100) {
+                    last_pub = Instant::now();
+                    if let Ok(s) = cap.stats() {
+                        p.stats_mut().kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);
+                    }
+                    let r = sink.stats();
+                    p.stats_mut().ring_drops = r.dropped_events;
+                    p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
+                    live2.publish(p.stats());
+                }
+            }
+            if let Ok(s) = cap.stats() {
+                p.stats_mut().kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);
+            }
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(last_ts, |d| d.as_micros() as u64);
+            p.finish(now_us.max(last_ts), &mut sink);
+            sink.close_all();
+            let r = sink.stats();
+            p.stats_mut().ring_drops = r.dropped_events;
+            p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
+            live2.publish(p.stats());
+            Ok(p.stats().clone())
+        })
+        .map_err(|_| LiveError::Panicked)?;
+    tracing::info!("capture source on {iface}: {note}");
+    Ok(LiveHandle {
+        sessions: rx,
+        live,
+        stop,
+        thread: Some(thread),
+        source_note: note,
+    })
+}
+
+/// Counters of `mrte record`.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct RecordStats {
+    /// Frames written.
+    pub frames: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Frames the kernel dropped.
+    pub kernel_drops: u64,
+}
+
+/// Write the server-port traffic of `cfg.iface` to a pcap at `path` until stopped.
+pub fn record(cfg: &LiveConfig, path: &Path, stop: Arc<AtomicBool>) -> Result<RecordStats, LiveError> {
+    let (mut cap, link) = open_pcap(cfg)?;
+    tracing::info!("recording {} to {} with libpcap", cfg.iface, path.display());
+    let mut w = PcapFileWriter::create(path, link)?;
+    let mut st = RecordStats::default();
+    let started = Instant::now();
+    while !stop.load(Ordering::Acquire)
+        && !cfg.duration.is_some_and(|d| started.elapsed() >= d)
+        && !cfg.count.is_some_and(|n| st.frames >= n)
+    {
+        match cap.next_packet() {
+            Ok(pkt) => {
+                let ts = pkt.header.ts.tv_sec as u64 * 1_000_000 + pkt.header.ts.tv_usec as u64;
+                w.write(pkt.data, ts)?;
+                st.frames += 1;
+                st.bytes += pkt.data.len() as u64;
+            }
+            Err(pcap::Error::TimeoutExpired) => {}
+            Err(e) => {
+                return Err(LiveError::Pcap {
+                    iface: cfg.iface.clone(),
+                    msg: e.to_string(),
+                })
+            }
+        }
+    }
+    if let Ok(s) = cap.stats() {
+        st.kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);
+    }
+    w.finish()?;
+    Ok(st)
+}
