@@ -257,8 +257,8 @@ pub fn record(cfg: &LiveConfig, path: &Path, stop: Arc<AtomicBool>) -> Result<Re
     let mut st = RecordStats::default();
     let started = Instant::now();
     while !stop.load(Ordering::Acquire)
-        && !cfg.duration.is_some_and(|d| started.elapsed() >= d)
-        && !cfg.count.is_some_and(|n| st.frames >= n)
+        && cfg.duration.is_none_or(|d| started.elapsed() < d)
+        && cfg.count.is_none_or(|n| st.frames < n)
     {
         match cap.next_packet() {
             Ok(pkt) => {
