@@ -1,0 +1,177 @@
+//! End to end: a real client session against a "production" MariaDB is captured with tcpdump on
+//! loopback, decoded by the capture pipeline into rings, replayed by the engine on a second
+//! MariaDB, and both general logs must show the same commands in the same order.
+//! Skipped loudly when mariadbd or tcpdump is missing or tcpdump cannot capture.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command as Proc, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use mrte_capture::net::LinkType;
+use mrte_capture::pipeline::{Pipeline, PipelineConfig};
+use mrte_capture::ring::RingSink;
+use mrte_replay::engine::{Engine, ReplayConfig};
+use mrte_replay::target::TargetDsn;
+use mysql_async::prelude::Queryable;
+
+const SETUP: &str = "CREATE DATABASE app; \
+    CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20), d DATETIME(6) NULL)";
+
+fn client_log(db: &MariaDb, marker: &str) -> Vec<(String, String)> {
+    let by = db.general_log_by_thread();
+    by.into_values()
+        .find(|v| v.iter().any(|(_, a)| a.contains(marker)))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_session_is_replayed_with_the_same_commands() {
+    let name = "captured_session_is_replayed_with_the_same_commands";
+    let Some(prod) = MariaDb::start(name) else {
+        return;
+    };
+    let Some(test) = MariaDb::start(name) else {
+        return;
+    };
+    if !std::path::Path::new("/usr/bin/tcpdump").exists()
+        && !std::path::Path::new("/usr/sbin/tcpdump").exists()
+    {
+        eprintln!("\n*** SKIP {name}: tcpdump not installed ***\n");
+        return;
+    }
+    for db in [&prod, &test] {
+        let mut a = admin(db).await;
+        a.query_drop(SETUP).await.expect("setup");
+        a.disconnect().await.expect("disconnect");
+    }
+
+    let pcap = prod.dir.join("capture.pcap");
+    let mut dump = Proc::new("tcpdump")
+        .args(["-i", "lo", "-U", "--immediate-mode", "-n", "-s", "0", "-w"])
+        .arg(&pcap)
+        .arg(format!("tcp port {}", prod.port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpdump");
+    // tcpdump says "listening on lo" once the capture is armed.
+    let mut err = BufReader::new(dump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let armed = err.read_line(&mut line).is_ok() && line.contains("listening");
+    std::thread::sleep(Duration::from_millis(500));
+    if !armed {
+        let _ = dump.kill();
+        let _ = dump.wait();
+        eprintln!("\n*** SKIP {name}: tcpdump cannot capture on lo: {line} ***\n");
+        return;
+    }
+
+    // The "production" workload: text queries, prepared statements with typed params.
+    {
+        let opts = mysql_async::OptsBuilder::from_opts(
+            mysql_async::Opts::from_url(&prod.dsn(Some("app"))).expect("dsn"),
+        )
+        .prefer_socket(false);
+        let mut c = mysql_async::Conn::new(opts).await.expect("connect prod");
+        c.query_drop("SELECT 'e2e marker'").await.expect("q");
+        c.query_drop("INSERT INTO t (id, v) VALUES (1, 'one')")
+            .await
+            .expect("q");
+        let st = c.prep("SELECT v FROM t WHERE id = ?").await.expect("prep");
+        let _: Vec<String> = c.exec(&st, (1,)).await.expect("exec");
+        let ins = c
+            .prep("INSERT INTO t VALUES (?, ?, ?)")
+            .await
+            .expect("prep");
+        c.exec_drop(
+            &ins,
+            (
+                2,
+                "two",
+                mysql_async::Value::Date(2024, 2, 29, 13, 14, 15, 161_718),
+            ),
+        )
+        .await
+        .expect("exec");
+        c.close(ins).await.expect("close");
+        c.query_drop("UPDATE t SET v = 'deux' WHERE id = 2; SELECT COUNT(*) FROM t")
+            .await
+            .expect("multi");
+        c.query_drop("SELECT * FROM no_such_table")
+            .await
+            .expect_err("prod error");
+        c.disconnect().await.expect("disconnect");
+    }
+    // Let tcpdump write out what the kernel handed it before stopping it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = Proc::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dump.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = dump.kill();
+    let _ = dump.wait();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    eprintln!("tcpdump: {line}{rest}");
+    assert!(
+        !rest.lines().any(|l| l.trim() == "0 packets captured"),
+        "tcpdump captured nothing: {rest}"
+    );
+
+    // Decode the capture into rings.
+    let file = std::fs::File::open(&pcap).expect("pcap");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
+    let link = LinkType::from_linktype(u32::from(reader.header().datalink));
+    let mut pipe = Pipeline::new(PipelineConfig {
+        ports: vec![prod.port],
+        ..PipelineConfig::default()
+    });
+    let (mut sink, rx) = RingSink::new(4096);
+    let mut last_ts = 0;
+    while let Some(Ok(pkt)) = reader.next_packet() {
+        last_ts = pkt.timestamp.as_micros() as u64;
+        pipe.handle_frame(link, &pkt.data, last_ts, &mut sink);
+    }
+    pipe.finish(last_ts, &mut sink);
+    sink.close_all();
+    drop(sink);
+
+    let cfg = ReplayConfig::new(TargetDsn::parse_no_env(&test.dsn(None)).expect("dsn"));
+    let (got, collect) = collector();
+    let stats = Engine::new(cfg)
+        .run(rx, collect, std::future::pending())
+        .await;
+    let outcomes = got.lock().expect("lock").clone();
+    assert_eq!(stats.sessions, 1, "{stats:#?}");
+    assert_eq!(stats.accounted(), stats.commands_seen);
+    assert_eq!(stats.lost_total(), 0, "{stats:#?} {outcomes:#?}");
+    assert_eq!(stats.prod_errors, 1, "{stats:#?}");
+    assert_eq!(stats.test_errors, 1, "the failing query fails on test too");
+
+    let want = client_log(&prod, "e2e marker");
+    assert!(want.len() >= 8, "prod log: {want:#?}");
+    // Wait for the replay connection's Quit (the admin connection quit before).
+    test.general_log_until(|l| l.iter().filter(|(_, c, _)| c == "Quit").count() >= 2)
+        .await;
+    let got = client_log(&test, "e2e marker");
+    assert_eq!(got, want, "replayed commands differ from production's");
+
+    // Same data on both sides (the id/v columns and the typed DATETIME param).
+    let mut rows = Vec::new();
+    for db in [&prod, &test] {
+        let mut a = admin(db).await;
+        let r: Vec<(i32, String, Option<String>)> = a
+            .query("SELECT id, v, CAST(d AS CHAR) FROM app.t ORDER BY id")
+            .await
+            .expect("rows");
+        rows.push(r);
+    }
+    assert_eq!(rows[0], rows[1]);
+    assert_eq!(rows[1][1].2.as_deref(), Some("2024-02-29 13:14:15.161718"));
+}
