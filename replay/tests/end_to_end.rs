@@ -175,3 +175,169 @@ async fn captured_session_is_replayed_with_the_same_commands() {
     assert_eq!(rows[0], rows[1]);
     assert_eq!(rows[1][1].2.as_deref(), Some("2024-02-29 13:14:15.161718"));
 }
+
+fn sysbench(port: u16, args: &[&str]) -> Option<String> {
+    let out = Proc::new("sysbench")
+        .arg("oltp_read_only")
+        .arg("--mysql-host=127.0.0.1")
+        .arg(format!("--mysql-port={port}"))
+        .args([
+            "--mysql-user=root",
+            "--mysql-db=sbtest",
+            "--tables=1",
+            "--table-size=1000",
+        ])
+        .args(args)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        panic!(
+            "sysbench {args:?} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Some(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_sysbench_read_only_prepared_run_replays_fully_without_errors() {
+    let name = "captured_sysbench_read_only_prepared_run_replays_fully_without_errors";
+    let Some(prod) = MariaDb::start(name) else {
+        return;
+    };
+    let Some(test) = MariaDb::start(name) else {
+        return;
+    };
+    if sysbench(prod.port, &["--version"]).is_none() {
+        eprintln!("\n*** SKIP {name}: sysbench not installed ***\n");
+        return;
+    }
+    for db in [&prod, &test] {
+        let mut a = admin(db).await;
+        a.query_drop("CREATE DATABASE sbtest").await.expect("setup");
+        a.disconnect().await.expect("disconnect");
+        sysbench(db.port, &["prepare"]).expect("prepare");
+    }
+    let pcap = prod.dir.join("sysbench.pcap");
+    let mut dump = Proc::new("tcpdump")
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "65536",
+            "-n",
+            "-s",
+            "0",
+            "-w",
+        ])
+        .arg(&pcap)
+        .arg(format!("tcp port {}", prod.port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpdump");
+    let mut err = BufReader::new(dump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let armed = err.read_line(&mut line).is_ok() && line.contains("listening");
+    std::thread::sleep(Duration::from_millis(500));
+    if !armed {
+        let _ = dump.kill();
+        let _ = dump.wait();
+        eprintln!("\n*** SKIP {name}: tcpdump cannot capture on lo: {line} ***\n");
+        return;
+    }
+    let report = sysbench(
+        prod.port,
+        &[
+            "run",
+            "--threads=2",
+            "--events=300",
+            "--time=0",
+            "--db-ps-mode=auto",
+        ],
+    )
+    .expect("run");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = Proc::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
+    let _ = dump.wait();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    let kernel_drops = rest
+        .lines()
+        .find(|l| l.contains("dropped by kernel"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert_eq!(kernel_drops, 0, "tcpdump lost packets: {rest}");
+    // "total:  N" under "queries performed".
+    let total_queries: u64 = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("total:") && !l.contains("time"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .expect("sysbench total queries");
+
+    let file = std::fs::File::open(&pcap).expect("pcap");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
+    let link = LinkType::from_linktype(u32::from(reader.header().datalink));
+    let mut pipe = Pipeline::new(PipelineConfig {
+        ports: vec![prod.port],
+        ..PipelineConfig::default()
+    });
+    let (mut sink, rx) = RingSink::new(1 << 16);
+    let mut last_ts = 0;
+    while let Some(Ok(pkt)) = reader.next_packet() {
+        last_ts = pkt.timestamp.as_micros() as u64;
+        pipe.handle_frame(link, &pkt.data, last_ts, &mut sink);
+    }
+    pipe.finish(last_ts, &mut sink);
+    sink.close_all();
+    let ring = sink.stats();
+    drop(sink);
+
+    let mut cfg = ReplayConfig::new(TargetDsn::parse_no_env(&test.dsn(None)).expect("dsn"));
+    cfg.filters.read_only = true;
+    cfg.pacing = mrte_replay::pacing::Pacing::Offline {
+        speed: None,
+        skip_idle: None,
+    };
+    let (got, collect) = collector();
+    let stats = Engine::new(cfg)
+        .run(rx, collect, std::future::pending())
+        .await;
+    let outcomes = got.lock().expect("lock").clone();
+    let executes = outcomes
+        .iter()
+        .filter(|o| o.command == "COM_STMT_EXECUTE" && o.test.is_some())
+        .count() as u64;
+    let texts = outcomes
+        .iter()
+        .filter(|o| o.command == "COM_QUERY" && o.test.is_some())
+        .count() as u64;
+    eprintln!(
+        "sysbench total queries {total_queries}; replayed {} (executes {executes}, text {texts}); {stats:?}",
+        stats.replayed
+    );
+    assert_eq!(ring.dropped_events, 0);
+    assert_eq!(stats.accounted(), stats.commands_seen);
+    assert_eq!(stats.commands_after_gap, 0, "{stats:#?}");
+    assert_eq!(stats.lost_total(), 0, "{stats:#?}");
+    assert_eq!(stats.test_errors, 0, "{outcomes:#?}");
+    assert_eq!(stats.prod_errors, 0);
+    assert_eq!(
+        stats.skipped.get("read_only"),
+        None,
+        "read-only workload: {stats:#?}"
+    );
+    // Every query sysbench counted was replayed (plus its connect-time queries and PREPAREs).
+    assert!(
+        executes + texts >= total_queries,
+        "replayed {executes} executes + {texts} queries < sysbench's {total_queries}"
+    );
+    assert!(executes > 0, "prepared statements were used and replayed");
+}
