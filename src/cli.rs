@@ -7,8 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mrte_capture::event::{EventSink, SessionEvent};
 use mrte_capture::mysql::DecoderConfig;
 use mrte_capture::pipeline::{Pipeline, PipelineConfig};
+use mrte_capture::ring::SessionStream;
+use mrte_capture::source::live::{LiveConfig, LiveHandle, SourceKind};
 
 use crate::inspect::{Format, InspectSink};
 
@@ -29,6 +35,48 @@ pub struct Cli {
 pub enum Cmd {
     /// Decode MySQL traffic from a capture file (-r) or a live interface (-i) and print it.
     Inspect(InspectArgs),
+    /// Write the server-port traffic of a live interface to a pcap file (tcpdump/Wireshark read it).
+    Record(RecordArgs),
+    /// Capture live on a mirror port, replay every session on a test server, compare, report.
+    Run(crate::replay_cmd::RunArgs),
+    /// Replay the sessions of a capture file on a test server, compare, report.
+    Replay(crate::replay_cmd::ReplayFileArgs),
+}
+
+/// Live capture settings.
+#[derive(Args, Debug, Clone)]
+pub struct CaptureArgs {
+    /// Interface to capture from (the mirror/SPAN port).
+    #[arg(short = 'i', long = "iface")]
+    pub iface: String,
+    /// Packet source: auto (AF_XDP, else libpcap), xdp, pcap.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
+    pub source: String,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Stop after this many frames.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Events each per-session ring holds; a full ring drops (counted), never blocks capture.
+    #[arg(long, default_value_t = 65536)]
+    pub ring: usize,
+    /// Core to pin the capture thread to.
+    #[arg(long)]
+    pub core: Option<usize>,
+}
+
+/// `mrte record`.
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// Output pcap file.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Server port (repeatable).
+    #[arg(short = 'p', long = "port", default_value = "3306")]
+    pub ports: Vec<u16>,
 }
 
 /// What decoding needs to know.
@@ -73,6 +121,12 @@ pub struct InspectArgs {
     /// Live interface to capture from (a mirror/SPAN port).
     #[arg(short = 'i', long = "iface", conflicts_with = "file")]
     pub iface: Option<String>,
+    /// Live: stop after this many seconds.
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Live: packet source (auto, xdp, pcap).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
+    pub source: String,
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value = "text")]
     pub format: Format,
@@ -103,6 +157,9 @@ pub fn init_tracing(verbose: u8) {
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Inspect(a) => inspect(a),
+        Cmd::Record(a) => record(a),
+        Cmd::Run(a) => crate::replay_cmd::run_live(a),
+        Cmd::Replay(a) => crate::replay_cmd::replay_file(a),
     }
 }
 
@@ -127,7 +184,110 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
         return Ok(ExitCode::SUCCESS);
     }
-    anyhow::bail!("live inspect (-i) is not wired yet")
+    let Some(iface) = a.iface.clone() else {
+        anyhow::bail!("give -r FILE or -i IFACE");
+    };
+    let cap = CaptureArgs {
+        iface,
+        source: a.source.clone(),
+        duration: a.duration,
+        count: None,
+        ring: 65536,
+        core: None,
+    };
+    let handle = start_capture(&cap, &a.decode)?;
+    let stop = handle.stop_flag();
+    stop_on_sigint(stop.clone());
+    let rx = handle.sessions();
+    let mut streams: Vec<SessionStream> = Vec::new();
+    loop {
+        while let Ok(s) = rx.try_recv() {
+            sink.push(s.open.id, SessionEvent::Open(s.open.clone()));
+            streams.push(s);
+        }
+        let mut got = false;
+        streams.retain_mut(|s| {
+            while let Some(ev) = s.try_pop() {
+                if !matches!(ev, SessionEvent::Open(_)) {
+                    sink.push(s.open.id, ev);
+                }
+                got = true;
+            }
+            !s.is_finished()
+        });
+        if !got {
+            if handle.is_finished() && streams.is_empty() && rx.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    let stats = handle.join()?;
+    sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Start live capture as the flags say.
+pub fn start_capture(c: &CaptureArgs, d: &DecodeArgs) -> Result<LiveHandle> {
+    let cfg = live_config(c, d.pipeline_config());
+    Ok(mrte_capture::source::live::start(cfg)?)
+}
+
+fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
+    LiveConfig {
+        iface: c.iface.clone(),
+        pipeline,
+        source: match c.source.as_str() {
+            "xdp" => SourceKind::Xdp,
+            "pcap" => SourceKind::Pcap,
+            _ => SourceKind::Auto,
+        },
+        ring_capacity: c.ring,
+        duration: c.duration.map(std::time::Duration::from_secs_f64),
+        count: c.count,
+        core: c.core,
+    }
+}
+
+/// Set `flag` on SIGINT/SIGTERM.
+pub fn stop_on_sigint(flag: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        });
+        tracing::warn!("signal received: stopping capture, flushing counters");
+        flag.store(true, Ordering::Release);
+    });
+}
+
+fn record(a: RecordArgs) -> Result<ExitCode> {
+    let pipeline = PipelineConfig {
+        ports: a.ports.clone(),
+        ..PipelineConfig::default()
+    };
+    let cfg = live_config(&a.capture, pipeline);
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_sigint(stop.clone());
+    let st = mrte_capture::source::live::record(&cfg, &a.file, stop)?;
+    println!("{}", serde_json::to_string(&st)?);
+    eprintln!(
+        "recorded {} frames ({} bytes) to {}; kernel dropped {}",
+        st.frames,
+        st.bytes,
+        a.file.display(),
+        st.kernel_drops
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ignore_broken_pipe(e: io::Error) -> io::Result<()> {

@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod glue;
 mod inspect;
+mod replay_cmd;
 
 use std::process::ExitCode;
 

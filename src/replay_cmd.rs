@@ -1,0 +1,468 @@
+//! `mrte run` (live capture + replay) and `mrte replay` (capture file + replay): the glue from
+//! flags to the capture source, the replay engine, the comparison, the live line and the reports.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mrte_capture::pipeline::Pipeline;
+use mrte_capture::ring::RingSink;
+use mrte_capture::stats::{LiveStats, Stats};
+use mrte_replay::compare::Comparison;
+use mrte_replay::engine::{Engine, EngineStats, LiveCounters, ReplayConfig};
+use mrte_replay::filter::{FilterArgs, Filters};
+use mrte_replay::pacing::Pacing;
+use mrte_replay::report::{prometheus, FailOn, MetricsSnapshot, Report};
+use mrte_replay::target::TargetDsn;
+
+use crate::cli::{CaptureArgs, DecodeArgs};
+
+/// Where and how to replay.
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// Test server, mysql://user[:password]@host[:port][/db]; password also from MRTE_TARGET_PASSWORD or MYSQL_PWD.
+    #[arg(long, value_name = "DSN")]
+    pub target: String,
+    /// Map a production user to a test user: prod=test[:password] (repeatable).
+    #[arg(long = "user-map", value_name = "PROD=TEST[:PW]")]
+    pub user_map: Vec<String>,
+    /// Map a production database to a test database: prod=test (repeatable).
+    #[arg(long = "db-map", value_name = "PROD=TEST")]
+    pub db_map: Vec<String>,
+    /// Production DSN, to look up db/user of sessions open before capture in its processlist.
+    #[arg(long, value_name = "DSN")]
+    pub prod: Option<String>,
+    /// Database for sessions open before capture when nothing else is known.
+    #[arg(long)]
+    pub default_db: Option<String>,
+    /// Replay only what cannot write (SELECT, SHOW, SET session, BEGIN/COMMIT, ...); the rest is skipped and counted.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Replay statements that change users/grants or stop the server (skipped by default).
+    #[arg(long)]
+    pub allow_dangerous: bool,
+    /// Only sessions whose database is one of these (repeatable).
+    #[arg(long)]
+    pub include_db: Vec<String>,
+    /// Never sessions whose database is one of these (repeatable).
+    #[arg(long)]
+    pub exclude_db: Vec<String>,
+    /// Only sessions of these users (repeatable).
+    #[arg(long)]
+    pub include_user: Vec<String>,
+    /// Only statements matching this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub filter: Option<String>,
+    /// Never statements matching this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Option<String>,
+    /// Replay this percentage of sessions (whole sessions, chosen by hash).
+    #[arg(long, value_name = "PCT")]
+    pub sample: Option<f64>,
+}
+
+/// Report outputs.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Write the JSON report here (schema: replay/REPORT.md).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write a self-contained HTML report here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR (host:port, or a bare port for 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Exit non-zero when a condition holds, e.g. errors>0, p99_ratio>1.5, drops>0 (repeatable).
+    #[arg(long = "fail-on", value_name = "EXPR")]
+    pub fail_on: Vec<FailOn>,
+    /// No live line on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `mrte replay`.
+#[derive(Args, Debug)]
+pub struct ReplayFileArgs {
+    /// Capture file (pcap or pcapng).
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Speed factor: 1.0 keeps the captured pacing per session, 2 is twice as fast, `max` does not wait.
+    #[arg(long, default_value = "1.0")]
+    pub speed: String,
+    /// Shorten idle periods longer than SECS to SECS.
+    #[arg(long, value_name = "SECS")]
+    pub skip_idle: Option<f64>,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
+    #[command(flatten)]
+    pub out: ReportArgs,
+}
+
+/// `mrte run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
+    #[command(flatten)]
+    pub out: ReportArgs,
+}
+
+fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
+    let target = TargetDsn::parse(&a.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
+    let mut cfg = ReplayConfig::new(target);
+    for m in &a.user_map {
+        cfg.identities
+            .add_user_map(m)
+            .map_err(|e| anyhow::anyhow!("--user-map {m}: {e}"))?;
+    }
+    for m in &a.db_map {
+        cfg.identities
+            .add_db_map(m)
+            .map_err(|e| anyhow::anyhow!("--db-map {m}: {e}"))?;
+    }
+    if let Some(p) = &a.prod {
+        cfg.prod = Some(TargetDsn::parse_no_env(p).map_err(|e| anyhow::anyhow!("--prod: {e}"))?);
+    }
+    cfg.default_db = a.default_db.clone();
+    cfg.filters = Filters::from_args(&FilterArgs {
+        include_db: a.include_db.clone(),
+        exclude_db: a.exclude_db.clone(),
+        include_user: a.include_user.clone(),
+        filter: a.filter.clone(),
+        exclude: a.exclude.clone(),
+        sample_pct: a.sample,
+        read_only: a.read_only,
+        allow_dangerous: a.allow_dangerous,
+    })
+    .map_err(|e| anyhow::anyhow!("filters: {e}"))?;
+    cfg.pacing = pacing;
+    Ok(cfg)
+}
+
+/// Shared state the live line and the metrics endpoint read.
+struct Live {
+    capture: Arc<LiveStats>,
+    engine: Arc<LiveCounters>,
+    cmp: Arc<Mutex<Comparison>>,
+}
+
+impl Live {
+    fn metrics(&self) -> MetricsSnapshot {
+        let r = Ordering::Relaxed;
+        let c = &self.capture;
+        let e = self.engine.snapshot();
+        let mut m = MetricsSnapshot {
+            capture: vec![
+                (
+                    "captured_packets_total",
+                    "Frames captured.",
+                    c.packets.load(r),
+                ),
+                ("captured_bytes_total", "Bytes captured.", c.bytes.load(r)),
+                (
+                    "captured_commands_total",
+                    "Commands decoded.",
+                    c.commands.load(r),
+                ),
+                (
+                    "captured_sessions_total",
+                    "Sessions seen.",
+                    c.sessions.load(r),
+                ),
+                (
+                    "kernel_drops_total",
+                    "Frames dropped by the kernel or NIC.",
+                    c.kernel_drops.load(r),
+                ),
+                (
+                    "ring_drops_total",
+                    "Events dropped on full session rings.",
+                    c.ring_drops.load(r),
+                ),
+                (
+                    "tcp_gaps_total",
+                    "TCP holes that never filled.",
+                    c.gaps.load(r),
+                ),
+                (
+                    "decode_errors_total",
+                    "MySQL decode errors.",
+                    c.decode_errors.load(r),
+                ),
+            ],
+            replay: vec![
+                (
+                    "replayed_commands_total",
+                    "Commands replayed with a response.",
+                    e.replayed,
+                ),
+                (
+                    "replay_test_errors_total",
+                    "Replayed commands answered with ERR.",
+                    e.test_errors,
+                ),
+                (
+                    "replay_skipped_total",
+                    "Commands skipped by filters or rules.",
+                    e.skipped,
+                ),
+                (
+                    "replay_lost_total",
+                    "Commands that could not be replayed.",
+                    e.lost,
+                ),
+                (
+                    "replay_reconnects_total",
+                    "Reconnects to the test server.",
+                    e.reconnects,
+                ),
+            ],
+            latency: Vec::new(),
+        };
+        if let Ok(cmp) = self.cmp.lock() {
+            for (side, h) in [("prod", &cmp.prod), ("test", &cmp.test)] {
+                if !h.is_empty() {
+                    for q in [0.5, 0.9, 0.99] {
+                        m.latency
+                            .push((side, q, h.value_at_quantile(q) as f64 / 1e6));
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    fn line(&self, prev: &mut (u64, u64, u64, Instant)) -> String {
+        let r = Ordering::Relaxed;
+        let c = &self.capture;
+        let e = self.engine.snapshot();
+        let (pk, cm, rp) = (c.packets.load(r), c.commands.load(r), e.replayed);
+        let dt = prev.3.elapsed().as_secs_f64().max(1e-3);
+        let s = format!(
+            "capture {:>8.0} pps {:>7.0} cmd/s | replay {:>7.0} qps, {} sessions, lag {:.1} ms | drops kernel {} ring {} gaps {} | decode errs {} | test errs {} skipped {} lost {}",
+            (pk - prev.0) as f64 / dt,
+            (cm - prev.1) as f64 / dt,
+            (rp - prev.2) as f64 / dt,
+            e.active_sessions,
+            e.lag_last_us as f64 / 1000.0,
+            c.kernel_drops.load(r),
+            c.ring_drops.load(r),
+            c.gaps.load(r),
+            c.decode_errors.load(r),
+            e.test_errors,
+            e.skipped,
+            e.lost
+        );
+        *prev = (pk, cm, rp, Instant::now());
+        s
+    }
+}
+
+fn serve_metrics(addr: &str, live: Arc<Live>) -> Result<()> {
+    let addr = if addr.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_string()
+    };
+    let listener =
+        std::net::TcpListener::bind(&addr).with_context(|| format!("--metrics {addr}"))?;
+    tracing::info!("Prometheus metrics on http://{addr}/metrics");
+    std::thread::Builder::new().name("mrte-metrics".into()).spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                ("200 OK", prometheus(&live.metrics()))
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })?;
+    Ok(())
+}
+
+fn finish(
+    mode: &str,
+    target: &str,
+    started: Instant,
+    cmp: &Comparison,
+    eng: &EngineStats,
+    cap: &Stats,
+    out: &ReportArgs,
+) -> Result<ExitCode> {
+    let report = Report::build(mode, target, started.elapsed().as_secs_f64(), cmp, eng, cap);
+    println!("{}", report.to_text());
+    if let Some(p) = &out.report {
+        std::fs::write(p, report.to_json()).with_context(|| format!("writing {}", p.display()))?;
+        println!("JSON report: {}", p.display());
+    }
+    if let Some(p) = &out.html {
+        std::fs::write(p, report.to_html()).with_context(|| format!("writing {}", p.display()))?;
+        println!("HTML report: {}", p.display());
+    }
+    let failed: Vec<String> = out
+        .fail_on
+        .iter()
+        .filter(|f| f.fails(&report))
+        .map(|f| format!("{f} (value {})", f.value(&report)))
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("mrte: --fail-on conditions hold: {}", failed.join(", "));
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mrte-replay")
+        .build()?)
+}
+
+fn spawn_live_line(live: Arc<Live>, done: Arc<AtomicBool>, quiet: bool) {
+    if quiet {
+        return;
+    }
+    std::thread::spawn(move || {
+        let mut prev = (0, 0, 0, Instant::now());
+        while !done.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_secs(1));
+            if done.load(Ordering::Acquire) {
+                break;
+            }
+            eprintln!("{}", live.line(&mut prev));
+        }
+    });
+}
+
+/// `mrte replay -r FILE`.
+pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
+    let speed = Pacing::parse_speed(&a.speed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pacing = Pacing::Offline {
+        speed,
+        skip_idle: a.skip_idle.map(Duration::from_secs_f64),
+    };
+    let cfg = replay_config(&a.replay, pacing)?;
+    let target = cfg.target.to_string();
+    let engine = Engine::new(cfg);
+    let cmp = Arc::new(Mutex::new(Comparison::default()));
+    let capture_live = Arc::new(LiveStats::default());
+    let live = Arc::new(Live {
+        capture: capture_live.clone(),
+        engine: engine.live(),
+        cmp: cmp.clone(),
+    });
+    if let Some(m) = &a.out.metrics {
+        serve_metrics(m, live.clone())?;
+    }
+    let started = Instant::now();
+    let (mut sink, rx) = RingSink::new(4096);
+    sink.set_wait_when_full(true);
+    let file = a.file.clone();
+    let pcfg = a.decode.pipeline_config();
+    let reader = std::thread::Builder::new()
+        .name("mrte-reader".into())
+        .spawn(move || -> Result<Stats> {
+            let mut p = Pipeline::new(pcfg);
+            let r = mrte_capture::source::pcap::run_file(&file, &mut p, &mut sink);
+            sink.close_all();
+            let rs = sink.stats();
+            p.stats_mut().ring_drops = rs.dropped_events;
+            capture_live.publish(p.stats());
+            r.with_context(|| format!("reading {}", file.display()))?;
+            Ok(p.stats().clone())
+        })?;
+    let done = Arc::new(AtomicBool::new(false));
+    spawn_live_line(live.clone(), done.clone(), a.out.quiet);
+    let cmp2 = cmp.clone();
+    let eng = runtime()?.block_on(engine.run(
+        rx,
+        move |o| {
+            if let Ok(mut c) = cmp2.lock() {
+                c.record(&o);
+            }
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::warn!("interrupted: finishing sessions in flight");
+        },
+    ));
+    done.store(true, Ordering::Release);
+    let cap = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+    let cmp = cmp
+        .lock()
+        .map_err(|_| anyhow::anyhow!("comparison lock poisoned"))?;
+    finish("replay", &target, started, &cmp, &eng, &cap, &a.out)
+}
+
+/// `mrte run -i IFACE`.
+pub fn run_live(a: RunArgs) -> Result<ExitCode> {
+    let cfg = replay_config(&a.replay, Pacing::Live)?;
+    let target = cfg.target.to_string();
+    let engine = Engine::new(cfg);
+    let handle = crate::cli::start_capture(&a.capture, &a.decode)?;
+    let cmp = Arc::new(Mutex::new(Comparison::default()));
+    let live = Arc::new(Live {
+        capture: handle.live(),
+        engine: engine.live(),
+        cmp: cmp.clone(),
+    });
+    if let Some(m) = &a.out.metrics {
+        serve_metrics(m, live.clone())?;
+    }
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    spawn_live_line(live.clone(), done.clone(), a.out.quiet);
+    let rx = handle.sessions();
+    let stop = handle.stop_flag();
+    crate::cli::stop_on_sigint(stop.clone());
+    let cmp2 = cmp.clone();
+    let rt = runtime()?;
+    let capture_thread = std::thread::spawn(move || {
+        while !handle.is_finished() && !stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        handle.join()
+    });
+    let eng = rt.block_on(engine.run(
+        rx,
+        move |o| {
+            if let Ok(mut c) = cmp2.lock() {
+                c.record(&o);
+            }
+        },
+        std::future::pending::<()>(),
+    ));
+    done.store(true, Ordering::Release);
+    let cap = capture_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
+    let cmp = cmp
+        .lock()
+        .map_err(|_| anyhow::anyhow!("comparison lock poisoned"))?;
+    finish("run", &target, started, &cmp, &eng, &cap, &a.out)
+}
