@@ -176,9 +176,9 @@ async fn captured_session_is_replayed_with_the_same_commands() {
     assert_eq!(rows[1][1].2.as_deref(), Some("2024-02-29 13:14:15.161718"));
 }
 
-fn sysbench(port: u16, args: &[&str]) -> Option<String> {
+fn sysbench(workload: &str, port: u16, args: &[&str]) -> Option<String> {
     let out = Proc::new("sysbench")
-        .arg("oltp_read_only")
+        .arg(workload)
         .arg("--mysql-host=127.0.0.1")
         .arg(format!("--mysql-port={port}"))
         .args([
@@ -200,24 +200,30 @@ fn sysbench(port: u16, args: &[&str]) -> Option<String> {
     Some(text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn captured_sysbench_read_only_prepared_run_replays_fully_without_errors() {
-    let name = "captured_sysbench_read_only_prepared_run_replays_fully_without_errors";
-    let Some(prod) = MariaDb::start(name) else {
-        return;
-    };
-    let Some(test) = MariaDb::start(name) else {
-        return;
-    };
-    if sysbench(prod.port, &["--version"]).is_none() {
+/// Capture a prepared-statement sysbench `workload` run on prod, replay it `--read-only` at
+/// `--speed max` on test; returns (sysbench report, engine stats, outcomes), or None when skipped.
+async fn sysbench_capture_replay(
+    name: &str,
+    workload: &str,
+) -> Option<(
+    String,
+    mrte_replay::engine::EngineStats,
+    Vec<mrte_replay::Outcome>,
+)> {
+    // One sysbench capture at a time: tcpdump must keep up.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let prod = MariaDb::start(name)?;
+    let test = MariaDb::start(name)?;
+    if sysbench(workload, prod.port, &["--version"]).is_none() {
         eprintln!("\n*** SKIP {name}: sysbench not installed ***\n");
-        return;
+        return None;
     }
     for db in [&prod, &test] {
         let mut a = admin(db).await;
         a.query_drop("CREATE DATABASE sbtest").await.expect("setup");
         a.disconnect().await.expect("disconnect");
-        sysbench(db.port, &["prepare"]).expect("prepare");
+        sysbench(workload, db.port, &["prepare"]).expect("prepare");
     }
     let pcap = prod.dir.join("sysbench.pcap");
     let mut dump = Proc::new("tcpdump")
@@ -247,9 +253,10 @@ async fn captured_sysbench_read_only_prepared_run_replays_fully_without_errors()
         let _ = dump.kill();
         let _ = dump.wait();
         eprintln!("\n*** SKIP {name}: tcpdump cannot capture on lo: {line} ***\n");
-        return;
+        return None;
     }
     let report = sysbench(
+        workload,
         prod.port,
         &[
             "run",
@@ -311,24 +318,47 @@ async fn captured_sysbench_read_only_prepared_run_replays_fully_without_errors()
         .run(rx, collect, std::future::pending())
         .await;
     let outcomes = got.lock().expect("lock").clone();
-    let executes = outcomes
-        .iter()
-        .filter(|o| o.command == "COM_STMT_EXECUTE" && o.test.is_some())
-        .count() as u64;
-    let texts = outcomes
-        .iter()
-        .filter(|o| o.command == "COM_QUERY" && o.test.is_some())
-        .count() as u64;
-    eprintln!(
-        "sysbench total queries {total_queries}; replayed {} (executes {executes}, text {texts}); {stats:?}",
-        stats.replayed
-    );
     assert_eq!(ring.dropped_events, 0);
     assert_eq!(stats.accounted(), stats.commands_seen);
     assert_eq!(stats.commands_after_gap, 0, "{stats:#?}");
     assert_eq!(stats.lost_total(), 0, "{stats:#?}");
     assert_eq!(stats.test_errors, 0, "{outcomes:#?}");
     assert_eq!(stats.prod_errors, 0);
+    Some((report, stats, outcomes))
+}
+
+fn sysbench_count(report: &str, what: &str) -> u64 {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with(what) && !l.contains("time"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {what} in sysbench report: {report}"))
+}
+
+fn replayed(outcomes: &[mrte_replay::Outcome], command: &str) -> u64 {
+    outcomes
+        .iter()
+        .filter(|o| o.command == command && o.test.is_some())
+        .count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_sysbench_read_only_prepared_run_replays_fully_without_errors() {
+    let Some((report, stats, outcomes)) = sysbench_capture_replay(
+        "captured_sysbench_read_only_prepared_run_replays_fully_without_errors",
+        "oltp_read_only",
+    )
+    .await
+    else {
+        return;
+    };
+    let total_queries = sysbench_count(&report, "total:");
+    let executes = replayed(&outcomes, "COM_STMT_EXECUTE");
+    let texts = replayed(&outcomes, "COM_QUERY");
+    eprintln!(
+        "sysbench total queries {total_queries}; executes {executes}, text {texts}; {stats:?}"
+    );
     assert_eq!(
         stats.skipped.get("read_only"),
         None,
@@ -340,4 +370,46 @@ async fn captured_sysbench_read_only_prepared_run_replays_fully_without_errors()
         "replayed {executes} executes + {texts} queries < sysbench's {total_queries}"
     );
     assert!(executes > 0, "prepared statements were used and replayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_sysbench_read_write_run_replayed_read_only_skips_and_counts_writes() {
+    let Some((report, stats, outcomes)) = sysbench_capture_replay(
+        "captured_sysbench_read_write_run_replayed_read_only_skips_and_counts_writes",
+        "oltp_read_write",
+    )
+    .await
+    else {
+        return;
+    };
+    let (reads, writes, other) = (
+        sysbench_count(&report, "read:"),
+        sysbench_count(&report, "write:"),
+        sysbench_count(&report, "other:"),
+    );
+    let executes = replayed(&outcomes, "COM_STMT_EXECUTE");
+    let texts = replayed(&outcomes, "COM_QUERY");
+    eprintln!("sysbench read {reads} write {writes} other {other}; executes {executes}, text {texts}; {stats:?}");
+    assert!(writes > 0);
+    // Each write execute is skipped, and so are the write statements' PREPAREs and CLOSEs.
+    let skipped = stats.skipped.get("read_only").copied().unwrap_or(0);
+    assert!(
+        skipped >= writes,
+        "{skipped} skipped < {writes} writes: {stats:#?}"
+    );
+    assert!(
+        executes + texts >= reads + other,
+        "{executes} + {texts} < {reads} + {other}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.example.is_empty() || !crate_is_write(&o.example)),
+        "a write was replayed"
+    );
+}
+
+fn crate_is_write(sql: &str) -> bool {
+    mrte_replay::classify::classify(sql.as_bytes())
+        != mrte_replay::classify::StatementClass::ReadOnly
 }
