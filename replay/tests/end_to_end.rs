@@ -281,13 +281,6 @@ async fn sysbench_capture_replay(
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
     assert_eq!(kernel_drops, 0, "tcpdump lost packets: {rest}");
-    // "total:  N" under "queries performed".
-    let total_queries: u64 = report
-        .lines()
-        .find(|l| l.trim_start().starts_with("total:") && !l.contains("time"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .expect("sysbench total queries");
 
     let file = std::fs::File::open(&pcap).expect("pcap");
     let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
