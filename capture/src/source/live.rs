@@ -141,15 +141,20 @@ fn open_pcap(cfg: &LiveConfig) -> Result<(pcap::Capture<pcap::Active>, LinkType)
         .buffer_size(64 << 20)
         .timeout(100)
         .open()
+        .map_err(err)?
+        .setnonblock()
         .map_err(err)?;
-    cap.filter(&bpf_filter(&cfg.pipeline.ports), true).map_err(err)?;
+    cap.filter(&bpf_filter(&cfg.pipeline.ports), true)
+        .map_err(err)?;
     let link = LinkType::from_linktype(cap.get_datalink().0 as u32);
     Ok((cap, link))
 }
 
 fn pin(core: Option<usize>) {
     if let Some(c) = core {
-        if let Some(id) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|i| i.id == c)) {
+        if let Some(id) =
+            core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|i| i.id == c))
+        {
             core_affinity::set_for_current(id);
         }
     }
@@ -191,12 +196,15 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
                 }
                 match cap.next_packet() {
                     Ok(pkt) => {
-                        let ts = pkt.header.ts.tv_sec as u64 * 1_000_000 + pkt.header.ts.tv_usec as u64;
+                        let ts =
+                            pkt.header.ts.tv_sec as u64 * 1_000_000 + pkt.header.ts.tv_usec as u64;
                         last_ts = ts;
                         frames += 1;
                         p.handle_frame(link, pkt.data, ts, &mut sink);
                     }
-                    Err(pcap::Error::TimeoutExpired) => {}
+                    Err(pcap::Error::TimeoutExpired) => {
+                        std::thread::sleep(Duration::from_micros(200))
+                    }
                     Err(e) => {
                         tracing::error!("libpcap on {}: {e}", cfg.iface);
                         break;
@@ -250,7 +258,11 @@ pub struct RecordStats {
 }
 
 /// Write the server-port traffic of `cfg.iface` to a pcap at `path` until stopped.
-pub fn record(cfg: &LiveConfig, path: &Path, stop: Arc<AtomicBool>) -> Result<RecordStats, LiveError> {
+pub fn record(
+    cfg: &LiveConfig,
+    path: &Path,
+    stop: Arc<AtomicBool>,
+) -> Result<RecordStats, LiveError> {
     let (mut cap, link) = open_pcap(cfg)?;
     tracing::info!("recording {} to {} with libpcap", cfg.iface, path.display());
     let mut w = PcapFileWriter::create(path, link)?;
@@ -267,7 +279,7 @@ pub fn record(cfg: &LiveConfig, path: &Path, stop: Arc<AtomicBool>) -> Result<Re
                 st.frames += 1;
                 st.bytes += pkt.data.len() as u64;
             }
-            Err(pcap::Error::TimeoutExpired) => {}
+            Err(pcap::Error::TimeoutExpired) => std::thread::sleep(Duration::from_micros(200)),
             Err(e) => {
                 return Err(LiveError::Pcap {
                     iface: cfg.iface.clone(),
