@@ -18,7 +18,7 @@ use crate::event::{
 use crate::mysql::{Anomaly, ConnEvent, Connection, DecoderConfig, Direction};
 use crate::net::{slice_tcp, LinkType, Skip};
 use crate::stats::Stats;
-use crate::tcp::{Chunk, Stream};
+use crate::tcp::{seq_lt, Chunk, Stream};
 
 /// Pipeline settings.
 #[derive(Clone, Debug)]
@@ -47,8 +47,27 @@ impl Default for PipelineConfig {
     }
 }
 
+/// A segment held back because it acknowledges peer bytes not seen yet (cross-direction reordering).
+struct Held {
+    dir: Direction,
+    seq: u32,
+    ack: u32,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    payload: Vec<u8>,
+    missing: u32,
+    ts_us: u64,
+}
+
+/// Most segments held per session before the peer's hole is declared lost.
+const MAX_HELD: usize = 64;
+/// Longest a segment is held (capture time) before the peer's hole is declared lost.
+const MAX_HOLD_US: u64 = 200_000;
+
 struct Session {
     id: SessionId,
+    held: Vec<Held>,
     conn: Connection,
     to_server: Stream,
     to_client: Stream,
@@ -186,6 +205,7 @@ impl Pipeline {
                 key,
                 Session {
                     id,
+                    held: Vec::new(),
                     conn: Connection::new(self.cfg.decoder.clone(), midstream),
                     to_server: Stream::default(),
                     to_client: Stream::default(),
@@ -200,29 +220,43 @@ impl Pipeline {
             return;
         };
         sess.last_us = ts_us;
-        let Session {
-            conn,
-            to_server,
-            to_client,
-            ..
-        } = sess;
-        let (stream, peer, peer_dir) = match dir {
-            Direction::ToServer => (to_server, to_client, Direction::ToClient),
-            Direction::ToClient => (to_client, to_server, Direction::ToServer),
+        let peer_next = match dir {
+            Direction::ToServer => sess.to_client.next_seq(),
+            Direction::ToClient => sess.to_server.next_seq(),
         };
-        if seg.flags.ack {
-            peer.handle_peer_ack(seg.ack, &mut |c| feed(conn, peer_dir, c, ts_us));
+        let early = seg.flags.ack
+            && (!seg.payload.is_empty() || seg.flags.fin)
+            && peer_next.is_some_and(|n| seq_lt(n, seg.ack));
+        if early || sess.held.iter().any(|h| h.dir == dir) {
+            self.stats.out_of_order += 1;
+            sess.held.push(Held {
+                dir,
+                seq: seg.seq,
+                ack: seg.ack,
+                syn: seg.flags.syn,
+                fin: seg.flags.fin,
+                rst: seg.flags.rst,
+                payload: seg.payload.to_vec(),
+                missing: seg.missing,
+                ts_us,
+            });
+        } else {
+            process(
+                sess,
+                dir,
+                seg.seq,
+                seg.flags.syn,
+                seg.flags.fin,
+                seg.payload,
+                seg.missing,
+                ts_us,
+                max_ooo,
+            );
         }
-        stream.handle_segment(
-            seg.seq,
-            seg.flags.syn,
-            seg.flags.fin,
-            seg.payload,
-            seg.missing,
-            max_ooo,
-            &mut |c| feed(conn, dir, c, ts_us),
-        );
-        let done = seg.flags.rst || (sess.to_server.finished && sess.to_client.finished);
+        let rst = seg.flags.rst && sess.held.is_empty();
+        release_held(sess, ts_us, max_ooo, false);
+        let done =
+            rst || (sess.held.is_empty() && sess.to_server.finished && sess.to_client.finished);
         Self::drain(&mut self.stats, sess, sink);
         if done {
             let reason = if seg.flags.rst {
@@ -275,6 +309,7 @@ impl Pipeline {
         let Some(mut sess) = self.sessions.remove(key) else {
             return;
         };
+        release_held(&mut sess, ts_us, self.cfg.max_ooo_bytes, true);
         {
             let Session {
                 conn,
@@ -355,6 +390,88 @@ impl Pipeline {
     }
 }
 
+/// Run one segment through its direction's reassembly into the decoder.
+#[allow(clippy::too_many_arguments)]
+fn process(
+    sess: &mut Session,
+    dir: Direction,
+    seq: u32,
+    syn: bool,
+    fin: bool,
+    payload: &[u8],
+    missing: u32,
+    ts_us: u64,
+    max_ooo: usize,
+) {
+    let Session {
+        conn,
+        to_server,
+        to_client,
+        ..
+    } = sess;
+    let stream = match dir {
+        Direction::ToServer => to_server,
+        Direction::ToClient => to_client,
+    };
+    stream.handle_segment(seq, syn, fin, payload, missing, max_ooo, &mut |c| {
+        feed(conn, dir, c, ts_us)
+    });
+}
+
+/// Process held segments whose acknowledged peer bytes have now been seen, in arrival order. When
+/// the peer's hole is evidently permanent (too many or too old held segments, the peer moving on
+/// past it, or `force`), declare the missing peer bytes lost and go on.
+fn release_held(sess: &mut Session, now_us: u64, max_ooo: usize, force: bool) {
+    while let Some(h) = sess.held.first() {
+        let (peer, peer_dir) = match h.dir {
+            Direction::ToServer => (&sess.to_client, Direction::ToClient),
+            Direction::ToClient => (&sess.to_server, Direction::ToServer),
+        };
+        let covered = peer.next_seq().is_none_or(|n| !seq_lt(n, h.ack)) || peer.finished;
+        if !covered {
+            let give_up = force
+                || sess.held.len() > MAX_HELD
+                || now_us.saturating_sub(h.ts_us) > MAX_HOLD_US
+                || peer.buffered() > 0;
+            if !give_up {
+                return;
+            }
+            let h = sess.held.remove(0);
+            let Session {
+                conn,
+                to_server,
+                to_client,
+                ..
+            } = &mut *sess;
+            let peer = match peer_dir {
+                Direction::ToServer => to_server,
+                Direction::ToClient => to_client,
+            };
+            peer.declare_lost_until(h.ack, &mut |c| feed(conn, peer_dir, c, now_us));
+            process(
+                sess, h.dir, h.seq, h.syn, h.fin, &h.payload, h.missing, h.ts_us, max_ooo,
+            );
+            let Session {
+                conn,
+                to_server,
+                to_client,
+                ..
+            } = &mut *sess;
+            let peer = match peer_dir {
+                Direction::ToServer => to_server,
+                Direction::ToClient => to_client,
+            };
+            peer.drain_ready(&mut |c| feed(conn, peer_dir, c, now_us));
+            continue;
+        }
+        let h = sess.held.remove(0);
+        process(
+            sess, h.dir, h.seq, h.syn, h.fin, &h.payload, h.missing, h.ts_us, max_ooo,
+        );
+        let _ = h.rst;
+    }
+}
+
 #[inline]
 fn feed(conn: &mut Connection, dir: Direction, c: Chunk<'_>, ts_us: u64) {
     match c {
@@ -389,6 +506,122 @@ mod tests {
         let mut v = Vec::new();
         b.write(&mut v, payload).unwrap();
         v
+    }
+
+    fn data(client_port: u16, to_server: bool, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+        let (s, d, sp, dp) = if to_server {
+            ([198, 18, 0, 1], [198, 18, 0, 2], client_port, 3306)
+        } else {
+            ([198, 18, 0, 2], [198, 18, 0, 1], 3306, client_port)
+        };
+        let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(s, d, 64)
+            .tcp(sp, dp, seq, 1000)
+            .ack(ack);
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    fn mysql(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+        v.push(seq);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn response_seen_before_its_request_is_held_not_lost() {
+        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        let q1 = mysql(0, b"\x03SELECT 1");
+        let q2 = mysql(0, b"\x03SELECT 2");
+        let ok = mysql(1, &[0, 0, 0, 2, 0, 0, 0]);
+        let (c0, s0) = (1000u32, 5000u32);
+        let c1 = c0 + q1.len() as u32;
+        let c2 = c1 + q2.len() as u32;
+        let s1 = s0 + ok.len() as u32;
+        p.handle_frame(LinkType::Ethernet, &data(7, true, c0, s0, &q1), 10, &mut ev);
+        p.handle_frame(
+            LinkType::Ethernet,
+            &data(7, false, s0, c1, &ok),
+            20,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &data(7, false, s1, c2, &ok),
+            40,
+            &mut ev,
+        );
+        p.handle_frame(LinkType::Ethernet, &data(7, true, c1, s1, &q2), 30, &mut ev);
+        p.finish(50, &mut ev);
+        let cmds: Vec<_> = ev
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SessionEvent::Command(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(cmds[1].command.sql(), Some(&b"SELECT 2"[..]));
+        assert_eq!(cmds[1].response.status, crate::event::ResponseStatus::Ok);
+        assert_eq!(p.stats().gaps, 0);
+        assert_eq!(p.stats().decode_errors, 0);
+        assert_eq!(p.stats().out_of_order, 1);
+    }
+
+    #[test]
+    fn a_lost_request_is_declared_when_the_client_moves_on() {
+        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        let q1 = mysql(0, b"\x03SELECT 1");
+        let q2 = mysql(0, b"\x03SELECT 2");
+        let q3 = mysql(0, b"\x0e");
+        let ok = mysql(1, &[0, 0, 0, 2, 0, 0, 0]);
+        let (c0, s0) = (1000u32, 5000u32);
+        let c1 = c0 + q1.len() as u32;
+        let c2 = c1 + q2.len() as u32;
+        let s1 = s0 + ok.len() as u32;
+        let s2 = s1 + ok.len() as u32;
+        p.handle_frame(LinkType::Ethernet, &data(7, true, c0, s0, &q1), 10, &mut ev);
+        p.handle_frame(
+            LinkType::Ethernet,
+            &data(7, false, s0, c1, &ok),
+            20,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &data(7, false, s1, c2, &ok),
+            40,
+            &mut ev,
+        );
+        p.handle_frame(LinkType::Ethernet, &data(7, true, c2, s2, &q3), 50, &mut ev);
+        p.handle_frame(
+            LinkType::Ethernet,
+            &data(7, false, s2, c2 + q3.len() as u32, &ok),
+            60,
+            &mut ev,
+        );
+        p.finish(70, &mut ev);
+        assert_eq!(p.stats().gaps, 1);
+        assert_eq!(p.stats().gap_bytes, q2.len() as u64);
+        let cmds: Vec<_> = ev
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SessionEvent::Command(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cmds.last().map(|c| c.command.name()), Some("COM_PING"));
+        assert!(cmds.last().is_some_and(|c| c.flags.after_gap));
+        assert_eq!(
+            cmds.last().map(|c| c.response.status),
+            Some(crate::event::ResponseStatus::Ok)
+        );
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(p.stats().decode_errors, 0);
     }
 
     fn opens_closes(ev: &[(SessionId, SessionEvent)]) -> (usize, Vec<CloseReason>) {

@@ -33,7 +33,7 @@ pub struct StreamStats {
 
 /// `a` is before `b` in sequence space.
 #[inline]
-fn seq_lt(a: u32, b: u32) -> bool {
+pub fn seq_lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
@@ -191,6 +191,24 @@ impl Stream {
                 break;
             }
         }
+        self.check_fin();
+    }
+
+    /// Declare everything before `seq` lost without delivering buffered data after it yet.
+    pub fn declare_lost_until(&mut self, seq: u32, out: &mut impl FnMut(Chunk<'_>)) {
+        let Some(next) = self.next else { return };
+        if seq_lt(next, seq) {
+            let lost = seq.wrapping_sub(next);
+            self.stats.gaps += 1;
+            self.stats.gap_bytes += u64::from(lost);
+            out(Chunk::Gap(u64::from(lost)));
+            self.next = Some(seq);
+        }
+    }
+
+    /// Deliver buffered segments that are now contiguous.
+    pub fn drain_ready(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        self.drain(out);
         self.check_fin();
     }
 

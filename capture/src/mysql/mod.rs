@@ -732,7 +732,7 @@ impl Proto {
         let dep = self.deprecate_eof();
         let dep_known = self.deprecate_eof_known;
         let Some(pend) = self.pending.as_mut() else {
-            if !self.midstream {
+            if !self.midstream && !self.after_gap {
                 self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                     "server packet without a command",
                 )));
