@@ -63,8 +63,9 @@ net_up() {
     action mirred egress mirror dev mir0
 }
 
-server_start() { # name ns addr buffer_pool
+server_start() { # name ns addr buffer_pool [extra mariadbd args]
   local name=$1 ns=$2 addr=$3 pool=$4 dir=$LAB_DIR/$1
+  shift 4
   if [ -f "$dir.pid" ] && kill -0 "$(cat "$dir.pid")" 2>/dev/null; then return 0; fi
   if [ ! -d "$dir/mysql" ]; then
     mkdir -p "$dir"
@@ -75,7 +76,7 @@ server_start() { # name ns addr buffer_pool
     --port=$PORT --bind-address="$addr" --user=root --skip-name-resolve --skip-log-bin \
     --innodb-buffer-pool-size="$pool" --innodb-flush-log-at-trx-commit=0 --innodb-log-file-size=64M \
     --max-allowed-packet=64M --max-connections=2000 --log-error="$dir.err" \
-    --general-log=0 --general-log-file="$dir.general.log" </dev/null >/dev/null 2>&1 &
+    --general-log=0 --general-log-file="$dir.general.log" "$@" </dev/null >/dev/null 2>&1 &
   for _ in $(seq 120); do
     mariadb --no-defaults -S "$dir.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && return 0
     sleep 0.5
@@ -149,7 +150,13 @@ up() {
   command -v mariadbd >/dev/null || { log "mariadbd missing: run scripts/lib/deps.sh first"; exit 1; }
   mkdir -p "$LAB_DIR"
   net_up
-  server_start prod $PROD_NS $PROD_ADDR "${PROD_BUFFER_POOL:-128M}"
+  if [ ! -f "$LAB_DIR/tls/key.pem" ]; then
+    mkdir -p "$LAB_DIR/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mrte-lab-prod" \
+      -keyout "$LAB_DIR/tls/key.pem" -out "$LAB_DIR/tls/cert.pem" >/dev/null 2>&1
+  fi
+  server_start prod $PROD_NS $PROD_ADDR "${PROD_BUFFER_POOL:-128M}" \
+    --ssl-cert="$LAB_DIR/tls/cert.pem" --ssl-key="$LAB_DIR/tls/key.pem"
   server_start test $CAP_NS $TEST_ADDR "${TEST_BUFFER_POOL:-128M}"
   seed
   write_env

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Records the test fixtures with real clients on the lab: tcpdump on the mirror port (span0, in
+# mrte-cap) while mariadb, mysqladmin, sysbench and python talk to prod from mrte-app. Writes
+# tests/fixtures/*.pcap (the 18 MiB statement as .pcap.gz) and tests/fixtures/truth.json: per
+# fixture, the command counts the clients sent, known from the client side (the scripted statement
+# lists, sysbench's own report), never from mrte's decoder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FIX=$PWD/tests/fixtures
+mkdir -p "$FIX"
+LAB_ENV=/var/tmp/mrte-lab/env
+brought_up=0
+if [ ! -f "$LAB_ENV" ]; then scripts/lab.sh up; brought_up=1; fi
+. "$LAB_ENV"
+[ "$brought_up" = 1 ] && trap 'scripts/lab.sh down' EXIT
+M=(ip netns exec "$APP_NS" mariadb --no-defaults -h "$PROD_ADDR" -u"$DB_USER" -p"$DB_PASS")
+declare -A TRUTH
+
+cap_start() { # name [iface]
+  local f=$FIX/$1.pcap
+  rm -f "$f"
+  ip netns exec "$CAP_NS" tcpdump -i "${2:-$MIRROR_IF}" -s 0 -U -n -w "$f" "tcp port $PROD_PORT" >/dev/null 2>&1 &
+  CAP_PID=$!
+  sleep 1
+}
+cap_stop() { sleep 1; kill "$CAP_PID"; wait "$CAP_PID" 2>/dev/null || true; }
+
+# (a) mariadb client: a scripted session with USE, an error, a multi-statement, SHOW; --force runs all.
+cap_start client_session
+"${M[@]}" --force sbtest >/dev/null 2>&1 <<'SQL' || true
+SELECT id, k FROM sbtest1 WHERE id BETWEEN 1 AND 5;
+SELECT * FROM no_such_table;
+USE mysql;
+SELECT COUNT(*) FROM user;
+USE sbtest;
+SHOW TABLES;
+DELIMITER //
+SELECT 1; SELECT 2//
+DELIMITER ;
+SELECT 'it''s a "quoted" string', 3.14, NULL;
+SQL
+cap_stop
+TRUTH[client_session]='{"COM_QUERY": 6, "COM_INIT_DB": 2, "COM_QUIT": 1}'
+
+# (b) mysqladmin: ping, status, processlist.
+cap_start mysqladmin
+ip netns exec "$APP_NS" mysqladmin --no-defaults -h "$PROD_ADDR" -u"$DB_USER" -p"$DB_PASS" ping status processlist >/dev/null 2>&1
+cap_stop
+TRUTH[mysqladmin]='{"COM_PING": 1, "COM_STATISTICS": 1, "COM_QUERY": 1, "COM_QUIT": 1}'
+
+# (c) sysbench text protocol, (d) prepared statements: bounded by event count.
+sb() { ip netns exec "$APP_NS" sysbench "$1" --db-driver=mysql --mysql-host="$PROD_ADDR" --mysql-user="$DB_USER" \
+  --mysql-password="$DB_PASS" --tables="$TABLES" --table-size="$TABLE_SIZE" --threads=2 --events="$2" --time=0 \
+  --db-ps-mode="$3" run; }
+cap_start sysbench_text
+out=$(sb oltp_read_write 150 disable)
+cap_stop
+q=$(echo "$out" | awk '/queries:/ {print $2; exit}')
+TRUTH[sysbench_text]="{\"COM_QUERY\": $q, \"COM_QUIT\": 2}"
+
+cap_start sysbench_ps
+out=$(sb oltp_read_only 150 auto)
+cap_stop
+q=$(echo "$out" | awk '/queries:/ {print $2; exit}')
+# sysbench prepares 14 (read-only) statements per connection and closes them at the end.
+TRUTH[sysbench_ps]="{\"COM_STMT_EXECUTE\": $q, \"COM_STMT_PREPARE\": 28, \"COM_STMT_CLOSE\": 28, \"COM_QUIT\": 2}"
+
+# (e) compressed protocol.
+cap_start compressed
+"${M[@]}" --compress sbtest -e "SELECT c FROM sbtest1 WHERE id < 50; SELECT SUM(k) FROM sbtest2; SELECT REPEAT('z', 100000)" >/dev/null
+cap_stop
+TRUTH[compressed]='{"COM_QUERY": 3, "COM_QUIT": 1}'
+
+# (f) one statement of 18 MiB (over the 16 MiB packet limit: two protocol packets).
+big=$(mktemp)
+python3 -c "import sys; sys.stdout.write(\"SELECT LENGTH('\" + 'x' * (18 * 1024 * 1024) + \"');\n\")" >"$big"
+cap_start big_statement
+"${M[@]}" --max-allowed-packet=64M sbtest <"$big" >/dev/null
+cap_stop
+rm -f "$big"
+gzip -9f "$FIX/big_statement.pcap"
+TRUTH[big_statement]='{"COM_QUERY": 1, "COM_QUIT": 1}'
+
+# (g) TLS: the session is counted and not decoded.
+cap_start tls
+"${M[@]}" --ssl --ssl-verify-server-cert=0 -e "SELECT 1" >/dev/null 2>&1 || "${M[@]}" --ssl -e "SELECT 1" >/dev/null
+cap_stop
+TRUTH[tls]='{}'
+
+# (h) a session opened before the capture started: its first statements are not captured.
+( echo "SELECT 1;"; sleep 2; echo "SELECT 2;"; echo "SELECT 3;"; sleep 1 ) | "${M[@]}" sbtest >/dev/null &
+client=$!
+sleep 1
+cap_start midstream
+wait "$client"
+cap_stop
+TRUTH[midstream]='{"COM_QUERY": 2, "COM_QUIT": 1}'
+
+# (i) LOAD DATA LOCAL INFILE.
+csv=$(mktemp)
+for i in $(seq 1 200); do echo "$i,row$i"; done >"$csv"
+cap_start local_infile
+"${M[@]}" --local-infile=1 sbtest -e "CREATE TEMPORARY TABLE li (id INT, v VARCHAR(20)); LOAD DATA LOCAL INFILE '$csv' INTO TABLE li FIELDS TERMINATED BY ','; SELECT COUNT(*) FROM li" >/dev/null
+cap_stop
+rm -f "$csv"
+TRUTH[local_infile]='{"COM_QUERY": 3, "COM_QUIT": 1}'
+
+# (j) garbage on port 3306: random bytes from a raw TCP client.
+cap_start garbage
+ip netns exec "$APP_NS" python3 - "$PROD_ADDR" <<'PY'
+import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 3306), timeout=5)
+s.recv(4096)
+for _ in range(4):
+    s.sendall(os.urandom(1000))
+    time.sleep(0.05)
+time.sleep(0.3)
+s.close()
+PY
+cap_stop
+TRUTH[garbage]='{}'
+
+{
+  echo "{"
+  first=1
+  for k in client_session mysqladmin sysbench_text sysbench_ps compressed big_statement tls midstream local_infile garbage; do
+    [ $first = 1 ] || echo ","
+    first=0
+    f=$k.pcap; [ "$k" = big_statement ] && f=$k.pcap.gz
+    printf '  "%s": {"file": "%s", "commands": %s}' "$k" "$f" "${TRUTH[$k]}"
+  done
+  echo
+  echo "}"
+} >"$FIX/truth.json"
+ls -la "$FIX"
