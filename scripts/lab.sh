@@ -149,6 +149,9 @@ status() {
 up() {
   command -v mariadbd >/dev/null || { log "mariadbd missing: run scripts/lib/deps.sh first"; exit 1; }
   mkdir -p "$LAB_DIR"
+  # tc mirred hands mirrored frames to the per-CPU backlog; a burst (a 16 MiB statement) must not
+  # overflow it, as a real SPAN port's buffer would not.
+  [ "$(sysctl -n net.core.netdev_max_backlog)" -ge 100000 ] || sysctl -qw net.core.netdev_max_backlog=100000
   net_up
   if [ ! -f "$LAB_DIR/tls/key.pem" ]; then
     mkdir -p "$LAB_DIR/tls"

@@ -741,6 +741,9 @@ impl Proto {
         };
         let pl = p.payload;
         let first = pl.first().copied();
+        if first == Some(0xff) && pl.get(1..3) == Some(&[0xff, 0xff][..]) {
+            return;
+        }
         let is_eof = first == Some(0xfe) && p.len < 9;
         let is_ok_fe = first == Some(0xfe) && p.len < 0xff_ffff && (dep || !dep_known);
         let resp = &mut pend.rec.response;

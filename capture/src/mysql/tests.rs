@@ -425,3 +425,31 @@ fn garbage_never_panics() {
         while c.poll_event().is_some() {}
     }
 }
+
+#[test]
+fn mariadb_progress_report_is_not_the_response() {
+    let mut c = Connection::new(DecoderConfig::default(), false);
+    let mut t = 0;
+    login(&mut c, CAPS, &mut t);
+    c.handle_data(
+        Direction::ToServer,
+        &pkt(0, b"\x03LOAD DATA LOCAL INFILE '/tmp/x' INTO TABLE t"),
+        100,
+    );
+    c.handle_data(Direction::ToClient, &pkt(1, b"\xfb/tmp/x"), 110);
+    c.handle_data(Direction::ToServer, &pkt(2, b"1,a\n2,b\n"), 120);
+    c.handle_data(Direction::ToServer, &pkt(3, b""), 121);
+    c.handle_data(
+        Direction::ToClient,
+        &pkt(4, b"\xff\xff\xff\x01\x01\x00\x00\x00\x00\x00\x00\x04stage"),
+        130,
+    );
+    c.handle_data(Direction::ToClient, &ok(5, 2, 2), 140);
+    let ev = events(&mut c);
+    let cmds = commands(&ev);
+    assert_eq!(cmds.len(), 1);
+    assert!(cmds[0].response.local_infile);
+    assert_eq!(cmds[0].response.status, ResponseStatus::Ok);
+    assert_eq!(cmds[0].response.affected, 2);
+    assert_eq!(cmds[0].prod_us(), Some(19), "from the last uploaded byte");
+}

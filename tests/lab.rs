@@ -1,0 +1,217 @@
+//! End-to-end on the SPAN lab (scripts/lab.sh), as root: `mrte run` on the mirror port during a
+//! sysbench read-only load replays every captured query with 0 errors, and `mrte record` writes a
+//! pcap that tshark and `mrte inspect` decode to the same COM_QUERY count as the live decode.
+//! Skips loudly when not root or when the lab cannot come up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Serialises lab use across test binaries (lab tests in other crates take the same lock).
+struct LabLock(PathBuf);
+
+impl LabLock {
+    fn take() -> Self {
+        let p = PathBuf::from("/var/tmp/mrte-lab.lock");
+        let start = Instant::now();
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+            {
+                Ok(_) => return LabLock(p),
+                Err(_) if start.elapsed() < Duration::from_secs(900) => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                Err(e) => panic!("lab lock {}: {e}", p.display()),
+            }
+        }
+    }
+}
+
+impl Drop for LabLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+struct Lab {
+    _lock: LabLock,
+}
+
+impl Lab {
+    fn up() -> Option<Lab> {
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            eprintln!("SKIP lab tests: not root");
+            return None;
+        }
+        let lock = LabLock::take();
+        let st = Command::new(root().join("scripts/lab.sh"))
+            .arg("up")
+            .status()
+            .ok()?;
+        assert!(st.success(), "scripts/lab.sh up failed");
+        Some(Lab { _lock: lock })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/lab.sh"))
+            .arg("down")
+            .status();
+    }
+}
+
+fn in_ns(ns: &str, cmd: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, cmd]);
+    c
+}
+
+fn sysbench_queries(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| {
+            l.trim().strip_prefix("queries:").map(|r| {
+                r.split_whitespace()
+                    .next()
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
+        .expect("sysbench printed queries")
+}
+
+fn tshark_count(pcap: &Path, filter: &str) -> u64 {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args(["-Y", filter, "-T", "fields", "-e", "mysql.command"])
+        .output()
+        .expect("tshark");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .flat_map(|l| l.split(','))
+        .filter(|c| c.trim() == "3")
+        .count() as u64
+}
+
+#[test]
+fn lab_run_record_and_inspect() {
+    let Some(_lab) = Lab::up() else { return };
+    let mrte = env!("CARGO_BIN_EXE_mrte");
+    let out = std::env::temp_dir().join(format!("mrte-lab-test-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+
+    // mrte run during a read-only sysbench load: replayed == captured == sysbench's count, 0 errors.
+    let report = out.join("report.json");
+    let run = in_ns("mrte-cap", mrte)
+        .args([
+            "run",
+            "-i",
+            "span0",
+            "--source",
+            "pcap",
+            "--target",
+            "mysql://sbtest:sbtest@198.18.1.2:3306/sbtest",
+            "--read-only",
+            "--quiet",
+            "--duration",
+            "14",
+            "--fail-on",
+            "errors>0",
+            "--report",
+        ])
+        .arg(&report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let load = Command::new(root().join("scripts/lab.sh"))
+        .arg("load")
+        .env("DURATION", "6")
+        .env("THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let sent = sysbench_queries(&String::from_utf8_lossy(&load.stdout));
+    let res = run.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "mrte run: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["replayed"]["commands"].as_u64(), Some(sent), "{r}");
+    assert_eq!(
+        r["captured"]["by_command"]["COM_QUERY"].as_u64(),
+        Some(sent)
+    );
+    assert_eq!(r["errors"]["test_only"], 0);
+    assert_eq!(r["errors"]["replay_failed"], 0);
+    assert_eq!(r["drops"]["kernel"], 0);
+    assert_eq!(r["drops"]["gaps"], 0);
+    assert!(r["fingerprints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["prod"]["count"].as_u64() > Some(0) && f["test"]["count"].as_u64() > Some(0)));
+
+    // mrte record: the pcap decodes to the same counts with tshark and with mrte.
+    let pcap = out.join("rec.pcap");
+    let rec = in_ns("mrte-cap", mrte)
+        .args([
+            "record",
+            "-i",
+            "span0",
+            "--source",
+            "pcap",
+            "--duration",
+            "8",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let load = Command::new(root().join("scripts/lab.sh"))
+        .arg("load")
+        .env("DURATION", "3")
+        .env("THREADS", "2")
+        .output()
+        .unwrap();
+    let sent = sysbench_queries(&String::from_utf8_lossy(&load.stdout));
+    let rec = rec.wait_with_output().unwrap();
+    assert!(
+        rec.status.success(),
+        "mrte record: {}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let s: Value = serde_json::from_slice(
+        &Command::new(mrte)
+            .args(["inspect", "-f", "summary", "-r"])
+            .arg(&pcap)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(s["commands"]["COM_QUERY"].as_u64(), Some(sent));
+    assert_eq!(tshark_count(&pcap, "mysql.command == 3"), sent);
+    let _ = std::fs::remove_dir_all(&out);
+}
