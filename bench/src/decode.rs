@@ -2,8 +2,6 @@
 //! [`Pipeline`] as live capture into per-session SPSC rings, drained by a consumer thread that
 //! discards events. Reports packets/s, Gbit/s and ns/packet for the producer core.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,12 +12,11 @@ use clap::Args;
 use mrte_capture::net::LinkType;
 use mrte_capture::pipeline::{Pipeline, PipelineConfig};
 use mrte_capture::ring::{RingSink, SessionStream};
-use pcap_file::pcap::PcapReader;
 
 /// `mrte-bench decode`.
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
-    /// Capture file (classic pcap).
+    /// Capture file (pcap or pcapng).
     pub file: PathBuf,
     /// Passes over the file (a fresh pipeline each pass).
     #[arg(long, default_value_t = 5)]
@@ -45,18 +42,16 @@ struct Frames {
 }
 
 fn load(path: &PathBuf) -> Result<Frames> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut r =
-        PcapReader::new(BufReader::with_capacity(1 << 20, f)).context("reading pcap header")?;
-    let link = LinkType::from_linktype(u32::from(r.header().datalink));
+    let mut link = LinkType::Ethernet;
     let mut data = Vec::new();
     let mut index = Vec::new();
-    while let Some(p) = r.next_packet() {
-        let p = p.context("reading packet")?;
+    mrte_capture::source::pcap::for_each_frame(path, |l, f, ts| {
+        link = l;
         let off = data.len() as u32;
-        data.extend_from_slice(&p.data);
-        index.push((p.timestamp.as_micros() as u64, off, p.data.len() as u32));
-    }
+        data.extend_from_slice(f);
+        index.push((ts, off, f.len() as u32));
+    })
+    .with_context(|| format!("reading {}", path.display()))?;
     Ok(Frames { link, data, index })
 }
 

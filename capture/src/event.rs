@@ -24,9 +24,9 @@ pub struct FlowKey {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SessionEvent {
     /// First packet of a new TCP connection was seen.
-    Open(SessionOpen),
+    Open(Box<SessionOpen>),
     /// The handshake finished (or, mid-stream, what could be inferred of it).
-    Login(Login),
+    Login(Box<Login>),
     /// A command, paired with its response when it has one.
     Command(Box<CommandRecord>),
     /// The connection ended.

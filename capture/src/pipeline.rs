@@ -194,12 +194,12 @@ impl Pipeline {
             }
             sink.push(
                 id,
-                SessionEvent::Open(SessionOpen {
+                SessionEvent::Open(Box::new(SessionOpen {
                     id,
                     key,
                     ts_us,
                     midstream,
-                }),
+                })),
             );
             self.sessions.insert(
                 key,
@@ -271,7 +271,7 @@ impl Pipeline {
     fn drain<S: EventSink>(stats: &mut Stats, sess: &mut Session, sink: &mut S) {
         while let Some(ev) = sess.conn.poll_event() {
             match ev {
-                ConnEvent::Login(l) => sink.push(sess.id, SessionEvent::Login(l)),
+                ConnEvent::Login(l) => sink.push(sess.id, SessionEvent::Login(Box::new(l))),
                 ConnEvent::Command(c) => {
                     stats.commands.add(c.command.code());
                     sink.push(sess.id, SessionEvent::Command(c));

@@ -8,6 +8,9 @@
 //! woken after each push). This module does not decode anything.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use rustc_hash::FxHasher;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -111,7 +114,7 @@ struct Producer {
 /// Producer side: one ring per session, consumers handed out on a channel.
 pub struct RingSink {
     capacity: usize,
-    producers: HashMap<SessionId, Producer>,
+    producers: HashMap<SessionId, Producer, BuildHasherDefault<FxHasher>>,
     tx: Sender<SessionStream>,
     stats: RingStats,
     wait_when_full: bool,
@@ -133,7 +136,7 @@ impl RingSink {
         let (tx, rx) = crossbeam_channel::unbounded();
         let sink = Self {
             capacity: capacity.max(1),
-            producers: HashMap::new(),
+            producers: HashMap::default(),
             tx,
             stats: RingStats::default(),
             wait_when_full: false,
@@ -173,7 +176,7 @@ impl EventSink for RingSink {
             let (ring, consumer) = rtrb::RingBuffer::new(self.capacity);
             let shared = Arc::new(SessionShared::default());
             let stream = SessionStream {
-                open: open.clone(),
+                open: (**open).clone(),
                 consumer,
                 shared: shared.clone(),
             };
@@ -246,7 +249,7 @@ mod tests {
     use crate::event::{CloseReason, FlowKey, SessionClose};
 
     fn open(id: SessionId) -> SessionEvent {
-        SessionEvent::Open(SessionOpen {
+        SessionEvent::Open(Box::new(SessionOpen {
             id,
             key: FlowKey {
                 client: "198.18.0.1:40000".parse().unwrap(),
@@ -254,11 +257,11 @@ mod tests {
             },
             ts_us: 1,
             midstream: false,
-        })
+        }))
     }
 
     fn login() -> SessionEvent {
-        SessionEvent::Login(crate::event::Login {
+        SessionEvent::Login(Box::new(crate::event::Login {
             ts_us: 1,
             user: None,
             db: None,
@@ -271,7 +274,7 @@ mod tests {
             midstream: false,
             ok: true,
             error_code: None,
-        })
+        }))
     }
 
     fn close() -> SessionEvent {

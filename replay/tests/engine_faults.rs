@@ -64,13 +64,13 @@ async fn tls_and_sampled_out_sessions_are_counted_not_replayed() {
     sink.push(1, open(1, 50001));
     sink.push(
         1,
-        SessionEvent::Login(Login {
+        SessionEvent::Login(Box::new(Login {
             tls: true,
             ..match login("app", None) {
-                SessionEvent::Login(l) => l,
+                SessionEvent::Login(l) => *l,
                 _ => unreachable!(),
             }
-        }),
+        })),
     );
     sink.push(1, query(0, "SELECT 1"));
     sink.push(1, query(1, "SELECT 2"));
@@ -99,13 +99,13 @@ async fn tls_and_sampled_out_sessions_are_counted_not_replayed() {
     sink.push(1, open(1, 50001));
     sink.push(
         1,
-        SessionEvent::Login(Login {
+        SessionEvent::Login(Box::new(Login {
             tls: true,
             ..match login("app", None) {
-                SessionEvent::Login(l) => l,
+                SessionEvent::Login(l) => *l,
                 _ => unreachable!(),
             }
-        }),
+        })),
     );
     sink.push(1, query(0, "SELECT 1"));
     sink.push(1, close(CloseReason::Fin));

@@ -262,7 +262,7 @@ pub async fn admin(db: &MariaDb) -> mysql_async::Conn {
 
 /// Session open event for client port `port`.
 pub fn open(id: u64, port: u16) -> SessionEvent {
-    SessionEvent::Open(SessionOpen {
+    SessionEvent::Open(Box::new(SessionOpen {
         id,
         key: FlowKey {
             client: format!("198.18.0.10:{port}").parse().expect("addr"),
@@ -270,12 +270,12 @@ pub fn open(id: u64, port: u16) -> SessionEvent {
         },
         ts_us: 1_700_000_000_000_000,
         midstream: false,
-    })
+    }))
 }
 
 /// Successful login as `user` with default db `db`.
 pub fn login(user: &str, db: Option<&str>) -> SessionEvent {
-    SessionEvent::Login(Login {
+    SessionEvent::Login(Box::new(Login {
         ts_us: 1_700_000_000_000_100,
         user: Some(user.to_owned()),
         db: db.map(str::to_owned),
@@ -288,7 +288,7 @@ pub fn login(user: &str, db: Option<&str>) -> SessionEvent {
         midstream: false,
         ok: true,
         error_code: None,
-    })
+    }))
 }
 
 /// An OK production response.
