@@ -486,7 +486,17 @@ impl Proto {
             }
             Phase::Command => match dir {
                 Direction::ToServer => self.on_client_packet(p, ts_us),
-                Direction::ToClient => self.on_server_packet(p, ts_us),
+                Direction::ToClient => {
+                    if let Some(pend) = self.pending.as_mut() {
+                        if pend.state == RespState::Rows
+                            && !matches!(p.payload.first(), Some(0xfe | 0xff) | None)
+                        {
+                            pend.rec.response.rows += 1;
+                            return;
+                        }
+                    }
+                    self.on_server_packet(p, ts_us)
+                }
             },
         }
     }
