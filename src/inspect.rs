@@ -173,7 +173,10 @@ impl<W: Write> InspectSink<W> {
             Format::Digest => {
                 let fp = match sql {
                     Some(s) => self.fp.fingerprint(s).to_owned(),
-                    None => rec.command.name().to_ascii_lowercase(),
+                    None => format!(
+                        "administrator command: {}",
+                        mrte_capture::event::admin_command_name(rec.command.code())
+                    ),
                 };
                 let key = fingerprint_id(&fp);
                 let row = self.digest.entry(key).or_insert_with(|| DigestRow {

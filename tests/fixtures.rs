@@ -154,3 +154,65 @@ fn digest_agrees_with_itself_and_ranks_by_total_time() {
     assert!(d.contains("select c from sbtest? where id=?"));
     assert!(d.lines().nth(1).is_some_and(|l| l.contains("query_id")));
 }
+
+#[test]
+fn per_fingerprint_counts_and_ids_agree_with_pt_query_digest() {
+    if Command::new("pt-query-digest")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP per_fingerprint_counts_and_ids_agree_with_pt_query_digest: pt-query-digest not installed");
+        return;
+    }
+    let pcap = pcap_path("sysbench_text.pcap");
+    let text = Command::new("tcpdump")
+        .args(["-x", "-n", "-q", "-tttt", "-r"])
+        .arg(&pcap)
+        .output()
+        .expect("tcpdump");
+    let txt = std::env::temp_dir().join(format!("mrte-pt-{}.txt", std::process::id()));
+    std::fs::write(&txt, &text.stdout).unwrap();
+    let pt = Command::new("pt-query-digest")
+        .args([
+            "--type",
+            "tcpdump",
+            "--watch-server",
+            "198.18.0.2:3306",
+            "--output",
+            "json",
+            "--limit",
+            "100%",
+        ])
+        .arg(&txt)
+        .output()
+        .expect("pt-query-digest");
+    let _ = std::fs::remove_file(&txt);
+    let v: Value = serde_json::from_slice(&pt.stdout).expect("pt json");
+    let mut want: Vec<(String, u64)> = v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["checksum"].as_str().unwrap()[16..].to_string(),
+                c["query_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    want.sort();
+    let mut got: Vec<(String, u64)> = inspect(&pcap, "digest")
+        .lines()
+        .skip(2)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[1].trim_start_matches("0x").to_string(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(want.len() >= 10);
+}

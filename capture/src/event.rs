@@ -282,6 +282,42 @@ pub fn command_name(code: u8) -> &'static str {
     }
 }
 
+/// The name pt-query-digest gives a command without SQL (`administrator command: <name>`).
+pub fn admin_command_name(code: u8) -> &'static str {
+    match code {
+        0x00 => "Sleep",
+        0x01 => "Quit",
+        0x02 => "Init DB",
+        0x04 => "Field List",
+        0x05 => "Create DB",
+        0x06 => "Drop DB",
+        0x07 => "Refresh",
+        0x08 => "Shutdown",
+        0x09 => "Statistics",
+        0x0a => "Processlist",
+        0x0b => "Connect",
+        0x0c => "Kill",
+        0x0d => "Debug",
+        0x0e => "Ping",
+        0x0f => "Time",
+        0x10 => "Delayed insert",
+        0x11 => "Change user",
+        0x12 => "Binlog dump",
+        0x13 => "Table dump",
+        0x14 => "Connect out",
+        0x15 => "Register slave",
+        0x16 => "Prepare",
+        0x17 => "Execute",
+        0x18 => "Long data",
+        0x19 => "Close stmt",
+        0x1a => "Reset stmt",
+        0x1b => "Set option",
+        0x1c => "Fetch",
+        0x1f => "Reset connection",
+        _ => "Unknown",
+    }
+}
+
 impl Command {
     /// The command byte.
     pub fn code(&self) -> u8 {
