@@ -176,7 +176,7 @@ impl Pipeline {
             },
         };
         let opening = seg.flags.syn || !seg.payload.is_empty() || seg.missing > 0;
-        if self.sessions.get(&key).is_none() {
+        if !self.sessions.contains_key(&key) {
             if !opening || seg.flags.rst {
                 self.stats.skipped.untracked += 1;
                 return;
