@@ -41,7 +41,7 @@ struct Frames {
     index: Vec<(u64, u32, u32)>,
 }
 
-fn load(path: &PathBuf) -> Result<Frames> {
+fn load(path: &std::path::Path) -> Result<Frames> {
     let mut link = LinkType::Ethernet;
     let mut data = Vec::new();
     let mut index = Vec::new();
