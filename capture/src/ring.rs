@@ -144,8 +144,8 @@ impl RingSink {
         (sink, rx)
     }
 
-    /// Backpressure mode for offline readers: when a ring is full, `push` waits (spinning, then
-    /// yielding and sleeping briefly) until the consumer makes room or goes away, instead of
+    /// Backpressure mode for offline readers: when a ring is full, `push` sleeps in 100 µs steps
+    /// until the consumer has freed a quarter of it (or went away), instead of
     /// dropping. Never enable this on a live capture thread.
     pub fn set_wait_when_full(&mut self, wait: bool) {
         self.wait_when_full = wait;
@@ -203,18 +203,12 @@ impl EventSink for RingSink {
             self.producers.remove(&id);
             return;
         }
-        if self.wait_when_full {
-            let mut spins = 0u32;
-            while p.ring.is_full() && !p.ring.is_abandoned() {
+        if self.wait_when_full && p.ring.is_full() {
+            let resume = (self.capacity / 4).max(1);
+            p.shared.waker.wake();
+            while p.ring.slots() < resume && !p.ring.is_abandoned() {
+                std::thread::sleep(std::time::Duration::from_micros(100));
                 p.shared.waker.wake();
-                spins = spins.saturating_add(1);
-                if spins < 64 {
-                    std::hint::spin_loop();
-                } else if spins < 256 {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
             }
             if p.ring.is_abandoned() {
                 self.stats.orphaned_sessions += 1;
