@@ -473,7 +473,7 @@ impl Report {
         ] {
             let _ = write!(h, "<tr><th class=\"l\">{k}</th><td>{v}</td></tr>");
         }
-        h.push_str("</table><h2>Latency CDF, all replayed commands</h2><div class=\"card\">");
+        h.push_str("</table><h2>Latency CDF, all replayed commands (blue prod, red test)</h2><div class=\"card\">");
         h.push_str(&svg_cdf("overall", &self.cdf.0, &self.cdf.1, 640, 300));
         h.push_str("</div><h2>Top fingerprints by test total time</h2><table id=\"top\"><tr><th>count</th><th>prod p50 ms</th><th>test p50 ms</th><th>prod p99 ms</th><th>test p99 ms</th><th>test/prod p50</th><th>errors</th><th>rows</th><th class=\"l\">fingerprint</th></tr>");
         for f in self.fingerprints.iter().take(10) {
