@@ -171,6 +171,41 @@ fn lab_run_record_and_inspect() {
         .iter()
         .all(|f| f["prod"]["count"].as_u64() > Some(0) && f["test"]["count"].as_u64() > Some(0)));
 
+    // AF_XDP on the mirror port (native copy mode on a veth): same count as sysbench, no drops.
+    let xdp = in_ns("mrte-cap", mrte)
+        .args([
+            "inspect",
+            "-i",
+            "span0",
+            "--source",
+            "xdp",
+            "--duration",
+            "10",
+            "-f",
+            "summary",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let load = Command::new(root().join("scripts/lab.sh"))
+        .arg("load")
+        .env("DURATION", "4")
+        .env("THREADS", "2")
+        .output()
+        .unwrap();
+    let sent = sysbench_queries(&String::from_utf8_lossy(&load.stdout));
+    let xdp = xdp.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&xdp.stderr);
+    if err.contains("AF_XDP") && !xdp.status.success() {
+        panic!("AF_XDP source failed on the lab veth: {err}");
+    }
+    let s: Value = serde_json::from_slice(&xdp.stdout).unwrap();
+    assert_eq!(s["commands"]["COM_QUERY"].as_u64(), Some(sent), "{err}");
+    assert_eq!(s["kernel_drops"], 0);
+    assert!(err.contains("capture source on span0: AF_XDP"), "{err}");
+
     // mrte record: the pcap decodes to the same counts with tshark and with mrte.
     let pcap = out.join("rec.pcap");
     let rec = in_ns("mrte-cap", mrte)

@@ -160,17 +160,15 @@ fn pin(core: Option<usize>) {
     }
 }
 
-/// Start capturing on `cfg.iface`.
+/// Start capturing on `cfg.iface`: AF_XDP when asked or when `auto` and it binds, else libpcap.
 pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
     let note = match cfg.source {
-        SourceKind::Xdp => {
-            return Err(LiveError::Xdp {
-                iface: cfg.iface.clone(),
-                msg: "AF_XDP source is not built into this binary".into(),
-            })
-        }
-        SourceKind::Auto => "libpcap (AF_XDP source not available in this build)".to_string(),
         SourceKind::Pcap => "libpcap (asked for with --source pcap)".to_string(),
+        SourceKind::Xdp | SourceKind::Auto => match start_xdp(&cfg) {
+            Ok(h) => return Ok(h),
+            Err(e) if cfg.source == SourceKind::Xdp => return Err(e),
+            Err(e) => format!("libpcap, because AF_XDP did not bind: {e}"),
+        },
     };
     let (mut cap, link) = open_pcap(&cfg)?;
     let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
@@ -244,6 +242,106 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
         thread: Some(thread),
         source_note: note,
     })
+}
+
+#[cfg(not(feature = "xdp"))]
+fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
+    Err(LiveError::Xdp {
+        iface: cfg.iface.clone(),
+        msg: "this binary was built without the `xdp` feature".into(),
+    })
+}
+
+#[cfg(feature = "xdp")]
+fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
+    use crate::source::xdp::{XdpMode, XdpSource};
+    let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
+    let live = Arc::new(LiveStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (live2, stop2) = (live.clone(), stop.clone());
+    let cfg2 = cfg.clone();
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<&'static str, String>>(1);
+    let thread = std::thread::Builder::new()
+        .name("mrte-xdp".into())
+        .spawn(move || {
+            let cfg = cfg2;
+            pin(cfg.core);
+            let mut src = match XdpSource::open(&cfg.iface, 0, XdpMode::Auto) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(s.mode));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.clone()));
+                    return Err(LiveError::Xdp {
+                        iface: cfg.iface.clone(),
+                        msg: e,
+                    });
+                }
+            };
+            let mut p = Pipeline::new(cfg.pipeline.clone());
+            let started = Instant::now();
+            let mut last_pub = Instant::now();
+            let mut frames = 0u64;
+            let link = LinkType::Ethernet;
+            while !stop2.load(Ordering::Acquire)
+                && cfg.duration.is_none_or(|d| started.elapsed() < d)
+                && cfg.count.is_none_or(|n| frames < n)
+            {
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
+                let r = src.recv_batch(100, |f| {
+                    frames += 1;
+                    p.handle_frame(link, f, ts, &mut sink);
+                });
+                if let Err(e) = r {
+                    tracing::error!("AF_XDP on {}: {e}", cfg.iface);
+                    break;
+                }
+                if last_pub.elapsed() >= Duration::from_millis(100) {
+                    last_pub = Instant::now();
+                    p.stats_mut().kernel_drops = src.drops();
+                    let r = sink.stats();
+                    p.stats_mut().ring_drops = r.dropped_events;
+                    p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
+                    live2.publish(p.stats());
+                }
+            }
+            p.stats_mut().kernel_drops = src.drops();
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            p.finish(now_us, &mut sink);
+            sink.close_all();
+            let r = sink.stats();
+            p.stats_mut().ring_drops = r.dropped_events;
+            p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
+            live2.publish(p.stats());
+            Ok(p.stats().clone())
+        })
+        .map_err(|_| LiveError::Panicked)?;
+    match ready_rx.recv() {
+        Ok(Ok(mode)) => {
+            let note = format!("AF_XDP, {mode} mode, RX queue 0");
+            tracing::info!("capture source on {}: {note}", cfg.iface);
+            Ok(LiveHandle {
+                sessions: rx,
+                live,
+                stop,
+                thread: Some(thread),
+                source_note: note,
+            })
+        }
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(LiveError::Xdp {
+                iface: cfg.iface.clone(),
+                msg: e,
+            })
+        }
+        Err(_) => Err(LiveError::Panicked),
+    }
 }
 
 /// Counters of `mrte record`.

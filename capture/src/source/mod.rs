@@ -4,3 +4,5 @@
 
 pub mod live;
 pub mod pcap;
+#[cfg(feature = "xdp")]
+pub mod xdp;

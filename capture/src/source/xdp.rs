@@ -1,0 +1,180 @@
+//! AF_XDP receive socket (xsk-rs): the one module that owns UMEM memory and XDP rings.
+//!
+//! [`XdpSource::open`] binds one socket to one RX queue, trying native driver mode with zero-copy,
+//! then native copy, then generic (SKB) mode, and says which one bound. xsk-rs loads libxdp's
+//! default program, which redirects every frame of that queue to the socket; frames that are not
+//! TCP to or from a server port are then counted and skipped by the pipeline. Frames are read in
+//! batches and given straight back to the fill ring after the batch is decoded; the pipeline
+//! copies out only what commands need. Socket statistics (rx_dropped, rx_ring_full, fill ring
+//! empty) are exposed as drops so that loss is never silent.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::num::NonZeroU32;
+
+use xsk_rs::config::{BindFlags, Interface, QueueSize, SocketConfig, UmemConfig, XdpFlags};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+
+/// Frames in the UMEM (and the fill ring).
+const FRAMES: u32 = 4096;
+/// Frames read per batch.
+const BATCH: usize = 64;
+
+/// Which XDP attach mode to ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Zero-copy driver mode, else driver copy mode, else generic mode.
+    Auto,
+    /// Driver mode, zero-copy only.
+    ZeroCopy,
+    /// Driver mode, copy.
+    Driver,
+    /// Generic (SKB) mode.
+    Skb,
+}
+
+/// A bound AF_XDP socket on one RX queue.
+pub struct XdpSource {
+    rx: RxQueue,
+    fq: FillQueue,
+    _tx: TxQueue,
+    _cq: CompQueue,
+    descs: Vec<FrameDesc>,
+    umem: Umem,
+    /// The mode that bound, in words.
+    pub mode: &'static str,
+}
+
+impl std::fmt::Debug for XdpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpSource")
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+fn attempt(
+    iface: &Interface,
+    queue: u32,
+    xdp: XdpFlags,
+    bind: BindFlags,
+) -> Result<XdpSource, String> {
+    let frames = NonZeroU32::new(FRAMES).ok_or("frame count")?;
+    let ring = QueueSize::new(FRAMES).map_err(|e| e.to_string())?;
+    let ucfg = UmemConfig::builder()
+        .fill_queue_size(ring)
+        .comp_queue_size(QueueSize::new(64).map_err(|e| e.to_string())?)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (umem, descs) = Umem::new(ucfg, frames, false).map_err(|e| format!("UMEM: {e}"))?;
+    let scfg = SocketConfig::builder()
+        .rx_queue_size(ring)
+        .tx_queue_size(QueueSize::new(64).map_err(|e| e.to_string())?)
+        .xdp_flags(xdp)
+        .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
+        .build();
+    // SAFETY: the UMEM is fresh and bound by this one socket only (no shared UMEM), and it lives
+    // in the same XdpSource as the queues, declared after them so it is dropped last.
+    let (tx, rx, fq_cq) =
+        unsafe { xsk_rs::Socket::new(scfg, &umem, iface, queue) }.map_err(|e| format!("{e}"))?;
+    let (mut fq, cq) = fq_cq.ok_or("no fill/completion queue")?;
+    // SAFETY: every descriptor belongs to this UMEM and none is in use elsewhere yet.
+    let given = unsafe { fq.produce(&descs) };
+    if given != descs.len() {
+        return Err(format!("fill ring took {given} of {} frames", descs.len()));
+    }
+    Ok(XdpSource {
+        umem,
+        rx,
+        fq,
+        _tx: tx,
+        _cq: cq,
+        descs,
+        mode: "",
+    })
+}
+
+impl XdpSource {
+    /// Bind to `iface` queue `queue`; the error lists why each mode failed.
+    pub fn open(iface: &str, queue: u32, mode: XdpMode) -> Result<Self, String> {
+        let ifc: Interface = iface
+            .parse()
+            .map_err(|_| format!("bad interface name {iface:?}"))?;
+        let tries: &[(&'static str, XdpFlags, BindFlags)] = &[
+            (
+                "native zero-copy",
+                XdpFlags::XDP_FLAGS_DRV_MODE,
+                BindFlags::XDP_ZEROCOPY,
+            ),
+            (
+                "native copy",
+                XdpFlags::XDP_FLAGS_DRV_MODE,
+                BindFlags::XDP_COPY,
+            ),
+            (
+                "generic (SKB) copy",
+                XdpFlags::XDP_FLAGS_SKB_MODE,
+                BindFlags::XDP_COPY,
+            ),
+        ];
+        let pick: Vec<_> = match mode {
+            XdpMode::Auto => tries.to_vec(),
+            XdpMode::ZeroCopy => tries[..1].to_vec(),
+            XdpMode::Driver => tries[1..2].to_vec(),
+            XdpMode::Skb => tries[2..].to_vec(),
+        };
+        let mut why = Vec::new();
+        for (name, xdp, bind) in pick {
+            match attempt(&ifc, queue, xdp, bind) {
+                Ok(mut s) => {
+                    s.mode = name;
+                    if !why.is_empty() {
+                        tracing::info!(
+                            "AF_XDP on {iface} queue {queue}: {name} ({})",
+                            why.join("; ")
+                        );
+                    }
+                    return Ok(s);
+                }
+                Err(e) => why.push(format!("{name}: {e}")),
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    /// Wait up to `timeout_ms` for frames; call `f` on each, then give them back to the kernel.
+    pub fn recv_batch(&mut self, timeout_ms: i32, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
+        let n = {
+            let batch = &mut self.descs[..BATCH];
+            // SAFETY: the descriptors are owned by this source; the kernel writes received frames'
+            // addresses and lengths into them and owns none of these slots after consume.
+            unsafe { self.rx.poll_and_consume(batch, timeout_ms) }?
+        };
+        for d in &self.descs[..n] {
+            // SAFETY: `d` was just handed back by the RX ring, so the kernel no longer writes to
+            // that frame until it is given back to the fill ring below.
+            let data = unsafe { self.umem.data(d) };
+            f(data.contents());
+        }
+        if n > 0 {
+            // SAFETY: the frames were consumed above and are no longer borrowed; giving them back
+            // to this UMEM's fill ring is the documented way to recycle them.
+            let back = unsafe { self.fq.produce(&self.descs[..n]) };
+            if back != n {
+                return Err(io::Error::other("fill ring full"));
+            }
+            if self.fq.needs_wakeup() {
+                self.fq.wakeup(self.rx.fd_mut(), 0)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Frames the kernel dropped for this socket (rx_dropped + rx_ring_full + fill ring empty).
+    pub fn drops(&mut self) -> u64 {
+        match self.rx.fd_mut().xdp_statistics() {
+            Ok(s) => s.rx_dropped() + s.rx_ring_full() + s.rx_fill_ring_empty_descs(),
+            Err(_) => 0,
+        }
+    }
+}
