@@ -15,7 +15,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 # The lab tests bring the namespaces up and down themselves; one test binary at a time keeps
 # them from fighting over the lab.
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
 echo "== fuzz (bounded)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 echo "== all tests passed"

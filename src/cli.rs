@@ -59,7 +59,7 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Events each per-session ring holds; a full ring drops (counted), never blocks capture.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 65536)]
     pub ring: usize,
     /// Core to pin the capture thread to.
     #[arg(long)]
@@ -192,7 +192,7 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         source: a.source.clone(),
         duration: a.duration,
         count: None,
-        ring: 8192,
+        ring: 65536,
         core: None,
     };
     let handle = start_capture(&cap, &a.decode)?;
