@@ -124,6 +124,8 @@ fn lab_run_record_and_inspect() {
             "--target",
             "mysql://sbtest:sbtest@198.18.1.2:3306/sbtest",
             "--read-only",
+            "--ring",
+            "1048576",
             "--quiet",
             "--duration",
             "14",
