@@ -39,7 +39,8 @@ pub struct XdpSource {
     fq: FillQueue,
     _tx: TxQueue,
     _cq: CompQueue,
-    descs: Vec<FrameDesc>,
+    batch: Vec<FrameDesc>,
+    pending: Vec<FrameDesc>,
     umem: Umem,
     /// The mode that bound, in words.
     pub mode: &'static str,
@@ -61,8 +62,11 @@ fn attempt(
 ) -> Result<XdpSource, String> {
     let frames = NonZeroU32::new(FRAMES).ok_or("frame count")?;
     let ring = QueueSize::new(FRAMES).map_err(|e| e.to_string())?;
+    // The kernel publishes its fill-ring consumer index lazily, so the ring is twice the frame
+    // count: giving frames back can then never find it full.
+    let fill = QueueSize::new(2 * FRAMES).map_err(|e| e.to_string())?;
     let ucfg = UmemConfig::builder()
-        .fill_queue_size(ring)
+        .fill_queue_size(fill)
         .comp_queue_size(QueueSize::new(64).map_err(|e| e.to_string())?)
         .build()
         .map_err(|e| e.to_string())?;
@@ -84,12 +88,13 @@ fn attempt(
         return Err(format!("fill ring took {given} of {} frames", descs.len()));
     }
     Ok(XdpSource {
+        batch: descs[..BATCH].to_vec(),
+        pending: Vec::with_capacity(descs.len()),
         umem,
         rx,
         fq,
         _tx: tx,
         _cq: cq,
-        descs,
         mode: "",
     })
 }
@@ -143,29 +148,35 @@ impl XdpSource {
     }
 
     /// Wait up to `timeout_ms` for frames; call `f` on each, then give them back to the kernel.
+    ///
+    /// Frames the fill ring cannot take yet are kept and offered again on the next call; while
+    /// they wait, the kernel counts the frames it could not place as fill-ring-empty drops.
     pub fn recv_batch(&mut self, timeout_ms: i32, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
-        let n = {
-            let batch = &mut self.descs[..BATCH];
-            // SAFETY: the descriptors are owned by this source; the kernel writes received frames'
-            // addresses and lengths into them and owns none of these slots after consume.
-            unsafe { self.rx.poll_and_consume(batch, timeout_ms) }?
-        };
-        for d in &self.descs[..n] {
-            // SAFETY: `d` was just handed back by the RX ring, so the kernel no longer writes to
+        // SAFETY: the batch descriptors are scratch slots owned by this source; the kernel writes
+        // received frames' addresses and lengths into them, and those frames stay ours until they
+        // are produced to the fill ring again.
+        let n = unsafe { self.rx.poll_and_consume(&mut self.batch, timeout_ms) }?;
+        for d in &self.batch[..n] {
+            // SAFETY: `d` was just handed back by the RX ring, so the kernel does not write to
             // that frame until it is given back to the fill ring below.
             let data = unsafe { self.umem.data(d) };
             f(data.contents());
         }
-        if n > 0 {
-            // SAFETY: the frames were consumed above and are no longer borrowed; giving them back
-            // to this UMEM's fill ring is the documented way to recycle them.
-            let back = unsafe { self.fq.produce(&self.descs[..n]) };
-            if back != n {
-                return Err(io::Error::other("fill ring full"));
+        self.pending.extend_from_slice(&self.batch[..n]);
+        let mut done = 0;
+        while done < self.pending.len() {
+            let end = (done + BATCH).min(self.pending.len());
+            // SAFETY: every pending frame was consumed from the RX ring, is no longer borrowed,
+            // and is given back to the fill ring of the UMEM it belongs to exactly once.
+            let k = unsafe { self.fq.produce(&self.pending[done..end]) };
+            if k == 0 {
+                break;
             }
-            if self.fq.needs_wakeup() {
-                self.fq.wakeup(self.rx.fd_mut(), 0)?;
-            }
+            done += k;
+        }
+        self.pending.drain(..done);
+        if done > 0 && self.fq.needs_wakeup() {
+            self.fq.wakeup(self.rx.fd_mut(), 0)?;
         }
         Ok(n)
     }
