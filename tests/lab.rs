@@ -127,6 +127,8 @@ fn lab_run_record_and_inspect() {
             "--ring",
             "1048576",
             "--quiet",
+            "--metrics",
+            "9977",
             "--duration",
             "14",
             "--fail-on",
@@ -151,6 +153,19 @@ fn lab_run_record_and_inspect() {
         String::from_utf8_lossy(&load.stderr)
     );
     let sent = sysbench_queries(&String::from_utf8_lossy(&load.stdout));
+    let scrape = in_ns("mrte-cap", "python3")
+        .args(["-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9977/metrics', timeout=5).read().decode())"])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&scrape.stdout);
+    assert!(
+        metrics.contains("# TYPE mrte_captured_packets_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mrte_latency_seconds{side=\"test\",quantile=\"0.99\"}"),
+        "{metrics}"
+    );
     let res = run.wait_with_output().unwrap();
     assert!(
         res.status.success(),
