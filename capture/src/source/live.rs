@@ -288,10 +288,7 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
                 && cfg.duration.is_none_or(|d| started.elapsed() < d)
                 && cfg.count.is_none_or(|n| frames < n)
             {
-                let ts = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as u64);
-                let r = src.recv_batch(100, |f| {
+                let r = src.recv_batch(100, |f, ts| {
                     frames += 1;
                     p.handle_frame(link, f, ts, &mut sink);
                 });
@@ -356,13 +353,26 @@ pub struct RecordStats {
 }
 
 /// Write the server-port traffic of `cfg.iface` to a pcap at `path` until stopped.
+///
+/// Always libpcap (its BPF filter keeps only server-port traffic and gives kernel timestamps):
+/// `SourceKind::Xdp` is refused with [`LiveError::Xdp`], `Auto` and `Pcap` record with libpcap.
 pub fn record(
     cfg: &LiveConfig,
     path: &Path,
     stop: Arc<AtomicBool>,
 ) -> Result<RecordStats, LiveError> {
+    if cfg.source == SourceKind::Xdp {
+        return Err(LiveError::Xdp {
+            iface: cfg.iface.clone(),
+            msg: "recording uses libpcap only; use --source auto or pcap".into(),
+        });
+    }
     let (mut cap, link) = open_pcap(cfg)?;
-    tracing::info!("recording {} to {} with libpcap", cfg.iface, path.display());
+    tracing::info!(
+        "recording {} to {} with libpcap (AF_XDP recording is not implemented)",
+        cfg.iface,
+        path.display()
+    );
     let mut w = PcapFileWriter::create(path, link)?;
     let mut st = RecordStats::default();
     let started = Instant::now();

@@ -7,6 +7,24 @@
 //! batches and given straight back to the fill ring after the batch is decoded; the pipeline
 //! copies out only what commands need. Socket statistics (rx_dropped, rx_ring_full, fill ring
 //! empty) are exposed as drops so that loss is never silent.
+//!
+//! Loss before the socket is not in these statistics: on a veth (the lab), native XDP makes the
+//! peer queue frames in a 256-entry ring and drop them when the capture thread falls behind,
+//! counted only as the peer's TX dropped (`ip -s link` on mir0 in mrte-prod); the pipeline still
+//! shows such loss as TCP gaps.
+//!
+//! Timestamps are the wall clock read once per batch, right after the batch arrived (AF_XDP
+//! copy mode carries no kernel receive time).
+//!
+//! Scope: one socket on one RX queue (queue 0 when started from `live`); the lab's veth has one
+//! queue. Several queues, each with its own thread and UMEM, and an XDP filter program that drops
+//! non-server-port frames in the kernel are not done here.
+//!
+//! bpffs: `ip netns exec` mounts a fresh /sys without /sys/fs/bpf, so libxdp prints "No bpffs
+//! found ... Falling back to loading single prog without dispatcher" and attaches its program
+//! directly; capture works either way. To use the libxdp dispatcher (several XDP programs on one
+//! interface), mount bpffs first: `ip netns exec NS sh -c 'mount -t bpf bpf /sys/fs/bpf; exec
+//! mrte inspect -i IFACE ...'`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -147,20 +165,33 @@ impl XdpSource {
         Err(why.join("; "))
     }
 
-    /// Wait up to `timeout_ms` for frames; call `f` on each, then give them back to the kernel.
+    /// Wait up to `timeout_ms` for frames; call `f` on each with the batch's arrival time
+    /// (microseconds since the Unix epoch, read once per batch after the frames arrived), then
+    /// give them back to the kernel.
     ///
     /// Frames the fill ring cannot take yet are kept and offered again on the next call; while
     /// they wait, the kernel counts the frames it could not place as fill-ring-empty drops.
-    pub fn recv_batch(&mut self, timeout_ms: i32, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
+    pub fn recv_batch(
+        &mut self,
+        timeout_ms: i32,
+        mut f: impl FnMut(&[u8], u64),
+    ) -> io::Result<usize> {
         // SAFETY: the batch descriptors are scratch slots owned by this source; the kernel writes
         // received frames' addresses and lengths into them, and those frames stay ours until they
         // are produced to the fill ring again.
         let n = unsafe { self.rx.poll_and_consume(&mut self.batch, timeout_ms) }?;
+        let ts_us = if n > 0 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64)
+        } else {
+            0
+        };
         for d in &self.batch[..n] {
             // SAFETY: `d` was just handed back by the RX ring, so the kernel does not write to
             // that frame until it is given back to the fill ring below.
             let data = unsafe { self.umem.data(d) };
-            f(data.contents());
+            f(data.contents(), ts_us);
         }
         self.pending.extend_from_slice(&self.batch[..n]);
         let mut done = 0;
