@@ -252,6 +252,8 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     })
 }
 
+/// AF_XDP on RX queue 0; the attach mode comes from `MRTE_XDP_MODE` (auto, zc, drv, skb;
+/// default auto) until the CLI carries it.
 #[cfg(feature = "xdp")]
 fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     use crate::source::xdp::{XdpMode, XdpSource};
@@ -260,13 +262,25 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
     let cfg2 = cfg.clone();
+    let mode = match std::env::var("MRTE_XDP_MODE").as_deref() {
+        Err(_) | Ok("auto") => XdpMode::Auto,
+        Ok("zc") => XdpMode::ZeroCopy,
+        Ok("drv") => XdpMode::Driver,
+        Ok("skb") => XdpMode::Skb,
+        Ok(other) => {
+            return Err(LiveError::Xdp {
+                iface: cfg.iface.clone(),
+                msg: format!("MRTE_XDP_MODE={other:?}: expected auto, zc, drv or skb"),
+            })
+        }
+    };
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<&'static str, String>>(1);
     let thread = std::thread::Builder::new()
         .name("mrte-xdp".into())
         .spawn(move || {
             let cfg = cfg2;
             pin(cfg.core);
-            let mut src = match XdpSource::open(&cfg.iface, 0, XdpMode::Auto) {
+            let mut src = match XdpSource::open(&cfg.iface, 0, mode) {
                 Ok(s) => {
                     let _ = ready_tx.send(Ok(s.mode));
                     s
