@@ -178,7 +178,7 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let mut sink = InspectSink::new(a.format, out);
     let mut pipeline = Pipeline::new(a.decode.pipeline_config());
     if let Some(file) = &a.file {
-        crate::glue::run_file(file, &mut pipeline, &mut sink)
+        mrte_capture::source::pcap::run_file(file, &mut pipeline, &mut sink)
             .with_context(|| format!("reading {}", file.display()))?;
         let stats = pipeline.stats().clone();
         sink.finish(&stats, None).or_else(ignore_broken_pipe)?;

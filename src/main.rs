@@ -6,7 +6,6 @@
 
 mod cli;
 mod config;
-mod glue;
 mod inspect;
 mod replay_cmd;
 

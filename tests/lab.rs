@@ -188,7 +188,7 @@ fn lab_run_record_and_inspect() {
         .iter()
         .all(|f| f["prod"]["count"].as_u64() > Some(0) && f["test"]["count"].as_u64() > Some(0)));
 
-    // AF_XDP on the mirror port (native copy mode on a veth): same count as sysbench, no drops.
+    // AF_XDP on the mirror port (generic mode on a veth): same count as sysbench, no drops.
     let xdp = in_ns("mrte-cap", mrte)
         .args([
             "inspect",
