@@ -7,7 +7,7 @@
 //! carrying payload (then mid-stream), close on FIN from both sides, RST, idleness, eviction or
 //! [`Pipeline::finish`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use rustc_hash::FxHasher;
@@ -54,7 +54,6 @@ struct Held {
     ack: u32,
     syn: bool,
     fin: bool,
-    rst: bool,
     payload: Vec<u8>,
     missing: u32,
     ts_us: u64,
@@ -67,13 +66,23 @@ const MAX_HOLD_US: u64 = 200_000;
 
 struct Session {
     id: SessionId,
-    held: Vec<Held>,
+    held: VecDeque<Held>,
     conn: Connection,
     to_server: Stream,
     to_client: Stream,
     last_us: u64,
     tls: bool,
     compressed: bool,
+}
+
+impl Session {
+    /// The decoder and the stream of direction `dir`.
+    fn parts(&mut self, dir: Direction) -> (&mut Connection, &mut Stream) {
+        match dir {
+            Direction::ToServer => (&mut self.conn, &mut self.to_server),
+            Direction::ToClient => (&mut self.conn, &mut self.to_client),
+        }
+    }
 }
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
@@ -205,7 +214,7 @@ impl Pipeline {
                 key,
                 Session {
                     id,
-                    held: Vec::new(),
+                    held: VecDeque::new(),
                     conn: Connection::new(self.cfg.decoder.clone(), midstream),
                     to_server: Stream::default(),
                     to_client: Stream::default(),
@@ -229,13 +238,12 @@ impl Pipeline {
             && peer_next.is_some_and(|n| seq_lt(n, seg.ack));
         if early || sess.held.iter().any(|h| h.dir == dir) {
             self.stats.out_of_order += 1;
-            sess.held.push(Held {
+            sess.held.push_back(Held {
                 dir,
                 seq: seg.seq,
                 ack: seg.ack,
                 syn: seg.flags.syn,
                 fin: seg.flags.fin,
-                rst: seg.flags.rst,
                 payload: seg.payload.to_vec(),
                 missing: seg.missing,
                 ts_us,
@@ -403,16 +411,7 @@ fn process(
     ts_us: u64,
     max_ooo: usize,
 ) {
-    let Session {
-        conn,
-        to_server,
-        to_client,
-        ..
-    } = sess;
-    let stream = match dir {
-        Direction::ToServer => to_server,
-        Direction::ToClient => to_client,
-    };
+    let (conn, stream) = sess.parts(dir);
     stream.handle_segment(seq, syn, fin, payload, missing, max_ooo, &mut |c| {
         feed(conn, dir, c, ts_us)
     });
@@ -422,7 +421,7 @@ fn process(
 /// the peer's hole is evidently permanent (too many or too old held segments, the peer moving on
 /// past it, or `force`), declare the missing peer bytes lost and go on.
 fn release_held(sess: &mut Session, now_us: u64, max_ooo: usize, force: bool) {
-    while let Some(h) = sess.held.first() {
+    while let Some(h) = sess.held.front() {
         let (peer, peer_dir) = match h.dir {
             Direction::ToServer => (&sess.to_client, Direction::ToClient),
             Direction::ToClient => (&sess.to_server, Direction::ToServer),
@@ -436,39 +435,24 @@ fn release_held(sess: &mut Session, now_us: u64, max_ooo: usize, force: bool) {
             if !give_up {
                 return;
             }
-            let h = sess.held.remove(0);
-            let Session {
-                conn,
-                to_server,
-                to_client,
-                ..
-            } = &mut *sess;
-            let peer = match peer_dir {
-                Direction::ToServer => to_server,
-                Direction::ToClient => to_client,
+            let Some(h) = sess.held.pop_front() else {
+                return;
             };
+            let (conn, peer) = sess.parts(peer_dir);
             peer.declare_lost_until(h.ack, &mut |c| feed(conn, peer_dir, c, now_us));
             process(
                 sess, h.dir, h.seq, h.syn, h.fin, &h.payload, h.missing, h.ts_us, max_ooo,
             );
-            let Session {
-                conn,
-                to_server,
-                to_client,
-                ..
-            } = &mut *sess;
-            let peer = match peer_dir {
-                Direction::ToServer => to_server,
-                Direction::ToClient => to_client,
-            };
+            let (conn, peer) = sess.parts(peer_dir);
             peer.drain_ready(&mut |c| feed(conn, peer_dir, c, now_us));
             continue;
         }
-        let h = sess.held.remove(0);
+        let Some(h) = sess.held.pop_front() else {
+            return;
+        };
         process(
             sess, h.dir, h.seq, h.syn, h.fin, &h.payload, h.missing, h.ts_us, max_ooo,
         );
-        let _ = h.rst;
     }
 }
 
