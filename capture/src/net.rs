@@ -7,7 +7,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use etherparse::{EtherType, IpNumber, LaxNetSlice, LaxSlicedPacket, TcpSlice, TransportSlice};
+use etherparse::{
+    EtherType, IpNumber, Ipv4HeaderSlice, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice, TcpSlice,
+    TransportSlice,
+};
 
 /// Link-layer type of captured frames (pcap LINKTYPE_* values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,6 +112,75 @@ fn sll_protocol(frame: &[u8], at: usize, header_len: usize) -> Result<(EtherType
 
 /// Slice `frame` of link type `link` down to its TCP segment.
 pub fn slice_tcp(link: LinkType, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+    if let Some(ip) = ipv4_of(link, frame) {
+        if let Some(r) = slice_ipv4_tcp(ip) {
+            return r;
+        }
+    }
+    slice_lax(link, frame)
+}
+
+/// The IPv4 packet inside `frame`, when the link header says IPv4.
+#[inline]
+fn ipv4_of(link: LinkType, frame: &[u8]) -> Option<&[u8]> {
+    let be16 = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    let (mut et, mut at) = match link {
+        LinkType::Ethernet => (be16(12)?, 14),
+        LinkType::LinuxSll => (be16(14)?, 16),
+        LinkType::LinuxSll2 => (be16(0)?, 20),
+        LinkType::RawIp => return frame.first().filter(|b| *b >> 4 == 4).map(|_| frame),
+        LinkType::Null | LinkType::Other(_) => return None,
+    };
+    if link == LinkType::Ethernet {
+        while matches!(et, 0x8100 | 0x88a8 | 0x9100) {
+            et = be16(at + 2)?;
+            at += 4;
+        }
+    }
+    (et == 0x0800).then(|| frame.get(at..)).flatten()
+}
+
+/// Fast path for a well-formed IPv4 TCP packet with zero-copy header views; `None` sends
+/// anything unusual (short, AH, not TCP) to the lax slicer so both give the same answer.
+#[inline]
+fn slice_ipv4_tcp(ip: &[u8]) -> Option<Result<TcpSegment<'_>, Skip>> {
+    let h = Ipv4HeaderSlice::from_slice(ip).ok()?;
+    let hl = h.slice().len();
+    let total = usize::from(h.total_len());
+    if total < hl || h.protocol() != IpNumber::TCP {
+        return None;
+    }
+    if h.more_fragments() || h.fragments_offset().value() != 0 {
+        return Some(Err(Skip::IpFragment));
+    }
+    let ip_payload = &ip[hl..total.min(ip.len())];
+    let tcp = TcpHeaderSlice::from_slice(ip_payload).ok()?;
+    let header_len = tcp.slice().len();
+    let expected = total - hl;
+    let captured = ip_payload.len();
+    let missing = if captured < expected {
+        (expected - captured.max(header_len)) as u32
+    } else {
+        0
+    };
+    Some(Ok(TcpSegment {
+        src: SocketAddr::new(IpAddr::V4(h.source_addr()), tcp.source_port()),
+        dst: SocketAddr::new(IpAddr::V4(h.destination_addr()), tcp.destination_port()),
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        flags: TcpFlags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+        },
+        payload: &ip_payload[header_len..],
+        missing,
+    }))
+}
+
+/// The general slicer: every link type, VLAN tags, IPv6, extension headers, truncation.
+fn slice_lax(link: LinkType, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let pkt = match link {
         LinkType::Ethernet => LaxSlicedPacket::from_ethernet(frame).map_err(|_| Skip::Malformed)?,
         LinkType::LinuxSll => {
@@ -305,6 +377,32 @@ mod tests {
         );
         for n in 0..v.len() {
             let _ = slice_tcp(LinkType::Ethernet, &v[..n]);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_with_lax(
+            payload in proptest::collection::vec(0u8..=255, 0..64),
+            edits in proptest::collection::vec((0usize..60, 0u8..=255), 0..4),
+            cut in 0usize..130,
+            vlan in proptest::bool::ANY,
+        ) {
+            let mut f = eth_v4(&payload);
+            if vlan {
+                f.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+            }
+            for (at, b) in edits {
+                if let Some(x) = f.get_mut(at) {
+                    *x = b;
+                }
+            }
+            f.truncate(f.len().saturating_sub(cut % 40));
+            let fast = ipv4_of(LinkType::Ethernet, &f).and_then(slice_ipv4_tcp);
+            if let Some(fast) = fast {
+                proptest::prop_assert_eq!(fast, slice_lax(LinkType::Ethernet, &f));
+            }
+            proptest::prop_assert_eq!(slice_tcp(LinkType::Ethernet, &f), fast.unwrap_or_else(|| slice_lax(LinkType::Ethernet, &f)));
         }
     }
 }

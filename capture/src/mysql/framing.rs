@@ -78,21 +78,25 @@ impl Framer {
 
     /// Feed bytes; each complete logical packet goes to `out`.
     pub fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(Packet<'_>)) {
-        while !data.is_empty() {
-            if !self.in_packet && self.hdr_len == 0 && !self.continuing && data.len() >= 4 {
-                let len =
-                    usize::from(data[0]) | usize::from(data[1]) << 8 | usize::from(data[2]) << 16;
-                if len < 0xff_ffff && data.len() >= 4 + len {
-                    let (p, rest) = data[4..].split_at(len);
+        loop {
+            if !self.in_packet && self.hdr_len == 0 && !self.continuing {
+                while let [l0, l1, l2, seq, rest @ ..] = data {
+                    let len = usize::from(*l0) | usize::from(*l1) << 8 | usize::from(*l2) << 16;
+                    if len == 0xff_ffff || rest.len() < len {
+                        break;
+                    }
+                    let (payload, after) = rest.split_at(len);
                     out(Packet {
-                        seq: data[3],
-                        payload: p,
+                        seq: *seq,
+                        payload,
                         len,
                         truncated: false,
                     });
-                    data = rest;
-                    continue;
+                    data = after;
                 }
+            }
+            if data.is_empty() {
+                return;
             }
             if !self.in_packet {
                 let take = (4 - self.hdr_len).min(data.len());

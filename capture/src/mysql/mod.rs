@@ -374,7 +374,11 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
             framer, inflater, ..
         } = d;
         let r = inflater.feed(data, &mut |plain| {
-            framer.feed(plain, &mut |p| proto.on_packet(dir, p, ts_us));
+            framer.feed(plain, &mut |p| {
+                if !proto.count_row(dir, &p) {
+                    proto.on_packet(dir, p, ts_us);
+                }
+            });
         });
         if r.is_err() {
             proto
@@ -388,7 +392,11 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
             }
         }
     } else {
-        d.framer.feed(data, &mut |p| proto.on_packet(dir, p, ts_us));
+        d.framer.feed(data, &mut |p| {
+            if !proto.count_row(dir, &p) {
+                proto.on_packet(dir, p, ts_us);
+            }
+        });
     }
 }
 
@@ -461,6 +469,26 @@ impl Proto {
         }
     }
 
+    /// Count `p` if it is one more row of the result set being received (the common case,
+    /// kept out of `on_packet` so that a run of rows costs no call).
+    #[inline(always)]
+    fn count_row(&mut self, dir: Direction, p: &Packet<'_>) -> bool {
+        if dir != Direction::ToClient || !matches!(self.phase, Phase::Command) {
+            return false;
+        }
+        match self.pending.as_mut() {
+            Some(pend)
+                if matches!(pend.state, RespState::Rows)
+                    && !matches!(p.payload.first(), Some(0xfe | 0xff) | None) =>
+            {
+                pend.rec.response.rows += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    #[inline(never)]
     fn on_packet(&mut self, dir: Direction, p: Packet<'_>, ts_us: u64) {
         match self.phase {
             Phase::Tls => {}
@@ -487,15 +515,9 @@ impl Proto {
             Phase::Command => match dir {
                 Direction::ToServer => self.on_client_packet(p, ts_us),
                 Direction::ToClient => {
-                    if let Some(pend) = self.pending.as_mut() {
-                        if pend.state == RespState::Rows
-                            && !matches!(p.payload.first(), Some(0xfe | 0xff) | None)
-                        {
-                            pend.rec.response.rows += 1;
-                            return;
-                        }
+                    if !self.count_row(dir, &p) {
+                        self.on_server_packet(p, ts_us)
                     }
-                    self.on_server_packet(p, ts_us)
                 }
             },
         }
