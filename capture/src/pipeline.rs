@@ -16,7 +16,7 @@ use crate::event::{
     CloseReason, EventSink, FlowKey, SessionClose, SessionEvent, SessionId, SessionOpen,
 };
 use crate::mysql::{Anomaly, ConnEvent, Connection, DecoderConfig, Direction};
-use crate::net::{slice_tcp, LinkType, Skip};
+use crate::net::{slice_tcp, LinkType, Skip, TcpSegment};
 use crate::stats::Stats;
 use crate::tcp::{seq_lt, Chunk, Stream};
 
@@ -184,50 +184,67 @@ impl Pipeline {
                 server: seg.src,
             },
         };
-        let opening = seg.flags.syn || !seg.payload.is_empty() || seg.missing > 0;
-        if !self.sessions.contains_key(&key) {
-            if !opening || seg.flags.rst {
-                self.stats.skipped.untracked += 1;
-                return;
-            }
-            if self.sessions.len() >= self.cfg.max_sessions {
-                self.evict_idlest(ts_us, sink);
-            }
-            let midstream = !seg.flags.syn;
-            let id = self.next_id;
-            self.next_id += 1;
-            self.stats.sessions += 1;
-            self.stats.active_sessions += 1;
-            if midstream {
-                self.stats.midstream_sessions += 1;
-            }
-            sink.push(
-                id,
-                SessionEvent::Open(Box::new(SessionOpen {
-                    id,
-                    key,
-                    ts_us,
-                    midstream,
-                })),
-            );
-            self.sessions.insert(
-                key,
-                Session {
-                    id,
-                    held: VecDeque::new(),
-                    conn: Connection::new(self.cfg.decoder.clone(), midstream),
-                    to_server: Stream::default(),
-                    to_client: Stream::default(),
-                    last_us: ts_us,
-                    tls: false,
-                    compressed: false,
-                },
-            );
-        }
         let max_ooo = self.cfg.max_ooo_bytes;
-        let Some(sess) = self.sessions.get_mut(&key) else {
+        if let Some(sess) = self.sessions.get_mut(&key) {
+            if let Some(reason) =
+                Self::on_segment(&mut self.stats, sess, dir, &seg, ts_us, max_ooo, sink)
+            {
+                self.close(&key, ts_us, reason, sink);
+            }
             return;
-        };
+        }
+        let opening = seg.flags.syn || !seg.payload.is_empty() || seg.missing > 0;
+        if !opening || seg.flags.rst {
+            self.stats.skipped.untracked += 1;
+            return;
+        }
+        if self.sessions.len() >= self.cfg.max_sessions {
+            self.evict_idlest(ts_us, sink);
+        }
+        let midstream = !seg.flags.syn;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.sessions += 1;
+        self.stats.active_sessions += 1;
+        if midstream {
+            self.stats.midstream_sessions += 1;
+        }
+        sink.push(
+            id,
+            SessionEvent::Open(Box::new(SessionOpen {
+                id,
+                key,
+                ts_us,
+                midstream,
+            })),
+        );
+        let sess = self.sessions.entry(key).or_insert(Session {
+            id,
+            held: VecDeque::new(),
+            conn: Connection::new(self.cfg.decoder.clone(), midstream),
+            to_server: Stream::default(),
+            to_client: Stream::default(),
+            last_us: ts_us,
+            tls: false,
+            compressed: false,
+        });
+        if let Some(reason) =
+            Self::on_segment(&mut self.stats, sess, dir, &seg, ts_us, max_ooo, sink)
+        {
+            self.close(&key, ts_us, reason, sink);
+        }
+    }
+
+    /// One segment of a known session; the close reason when the session ends with it.
+    fn on_segment<S: EventSink>(
+        stats: &mut Stats,
+        sess: &mut Session,
+        dir: Direction,
+        seg: &TcpSegment<'_>,
+        ts_us: u64,
+        max_ooo: usize,
+        sink: &mut S,
+    ) -> Option<CloseReason> {
         sess.last_us = ts_us;
         let peer_next = match dir {
             Direction::ToServer => sess.to_client.next_seq(),
@@ -237,7 +254,7 @@ impl Pipeline {
             && (!seg.payload.is_empty() || seg.flags.fin)
             && peer_next.is_some_and(|n| seq_lt(n, seg.ack));
         if early || sess.held.iter().any(|h| h.dir == dir) {
-            self.stats.out_of_order += 1;
+            stats.out_of_order += 1;
             sess.held.push_back(Held {
                 dir,
                 seq: seg.seq,
@@ -265,15 +282,12 @@ impl Pipeline {
         release_held(sess, ts_us, max_ooo, false);
         let done =
             rst || (sess.held.is_empty() && sess.to_server.finished && sess.to_client.finished);
-        Self::drain(&mut self.stats, sess, sink);
-        if done {
-            let reason = if seg.flags.rst {
-                CloseReason::Rst
-            } else {
-                CloseReason::Fin
-            };
-            self.close(&key, ts_us, reason, sink);
-        }
+        Self::drain(stats, sess, sink);
+        done.then_some(if seg.flags.rst {
+            CloseReason::Rst
+        } else {
+            CloseReason::Fin
+        })
     }
 
     fn drain<S: EventSink>(stats: &mut Stats, sess: &mut Session, sink: &mut S) {

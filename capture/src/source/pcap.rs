@@ -5,13 +5,11 @@
 //! as an error after the frames before it were decoded. It does not decode anything itself.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader};
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::pcap::{PcapHeader, PcapPacket};
 use pcap_file::{DataLink, TsResolution};
 
 use crate::event::EventSink;
@@ -37,66 +35,225 @@ pub enum SourceError {
     },
 }
 
+/// Bytes read from the file per `read` call (the buffer grows only for a larger record).
+const CHUNK: usize = 1 << 18;
+/// Largest record accepted; a length beyond it means the file is damaged.
+const MAX_RECORD: usize = 256 << 20;
+
+/// A reusable read buffer over the file: one copy from the page cache, records parsed in place.
+struct Chunks {
+    file: File,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Chunks {
+    fn new(file: File) -> Self {
+        Self {
+            file,
+            buf: vec![0; CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Make `n` bytes available; `false` when the file ends first.
+    fn ensure(&mut self, n: usize) -> std::io::Result<bool> {
+        if self.end - self.start >= n {
+            return Ok(true);
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+        while self.end < n {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn avail(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+}
+
+/// A 32-bit field in the file's byte order.
+fn u32_at(b: &[u8], at: usize, big: bool) -> u32 {
+    let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    if big {
+        u32::from_be_bytes(v)
+    } else {
+        u32::from_le_bytes(v)
+    }
+}
+
+fn damaged_at(frames: u64, reason: impl Into<String>) -> SourceError {
+    SourceError::Damaged {
+        frames,
+        reason: reason.into(),
+    }
+}
+
 /// Call `f(link, frame, ts_us)` for every frame of a pcap or pcapng file; returns the frame count.
+///
+/// The file is read in large chunks and records are parsed in place (no per-frame copy).
 pub fn for_each_frame<F: FnMut(LinkType, &[u8], u64)>(
     path: &Path,
     mut f: F,
 ) -> Result<u64, SourceError> {
-    let file = File::open(path)?;
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut magic = [0u8; 4];
-    r.read_exact(&mut magic)?;
-    let m = u32::from_le_bytes(magic);
-    let chained = std::io::Cursor::new(magic).chain(r);
-    let mut frames = 0u64;
-    match m {
-        0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1 => {
-            let mut rd = PcapReader::new(chained).map_err(|e| damaged(0, e))?;
-            let link = LinkType::from_linktype(u32::from(rd.header().datalink));
-            while let Some(p) = rd.next_packet() {
-                let p = p.map_err(|e| damaged(frames, e))?;
-                frames += 1;
-                f(link, &p.data, p.timestamp.as_micros() as u64);
-            }
-        }
-        0x0a0d_0d0a => {
-            let mut rd = PcapNgReader::new(chained).map_err(|e| damaged(0, e))?;
-            let mut ifaces: Vec<(LinkType, u64, u64)> = Vec::new();
-            while let Some(b) = rd.next_block() {
-                let b = b.map_err(|e| damaged(frames, e))?;
-                match b {
-                    Block::SectionHeader(_) => ifaces.clear(),
-                    Block::InterfaceDescription(idb) => {
-                        let mut resol = 6u8;
-                        for o in &idb.options {
-                            if let InterfaceDescriptionOption::IfTsResol(r) = o {
-                                resol = *r;
-                            }
-                        }
-                        let (mul, div) = ts_scale(resol);
-                        ifaces.push((LinkType::from_linktype(u32::from(idb.linktype)), mul, div));
-                    }
-                    Block::EnhancedPacket(epb) => {
-                        let (link, mul, div) = ifaces
-                            .get(epb.interface_id as usize)
-                            .copied()
-                            .unwrap_or((LinkType::Ethernet, 1, 1));
-                        let raw = epb.timestamp.as_nanos() as u64;
-                        frames += 1;
-                        f(link, &epb.data, raw.saturating_mul(mul) / div);
-                    }
-                    Block::SimplePacket(spb) => {
-                        let link = ifaces.first().map_or(LinkType::Ethernet, |i| i.0);
-                        frames += 1;
-                        f(link, &spb.data, 0);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        other => return Err(SourceError::BadMagic(other)),
+    let mut r = Chunks::new(File::open(path)?);
+    if !r.ensure(4)? {
+        return Err(SourceError::BadMagic(0));
     }
-    Ok(frames)
+    let a = r.avail();
+    match u32::from_le_bytes([a[0], a[1], a[2], a[3]]) {
+        m @ (0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1) => read_pcap(&mut r, m, &mut f),
+        0x0a0d_0d0a => read_pcapng(&mut r, &mut f),
+        other => Err(SourceError::BadMagic(other)),
+    }
+}
+
+fn read_pcap<F: FnMut(LinkType, &[u8], u64)>(
+    r: &mut Chunks,
+    magic: u32,
+    f: &mut F,
+) -> Result<u64, SourceError> {
+    let big = matches!(magic, 0xd4c3_b2a1 | 0x4d3c_b2a1);
+    let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
+    if !r.ensure(24)? {
+        return Err(damaged_at(0, "truncated pcap file header"));
+    }
+    let link = LinkType::from_linktype(u32_at(r.avail(), 20, big) & 0xffff);
+    r.consume(24);
+    let mut frames = 0u64;
+    loop {
+        if !r.ensure(16)? {
+            if r.avail().is_empty() {
+                return Ok(frames);
+            }
+            return Err(damaged_at(frames, "truncated record header"));
+        }
+        let h = r.avail();
+        let (sec, frac) = (u64::from(u32_at(h, 0, big)), u64::from(u32_at(h, 4, big)));
+        let incl = u32_at(h, 8, big) as usize;
+        if incl > MAX_RECORD {
+            return Err(damaged_at(frames, format!("record of {incl} bytes")));
+        }
+        if !r.ensure(16 + incl)? {
+            return Err(damaged_at(frames, "truncated record"));
+        }
+        let ts = sec * 1_000_000 + if nanos { frac / 1000 } else { frac };
+        frames += 1;
+        f(link, &r.avail()[16..16 + incl], ts);
+        r.consume(16 + incl);
+    }
+}
+
+fn read_pcapng<F: FnMut(LinkType, &[u8], u64)>(
+    r: &mut Chunks,
+    f: &mut F,
+) -> Result<u64, SourceError> {
+    let mut big = false;
+    let mut ifaces: Vec<(LinkType, u64, u64)> = Vec::new();
+    let mut frames = 0u64;
+    loop {
+        if !r.ensure(12)? {
+            if r.avail().is_empty() {
+                return Ok(frames);
+            }
+            return Err(damaged_at(frames, "truncated block header"));
+        }
+        let h = r.avail();
+        let kind = u32_at(h, 0, false);
+        if kind == 0x0a0d_0d0a {
+            big = match u32_at(h, 8, false) {
+                0x1a2b_3c4d => false,
+                0x4d3c_2b1a => true,
+                _ => return Err(damaged_at(frames, "bad section byte-order magic")),
+            };
+            ifaces.clear();
+        }
+        let kind = u32_at(h, 0, big);
+        let len = u32_at(h, 4, big) as usize;
+        if len < 12 || len > MAX_RECORD {
+            return Err(damaged_at(frames, format!("block of {len} bytes")));
+        }
+        if !r.ensure(len)? {
+            return Err(damaged_at(frames, "truncated block"));
+        }
+        let body = &r.avail()[8..len - 4];
+        match kind {
+            1 if body.len() >= 8 => {
+                let lt = if big {
+                    u16::from_be_bytes([body[0], body[1]])
+                } else {
+                    u16::from_le_bytes([body[0], body[1]])
+                };
+                let (mul, div) = ts_scale(idb_tsresol(&body[8..], big));
+                ifaces.push((LinkType::from_linktype(u32::from(lt)), mul, div));
+            }
+            6 if body.len() >= 20 => {
+                let (link, mul, div) = ifaces
+                    .get(u32_at(body, 0, big) as usize)
+                    .copied()
+                    .unwrap_or((LinkType::Ethernet, 1, 1));
+                let raw = u64::from(u32_at(body, 4, big)) << 32 | u64::from(u32_at(body, 8, big));
+                let cap = u32_at(body, 12, big) as usize;
+                let Some(data) = body.get(20..20 + cap) else {
+                    return Err(damaged_at(frames, "packet longer than its block"));
+                };
+                frames += 1;
+                f(link, data, raw.saturating_mul(mul) / div);
+            }
+            3 if body.len() >= 4 => {
+                let link = ifaces.first().map_or(LinkType::Ethernet, |i| i.0);
+                let orig = u32_at(body, 0, big) as usize;
+                frames += 1;
+                f(link, &body[4..(4 + orig).min(body.len())], 0);
+            }
+            1 | 3 | 6 => return Err(damaged_at(frames, format!("short block type {kind}"))),
+            _ => {}
+        }
+        r.consume(len);
+    }
+}
+
+/// The if_tsresol option (code 9) of an interface description block's options; 6 (µs) if absent.
+fn idb_tsresol(mut opts: &[u8], big: bool) -> u8 {
+    while opts.len() >= 4 {
+        let (code, len) = if big {
+            (
+                u16::from_be_bytes([opts[0], opts[1]]),
+                u16::from_be_bytes([opts[2], opts[3]]),
+            )
+        } else {
+            (
+                u16::from_le_bytes([opts[0], opts[1]]),
+                u16::from_le_bytes([opts[2], opts[3]]),
+            )
+        };
+        let len = usize::from(len);
+        if code == 0 {
+            break;
+        }
+        if code == 9 && len >= 1 && opts.len() > 4 {
+            return opts[4];
+        }
+        opts = opts.get(4 + len.div_ceil(4) * 4..).unwrap_or(&[]);
+    }
+    6
 }
 
 /// Multiplier and divisor turning pcapng timestamp units of resolution `r` into microseconds.
@@ -236,6 +393,66 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(n, 1);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn pcapng_big_endian_two_interfaces_and_resolutions() {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::{
+            InterfaceDescriptionBlock, InterfaceDescriptionOption,
+        };
+        use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
+        use pcap_file::pcapng::{Block, PcapNgWriter};
+        use pcap_file::Endianness;
+        let path = tmp("two.pcapng");
+        let shb = SectionHeaderBlock {
+            endianness: Endianness::Big,
+            ..SectionHeaderBlock::default()
+        };
+        let mut w = PcapNgWriter::with_section_header(Vec::new(), shb).unwrap();
+        for (lt, resol) in [(DataLink::ETHERNET, 6u8), (DataLink::RAW, 9u8)] {
+            let idb = InterfaceDescriptionBlock {
+                linktype: lt,
+                snaplen: 0,
+                options: vec![InterfaceDescriptionOption::IfTsResol(resol)],
+            };
+            w.write_block(&Block::InterfaceDescription(idb)).unwrap();
+        }
+        let frames: [(u32, u64, &[u8]); 3] = [
+            (0, 1_700_000_000_123_456, b"abcde"),
+            (1, 1_700_000_000_123_456_789, b"xyz"),
+            (0, 1_700_000_001_000_000, &[7u8; 61]),
+        ];
+        for (iface, raw, data) in frames {
+            let epb = EnhancedPacketBlock {
+                interface_id: iface,
+                timestamp: Duration::from_nanos(raw),
+                original_len: data.len() as u32,
+                data: data.into(),
+                options: vec![],
+            };
+            w.write_block(&Block::EnhancedPacket(epb)).unwrap();
+        }
+        std::fs::write(&path, w.into_inner()).unwrap();
+        let mut seen = Vec::new();
+        let n = for_each_frame(&path, |l, f, ts| seen.push((l, f.to_vec(), ts))).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            seen,
+            vec![
+                (LinkType::Ethernet, b"abcde".to_vec(), 1_700_000_000_123_456),
+                (LinkType::RawIp, b"xyz".to_vec(), 1_700_000_000_123_456),
+                (LinkType::Ethernet, vec![7u8; 61], 1_700_000_001_000_000),
+            ]
+        );
+        let data = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &data[..data.len() - 3]).unwrap();
+        let r = for_each_frame(&path, |_, _, _| {});
+        assert!(
+            matches!(r, Err(SourceError::Damaged { frames: 2, .. })),
+            "{r:?}"
+        );
         std::fs::remove_file(&path).unwrap();
     }
 
