@@ -187,7 +187,7 @@ fn read_pcapng<F: FnMut(LinkType, &[u8], u64)>(
         }
         let kind = u32_at(h, 0, big);
         let len = u32_at(h, 4, big) as usize;
-        if len < 12 || len > MAX_RECORD {
+        if !(12..=MAX_RECORD).contains(&len) {
             return Err(damaged_at(frames, format!("block of {len} bytes")));
         }
         if !r.ensure(len)? {
