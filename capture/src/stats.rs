@@ -78,6 +78,10 @@ pub struct Stats {
     pub multi_queue_sessions: u64,
     /// Frames the kernel or NIC dropped before the source got them (source-reported).
     pub kernel_drops: u64,
+    /// Frames the XDP program left to the kernel stack as not server-port TCP (not in `packets`).
+    pub filtered_in_kernel: u64,
+    /// Frames that arrived without a kernel timestamp and got the wall clock at read time.
+    pub untimed_frames: u64,
     /// Events dropped because a session's ring was full.
     pub ring_drops: u64,
     /// Sessions that lost at least one event to a full ring.

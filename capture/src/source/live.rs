@@ -252,35 +252,48 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     })
 }
 
-/// AF_XDP on RX queue 0; the attach mode comes from `MRTE_XDP_MODE` (auto, zc, drv, skb;
-/// default auto) until the CLI carries it.
+/// The AF_XDP attach mode from `MRTE_XDP_MODE` (auto, zc, drv, skb; default auto).
+#[cfg(feature = "xdp")]
+fn xdp_mode(iface: &str) -> Result<crate::source::xdp::XdpMode, LiveError> {
+    use crate::source::xdp::XdpMode;
+    match std::env::var("MRTE_XDP_MODE").as_deref() {
+        Err(_) | Ok("auto") => Ok(XdpMode::Auto),
+        Ok("zc") => Ok(XdpMode::ZeroCopy),
+        Ok("drv") => Ok(XdpMode::Driver),
+        Ok("skb") => Ok(XdpMode::Skb),
+        Ok(other) => Err(LiveError::Xdp {
+            iface: iface.to_string(),
+            msg: format!("MRTE_XDP_MODE={other:?}: expected auto, zc, drv or skb"),
+        }),
+    }
+}
+
+/// Copy the AF_XDP socket's and XDP program's counters into `st`.
+#[cfg(feature = "xdp")]
+fn xdp_counters(src: &mut crate::source::xdp::XdpSource, st: &mut Stats) {
+    st.kernel_drops = src.drops();
+    let c = src.program_counters();
+    st.filtered_in_kernel = c.passed;
+    st.untimed_frames = c.untimed;
+}
+
+/// AF_XDP on RX queue 0 with mrte's XDP program; the attach mode comes from `MRTE_XDP_MODE`.
 #[cfg(feature = "xdp")]
 fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
-    use crate::source::xdp::{XdpMode, XdpSource};
+    use crate::source::xdp::XdpSource;
     let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
     let cfg2 = cfg.clone();
-    let mode = match std::env::var("MRTE_XDP_MODE").as_deref() {
-        Err(_) | Ok("auto") => XdpMode::Auto,
-        Ok("zc") => XdpMode::ZeroCopy,
-        Ok("drv") => XdpMode::Driver,
-        Ok("skb") => XdpMode::Skb,
-        Ok(other) => {
-            return Err(LiveError::Xdp {
-                iface: cfg.iface.clone(),
-                msg: format!("MRTE_XDP_MODE={other:?}: expected auto, zc, drv or skb"),
-            })
-        }
-    };
+    let mode = xdp_mode(&cfg.iface)?;
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<&'static str, String>>(1);
     let thread = std::thread::Builder::new()
         .name("mrte-xdp".into())
         .spawn(move || {
             let cfg = cfg2;
             pin(cfg.core);
-            let mut src = match XdpSource::open(&cfg.iface, 0, mode) {
+            let mut src = match XdpSource::open(&cfg.iface, 0, mode, &cfg.pipeline.ports) {
                 Ok(s) => {
                     let _ = ready_tx.send(Ok(s.mode));
                     s
@@ -296,13 +309,14 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
             let mut p = Pipeline::new(cfg.pipeline.clone());
             let started = Instant::now();
             let mut last_pub = Instant::now();
+            let mut last_clock = Instant::now();
             let mut frames = 0u64;
             let link = LinkType::Ethernet;
             while !stop2.load(Ordering::Acquire)
                 && cfg.duration.is_none_or(|d| started.elapsed() < d)
                 && cfg.count.is_none_or(|n| frames < n)
             {
-                let r = src.recv_batch(100, |f, ts| {
+                let r = src.recv_batch(|f, ts| {
                     frames += 1;
                     p.handle_frame(link, f, ts, &mut sink);
                 });
@@ -312,14 +326,18 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
                 }
                 if last_pub.elapsed() >= Duration::from_millis(100) {
                     last_pub = Instant::now();
-                    p.stats_mut().kernel_drops = src.drops();
+                    if last_clock.elapsed() >= Duration::from_secs(1) {
+                        last_clock = last_pub;
+                        src.refresh_clock();
+                    }
+                    xdp_counters(&mut src, p.stats_mut());
                     let r = sink.stats();
                     p.stats_mut().ring_drops = r.dropped_events;
                     p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
                     live2.publish(p.stats());
                 }
             }
-            p.stats_mut().kernel_drops = src.drops();
+            xdp_counters(&mut src, p.stats_mut());
             let now_us = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64);
@@ -334,7 +352,7 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
         .map_err(|_| LiveError::Panicked)?;
     match ready_rx.recv() {
         Ok(Ok(mode)) => {
-            let note = format!("AF_XDP, {mode} mode, RX queue 0");
+            let note = format!("AF_XDP, {mode} mode, RX queue 0, mrte XDP program");
             tracing::info!("capture source on {}: {note}", cfg.iface);
             Ok(LiveHandle {
                 sessions: rx,
@@ -356,39 +374,49 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
 }
 
 /// Counters of `mrte record`.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RecordStats {
+    /// Which source recorded.
+    pub source: String,
     /// Frames written.
     pub frames: u64,
     /// Bytes written.
     pub bytes: u64,
     /// Frames the kernel dropped.
     pub kernel_drops: u64,
+    /// Frames the source delivered that were not server-port TCP, not written (AF_XDP).
+    pub skipped: u64,
+    /// Frames the XDP program left to the kernel stack (AF_XDP).
+    pub filtered_in_kernel: u64,
+    /// Frames without a kernel timestamp, written with the wall clock at read time (AF_XDP).
+    pub untimed_frames: u64,
 }
 
 /// Write the server-port traffic of `cfg.iface` to a pcap at `path` until stopped.
 ///
-/// Always libpcap (its BPF filter keeps only server-port traffic and gives kernel timestamps):
-/// `SourceKind::Xdp` is refused with [`LiveError::Xdp`], `Auto` and `Pcap` record with libpcap.
+/// AF_XDP (with mrte's XDP program selecting server-port TCP and stamping kernel receive times)
+/// when `cfg.source` allows and it binds, else libpcap with a BPF filter; `SourceKind::Xdp`
+/// fails rather than falling back.
 pub fn record(
     cfg: &LiveConfig,
     path: &Path,
     stop: Arc<AtomicBool>,
 ) -> Result<RecordStats, LiveError> {
-    if cfg.source == SourceKind::Xdp {
-        return Err(LiveError::Xdp {
-            iface: cfg.iface.clone(),
-            msg: "recording uses libpcap only; use --source auto or pcap".into(),
-        });
-    }
+    let note = match cfg.source {
+        SourceKind::Pcap => "libpcap (asked for with --source pcap)".to_string(),
+        SourceKind::Xdp | SourceKind::Auto => match record_xdp(cfg, path, &stop) {
+            Ok(st) => return Ok(st),
+            Err(e) if cfg.source == SourceKind::Xdp => return Err(e),
+            Err(e) => format!("libpcap, because AF_XDP did not bind: {e}"),
+        },
+    };
     let (mut cap, link) = open_pcap(cfg)?;
-    tracing::info!(
-        "recording {} to {} with libpcap (AF_XDP recording is not implemented)",
-        cfg.iface,
-        path.display()
-    );
+    tracing::info!("recording {} to {} with {note}", cfg.iface, path.display());
     let mut w = PcapFileWriter::create(path, link)?;
-    let mut st = RecordStats::default();
+    let mut st = RecordStats {
+        source: note,
+        ..RecordStats::default()
+    };
     let started = Instant::now();
     while !stop.load(Ordering::Acquire)
         && cfg.duration.is_none_or(|d| started.elapsed() < d)
@@ -413,6 +441,73 @@ pub fn record(
     if let Ok(s) = cap.stats() {
         st.kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);
     }
+    w.finish()?;
+    Ok(st)
+}
+
+#[cfg(not(feature = "xdp"))]
+fn record_xdp(cfg: &LiveConfig, _: &Path, _: &AtomicBool) -> Result<RecordStats, LiveError> {
+    Err(LiveError::Xdp {
+        iface: cfg.iface.clone(),
+        msg: "this binary was built without the `xdp` feature".into(),
+    })
+}
+
+/// `record` on AF_XDP: frames of server-port TCP (the XDP program's choice, checked again
+/// here) written with their kernel receive times.
+#[cfg(feature = "xdp")]
+fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<RecordStats, LiveError> {
+    use crate::source::xdp::XdpSource;
+    let xerr = |msg: String| LiveError::Xdp {
+        iface: cfg.iface.clone(),
+        msg,
+    };
+    pin(cfg.core);
+    let mut src =
+        XdpSource::open(&cfg.iface, 0, xdp_mode(&cfg.iface)?, &cfg.pipeline.ports).map_err(xerr)?;
+    let note = format!("AF_XDP, {} mode, RX queue 0, mrte XDP program", src.mode);
+    tracing::info!("recording {} to {} with {note}", cfg.iface, path.display());
+    let mut w = PcapFileWriter::create(path, LinkType::Ethernet)?;
+    let mut st = RecordStats {
+        source: note,
+        ..RecordStats::default()
+    };
+    let ports = &cfg.pipeline.ports;
+    let started = Instant::now();
+    let mut last_clock = Instant::now();
+    let mut werr = None;
+    while !stop.load(Ordering::Acquire)
+        && cfg.duration.is_none_or(|d| started.elapsed() < d)
+        && cfg.count.is_none_or(|n| st.frames < n)
+        && werr.is_none()
+    {
+        src.recv_batch(|f, ts| {
+            let ours = crate::net::slice_tcp(LinkType::Ethernet, f)
+                .is_ok_and(|s| ports.contains(&s.src.port()) || ports.contains(&s.dst.port()));
+            if cfg.count.is_some_and(|n| st.frames >= n) {
+            } else if !ours {
+                st.skipped += 1;
+            } else if let Err(e) = w.write(f, ts) {
+                werr.get_or_insert(e);
+            } else {
+                st.frames += 1;
+                st.bytes += f.len() as u64;
+            }
+        })
+        .map_err(|e| xerr(e.to_string()))?;
+        if last_clock.elapsed() >= Duration::from_secs(1) {
+            last_clock = Instant::now();
+            src.refresh_clock();
+        }
+    }
+    if let Some(e) = werr {
+        return Err(e.into());
+    }
+    let mut s = Stats::default();
+    xdp_counters(&mut src, &mut s);
+    st.kernel_drops = s.kernel_drops;
+    st.filtered_in_kernel = s.filtered_in_kernel;
+    st.untimed_frames = s.untimed_frames;
     w.finish()?;
     Ok(st)
 }

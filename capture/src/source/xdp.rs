@@ -1,12 +1,20 @@
-//! AF_XDP receive socket (xsk-rs): the one module that owns UMEM memory and XDP rings.
+//! AF_XDP receive socket (xsk-rs) and mrte's XDP program: the one module that owns UMEM memory,
+//! XDP rings and BPF objects.
 //!
 //! [`XdpSource::open`] binds one socket to one RX queue, trying native driver mode with zero-copy,
-//! then native copy, then generic (SKB) mode, and says which one bound. xsk-rs loads libxdp's
-//! default program, which redirects every frame of that queue to the socket; frames that are not
-//! TCP to or from a server port are then counted and skipped by the pipeline. Frames are read in
-//! batches and given straight back to the fill ring after the batch is decoded; the pipeline
-//! copies out only what commands need. Socket statistics (rx_dropped, rx_ring_full, fill ring
-//! empty) are exposed as drops so that loss is never silent.
+//! then native copy, then generic (SKB) mode, and says which one bound. It attaches mrte's own
+//! XDP program (`capture/bpf/mrte_xdp.c`, compiled by build.rs, loaded through libxdp) instead
+//! of libxdp's default one: the program sends only TCP to or from a server port (plus IP
+//! fragments and TCP headers cut short, so that user space counts them) to the socket and lets
+//! every other frame go on to the kernel stack; it writes the kernel's receive time
+//! (`bpf_ktime_get_ns`) in front of each frame it redirects. Frames are read in batches without a
+//! system call; when the ring is empty the thread sleeps for a short, fixed time, so a quiet or
+//! moderately loaded mirror port costs a few hundred wakeups a second instead of one per frame,
+//! while timestamps stay per frame. Frames go straight back to the fill ring after the batch is
+//! decoded; the pipeline copies out only what commands need. Socket statistics (rx_dropped,
+//! rx_ring_full, fill ring empty) are exposed as drops so that loss is never silent, and the
+//! program's own counters say how many frames it passed to the stack and how many it could not
+//! timestamp (those get the wall clock at batch time).
 //!
 //! Loss before the socket is not in these statistics: on a veth (the lab), native XDP makes the
 //! peer queue frames in a 256-entry ring and drop them when the receive side falls behind,
@@ -16,30 +24,40 @@
 //! tries generic mode first, then native copy; on a physical NIC it tries zero-copy, native copy,
 //! then generic.
 //!
-//! Timestamps are the wall clock read once per batch, right after the batch arrived (AF_XDP
-//! copy mode carries no kernel receive time).
-//!
 //! Scope: one socket on one RX queue (queue 0 when started from `live`); the lab's veth has one
-//! queue. Several queues, each with its own thread and UMEM, and an XDP filter program that drops
-//! non-server-port frames in the kernel are not done here.
+//! queue. Several queues, each with its own thread and UMEM, and busy polling are not done here.
 //!
 //! bpffs: `ip netns exec` mounts a fresh /sys without /sys/fs/bpf, so libxdp prints "No bpffs
-//! found ... Falling back to loading single prog without dispatcher" and attaches its program
+//! found ... Falling back to loading single prog without dispatcher" and attaches the program
 //! directly; capture works either way. To use the libxdp dispatcher (several XDP programs on one
 //! interface), mount bpffs first: `ip netns exec NS sh -c 'mount -t bpf bpf /sys/fs/bpf; exec
 //! mrte inspect -i IFACE ...'`.
 #![allow(unsafe_code)]
 
+use std::ffi::{c_void, CString};
 use std::io;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
-use xsk_rs::config::{BindFlags, Interface, QueueSize, SocketConfig, UmemConfig, XdpFlags};
+use libxdp_sys as sys;
+use xsk_rs::config::{
+    BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
+};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
-/// Frames in the UMEM (and the fill ring).
-const FRAMES: u32 = 4096;
+/// Frames in the UMEM (and the RX ring).
+const FRAMES: u32 = 8192;
 /// Frames read per batch.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
+/// How long the thread sleeps when the RX ring is empty (the ring holds 8 ms at 1 Mpps).
+pub const IDLE_SLEEP: Duration = Duration::from_micros(500);
+
+/// The XDP program object, compiled from `capture/bpf/mrte_xdp.c` by build.rs.
+static PROGRAM_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mrte_xdp.o"));
+/// `struct mrte_meta` of the XDP program: magic, reserved, CLOCK_MONOTONIC nanoseconds.
+const META_LEN: usize = 16;
+/// `MRTE_META_MAGIC` of the XDP program.
+const META_MAGIC: u32 = 0x4d52_5445;
 
 /// Which XDP attach mode to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +72,213 @@ pub enum XdpMode {
     Skb,
 }
 
-/// A bound AF_XDP socket on one RX queue.
+/// Counters kept by the XDP program, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramCounters {
+    /// Frames that were not server-port TCP, left to the kernel stack.
+    pub passed: u64,
+    /// Frames sent to the socket.
+    pub redirected: u64,
+    /// Frames sent to the socket without a kernel timestamp.
+    pub untimed: u64,
+}
+
+/// mrte's XDP program attached to one interface; detached and closed on drop.
+struct Program {
+    obj: *mut sys::bpf_object,
+    prog: *mut sys::xdp_program,
+    ifindex: i32,
+    mode: sys::xdp_attach_mode,
+    attached: bool,
+    xsks_fd: i32,
+    counters_fd: i32,
+    cpus: usize,
+}
+
+fn map_fd(obj: *mut sys::bpf_object, name: &str) -> Result<i32, String> {
+    let c = CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: `obj` is a loaded bpf_object owned by the caller and `c` outlives the call.
+    let fd = unsafe { sys::bpf_object__find_map_fd_by_name(obj, c.as_ptr()) };
+    if fd < 0 {
+        return Err(format!("XDP program has no map {name}"));
+    }
+    Ok(fd)
+}
+
+/// Number of possible CPUs (the per-CPU map value count).
+fn possible_cpus() -> usize {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    let mut n = 0;
+    for part in s.trim().split(',') {
+        let mut it = part.split('-').map(|x| x.trim().parse::<usize>());
+        match (it.next(), it.next()) {
+            (Some(Ok(a)), Some(Ok(b))) if b >= a => n = n.max(b + 1),
+            (Some(Ok(a)), None) => n = n.max(a + 1),
+            _ => {}
+        }
+    }
+    n.max(1)
+}
+
+impl Program {
+    /// Load the program, attach it to `ifindex` in `mode` and mark `ports` as server ports.
+    fn attach(ifindex: i32, mode: sys::xdp_attach_mode, ports: &[u16]) -> Result<Self, String> {
+        // SAFETY: the buffer is a valid ELF object that lives for the whole program; libbpf
+        // copies what it keeps, and a null `opts` asks for defaults.
+        let obj = unsafe {
+            sys::bpf_object__open_mem(
+                PROGRAM_OBJECT.as_ptr().cast(),
+                PROGRAM_OBJECT.len(),
+                std::ptr::null(),
+            )
+        };
+        if obj.is_null() {
+            return Err(format!(
+                "opening the XDP program: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        let sec = CString::new("xdp").map_err(|e| e.to_string())?;
+        // SAFETY: `obj` is a valid object that is not loaded yet; `sec` outlives the call.
+        let prog = unsafe { sys::xdp_program__from_bpf_obj(obj, sec.as_ptr()) };
+        // SAFETY: libxdp_get_error only looks at the pointer value (null or ERR_PTR).
+        let err = unsafe { sys::libxdp_get_error(prog as *const c_void) };
+        if prog.is_null() || err != 0 {
+            // SAFETY: `obj` came from bpf_object__open_mem and nothing else refers to it.
+            unsafe { sys::bpf_object__close(obj) };
+            return Err(format!(
+                "reading the XDP program: {}",
+                io::Error::from_raw_os_error(-(err as i32))
+            ));
+        }
+        let mut p = Program {
+            obj,
+            prog,
+            ifindex,
+            mode,
+            attached: false,
+            xsks_fd: -1,
+            counters_fd: -1,
+            cpus: possible_cpus(),
+        };
+        // SAFETY: `prog` is a valid xdp_program; libxdp loads the object and attaches it.
+        let rc = unsafe { sys::xdp_program__attach(prog, ifindex, mode, 0) };
+        if rc < 0 {
+            return Err(format!(
+                "attaching the XDP program: {}",
+                io::Error::from_raw_os_error(-rc)
+            ));
+        }
+        p.attached = true;
+        p.xsks_fd = map_fd(obj, "xsks")?;
+        p.counters_fd = map_fd(obj, "counters")?;
+        let ports_fd = map_fd(obj, "ports")?;
+        for &port in ports {
+            let key = u32::from(port);
+            let one = 1u8;
+            // SAFETY: `ports` is an array map of u32 keys and u8 values; both point at locals.
+            let rc = unsafe {
+                sys::bpf_map_update_elem(
+                    ports_fd,
+                    (&key as *const u32).cast(),
+                    (&one as *const u8).cast(),
+                    0,
+                )
+            };
+            if rc < 0 {
+                return Err(format!(
+                    "setting server port {port}: {}",
+                    io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Send frames of RX queue `queue` to the socket `fd`.
+    fn set_socket(&self, queue: u32, fd: i32) -> Result<(), String> {
+        // SAFETY: `xsks` is an XSKMAP of u32 keys and u32 socket fds; both point at locals.
+        let rc = unsafe {
+            sys::bpf_map_update_elem(
+                self.xsks_fd,
+                (&queue as *const u32).cast(),
+                (&fd as *const i32).cast(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(format!(
+                "adding the socket to the XSKMAP: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> ProgramCounters {
+        let mut sum = [0u64; 3];
+        let mut vals = vec![0u64; self.cpus];
+        for (k, total) in sum.iter_mut().enumerate() {
+            let key = k as u32;
+            // SAFETY: `counters` is a per-CPU array of u64: the kernel writes one u64 per
+            // possible CPU into `vals`, which has exactly that many.
+            let rc = unsafe {
+                sys::bpf_map_lookup_elem(
+                    self.counters_fd,
+                    (&key as *const u32).cast(),
+                    vals.as_mut_ptr().cast(),
+                )
+            };
+            if rc == 0 {
+                *total = vals.iter().sum();
+            }
+        }
+        ProgramCounters {
+            passed: sum[0],
+            redirected: sum[1],
+            untimed: sum[2],
+        }
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: `prog` and `obj` are valid and owned here; the program was attached to
+        // `ifindex` in `mode` when `attached`; xdp_program__close leaves an external object to
+        // its owner, which closes it last.
+        unsafe {
+            if self.attached {
+                sys::xdp_program__detach(self.prog, self.ifindex, self.mode, 0);
+            }
+            sys::xdp_program__close(self.prog);
+            sys::bpf_object__close(self.obj);
+        }
+    }
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds.
+fn realtime_offset_ns() -> i128 {
+    let read = |clock| {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid timespec to write to.
+        unsafe { libc::clock_gettime(clock, &mut t) };
+        i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+    };
+    let mono = read(libc::CLOCK_MONOTONIC);
+    let real = read(libc::CLOCK_REALTIME);
+    real - mono
+}
+
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A bound AF_XDP socket on one RX queue, with mrte's XDP program in front of it.
 pub struct XdpSource {
     rx: RxQueue,
     fq: FillQueue,
@@ -62,7 +286,9 @@ pub struct XdpSource {
     _cq: CompQueue,
     batch: Vec<FrameDesc>,
     pending: Vec<FrameDesc>,
+    program: Program,
     umem: Umem,
+    offset_ns: i128,
     /// The mode that bound, in words.
     pub mode: &'static str,
 }
@@ -75,11 +301,19 @@ impl std::fmt::Debug for XdpSource {
     }
 }
 
+fn ifindex_of(iface: &str) -> Result<i32, String> {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("no interface {iface:?}"))
+}
+
 fn attempt(
     iface: &Interface,
+    ifindex: i32,
     queue: u32,
-    xdp: XdpFlags,
-    bind: BindFlags,
+    (xdp, attach_mode, bind): (XdpFlags, sys::xdp_attach_mode, BindFlags),
+    ports: &[u16],
 ) -> Result<XdpSource, String> {
     let frames = NonZeroU32::new(FRAMES).ok_or("frame count")?;
     let ring = QueueSize::new(FRAMES).map_err(|e| e.to_string())?;
@@ -95,6 +329,7 @@ fn attempt(
     let scfg = SocketConfig::builder()
         .rx_queue_size(ring)
         .tx_queue_size(QueueSize::new(64).map_err(|e| e.to_string())?)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
         .xdp_flags(xdp)
         .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
         .build();
@@ -108,43 +343,60 @@ fn attempt(
     if given != descs.len() {
         return Err(format!("fill ring took {given} of {} frames", descs.len()));
     }
+    let program = Program::attach(ifindex, attach_mode, ports)?;
+    use std::os::fd::AsRawFd;
+    program.set_socket(queue, rx.fd().as_raw_fd())?;
     Ok(XdpSource {
         batch: descs[..BATCH].to_vec(),
         pending: Vec::with_capacity(descs.len()),
+        program,
         umem,
         rx,
         fq,
         _tx: tx,
         _cq: cq,
+        offset_ns: realtime_offset_ns(),
         mode: "",
     })
 }
 
 impl XdpSource {
-    /// Bind to `iface` queue `queue`; the error lists why each mode failed.
-    pub fn open(iface: &str, queue: u32, mode: XdpMode) -> Result<Self, String> {
+    /// Bind to `iface` queue `queue` for TCP traffic of `ports`; the error lists why each mode
+    /// failed.
+    pub fn open(iface: &str, queue: u32, mode: XdpMode, ports: &[u16]) -> Result<Self, String> {
         let ifc: Interface = iface
             .parse()
             .map_err(|_| format!("bad interface name {iface:?}"))?;
-        let tries: &[(&'static str, XdpFlags, BindFlags)] = &[
+        let ifindex = ifindex_of(iface)?;
+        type Try = (&'static str, (XdpFlags, sys::xdp_attach_mode, BindFlags));
+        let tries: [Try; 3] = [
             (
                 "native zero-copy",
-                XdpFlags::XDP_FLAGS_DRV_MODE,
-                BindFlags::XDP_ZEROCOPY,
+                (
+                    XdpFlags::XDP_FLAGS_DRV_MODE,
+                    sys::xdp_attach_mode_XDP_MODE_NATIVE,
+                    BindFlags::XDP_ZEROCOPY,
+                ),
             ),
             (
                 "native copy",
-                XdpFlags::XDP_FLAGS_DRV_MODE,
-                BindFlags::XDP_COPY,
+                (
+                    XdpFlags::XDP_FLAGS_DRV_MODE,
+                    sys::xdp_attach_mode_XDP_MODE_NATIVE,
+                    BindFlags::XDP_COPY,
+                ),
             ),
             (
                 "generic (SKB) copy",
-                XdpFlags::XDP_FLAGS_SKB_MODE,
-                BindFlags::XDP_COPY,
+                (
+                    XdpFlags::XDP_FLAGS_SKB_MODE,
+                    sys::xdp_attach_mode_XDP_MODE_SKB,
+                    BindFlags::XDP_COPY,
+                ),
             ),
         ];
         let virtual_if = !std::path::Path::new(&format!("/sys/class/net/{iface}/device")).exists();
-        let pick: Vec<_> = match mode {
+        let pick: Vec<Try> = match mode {
             XdpMode::Auto if virtual_if => {
                 tracing::info!(
                     "AF_XDP on {iface}: virtual interface (no device in sysfs), trying generic (SKB) \
@@ -159,8 +411,8 @@ impl XdpSource {
             XdpMode::Skb => tries[2..].to_vec(),
         };
         let mut why = Vec::new();
-        for (name, xdp, bind) in pick {
-            match attempt(&ifc, queue, xdp, bind) {
+        for (name, flags) in pick {
+            match attempt(&ifc, ifindex, queue, flags, ports) {
                 Ok(mut s) => {
                     s.mode = name;
                     if !why.is_empty() {
@@ -177,33 +429,54 @@ impl XdpSource {
         Err(why.join("; "))
     }
 
-    /// Wait up to `timeout_ms` for frames; call `f` on each with the batch's arrival time
-    /// (microseconds since the Unix epoch, read once per batch after the frames arrived), then
-    /// give them back to the kernel.
+    /// Read the frames waiting in the RX ring (no system call) and call `f` on each with its
+    /// receive time in microseconds since the Unix epoch (the kernel's, from the XDP program's
+    /// metadata; the wall clock now for a frame without it), then give them back to the kernel.
+    /// With nothing waiting, sleep [`IDLE_SLEEP`] and return 0.
     ///
     /// Frames the fill ring cannot take yet are kept and offered again on the next call; while
     /// they wait, the kernel counts the frames it could not place as fill-ring-empty drops.
-    pub fn recv_batch(
-        &mut self,
-        timeout_ms: i32,
-        mut f: impl FnMut(&[u8], u64),
-    ) -> io::Result<usize> {
+    pub fn recv_batch(&mut self, mut f: impl FnMut(&[u8], u64)) -> io::Result<usize> {
         // SAFETY: the batch descriptors are scratch slots owned by this source; the kernel writes
         // received frames' addresses and lengths into them, and those frames stay ours until they
         // are produced to the fill ring again.
-        let n = unsafe { self.rx.poll_and_consume(&mut self.batch, timeout_ms) }?;
-        let ts_us = if n > 0 {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64)
-        } else {
-            0
-        };
-        for d in &self.batch[..n] {
+        let n = unsafe { self.rx.consume(&mut self.batch) };
+        if n == 0 {
+            if self.fq.needs_wakeup() {
+                self.fq.wakeup(self.rx.fd_mut(), 0)?;
+            }
+            std::thread::sleep(IDLE_SLEEP);
+            return Ok(0);
+        }
+        let mut wall = 0;
+        for d in &mut self.batch[..n] {
             // SAFETY: `d` was just handed back by the RX ring, so the kernel does not write to
-            // that frame until it is given back to the fill ring below.
-            let data = unsafe { self.umem.data(d) };
-            f(data.contents(), ts_us);
+            // that frame until it is given back to the fill ring below; nothing else borrows it.
+            let mut data = unsafe { self.umem.data_mut(d) };
+            let frame = data.contents_mut();
+            let start = frame.as_mut_ptr();
+            // SAFETY: the kernel places frame data at least XDP_PACKET_HEADROOM (256) bytes into
+            // its UMEM chunk, so the META_LEN bytes in front of it lie inside the same chunk,
+            // which this source owns until the frame goes back to the fill ring. The XDP
+            // program wrote them (or they hold stale bytes, which the magic check rejects).
+            let meta: [u8; META_LEN] =
+                unsafe { std::ptr::read_unaligned(start.sub(META_LEN).cast()) };
+            let magic = u32::from_ne_bytes([meta[0], meta[1], meta[2], meta[3]]);
+            let ts = if magic == META_MAGIC {
+                // SAFETY: as above; clearing the magic keeps a later frame in this chunk that
+                // arrives without metadata from reusing this timestamp.
+                unsafe { std::ptr::write_unaligned(start.sub(META_LEN).cast::<u32>(), 0) };
+                let mono = u64::from_ne_bytes([
+                    meta[8], meta[9], meta[10], meta[11], meta[12], meta[13], meta[14], meta[15],
+                ]);
+                ((i128::from(mono) + self.offset_ns) / 1000).max(0) as u64
+            } else {
+                if wall == 0 {
+                    wall = wall_us();
+                }
+                wall
+            };
+            f(frame, ts);
         }
         self.pending.extend_from_slice(&self.batch[..n]);
         let mut done = 0;
@@ -224,11 +497,22 @@ impl XdpSource {
         Ok(n)
     }
 
+    /// Re-read the offset between the realtime and monotonic clocks (call about once a second,
+    /// so that timestamps follow clock steps).
+    pub fn refresh_clock(&mut self) {
+        self.offset_ns = realtime_offset_ns();
+    }
+
     /// Frames the kernel dropped for this socket (rx_dropped + rx_ring_full + fill ring empty).
     pub fn drops(&mut self) -> u64 {
         match self.rx.fd_mut().xdp_statistics() {
             Ok(s) => s.rx_dropped() + s.rx_ring_full() + s.rx_fill_ring_empty_descs(),
             Err(_) => 0,
         }
+    }
+
+    /// The XDP program's counters.
+    pub fn program_counters(&self) -> ProgramCounters {
+        self.program.counters()
     }
 }
