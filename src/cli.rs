@@ -281,14 +281,13 @@ fn record(a: RecordArgs) -> Result<ExitCode> {
     let st = mrte_capture::source::live::record(&cfg, &a.file, stop)?;
     println!("{}", serde_json::to_string(&st)?);
     eprintln!(
-        "recorded {} frames ({} bytes) to {} with {}; kernel dropped {}, not server-port {} \
-         (+{} left to the stack by the XDP program), without kernel timestamp {}",
+        "recorded {} frames ({} bytes) to {} with {}; kernel dropped {}, left to the stack by \
+         the XDP program {}, without kernel timestamp {}",
         st.frames,
         st.bytes,
         a.file.display(),
         st.source,
         st.kernel_drops,
-        st.skipped,
         st.filtered_in_kernel,
         st.untimed_frames
     );

@@ -384,8 +384,6 @@ pub struct RecordStats {
     pub bytes: u64,
     /// Frames the kernel dropped.
     pub kernel_drops: u64,
-    /// Frames the source delivered that were not server-port TCP, not written (AF_XDP).
-    pub skipped: u64,
     /// Frames the XDP program left to the kernel stack (AF_XDP).
     pub filtered_in_kernel: u64,
     /// Frames without a kernel timestamp, written with the wall clock at read time (AF_XDP).
@@ -453,8 +451,8 @@ fn record_xdp(cfg: &LiveConfig, _: &Path, _: &AtomicBool) -> Result<RecordStats,
     })
 }
 
-/// `record` on AF_XDP: frames of server-port TCP (the XDP program's choice, checked again
-/// here) written with their kernel receive times.
+/// `record` on AF_XDP: the frames the XDP program selects (server-port TCP, and IP fragments
+/// and cut TCP headers it cannot judge) written with their kernel receive times.
 #[cfg(feature = "xdp")]
 fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<RecordStats, LiveError> {
     use crate::source::xdp::XdpSource;
@@ -472,7 +470,6 @@ fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<Record
         source: note,
         ..RecordStats::default()
     };
-    let ports = &cfg.pipeline.ports;
     let started = Instant::now();
     let mut last_clock = Instant::now();
     let mut werr = None;
@@ -482,11 +479,7 @@ fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<Record
         && werr.is_none()
     {
         src.recv_batch(|f, ts| {
-            let ours = crate::net::slice_tcp(LinkType::Ethernet, f)
-                .is_ok_and(|s| ports.contains(&s.src.port()) || ports.contains(&s.dst.port()));
             if cfg.count.is_some_and(|n| st.frames >= n) {
-            } else if !ours {
-                st.skipped += 1;
             } else if let Err(e) = w.write(f, ts) {
                 werr.get_or_insert(e);
             } else {

@@ -7,10 +7,6 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
-use std::time::Duration;
-
-use pcap_file::pcap::{PcapHeader, PcapPacket};
-use pcap_file::{DataLink, TsResolution};
 
 use crate::event::EventSink;
 use crate::net::LinkType;
@@ -271,13 +267,6 @@ fn ts_scale(r: u8) -> (u64, u64) {
     }
 }
 
-fn damaged(frames: u64, e: pcap_file::PcapError) -> SourceError {
-    SourceError::Damaged {
-        frames,
-        reason: e.to_string(),
-    }
-}
-
 /// Read a capture file through `pipeline` into `sink`, then close every session.
 pub fn run_file<S: EventSink>(
     path: &Path,
@@ -293,9 +282,9 @@ pub fn run_file<S: EventSink>(
     res.map(|_| ())
 }
 
-/// A classic pcap writer (µs resolution) that tcpdump and Wireshark read.
+/// A classic pcap writer (µs resolution, little-endian) that tcpdump and Wireshark read.
 pub struct PcapFileWriter<W: Write> {
-    inner: pcap_file::pcap::PcapWriter<W>,
+    inner: W,
 }
 
 impl PcapFileWriter<BufWriter<File>> {
@@ -308,30 +297,34 @@ impl PcapFileWriter<BufWriter<File>> {
 
 impl<W: Write> PcapFileWriter<W> {
     /// Wrap a writer; writes the file header.
-    pub fn new(w: W, link: LinkType) -> Result<Self, SourceError> {
-        let header = PcapHeader {
-            datalink: DataLink::from(link.to_linktype()),
-            ts_resolution: TsResolution::MicroSecond,
-            snaplen: 262_144,
-            ..PcapHeader::default()
-        };
-        let inner =
-            pcap_file::pcap::PcapWriter::with_header(w, header).map_err(|e| damaged(0, e))?;
-        Ok(Self { inner })
+    pub fn new(mut w: W, link: LinkType) -> Result<Self, SourceError> {
+        let mut h = [0u8; 24];
+        h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h[4..6].copy_from_slice(&2u16.to_le_bytes());
+        h[6..8].copy_from_slice(&4u16.to_le_bytes());
+        h[16..20].copy_from_slice(&262_144u32.to_le_bytes());
+        h[20..24].copy_from_slice(&link.to_linktype().to_le_bytes());
+        w.write_all(&h)?;
+        Ok(Self { inner: w })
     }
 
     /// Append one frame taken at `ts_us`.
     pub fn write(&mut self, frame: &[u8], ts_us: u64) -> Result<(), SourceError> {
-        let p = PcapPacket::new(Duration::from_micros(ts_us), frame.len() as u32, frame);
-        self.inner.write_packet(&p).map_err(|e| damaged(0, e))?;
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&((ts_us / 1_000_000) as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&len.to_le_bytes());
+        h[12..16].copy_from_slice(&len.to_le_bytes());
+        self.inner.write_all(&h)?;
+        self.inner.write_all(frame)?;
         Ok(())
     }
 
     /// Flush and return the inner writer.
-    pub fn finish(self) -> Result<W, SourceError> {
-        let mut w = self.inner.into_writer();
-        w.flush()?;
-        Ok(w)
+    pub fn finish(mut self) -> Result<W, SourceError> {
+        self.inner.flush()?;
+        Ok(self.inner)
     }
 }
 
@@ -404,7 +397,8 @@ mod tests {
         };
         use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
         use pcap_file::pcapng::{Block, PcapNgWriter};
-        use pcap_file::Endianness;
+        use pcap_file::{DataLink, Endianness};
+        use std::time::Duration;
         let path = tmp("two.pcapng");
         let shb = SectionHeaderBlock {
             endianness: Endianness::Big,

@@ -10,7 +10,8 @@
 //! (`bpf_ktime_get_ns`) in front of each frame it redirects. Frames are read in batches without a
 //! system call; when the ring is empty the thread sleeps for a short, fixed time, so a quiet or
 //! moderately loaded mirror port costs a few hundred wakeups a second instead of one per frame,
-//! while timestamps stay per frame. Frames go straight back to the fill ring after the batch is
+//! while timestamps stay per frame (the sleep adapts to the recent rate so that it fills at most a
+//! quarter of the RX ring). Frames go straight back to the fill ring after the batch is
 //! decoded; the pipeline copies out only what commands need. Socket statistics (rx_dropped,
 //! rx_ring_full, fill ring empty) are exposed as drops so that loss is never silent, and the
 //! program's own counters say how many frames it passed to the stack and how many it could not
@@ -46,11 +47,13 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 /// Frames in the UMEM (and the RX ring).
-const FRAMES: u32 = 8192;
+const FRAMES: u32 = 16384;
 /// Frames read per batch.
 const BATCH: usize = 256;
-/// How long the thread sleeps when the RX ring is empty (the ring holds 8 ms at 1 Mpps).
-pub const IDLE_SLEEP: Duration = Duration::from_micros(500);
+/// Shortest and longest sleep when the RX ring is empty; in between, the sleep lets the recent
+/// frame rate fill at most a quarter of the ring.
+const IDLE_SLEEP_MIN: Duration = Duration::from_micros(200);
+const IDLE_SLEEP_MAX: Duration = Duration::from_millis(10);
 
 /// The XDP program object, compiled from `capture/bpf/mrte_xdp.c` by build.rs.
 static PROGRAM_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mrte_xdp.o"));
@@ -257,7 +260,7 @@ impl Drop for Program {
 }
 
 /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds.
-fn realtime_offset_ns() -> i128 {
+fn realtime_offset_ns() -> i64 {
     let read = |clock| {
         let mut t = libc::timespec {
             tv_sec: 0,
@@ -265,7 +268,7 @@ fn realtime_offset_ns() -> i128 {
         };
         // SAFETY: `t` is a valid timespec to write to.
         unsafe { libc::clock_gettime(clock, &mut t) };
-        i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+        t.tv_sec * 1_000_000_000 + t.tv_nsec
     };
     let mono = read(libc::CLOCK_MONOTONIC);
     let real = read(libc::CLOCK_REALTIME);
@@ -278,6 +281,36 @@ fn wall_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The recent frame rate, for sizing idle sleeps.
+struct RateWindow {
+    since: std::time::Instant,
+    frames: u64,
+    sleep: Duration,
+}
+
+impl RateWindow {
+    fn new() -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            frames: 0,
+            sleep: IDLE_SLEEP_MIN,
+        }
+    }
+
+    /// The sleep for an empty ring: a quarter of the ring at the rate of the last window.
+    fn idle_sleep(&mut self) -> Duration {
+        let dt = self.since.elapsed();
+        if dt >= Duration::from_millis(50) {
+            let fps = self.frames as f64 / dt.as_secs_f64();
+            let fill = f64::from(FRAMES / 4) / fps.max(1.0);
+            self.sleep = Duration::from_secs_f64(fill).clamp(IDLE_SLEEP_MIN, IDLE_SLEEP_MAX);
+            self.since = std::time::Instant::now();
+            self.frames = 0;
+        }
+        self.sleep
+    }
+}
+
 /// A bound AF_XDP socket on one RX queue, with mrte's XDP program in front of it.
 pub struct XdpSource {
     rx: RxQueue,
@@ -288,7 +321,8 @@ pub struct XdpSource {
     pending: Vec<FrameDesc>,
     program: Program,
     umem: Umem,
-    offset_ns: i128,
+    offset_ns: i64,
+    rate: RateWindow,
     /// The mode that bound, in words.
     pub mode: &'static str,
 }
@@ -356,6 +390,7 @@ fn attempt(
         _tx: tx,
         _cq: cq,
         offset_ns: realtime_offset_ns(),
+        rate: RateWindow::new(),
         mode: "",
     })
 }
@@ -432,7 +467,8 @@ impl XdpSource {
     /// Read the frames waiting in the RX ring (no system call) and call `f` on each with its
     /// receive time in microseconds since the Unix epoch (the kernel's, from the XDP program's
     /// metadata; the wall clock now for a frame without it), then give them back to the kernel.
-    /// With nothing waiting, sleep [`IDLE_SLEEP`] and return 0.
+    /// With nothing waiting, sleep (0.2 to 10 ms, so that the recent frame rate fills at most a
+    /// quarter of the RX ring meanwhile) and return 0.
     ///
     /// Frames the fill ring cannot take yet are kept and offered again on the next call; while
     /// they wait, the kernel counts the frames it could not place as fill-ring-empty drops.
@@ -445,9 +481,10 @@ impl XdpSource {
             if self.fq.needs_wakeup() {
                 self.fq.wakeup(self.rx.fd_mut(), 0)?;
             }
-            std::thread::sleep(IDLE_SLEEP);
+            std::thread::sleep(self.rate.idle_sleep());
             return Ok(0);
         }
+        self.rate.frames += n as u64;
         let mut wall = 0;
         for d in &mut self.batch[..n] {
             // SAFETY: `d` was just handed back by the RX ring, so the kernel does not write to
@@ -469,7 +506,7 @@ impl XdpSource {
                 let mono = u64::from_ne_bytes([
                     meta[8], meta[9], meta[10], meta[11], meta[12], meta[13], meta[14], meta[15],
                 ]);
-                ((i128::from(mono) + self.offset_ns) / 1000).max(0) as u64
+                (mono as i64).saturating_add(self.offset_ns).max(0) as u64 / 1000
             } else {
                 if wall == 0 {
                     wall = wall_us();
