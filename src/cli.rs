@@ -14,7 +14,7 @@ use mrte_capture::event::{EventSink, SessionEvent};
 use mrte_capture::mysql::DecoderConfig;
 use mrte_capture::pipeline::{Pipeline, PipelineConfig};
 use mrte_capture::ring::SessionStream;
-use mrte_capture::source::live::{LiveConfig, LiveHandle, SourceKind};
+use mrte_capture::source::live::{LiveConfig, LiveHandle, SourceKind, XdpMode};
 
 use crate::inspect::{Format, InspectSink};
 
@@ -52,6 +52,10 @@ pub struct CaptureArgs {
     /// Packet source: auto (AF_XDP, else libpcap), xdp, pcap.
     #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
     pub source: String,
+    /// AF_XDP attach mode: auto (zero-copy, else native copy, else generic; generic first on a
+    /// virtual interface), zc, drv (native copy) or skb (generic).
+    #[arg(long, env = "MRTE_XDP_MODE", default_value = "auto", value_parser = ["auto", "zc", "drv", "skb"])]
+    pub xdp_mode: String,
     /// Stop after this many seconds.
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
@@ -127,6 +131,9 @@ pub struct InspectArgs {
     /// Live: packet source (auto, xdp, pcap).
     #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
     pub source: String,
+    /// Live: AF_XDP attach mode (auto, zc, drv, skb).
+    #[arg(long, env = "MRTE_XDP_MODE", default_value = "auto", value_parser = ["auto", "zc", "drv", "skb"])]
+    pub xdp_mode: String,
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value = "text")]
     pub format: Format,
@@ -190,6 +197,7 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let cap = CaptureArgs {
         iface,
         source: a.source.clone(),
+        xdp_mode: a.xdp_mode.clone(),
         duration: a.duration,
         count: None,
         ring: 65536,
@@ -241,6 +249,12 @@ fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
             "xdp" => SourceKind::Xdp,
             "pcap" => SourceKind::Pcap,
             _ => SourceKind::Auto,
+        },
+        xdp_mode: match c.xdp_mode.as_str() {
+            "zc" => XdpMode::ZeroCopy,
+            "drv" => XdpMode::Driver,
+            "skb" => XdpMode::Skb,
+            _ => XdpMode::Auto,
         },
         ring_capacity: c.ring,
         duration: c.duration.map(std::time::Duration::from_secs_f64),

@@ -1,6 +1,7 @@
 //! mrte-bench: decode throughput, synthetic captures, packet sender and capture-loss measurements.
 
 mod decode;
+mod send;
 mod synth;
 
 use anyhow::Result;
@@ -20,11 +21,14 @@ enum Cmd {
     Decode(decode::DecodeArgs),
     /// Write a synthetic many-session MySQL capture (pcap).
     Synth(synth::SynthArgs),
+    /// Send a capture's frames out of an interface with AF_XDP, as fast as possible or at a rate.
+    Send(send::SendArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Decode(a) => decode::run(a),
         Cmd::Synth(a) => synth::run(a),
+        Cmd::Send(a) => send::run(a),
     }
 }

@@ -14,8 +14,10 @@ use rustc_hash::FxHasher;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::thread::Thread;
+use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender};
@@ -31,6 +33,24 @@ pub struct SessionShared {
     pub closed: AtomicBool,
     /// Woken after each push and at close.
     pub waker: AtomicWaker,
+    /// Backpressure: the producer is parked until this many slots are free (0: not waiting).
+    resume_at: AtomicU64,
+    /// The producer thread, recorded the first time it parks.
+    producer: OnceLock<Thread>,
+}
+
+impl SessionShared {
+    /// Wake a parked producer once the consumer has freed enough of the ring.
+    #[inline]
+    fn after_pop(&self, free: usize) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let want = self.resume_at.load(Ordering::Acquire);
+        if want != 0 && free as u64 >= want && self.resume_at.swap(0, Ordering::AcqRel) != 0 {
+            if let Some(t) = self.producer.get() {
+                t.unpark();
+            }
+        }
+    }
 }
 
 /// Consumer end of one session's ring.
@@ -45,7 +65,15 @@ pub struct SessionStream {
 impl SessionStream {
     /// Next event if one is ready.
     pub fn try_pop(&mut self) -> Option<SessionEvent> {
-        self.consumer.pop().ok()
+        let ev = self.consumer.pop().ok();
+        if ev.is_some() {
+            self.shared.after_pop(self.free_slots());
+        }
+        ev
+    }
+
+    fn free_slots(&self) -> usize {
+        self.consumer.buffer().capacity() - self.consumer.slots()
     }
 
     /// The producer is done and every event has been taken.
@@ -76,15 +104,15 @@ impl Future for NextEvent<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let s = &mut self.get_mut().stream;
-        if let Ok(ev) = s.consumer.pop() {
+        if let Some(ev) = s.try_pop() {
             return Poll::Ready(Some(ev));
         }
         s.shared.waker.register(cx.waker());
-        if let Ok(ev) = s.consumer.pop() {
+        if let Some(ev) = s.try_pop() {
             return Poll::Ready(Some(ev));
         }
         if s.shared.closed.load(Ordering::Acquire) {
-            return Poll::Ready(s.consumer.pop().ok());
+            return Poll::Ready(s.try_pop());
         }
         Poll::Pending
     }
@@ -144,9 +172,9 @@ impl RingSink {
         (sink, rx)
     }
 
-    /// Backpressure mode for offline readers: when a ring is full, `push` sleeps in 100 µs steps
-    /// until the consumer has freed a quarter of it (or went away), instead of
-    /// dropping. Never enable this on a live capture thread.
+    /// Backpressure mode for offline readers: when a ring is full, `push` parks the thread until
+    /// the consumer has freed a quarter of it (or went away), instead of dropping. Never enable
+    /// this on a live capture thread.
     pub fn set_wait_when_full(&mut self, wait: bool) {
         self.wait_when_full = wait;
     }
@@ -205,11 +233,17 @@ impl EventSink for RingSink {
         }
         if self.wait_when_full && p.ring.is_full() {
             let resume = (self.capacity / 4).max(1);
-            p.shared.waker.wake();
+            let _ = p.shared.producer.set(std::thread::current());
             while p.ring.slots() < resume && !p.ring.is_abandoned() {
-                std::thread::sleep(std::time::Duration::from_micros(100));
+                p.shared.resume_at.store(resume as u64, Ordering::Release);
+                std::sync::atomic::fence(Ordering::SeqCst);
                 p.shared.waker.wake();
+                if p.ring.slots() < resume && !p.ring.is_abandoned() {
+                    // The timeout only bounds a wake-up lost to the consumer going away.
+                    std::thread::park_timeout(Duration::from_millis(20));
+                }
             }
+            p.shared.resume_at.store(0, Ordering::Release);
             if p.ring.is_abandoned() {
                 self.stats.orphaned_sessions += 1;
                 self.producers.remove(&id);

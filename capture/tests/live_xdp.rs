@@ -97,6 +97,7 @@ fn capture_session(source: SourceKind, ring_capacity: usize) -> Run {
         iface: "span0".into(),
         pipeline: PipelineConfig::default(),
         source,
+        xdp_mode: live::XdpMode::Auto,
         ring_capacity,
         duration: Some(Duration::from_secs(30)),
         count: None,

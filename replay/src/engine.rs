@@ -80,7 +80,7 @@ use hdrhistogram::Histogram;
 use mrte_capture::event::{
     Command, CommandRecord, FlowKey, Login, Param, ResponseStatus, SessionEvent,
 };
-use mrte_capture::fingerprint::{fingerprint, fingerprint_id};
+use mrte_capture::fingerprint::{fingerprint, fingerprint_id, Fingerprinter};
 use mrte_capture::ring::SessionStream;
 use mysql_async::prelude::Queryable;
 use mysql_async::{
@@ -641,6 +641,44 @@ struct Session {
     stats: EngineStats,
     /// Lag samples not yet merged into the shared histogram (`None`: lag not measured).
     lag: Option<Vec<u64>>,
+    fps: FpCache,
+}
+
+/// Per-session fingerprint memo: reusable fingerprinting buffers, and each fingerprint's shared
+/// text and 64-bit id, so a repeated query shape costs no allocation and no MD5.
+#[derive(Debug, Default)]
+struct FpCache {
+    fingerprinter: Fingerprinter,
+    known: HashMap<Box<str>, (Arc<str>, u64)>,
+}
+
+impl FpCache {
+    /// Bound on remembered fingerprints per session; the memo restarts when it is reached.
+    const MAX: usize = 4096;
+
+    /// Fingerprint text and id of `sql`.
+    fn of_sql(&mut self, sql: &[u8]) -> (Arc<str>, u64) {
+        let fp = self.fingerprinter.fingerprint(sql);
+        Self::lookup(&mut self.known, fp)
+    }
+
+    /// Id of an already fingerprinted text.
+    fn id_of(&mut self, fp: &str) -> u64 {
+        Self::lookup(&mut self.known, fp).1
+    }
+
+    fn lookup(known: &mut HashMap<Box<str>, (Arc<str>, u64)>, fp: &str) -> (Arc<str>, u64) {
+        if let Some((text, id)) = known.get(fp) {
+            return (text.clone(), *id);
+        }
+        if known.len() >= Self::MAX {
+            known.clear();
+        }
+        let text: Arc<str> = Arc::from(fp);
+        let id = fingerprint_id(fp);
+        known.insert(fp.into(), (text.clone(), id));
+        (text, id)
+    }
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
@@ -776,6 +814,7 @@ impl Session {
             clock,
             stats,
             lag,
+            fps: FpCache::default(),
         }
     }
 
@@ -980,9 +1019,9 @@ impl Session {
                     return;
                 }
                 let res = self.run_query(sql).await;
-                let fp = fingerprint(sql);
+                let (fp, id) = self.fps.of_sql(sql);
                 let example = truncate_example(sql, self.ctx.cfg.example_len);
-                self.emit(&rec, Arc::from(fp.as_str()), example, res);
+                self.emit_fp(&rec, rec.command.name(), fp, id, example, res);
             }
             Command::InitDb { schema } => {
                 if let Some(r) = self.identity_skip(Some(schema)) {
@@ -1491,7 +1530,7 @@ impl Session {
     }
 
     fn emit(&mut self, rec: &CommandRecord, fp: Arc<str>, example: Arc<str>, res: Exec) {
-        let id = fingerprint_id(&fp);
+        let id = self.fps.id_of(&fp);
         let name = rec.command.name();
         self.emit_fp(rec, name, fp, id, example, res);
     }

@@ -30,6 +30,21 @@ pub enum SourceKind {
     Pcap,
 }
 
+/// Which XDP attach mode to ask for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Zero-copy driver mode, else driver copy mode, else generic mode (generic first on a
+    /// virtual interface).
+    #[default]
+    Auto,
+    /// Driver mode, zero-copy only.
+    ZeroCopy,
+    /// Driver mode, copy.
+    Driver,
+    /// Generic (SKB) mode.
+    Skb,
+}
+
 /// Live capture settings.
 #[derive(Clone, Debug)]
 pub struct LiveConfig {
@@ -39,6 +54,8 @@ pub struct LiveConfig {
     pub pipeline: PipelineConfig,
     /// Source choice.
     pub source: SourceKind,
+    /// AF_XDP attach mode.
+    pub xdp_mode: XdpMode,
     /// Events per session ring.
     pub ring_capacity: usize,
     /// Stop after this long.
@@ -252,22 +269,6 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     })
 }
 
-/// The AF_XDP attach mode from `MRTE_XDP_MODE` (auto, zc, drv, skb; default auto).
-#[cfg(feature = "xdp")]
-fn xdp_mode(iface: &str) -> Result<crate::source::xdp::XdpMode, LiveError> {
-    use crate::source::xdp::XdpMode;
-    match std::env::var("MRTE_XDP_MODE").as_deref() {
-        Err(_) | Ok("auto") => Ok(XdpMode::Auto),
-        Ok("zc") => Ok(XdpMode::ZeroCopy),
-        Ok("drv") => Ok(XdpMode::Driver),
-        Ok("skb") => Ok(XdpMode::Skb),
-        Ok(other) => Err(LiveError::Xdp {
-            iface: iface.to_string(),
-            msg: format!("MRTE_XDP_MODE={other:?}: expected auto, zc, drv or skb"),
-        }),
-    }
-}
-
 /// Copy the AF_XDP socket's and XDP program's counters into `st`.
 #[cfg(feature = "xdp")]
 fn xdp_counters(src: &mut crate::source::xdp::XdpSource, st: &mut Stats) {
@@ -277,7 +278,7 @@ fn xdp_counters(src: &mut crate::source::xdp::XdpSource, st: &mut Stats) {
     st.untimed_frames = c.untimed;
 }
 
-/// AF_XDP on RX queue 0 with mrte's XDP program; the attach mode comes from `MRTE_XDP_MODE`.
+/// AF_XDP on RX queue 0 with mrte's XDP program, in the configured attach mode.
 #[cfg(feature = "xdp")]
 fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     use crate::source::xdp::XdpSource;
@@ -286,7 +287,7 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
     let cfg2 = cfg.clone();
-    let mode = xdp_mode(&cfg.iface)?;
+    let mode = cfg.xdp_mode;
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<&'static str, String>>(1);
     let thread = std::thread::Builder::new()
         .name("mrte-xdp".into())
@@ -462,7 +463,7 @@ fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<Record
     };
     pin(cfg.core);
     let mut src =
-        XdpSource::open(&cfg.iface, 0, xdp_mode(&cfg.iface)?, &cfg.pipeline.ports).map_err(xerr)?;
+        XdpSource::open(&cfg.iface, 0, cfg.xdp_mode, &cfg.pipeline.ports).map_err(xerr)?;
     let note = format!("AF_XDP, {} mode, RX queue 0, mrte XDP program", src.mode);
     tracing::info!("recording {} to {} with {note}", cfg.iface, path.display());
     let mut w = PcapFileWriter::create(path, LinkType::Ethernet)?;
