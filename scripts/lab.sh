@@ -43,7 +43,10 @@ net_up() {
     nsx $PROD_NS ip link set prod0 up
   fi
   if ! nsx $CAP_NS ip link show $MIRROR_IF >/dev/null 2>&1; then
-    ip link add mir0 netns $PROD_NS type veth peer name $MIRROR_IF netns $CAP_NS
+    # Two queues each way, so that multi-queue capture (--queues 2) can be tested: a frame arrives on
+    # the RX queue of the TX queue it was sent on (mirrored traffic: queue 0).
+    ip link add mir0 netns $PROD_NS numtxqueues 2 numrxqueues 2 type veth peer name $MIRROR_IF \
+      netns $CAP_NS numtxqueues 2 numrxqueues 2
     nsx $PROD_NS ip link set mir0 up
     nsx $CAP_NS ip link set $MIRROR_IF up promisc on
   fi

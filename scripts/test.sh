@@ -13,6 +13,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
+# tests/lab.rs drives the AF_XDP sender, target/debug/mrte-bench: build it first.
+cargo build -p mrte-bench
 # The lab tests bring the namespaces up and down themselves; one test binary at a time keeps
 # them from fighting over the lab.
 cargo test --workspace --no-fail-fast -- --test-threads=2

@@ -68,6 +68,13 @@ pub struct CaptureArgs {
     /// Core to pin the capture thread to.
     #[arg(long)]
     pub core: Option<usize>,
+    /// AF_XDP: RX queues to read (0..N), one socket and one pinned thread each; both directions of
+    /// a connection must hash to the same queue (symmetric RSS).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub queues: u32,
+    /// AF_XDP: cores for the queue threads, in queue order (e.g. 2,3).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub cores: Vec<usize>,
 }
 
 /// `mrte record`.
@@ -134,6 +141,12 @@ pub struct InspectArgs {
     /// Live: AF_XDP attach mode (auto, zc, drv, skb).
     #[arg(long, env = "MRTE_XDP_MODE", default_value = "auto", value_parser = ["auto", "zc", "drv", "skb"])]
     pub xdp_mode: String,
+    /// Live, AF_XDP: RX queues to read (0..N), a pinned thread each.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub queues: u32,
+    /// Live, AF_XDP: cores for the queue threads, in queue order.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub cores: Vec<usize>,
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value = "text")]
     pub format: Format,
@@ -202,6 +215,8 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         count: None,
         ring: 65536,
         core: None,
+        queues: a.queues,
+        cores: a.cores.clone(),
     };
     let handle = start_capture(&cap, &a.decode)?;
     let stop = handle.stop_flag();
@@ -260,6 +275,8 @@ fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
         duration: c.duration.map(std::time::Duration::from_secs_f64),
         count: c.count,
         core: c.core,
+        queues: c.queues,
+        cores: c.cores.clone(),
     }
 }
 

@@ -265,7 +265,10 @@ impl Live {
             e.lost
         );
         *prev = (pk, cm, rp, Instant::now());
-        s
+        match c.multi_queue_sessions.load(r) {
+            0 => s,
+            n => format!("{s} | multi-queue sessions {n}"),
+        }
     }
 }
 

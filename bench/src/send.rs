@@ -30,6 +30,12 @@ pub struct SendArgs {
     /// Frames per second (default: as fast as possible).
     #[arg(long)]
     pub pps: Option<u64>,
+    /// Send only one direction: `client` (frames to the server port) or `server` (from it).
+    #[arg(long, value_parser = ["client", "server"])]
+    pub only: Option<String>,
+    /// Server port for `--only`.
+    #[arg(long, default_value_t = 3306)]
+    pub port: u16,
     /// Core to pin the sender to.
     #[arg(long)]
     pub core: Option<usize>,
@@ -44,7 +50,7 @@ pub fn run(a: SendArgs) -> Result<()> {
     let mut data = Vec::new();
     let mut index: Vec<(usize, usize)> = Vec::new();
     mrte_capture::source::pcap::for_each_frame(&a.file, |link, f, _| {
-        if link == mrte_capture::net::LinkType::Ethernet {
+        if link == mrte_capture::net::LinkType::Ethernet && keep(&a, f) {
             index.push((data.len(), f.len()));
             data.extend_from_slice(f);
         }
@@ -117,6 +123,22 @@ pub fn run(a: SendArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether `--only` keeps this frame.
+#[cfg(feature = "xdp")]
+fn keep(a: &SendArgs, frame: &[u8]) -> bool {
+    let Some(only) = &a.only else { return true };
+    let Ok(s) = etherparse::SlicedPacket::from_ethernet(frame) else {
+        return false;
+    };
+    let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else {
+        return false;
+    };
+    match only.as_str() {
+        "client" => t.destination_port() == a.port,
+        _ => t.source_port() == a.port,
+    }
 }
 
 #[cfg(not(feature = "xdp"))]

@@ -93,6 +93,7 @@ pub struct Pipeline {
     stats: Stats,
     sessions: FastMap<FlowKey, Session>,
     next_id: SessionId,
+    id_step: SessionId,
     last_sweep_us: u64,
     port_bitmap: Box<[u64; 1024]>,
 }
@@ -107,6 +108,12 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
+    /// Number sessions `first`, `first + step`, ... (one pipeline per RX queue: ids stay unique).
+    pub fn set_session_ids(&mut self, first: SessionId, step: SessionId) {
+        self.next_id = first.max(1);
+        self.id_step = step.max(1);
+    }
+
     /// A pipeline with an empty session table.
     pub fn new(cfg: PipelineConfig) -> Self {
         let mut port_bitmap = Box::new([0u64; 1024]);
@@ -118,6 +125,7 @@ impl Pipeline {
             stats: Stats::default(),
             sessions: FastMap::default(),
             next_id: 1,
+            id_step: 1,
             last_sweep_us: 0,
             port_bitmap,
         }
@@ -203,7 +211,7 @@ impl Pipeline {
         }
         let midstream = !seg.flags.syn;
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id += self.id_step;
         self.stats.sessions += 1;
         self.stats.active_sessions += 1;
         if midstream {

@@ -172,6 +172,18 @@ impl RingSink {
         (sink, rx)
     }
 
+    /// A sink that hands its sessions to an existing receiver (several capture threads, one
+    /// consumer).
+    pub fn with_sender(capacity: usize, tx: Sender<SessionStream>) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            producers: HashMap::default(),
+            tx,
+            stats: RingStats::default(),
+            wait_when_full: false,
+        }
+    }
+
     /// Backpressure mode for offline readers: when a ring is full, `push` parks the thread until
     /// the consumer has freed a quarter of it (or went away), instead of dropping. Never enable
     /// this on a live capture thread.

@@ -127,6 +127,48 @@ impl CommandCounts {
     }
 }
 
+impl Stats {
+    /// Add the counts of another capture thread's pipeline.
+    pub fn merge(&mut self, o: &Stats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.sessions += o.sessions;
+        self.active_sessions += o.active_sessions;
+        self.midstream_sessions += o.midstream_sessions;
+        self.tls_sessions += o.tls_sessions;
+        self.compressed_sessions += o.compressed_sessions;
+        self.gaps += o.gaps;
+        self.gap_bytes += o.gap_bytes;
+        self.retransmitted_bytes += o.retransmitted_bytes;
+        self.out_of_order += o.out_of_order;
+        self.ooo_overflow += o.ooo_overflow;
+        self.decode_errors += o.decode_errors;
+        self.desyncs += o.desyncs;
+        self.resyncs += o.resyncs;
+        self.too_large += o.too_large;
+        self.unknown_commands += o.unknown_commands;
+        self.idle_evicted += o.idle_evicted;
+        self.table_evicted += o.table_evicted;
+        self.multi_queue_sessions += o.multi_queue_sessions;
+        self.kernel_drops += o.kernel_drops;
+        self.filtered_in_kernel += o.filtered_in_kernel;
+        self.untimed_frames += o.untimed_frames;
+        self.ring_drops += o.ring_drops;
+        self.ring_overflow_sessions += o.ring_overflow_sessions;
+        self.skipped.unsupported_link += o.skipped.unsupported_link;
+        self.skipped.malformed += o.skipped.malformed;
+        self.skipped.not_ip += o.skipped.not_ip;
+        self.skipped.not_tcp += o.skipped.not_tcp;
+        self.skipped.ip_fragment += o.skipped.ip_fragment;
+        self.skipped.other_port += o.skipped.other_port;
+        self.skipped.truncated += o.skipped.truncated;
+        self.skipped.untracked += o.skipped.untracked;
+        for (a, b) in self.commands.0.iter_mut().zip(o.commands.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
 /// Atomic counters published by the capture thread(s) for live readers.
 #[derive(Debug, Default)]
 pub struct LiveStats {
@@ -152,6 +194,8 @@ pub struct LiveStats {
     pub decode_errors: AtomicU64,
     /// TLS sessions.
     pub tls_sessions: AtomicU64,
+    /// Connections seen on more than one RX queue.
+    pub multi_queue_sessions: AtomicU64,
 }
 
 impl LiveStats {
@@ -168,6 +212,7 @@ impl LiveStats {
         self.gaps.store(s.gaps, r);
         self.desyncs.store(s.desyncs, r);
         self.decode_errors.store(s.decode_errors, r);
+        self.multi_queue_sessions.store(s.multi_queue_sessions, r);
         self.tls_sessions.store(s.tls_sessions, r);
     }
 }

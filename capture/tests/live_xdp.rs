@@ -102,6 +102,8 @@ fn capture_session(source: SourceKind, ring_capacity: usize) -> Run {
         duration: Some(Duration::from_secs(30)),
         count: None,
         core: None,
+        queues: 1,
+        cores: Vec::new(),
     };
     let h = live::start(cfg).unwrap_or_else(|e| panic!("{source:?} on span0: {e}"));
     let note = h.source_note.clone();

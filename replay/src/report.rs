@@ -82,6 +82,8 @@ pub struct Captured {
     pub decode_errors: u64,
     /// Decoder desyncs.
     pub desyncs: u64,
+    /// Connections seen on more than one RX queue (asymmetric RSS: responses lost).
+    pub multi_queue_sessions: u64,
 }
 
 /// `replayed` section.
@@ -269,6 +271,7 @@ impl Report {
                 midstream_sessions: cap.midstream_sessions,
                 decode_errors: cap.decode_errors,
                 desyncs: cap.desyncs,
+                multi_queue_sessions: cap.multi_queue_sessions,
             },
             replayed: Replayed {
                 commands: eng.replayed,
@@ -334,6 +337,13 @@ impl Report {
             "losses:   kernel {}  ring {}  gaps {} ({} bytes)  decode errors {}  desyncs {}  lost {}  skipped {}",
             self.drops.kernel, self.drops.ring, self.drops.gaps, self.drops.gap_bytes, c.decode_errors, c.desyncs, lost, skipped
         );
+        if c.multi_queue_sessions > 0 {
+            let _ = writeln!(
+                s,
+                "          {} sessions seen on more than one RX queue (make RSS symmetric)",
+                c.multi_queue_sessions
+            );
+        }
         for (k, v) in &self.skipped {
             let _ = writeln!(s, "          skipped {k}: {v}");
         }

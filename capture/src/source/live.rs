@@ -5,9 +5,10 @@
 //! It does not replay or print anything; consumers take [`SessionStream`]s from
 //! [`LiveHandle::sessions`].
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,10 @@ pub struct LiveConfig {
     pub count: Option<u64>,
     /// Core to pin the capture thread to.
     pub core: Option<usize>,
+    /// AF_XDP RX queues to read (0..queues), one socket and one thread each.
+    pub queues: u32,
+    /// Cores to pin the queue threads to, in queue order (falls back to `core` for queue 0).
+    pub cores: Vec<usize>,
 }
 
 /// Live source errors.
@@ -282,21 +287,30 @@ fn xdp_counters(src: &mut crate::source::xdp::XdpSource, st: &mut Stats) {
 #[cfg(feature = "xdp")]
 fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     use crate::source::xdp::XdpSource;
-    let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
+    let (tx, rx) = crossbeam_channel::unbounded();
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
     let cfg2 = cfg.clone();
-    let mode = cfg.xdp_mode;
+    let nq = cfg.queues.max(1);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<&'static str, String>>(1);
     let thread = std::thread::Builder::new()
-        .name("mrte-xdp".into())
+        .name("mrte-xdp-0".into())
         .spawn(move || {
             let cfg = cfg2;
-            pin(cfg.core);
-            let mut src = match XdpSource::open(&cfg.iface, 0, mode, &cfg.pipeline.ports) {
+            pin(cfg.cores.first().copied().or(cfg.core));
+            let opened = XdpSource::open(&cfg.iface, 0, cfg.xdp_mode, &cfg.pipeline.ports)
+                .and_then(|first| {
+                    let mut all = vec![first];
+                    for q in 1..nq {
+                        let s = all[0].open_queue(&cfg.iface, q)?;
+                        all.push(s);
+                    }
+                    Ok(all)
+                });
+            let mut sources = match opened {
                 Ok(s) => {
-                    let _ = ready_tx.send(Ok(s.mode));
+                    let _ = ready_tx.send(Ok(s[0].mode));
                     s
                 }
                 Err(e) => {
@@ -307,53 +321,48 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
                     });
                 }
             };
-            let mut p = Pipeline::new(cfg.pipeline.clone());
-            let started = Instant::now();
-            let mut last_pub = Instant::now();
-            let mut last_clock = Instant::now();
-            let mut frames = 0u64;
-            let link = LinkType::Ethernet;
-            while !stop2.load(Ordering::Acquire)
-                && cfg.duration.is_none_or(|d| started.elapsed() < d)
-                && cfg.count.is_none_or(|n| frames < n)
-            {
-                let r = src.recv_batch(|f, ts| {
-                    frames += 1;
-                    p.handle_frame(link, f, ts, &mut sink);
-                });
-                if let Err(e) = r {
-                    tracing::error!("AF_XDP on {}: {e}", cfg.iface);
-                    break;
-                }
-                if last_pub.elapsed() >= Duration::from_millis(100) {
-                    last_pub = Instant::now();
-                    if last_clock.elapsed() >= Duration::from_secs(1) {
-                        last_clock = last_pub;
-                        src.refresh_clock();
-                    }
-                    xdp_counters(&mut src, p.stats_mut());
-                    let r = sink.stats();
-                    p.stats_mut().ring_drops = r.dropped_events;
-                    p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
-                    live2.publish(p.stats());
-                }
+            let shared = Arc::new(QueueShared {
+                slots: Mutex::new(vec![Stats::default(); nq as usize]),
+                map: Mutex::new(HashMap::new()),
+            });
+            let mut others = Vec::new();
+            for (i, src) in sources.drain(1..).enumerate() {
+                let q = i as u32 + 1;
+                let (cfg, tx, live, stop, shared) = (
+                    cfg.clone(),
+                    tx.clone(),
+                    live2.clone(),
+                    stop2.clone(),
+                    shared.clone(),
+                );
+                let h = std::thread::Builder::new()
+                    .name(format!("mrte-xdp-{q}"))
+                    .spawn(move || {
+                        pin(cfg.cores.get(q as usize).copied());
+                        run_xdp_queue(src, q, &cfg, tx, &live, &stop, &shared)
+                    })
+                    .map_err(|_| LiveError::Panicked)?;
+                others.push(h);
             }
-            xdp_counters(&mut src, p.stats_mut());
-            let now_us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64);
-            p.finish(now_us, &mut sink);
-            sink.close_all();
-            let r = sink.stats();
-            p.stats_mut().ring_drops = r.dropped_events;
-            p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
-            live2.publish(p.stats());
-            Ok(p.stats().clone())
+            let src = sources.pop().ok_or(LiveError::Panicked)?;
+            let mut total = run_xdp_queue(src, 0, &cfg, tx, &live2, &stop2, &shared);
+            for h in others {
+                let st = h.join().map_err(|_| LiveError::Panicked)?;
+                total.merge(&st);
+            }
+            total.multi_queue_sessions = shared.multi_queue_sessions();
+            live2.publish(&total);
+            Ok(total)
         })
         .map_err(|_| LiveError::Panicked)?;
     match ready_rx.recv() {
         Ok(Ok(mode)) => {
-            let note = format!("AF_XDP, {mode} mode, RX queue 0, mrte XDP program");
+            let queues = if nq == 1 {
+                "RX queue 0".to_string()
+            } else {
+                format!("RX queues 0-{}, a pinned thread each", nq - 1)
+            };
+            let note = format!("AF_XDP, {mode} mode, {queues}, mrte XDP program");
             tracing::info!("capture source on {}: {note}", cfg.iface);
             Ok(LiveHandle {
                 sessions: rx,
@@ -372,6 +381,159 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
         }
         Err(_) => Err(LiveError::Panicked),
     }
+}
+
+/// What the capture threads of several RX queues share: their latest counters (summed for the
+/// live copy every 100 ms) and, per open connection, the queue that first saw it.
+#[cfg(feature = "xdp")]
+struct QueueShared {
+    slots: Mutex<Vec<Stats>>,
+    map: Mutex<HashMap<crate::event::FlowKey, (u32, bool)>>,
+}
+
+#[cfg(feature = "xdp")]
+impl QueueShared {
+    /// Connections seen on more than one queue so far.
+    fn multi_queue_sessions(&self) -> u64 {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.iter().map(|s| s.multi_queue_sessions).sum()
+    }
+
+    /// Store one queue's counters and publish the sum.
+    fn publish(&self, q: u32, st: &Stats, live: &LiveStats) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots[q as usize] = st.clone();
+        let mut sum = Stats::default();
+        for s in slots.iter() {
+            sum.merge(s);
+        }
+        live.publish(&sum);
+    }
+}
+
+/// The sink of one RX queue's capture thread: the session rings, plus (with several queues) a
+/// check at each session's open that no other queue carries the same connection.
+#[cfg(feature = "xdp")]
+struct QueueSink<'a> {
+    ring: RingSink,
+    queue: u32,
+    shared: Option<&'a QueueShared>,
+    keys: HashMap<crate::event::SessionId, crate::event::FlowKey>,
+    multi: u64,
+}
+
+#[cfg(feature = "xdp")]
+impl crate::event::EventSink for QueueSink<'_> {
+    fn push(&mut self, id: crate::event::SessionId, event: crate::event::SessionEvent) {
+        use crate::event::SessionEvent;
+        if let Some(shared) = self.shared {
+            match &event {
+                SessionEvent::Open(o) => {
+                    let mut map = shared.map.lock().unwrap_or_else(|e| e.into_inner());
+                    match map.get_mut(&o.key) {
+                        Some((q, counted)) if *q != self.queue => {
+                            if !*counted {
+                                *counted = true;
+                                self.multi += 1;
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            map.insert(o.key, (self.queue, false));
+                        }
+                    }
+                    self.keys.insert(id, o.key);
+                }
+                SessionEvent::Close(_) => {
+                    if let Some(k) = self.keys.remove(&id) {
+                        let mut map = shared.map.lock().unwrap_or_else(|e| e.into_inner());
+                        if map.get(&k).is_some_and(|(q, _)| *q == self.queue) {
+                            map.remove(&k);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.ring.push(id, event);
+    }
+}
+
+/// One RX queue's capture loop: its own pipeline (session ids `q + 1`, `q + 1 + n`, ...) and
+/// rings, until stopped; returns its counters.
+#[cfg(feature = "xdp")]
+fn run_xdp_queue(
+    mut src: crate::source::xdp::XdpSource,
+    q: u32,
+    cfg: &LiveConfig,
+    tx: crossbeam_channel::Sender<SessionStream>,
+    live: &LiveStats,
+    stop: &AtomicBool,
+    shared: &QueueShared,
+) -> Stats {
+    let nq = cfg.queues.max(1);
+    let mut sink = QueueSink {
+        ring: RingSink::with_sender(cfg.ring_capacity, tx),
+        queue: q,
+        shared: (nq > 1).then_some(shared),
+        keys: HashMap::new(),
+        multi: 0,
+    };
+    let mut p = Pipeline::new(cfg.pipeline.clone());
+    p.set_session_ids(u64::from(q) + 1, u64::from(nq));
+    let started = Instant::now();
+    let mut last_pub = Instant::now();
+    let mut last_clock = Instant::now();
+    let mut frames = 0u64;
+    let link = LinkType::Ethernet;
+    let counters = |src: &mut crate::source::xdp::XdpSource, st: &mut Stats, sink: &QueueSink| {
+        st.kernel_drops = src.drops();
+        if q == 0 {
+            let c = src.program_counters();
+            st.filtered_in_kernel = c.passed;
+            st.untimed_frames = c.untimed;
+        }
+        let r = sink.ring.stats();
+        st.ring_drops = r.dropped_events;
+        st.ring_overflow_sessions = r.overflowed_sessions;
+        st.multi_queue_sessions = sink.multi;
+    };
+    while !stop.load(Ordering::Acquire)
+        && cfg.duration.is_none_or(|d| started.elapsed() < d)
+        && cfg.count.is_none_or(|n| frames < n)
+    {
+        let r = src.recv_batch(|f, ts| {
+            frames += 1;
+            p.handle_frame(link, f, ts, &mut sink);
+        });
+        if let Err(e) = r {
+            tracing::error!("AF_XDP on {} queue {q}: {e}", cfg.iface);
+            break;
+        }
+        if last_pub.elapsed() >= Duration::from_millis(100) {
+            last_pub = Instant::now();
+            if last_clock.elapsed() >= Duration::from_secs(1) {
+                last_clock = last_pub;
+                src.refresh_clock();
+            }
+            counters(&mut src, p.stats_mut(), &sink);
+            if nq == 1 {
+                live.publish(p.stats());
+            } else {
+                shared.publish(q, p.stats(), live);
+            }
+        }
+    }
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    p.finish(now_us, &mut sink);
+    sink.ring.close_all();
+    counters(&mut src, p.stats_mut(), &sink);
+    if nq > 1 {
+        shared.publish(q, p.stats(), live);
+    }
+    p.stats().clone()
 }
 
 /// Counters of `mrte record`.
@@ -461,7 +623,13 @@ fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<Record
         iface: cfg.iface.clone(),
         msg,
     };
-    pin(cfg.core);
+    if cfg.queues > 1 {
+        return Err(xerr(format!(
+            "record reads one RX queue ({} asked for); steer the mirror traffic to queue 0",
+            cfg.queues
+        )));
+    }
+    pin(cfg.cores.first().copied().or(cfg.core));
     let mut src =
         XdpSource::open(&cfg.iface, 0, cfg.xdp_mode, &cfg.pipeline.ports).map_err(xerr)?;
     let note = format!("AF_XDP, {} mode, RX queue 0, mrte XDP program", src.mode);

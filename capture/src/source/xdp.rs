@@ -25,8 +25,12 @@
 //! tries generic mode first, then native copy; on a physical NIC it tries zero-copy, native copy,
 //! then generic.
 //!
-//! Scope: one socket on one RX queue (queue 0 when started from `live`); the lab's veth has one
-//! queue. Several queues, each with its own thread and UMEM, and busy polling are not done here.
+//! Scope: one socket per RX queue. [`XdpSource::open`] binds the first and attaches the program;
+//! [`XdpSource::open_queue`] binds another queue in the same mode and adds it to the same XSKMAP
+//! (the program redirects each frame to the socket of the queue it arrived on). Threads, pinning and
+//! the per-queue pipelines are `live`'s business. Busy polling (SO_PREFER_BUSY_POLL,
+//! SO_BUSY_POLL_BUDGET) is not done: the adaptive sleep above keeps a mirror port's CPU cost below
+//! tcpdump's without it. [`XdpSender`] is the transmit side used by `mrte-bench send`.
 //!
 //! bpffs: `ip netns exec` mounts a fresh /sys without /sys/fs/bpf, so libxdp prints "No bpffs
 //! found ... Falling back to loading single prog without dispatcher" and attaches the program
@@ -38,6 +42,7 @@
 use std::ffi::{c_void, CString};
 use std::io;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libxdp_sys as sys;
@@ -233,6 +238,12 @@ impl Program {
     }
 }
 
+// SAFETY: the raw pointers are used only by `Drop` (which runs once, when the last `Arc` goes) and
+// the other methods only issue bpf(2) calls on map file descriptors, which the kernel serialises.
+unsafe impl Send for Program {}
+// SAFETY: as above; no method mutates the struct through a shared reference.
+unsafe impl Sync for Program {}
+
 impl Drop for Program {
     fn drop(&mut self) {
         // SAFETY: `prog` and `obj` are valid and owned here; the program was attached to
@@ -308,7 +319,8 @@ pub struct XdpSource {
     _cq: CompQueue,
     batch: Vec<FrameDesc>,
     pending: Vec<FrameDesc>,
-    program: Program,
+    program: Arc<Program>,
+    flags: Flags,
     umem: Umem,
     offset_ns: i64,
     rate: RateWindow,
@@ -331,13 +343,20 @@ fn ifindex_of(iface: &str) -> Result<i32, String> {
         .ok_or_else(|| format!("no interface {iface:?}"))
 }
 
+/// XDP flags, libxdp attach mode and bind flags of one attach mode.
+type Flags = (XdpFlags, sys::xdp_attach_mode, BindFlags);
+
+/// Bind a socket on `queue` with `flags`; attach mrte's program unless `program` is given (the
+/// one already attached for another queue of the same interface).
 fn attempt(
     iface: &Interface,
     ifindex: i32,
     queue: u32,
-    (xdp, attach_mode, bind): (XdpFlags, sys::xdp_attach_mode, BindFlags),
+    flags: Flags,
     ports: &[u16],
+    program: Option<Arc<Program>>,
 ) -> Result<XdpSource, String> {
+    let (xdp, attach_mode, bind) = flags;
     let frames = NonZeroU32::new(FRAMES).ok_or("frame count")?;
     let ring = QueueSize::new(FRAMES).map_err(|e| e.to_string())?;
     // The kernel publishes its fill-ring consumer index lazily, so the ring is twice the frame
@@ -366,13 +385,17 @@ fn attempt(
     if given != descs.len() {
         return Err(format!("fill ring took {given} of {} frames", descs.len()));
     }
-    let program = Program::attach(ifindex, attach_mode, ports)?;
+    let program = match program {
+        Some(p) => p,
+        None => Arc::new(Program::attach(ifindex, attach_mode, ports)?),
+    };
     use std::os::fd::AsRawFd;
     program.set_socket(queue, rx.fd().as_raw_fd())?;
     Ok(XdpSource {
         batch: descs[..BATCH].to_vec(),
         pending: Vec::with_capacity(descs.len()),
         program,
+        flags,
         umem,
         rx,
         fq,
@@ -392,7 +415,7 @@ impl XdpSource {
             .parse()
             .map_err(|_| format!("bad interface name {iface:?}"))?;
         let ifindex = ifindex_of(iface)?;
-        type Try = (&'static str, (XdpFlags, sys::xdp_attach_mode, BindFlags));
+        type Try = (&'static str, Flags);
         let tries: [Try; 3] = [
             (
                 "native zero-copy",
@@ -436,7 +459,7 @@ impl XdpSource {
         };
         let mut why = Vec::new();
         for (name, flags) in pick {
-            match attempt(&ifc, ifindex, queue, flags, ports) {
+            match attempt(&ifc, ifindex, queue, flags, ports, None) {
                 Ok(mut s) => {
                     s.mode = name;
                     if !why.is_empty() {
@@ -451,6 +474,26 @@ impl XdpSource {
             }
         }
         Err(why.join("; "))
+    }
+
+    /// Bind another RX queue of the same interface in the mode this source bound, sharing its
+    /// XDP program (frames of `queue` go to the new socket).
+    pub fn open_queue(&self, iface: &str, queue: u32) -> Result<Self, String> {
+        let ifc: Interface = iface
+            .parse()
+            .map_err(|_| format!("bad interface name {iface:?}"))?;
+        let ifindex = ifindex_of(iface)?;
+        let mut s = attempt(
+            &ifc,
+            ifindex,
+            queue,
+            self.flags,
+            &[],
+            Some(self.program.clone()),
+        )
+        .map_err(|e| format!("queue {queue}: {e}"))?;
+        s.mode = self.mode;
+        Ok(s)
     }
 
     /// Read the frames waiting in the RX ring (no system call) and call `f` on each with its
