@@ -352,6 +352,7 @@ struct Ctx {
 pub struct Engine {
     cfg: ReplayConfig,
     live: Arc<LiveCounters>,
+    workers: Vec<tokio::runtime::Handle>,
 }
 
 impl Engine {
@@ -360,7 +361,15 @@ impl Engine {
         Self {
             cfg,
             live: Arc::new(LiveCounters::default()),
+            workers: Vec::new(),
         }
+    }
+
+    /// Run session tasks on these runtimes, round-robin (each typically a current-thread
+    /// runtime on its own thread), instead of the runtime that calls [`Engine::run`].
+    pub fn with_workers(mut self, workers: Vec<tokio::runtime::Handle>) -> Self {
+        self.workers = workers;
+        self
     }
 
     /// Live counters, readable while [`Engine::run`] runs.
@@ -371,7 +380,7 @@ impl Engine {
     /// Replay every session from `sessions` until the channel disconnects and all sessions end,
     /// or until `shutdown` resolves; hand each [`Outcome`] to `sink`; return the final counters.
     pub async fn run<S, F>(
-        self,
+        mut self,
         sessions: Receiver<SessionStream>,
         sink: S,
         shutdown: F,
@@ -422,6 +431,8 @@ impl Engine {
             left
         });
 
+        let workers = std::mem::take(&mut self.workers);
+        let mut next_worker = 0usize;
         let mut tasks = JoinSet::new();
         let mut panicked = 0u64;
         let mut sd = sd_rx.clone();
@@ -432,7 +443,13 @@ impl Engine {
                 s = sess_rx.recv() => match s {
                     Some(s) => {
                         ctx.live.sessions.fetch_add(1, Ordering::Relaxed);
-                        tasks.spawn(session_task(ctx.clone(), s, sd_rx.clone()));
+                        let t = session_task(ctx.clone(), s, sd_rx.clone());
+                        if workers.is_empty() {
+                            tasks.spawn(t);
+                        } else {
+                            tasks.spawn_on(t, &workers[next_worker % workers.len()]);
+                            next_worker += 1;
+                        }
                     }
                     None => break,
                 },

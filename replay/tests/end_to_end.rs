@@ -205,6 +205,7 @@ fn sysbench(workload: &str, port: u16, args: &[&str]) -> Option<String> {
 async fn sysbench_capture_replay(
     name: &str,
     workload: &str,
+    replay_threads: usize,
 ) -> Option<(
     String,
     mrte_replay::engine::EngineStats,
@@ -307,9 +308,35 @@ async fn sysbench_capture_replay(
         skip_idle: None,
     };
     let (got, collect) = collector();
+    // Optional worker threads, each running a current-thread runtime that takes a share of the
+    // sessions (mrte replay --replay-threads).
+    let mut stops = Vec::new();
+    let mut handles = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..replay_threads {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        handles.push(rt.handle().clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(tx);
+        threads.push(std::thread::spawn(move || {
+            rt.block_on(async {
+                let _ = rx.await;
+            })
+        }));
+    }
     let stats = Engine::new(cfg)
+        .with_workers(handles)
         .run(rx, collect, std::future::pending())
         .await;
+    for s in stops {
+        let _ = s.send(());
+    }
+    for t in threads {
+        t.join().expect("worker thread");
+    }
     let outcomes = got.lock().expect("lock").clone();
     assert_eq!(ring.dropped_events, 0);
     assert_eq!(stats.accounted(), stats.commands_seen);
@@ -341,6 +368,7 @@ async fn captured_sysbench_read_only_prepared_run_replays_fully_without_errors()
     let Some((report, stats, outcomes)) = sysbench_capture_replay(
         "captured_sysbench_read_only_prepared_run_replays_fully_without_errors",
         "oltp_read_only",
+        2,
     )
     .await
     else {
@@ -370,6 +398,7 @@ async fn captured_sysbench_read_write_run_replayed_read_only_skips_and_counts_wr
     let Some((report, stats, outcomes)) = sysbench_capture_replay(
         "captured_sysbench_read_write_run_replayed_read_only_skips_and_counts_writes",
         "oltp_read_write",
+        0,
     )
     .await
     else {
