@@ -33,8 +33,8 @@ for rate in $RATES; do
     pps_arg=()
     [ "$rate" = max ] || pps_arg=(--pps "$rate")
     frames=$(( $(capinfos -c -M "$PCAP" | awk '/Number of packets/ {print $NF}') * LOOPS ))
-    secs=3
-    [ "$rate" = max ] || secs=$(( frames / rate + 3 ))
+
+    if [ "$rate" = max ]; then secs=$(( frames / 300000 + 3 )); else secs=$(( frames / rate + 3 )); fi
     case $cap in
       xdp-skb) cmd=("$BIN/mrte" record -i span0 --source xdp --xdp-mode skb -w /dev/null --duration "$secs") ;;
       xdp-drv) cmd=("$BIN/mrte" record -i span0 --source xdp --xdp-mode drv -w /dev/null --duration "$secs") ;;
