@@ -89,6 +89,8 @@ pub enum CloseReason {
     EndOfCapture,
     /// The session table was full and this session was evicted.
     Evicted,
+    /// A new connection (client SYN with another initial sequence number) reused its addresses.
+    Reused,
 }
 
 /// End of a session.

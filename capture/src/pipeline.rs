@@ -194,12 +194,24 @@ impl Pipeline {
         };
         let max_ooo = self.cfg.max_ooo_bytes;
         if let Some(sess) = self.sessions.get_mut(&key) {
-            if let Some(reason) =
-                Self::on_segment(&mut self.stats, sess, dir, &seg, ts_us, max_ooo, sink)
-            {
-                self.close(&key, ts_us, reason, sink);
+            // A client SYN with a new initial sequence number: the addresses and ports were
+            // reused by a new connection, which must not inherit the old one's decoder state.
+            let reused = dir == Direction::ToServer
+                && seg.flags.syn
+                && !seg.flags.ack
+                && sess
+                    .to_server
+                    .next_seq()
+                    .is_some_and(|n| n != seg.seq.wrapping_add(1));
+            if !reused {
+                if let Some(reason) =
+                    Self::on_segment(&mut self.stats, sess, dir, &seg, ts_us, max_ooo, sink)
+                {
+                    self.close(&key, ts_us, reason, sink);
+                }
+                return;
             }
-            return;
+            self.close(&key, ts_us, CloseReason::Reused, sink);
         }
         let opening = seg.flags.syn || !seg.payload.is_empty() || seg.missing > 0;
         if !opening || seg.flags.rst {
@@ -643,6 +655,31 @@ mod tests {
             })
             .collect();
         (opens, closes)
+    }
+
+    #[test]
+    fn a_new_syn_on_the_same_ports_starts_a_new_session() {
+        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        let f = |port, to_server, seq, flags: &str| frame(port, to_server, seq, flags, b"");
+        p.handle_frame(LinkType::Ethernet, &f(4000, true, 10, "S"), 1, &mut ev);
+        p.handle_frame(LinkType::Ethernet, &f(4000, true, 10, "S"), 2, &mut ev);
+        p.handle_frame(LinkType::Ethernet, &f(4000, false, 50, "S"), 3, &mut ev);
+        assert_eq!(
+            opens_closes(&ev),
+            (1, vec![]),
+            "a retransmitted SYN is the same connection"
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(4000, true, 11, "", b"q"),
+            4,
+            &mut ev,
+        );
+        p.handle_frame(LinkType::Ethernet, &f(4000, true, 7000, "S"), 5, &mut ev);
+        assert_eq!(opens_closes(&ev), (2, vec![CloseReason::Reused]));
+        assert_eq!(p.stats().sessions, 2);
+        assert_eq!(p.open_sessions(), 1);
     }
 
     #[test]
