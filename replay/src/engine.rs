@@ -345,7 +345,23 @@ struct Ctx {
     timeline: Timeline,
     prod: Option<ProdLookup>,
     target_down: AtomicBool,
+    /// Statement facts by exact text, shared by the sessions of one run.
+    sql_memo: Mutex<HashMap<Box<[u8]>, SqlFacts>>,
 }
+
+/// What the engine works out from a statement's text alone: the filter/safety verdict and the
+/// fingerprint with its id.
+#[derive(Clone, Debug)]
+struct SqlFacts {
+    skip: Option<SkipReason>,
+    fingerprint: Arc<str>,
+    fingerprint_id: u64,
+}
+
+/// Statements longer than this are not memoised.
+const SQL_MEMO_MAX_LEN: usize = 512;
+/// Entries in the memo before it starts again.
+const SQL_MEMO_MAX_ENTRIES: usize = 1 << 16;
 
 /// The replay engine: configuration and live counters; [`Engine::run`] does the work.
 #[derive(Debug)]
@@ -396,6 +412,7 @@ impl Engine {
         let ctx = Arc::new(Ctx {
             prod: self.cfg.prod.clone().map(ProdLookup::new),
             target_down: AtomicBool::new(false),
+            sql_memo: Mutex::new(HashMap::new()),
             cfg: self.cfg,
             live: self.live,
             totals: Mutex::new((EngineStats::default(), new_lag_histogram())),
@@ -1031,14 +1048,22 @@ impl Session {
                     self.skip(SkipReason::LocalInfile);
                     return;
                 }
-                if let Some(r) = f.check_sql(sql) {
+                let facts = self.sql_facts(sql);
+                if let Some(r) = facts.skip {
                     self.skip(r);
                     return;
                 }
                 let res = self.run_query(sql).await;
-                let (fp, id) = self.fps.of_sql(sql);
                 let example = truncate_example(sql, self.ctx.cfg.example_len);
-                self.emit_fp(&rec, rec.command.name(), fp, id, example, res);
+                let name = rec.command.name();
+                self.emit_fp(
+                    &rec,
+                    name,
+                    facts.fingerprint,
+                    facts.fingerprint_id,
+                    example,
+                    res,
+                );
             }
             Command::InitDb { schema } => {
                 if let Some(r) = self.identity_skip(Some(schema)) {
@@ -1360,6 +1385,32 @@ impl Session {
             })
             .await;
         self.emit_fp(rec, "COM_STMT_EXECUTE", fp, fp_id, example, res);
+    }
+
+    /// Filter verdict and fingerprint of a statement, memoised by exact text for the run (the
+    /// same text always gets the same answers: the filters are fixed for a run).
+    fn sql_facts(&mut self, sql: &[u8]) -> SqlFacts {
+        let memo = sql.len() <= SQL_MEMO_MAX_LEN;
+        if memo {
+            let m = self.ctx.sql_memo.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = m.get(sql) {
+                return f.clone();
+            }
+        }
+        let (fingerprint, fingerprint_id) = self.fps.of_sql(sql);
+        let facts = SqlFacts {
+            skip: self.ctx.cfg.filters.check_sql(sql),
+            fingerprint,
+            fingerprint_id,
+        };
+        if memo {
+            let mut m = self.ctx.sql_memo.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() >= SQL_MEMO_MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert(sql.into(), facts.clone());
+        }
+        facts
     }
 
     async fn run_query(&mut self, sql: &[u8]) -> Exec {
