@@ -75,6 +75,10 @@ pub struct CaptureArgs {
     /// AF_XDP: cores for the queue threads, in queue order (e.g. 2,3).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub cores: Vec<usize>,
+    /// AF_XDP: busy-poll the device for up to this many microseconds per call instead of
+    /// sleeping when idle (SO_PREFER_BUSY_POLL; spends the whole core; native driver mode).
+    #[arg(long, default_value_t = 0, value_name = "USECS")]
+    pub busy_poll: u32,
 }
 
 /// `mrte record`.
@@ -147,6 +151,9 @@ pub struct InspectArgs {
     /// Live, AF_XDP: cores for the queue threads, in queue order.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub cores: Vec<usize>,
+    /// Live, AF_XDP: busy-poll for up to this many microseconds per call instead of sleeping.
+    #[arg(long, default_value_t = 0, value_name = "USECS")]
+    pub busy_poll: u32,
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value = "text")]
     pub format: Format,
@@ -217,6 +224,7 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         core: None,
         queues: a.queues,
         cores: a.cores.clone(),
+        busy_poll: a.busy_poll,
     };
     let handle = start_capture(&cap, &a.decode)?;
     let stop = handle.stop_flag();
@@ -277,6 +285,7 @@ fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
         core: c.core,
         queues: c.queues,
         cores: c.cores.clone(),
+        busy_poll_usecs: c.busy_poll,
     }
 }
 

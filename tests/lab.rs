@@ -379,6 +379,36 @@ fn lab_run_record_and_inspect() {
         let split = live(&[("0", Some("client")), ("1", Some("server"))]);
         assert_eq!(split["packets"], want["packets"], "{split}");
         assert_eq!(split["multi_queue_sessions"], want["sessions"], "{split}");
+
+        // Busy polling instead of idle sleeps: the same traffic decodes the same.
+        let cap = in_ns("mrte-cap", mrte)
+            .args([
+                "inspect",
+                "-i",
+                "span0",
+                "--source",
+                "xdp",
+                "--busy-poll",
+                "50",
+            ])
+            .args(["--duration", "3", "-f", "summary"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let sent = in_ns("mrte-prod", bench.to_str().unwrap())
+            .args(["send", "-i", "mir0"])
+            .arg(&fixture)
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = cap.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("busy polling 50 us"), "{err}");
+        let bp: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(bp["commands"], want["commands"], "{bp}");
+        assert_eq!(bp["kernel_drops"], 0, "{bp}");
     }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -69,6 +69,8 @@ pub struct LiveConfig {
     pub queues: u32,
     /// Cores to pin the queue threads to, in queue order (falls back to `core` for queue 0).
     pub cores: Vec<usize>,
+    /// AF_XDP busy polling: microseconds per poll (0: off, the thread sleeps when idle).
+    pub busy_poll_usecs: u32,
 }
 
 /// Live source errors.
@@ -306,6 +308,12 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
                         let s = all[0].open_queue(&cfg.iface, q)?;
                         all.push(s);
                     }
+                    if cfg.busy_poll_usecs > 0 {
+                        for s in &mut all {
+                            s.set_busy_poll(cfg.busy_poll_usecs, 64)
+                                .map_err(|e| format!("busy polling: {e}"))?;
+                        }
+                    }
                     Ok(all)
                 });
             let mut sources = match opened {
@@ -362,7 +370,12 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
             } else {
                 format!("RX queues 0-{}, a pinned thread each", nq - 1)
             };
-            let note = format!("AF_XDP, {mode} mode, {queues}, mrte XDP program");
+            let busy = if cfg.busy_poll_usecs > 0 {
+                format!(", busy polling {} us", cfg.busy_poll_usecs)
+            } else {
+                String::new()
+            };
+            let note = format!("AF_XDP, {mode} mode, {queues}, mrte XDP program{busy}");
             tracing::info!("capture source on {}: {note}", cfg.iface);
             Ok(LiveHandle {
                 sessions: rx,

@@ -28,9 +28,10 @@
 //! Scope: one socket per RX queue. [`XdpSource::open`] binds the first and attaches the program;
 //! [`XdpSource::open_queue`] binds another queue in the same mode and adds it to the same XSKMAP
 //! (the program redirects each frame to the socket of the queue it arrived on). Threads, pinning and
-//! the per-queue pipelines are `live`'s business. Busy polling (SO_PREFER_BUSY_POLL,
-//! SO_BUSY_POLL_BUDGET) is not done: the adaptive sleep above keeps a mirror port's CPU cost below
-//! tcpdump's without it. [`XdpSender`] is the transmit side used by `mrte-bench send`.
+//! the per-queue pipelines are `live`'s business. Busy polling ([`XdpSource::set_busy_poll`]:
+//! SO_PREFER_BUSY_POLL, SO_BUSY_POLL, SO_BUSY_POLL_BUDGET) is optional: the loop then never sleeps
+//! and drives the driver's poll from its own core. [`XdpSender`] is the transmit side used by
+//! `mrte-bench send`.
 //!
 //! bpffs: `ip netns exec` mounts a fresh /sys without /sys/fs/bpf, so libxdp prints "No bpffs
 //! found ... Falling back to loading single prog without dispatcher" and attaches the program
@@ -324,6 +325,7 @@ pub struct XdpSource {
     umem: Umem,
     offset_ns: i64,
     rate: RateWindow,
+    busy_poll: bool,
     /// The mode that bound, in words.
     pub mode: &'static str,
 }
@@ -403,6 +405,7 @@ fn attempt(
         _cq: cq,
         offset_ns: realtime_offset_ns(),
         rate: RateWindow::new(),
+        busy_poll: false,
         mode: "",
     })
 }
@@ -510,6 +513,10 @@ impl XdpSource {
         // are produced to the fill ring again.
         let n = unsafe { self.rx.consume(&mut self.batch) };
         if n == 0 {
+            if self.busy_poll {
+                self.kick_busy_poll();
+                return Ok(0);
+            }
             if self.fq.needs_wakeup() {
                 self.fq.wakeup(self.rx.fd_mut(), 0)?;
             }
@@ -568,6 +575,60 @@ impl XdpSource {
             self.fq.wakeup(self.rx.fd_mut(), 0)?;
         }
         Ok(n)
+    }
+
+    /// Busy polling: ask the kernel to prefer busy polling on this socket (SO_PREFER_BUSY_POLL),
+    /// to poll the device for up to `usecs` per call (SO_BUSY_POLL) and `budget` frames per poll
+    /// (SO_BUSY_POLL_BUDGET); the RX loop then never sleeps, and an empty ring makes it drive the
+    /// driver's NAPI from this thread (a `recvfrom` without data). It spends the whole core and
+    /// matters with native driver mode on a NIC with NAPI; in generic mode it only costs CPU.
+    pub fn set_busy_poll(&mut self, usecs: u32, budget: u32) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let fd = self.rx.fd().as_raw_fd();
+        let set = |opt: libc::c_int, v: libc::c_int, name: &str| -> Result<(), String> {
+            // SAFETY: `fd` is this source's open socket; the option value is a local c_int whose
+            // size is passed alongside.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc < 0 {
+                return Err(format!("{name}: {}", io::Error::last_os_error()));
+            }
+            Ok(())
+        };
+        set(libc::SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL")?;
+        set(libc::SO_BUSY_POLL, usecs as libc::c_int, "SO_BUSY_POLL")?;
+        set(
+            libc::SO_BUSY_POLL_BUDGET,
+            budget as libc::c_int,
+            "SO_BUSY_POLL_BUDGET",
+        )?;
+        self.busy_poll = true;
+        Ok(())
+    }
+
+    /// One busy-poll pass: a non-blocking `recvfrom` on the socket runs the driver's poll.
+    fn kick_busy_poll(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.rx.fd().as_raw_fd();
+        // SAFETY: a zero-length, non-blocking receive on this source's socket with null buffers
+        // and address, as the kernel's AF_XDP busy-poll interface expects; nothing is written.
+        unsafe {
+            libc::recvfrom(
+                fd,
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 
     /// Ask the CPU to load frame `i` of the batch into cache: the kernel wrote it on another
