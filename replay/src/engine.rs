@@ -21,6 +21,10 @@
 //!   session's database and re-prepares statements from their remembered PREPARE text; every
 //!   command that could not run is counted as lost and reported as an [`Outcome`] with a failure.
 //!
+//! Session tasks run on the runtime that calls [`Engine::run`], or round-robin on the runtimes
+//! given with [`Engine::with_workers`] (`--replay-threads`). A statement's filter verdict and
+//! fingerprint are memoised by exact text for the run.
+//!
 //! Each replayed command (and each command that failed to replay) yields one [`Outcome`], given
 //! to the caller's sink right away from the session's task (the sink is behind a mutex: keep it
 //! cheap and non-blocking), in no particular order across sessions. Commands

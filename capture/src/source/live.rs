@@ -1,6 +1,8 @@
-//! Live capture: a capture thread per source that owns a [`Pipeline`] and a [`RingSink`], fed by
-//! libpcap on the given interface (the fallback source; AF_XDP lives in `xdp`), with counters
-//! published for live readers every 100 ms and kernel drops taken from the socket's statistics.
+//! Live capture: capture threads that each own a [`Pipeline`] and a [`RingSink`], fed by AF_XDP
+//! (one socket and one pinned thread per RX queue, sockets from `xdp`) or by libpcap (the
+//! fallback, one thread), with counters published for live readers every 100 ms and kernel drops
+//! taken from the sockets' statistics. With several queues, a connection seen on more than one is
+//! counted (`multi_queue_sessions`); `record` writes a pcap from one queue or from libpcap.
 //!
 //! It does not replay or print anything; consumers take [`SessionStream`]s from
 //! [`LiveHandle::sessions`].
