@@ -1,6 +1,7 @@
 //! mrte-bench: decode throughput, synthetic captures, packet sender and capture-loss measurements.
 
 mod decode;
+mod floor;
 mod send;
 mod synth;
 
@@ -21,6 +22,8 @@ enum Cmd {
     Decode(decode::DecodeArgs),
     /// Write a synthetic many-session MySQL capture (pcap).
     Synth(synth::SynthArgs),
+    /// mysql_async alone on a capture's text queries: the floor under `mrte replay`.
+    Floor(floor::FloorArgs),
     /// Send a capture's frames out of an interface with AF_XDP, as fast as possible or at a rate.
     Send(send::SendArgs),
 }
@@ -30,5 +33,6 @@ fn main() -> Result<()> {
         Cmd::Decode(a) => decode::run(a),
         Cmd::Synth(a) => synth::run(a),
         Cmd::Send(a) => send::run(a),
+        Cmd::Floor(a) => floor::run(a),
     }
 }
