@@ -105,6 +105,17 @@ fn tshark_count(pcap: &Path, filter: &str) -> u64 {
         .count() as u64
 }
 
+/// Frames of `pcap` that match the display filter.
+fn tshark_frames(pcap: &Path, filter: &str) -> u64 {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args(["-Y", filter, "-T", "fields", "-e", "frame.number"])
+        .output()
+        .expect("tshark");
+    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+}
+
 fn summary_of(mrte: &str, pcap: &Path) -> Value {
     let out = Command::new(mrte)
         .args(["inspect", "-f", "summary", "-r"])
@@ -284,7 +295,19 @@ fn lab_run_record_and_inspect() {
         if source == "xdp" {
             assert_eq!(s["packets"], st["frames"], "{s}");
         }
-        assert_eq!(tshark_count(&pcap, "mysql.command == 3"), sent, "{source}");
+        // The mirror can copy a response before its request (tc mirred on the two directions of
+        // prod0); tshark then calls the request a "spurious retransmission" and does not
+        // dissect it, where mrte holds the response back until the request is seen.
+        let reordered = tshark_frames(
+            &pcap,
+            "tcp.analysis.spurious_retransmission and tcp.dstport == 3306 and tcp.len > 0",
+        );
+        let by_tshark = tshark_count(&pcap, "mysql.command == 3");
+        assert_eq!(
+            by_tshark + reordered,
+            sent,
+            "{source}: tshark {by_tshark} + {reordered} reordered"
+        );
     }
 
     // Every frame of a burst from the AF_XDP sender is recorded, and nothing is counted dropped.
