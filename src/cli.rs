@@ -52,10 +52,8 @@ pub struct CaptureArgs {
     /// Packet source: auto (AF_XDP, else libpcap), xdp, pcap.
     #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
     pub source: String,
-    /// AF_XDP attach mode: auto (zero-copy, else native copy, else generic; generic first on a
-    /// virtual interface), zc, drv (native copy) or skb (generic).
-    #[arg(long, env = "MRTE_XDP_MODE", default_value = "auto", value_parser = ["auto", "zc", "drv", "skb"])]
-    pub xdp_mode: String,
+    #[command(flatten)]
+    pub xdp: XdpArgs,
     /// Stop after this many seconds.
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
@@ -68,6 +66,15 @@ pub struct CaptureArgs {
     /// Core to pin the capture thread to.
     #[arg(long)]
     pub core: Option<usize>,
+}
+
+/// AF_XDP settings of a live capture.
+#[derive(Args, Debug, Clone)]
+pub struct XdpArgs {
+    /// AF_XDP attach mode: auto (zero-copy, else native copy, else generic; generic first on a
+    /// virtual interface), zc, drv (native copy) or skb (generic).
+    #[arg(long, env = "MRTE_XDP_MODE", default_value = "auto", value_parser = ["auto", "zc", "drv", "skb"])]
+    pub xdp_mode: String,
     /// AF_XDP: RX queues to read (0..N), one socket and one pinned thread each; both directions of
     /// a connection must hash to the same queue (symmetric RSS).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -142,18 +149,8 @@ pub struct InspectArgs {
     /// Live: packet source (auto, xdp, pcap).
     #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
     pub source: String,
-    /// Live: AF_XDP attach mode (auto, zc, drv, skb).
-    #[arg(long, env = "MRTE_XDP_MODE", default_value = "auto", value_parser = ["auto", "zc", "drv", "skb"])]
-    pub xdp_mode: String,
-    /// Live, AF_XDP: RX queues to read (0..N), a pinned thread each.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub queues: u32,
-    /// Live, AF_XDP: cores for the queue threads, in queue order.
-    #[arg(long, value_delimiter = ',', value_name = "LIST")]
-    pub cores: Vec<usize>,
-    /// Live, AF_XDP: busy-poll for up to this many microseconds per call instead of sleeping.
-    #[arg(long, default_value_t = 0, value_name = "USECS")]
-    pub busy_poll: u32,
+    #[command(flatten)]
+    pub xdp: XdpArgs,
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value = "text")]
     pub format: Format,
@@ -217,14 +214,11 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let cap = CaptureArgs {
         iface,
         source: a.source.clone(),
-        xdp_mode: a.xdp_mode.clone(),
+        xdp: a.xdp.clone(),
         duration: a.duration,
         count: None,
         ring: 65536,
         core: None,
-        queues: a.queues,
-        cores: a.cores.clone(),
-        busy_poll: a.busy_poll,
     };
     let handle = start_capture(&cap, &a.decode)?;
     let stop = handle.stop_flag();
@@ -273,7 +267,7 @@ fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
             "pcap" => SourceKind::Pcap,
             _ => SourceKind::Auto,
         },
-        xdp_mode: match c.xdp_mode.as_str() {
+        xdp_mode: match c.xdp.xdp_mode.as_str() {
             "zc" => XdpMode::ZeroCopy,
             "drv" => XdpMode::Driver,
             "skb" => XdpMode::Skb,
@@ -283,9 +277,9 @@ fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
         duration: c.duration.map(std::time::Duration::from_secs_f64),
         count: c.count,
         core: c.core,
-        queues: c.queues,
-        cores: c.cores.clone(),
-        busy_poll_usecs: c.busy_poll,
+        queues: c.xdp.queues,
+        cores: c.xdp.cores.clone(),
+        busy_poll_usecs: c.xdp.busy_poll,
     }
 }
 

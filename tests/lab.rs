@@ -71,6 +71,32 @@ impl Drop for Lab {
     }
 }
 
+/// `scripts/lab.sh load` for `secs` seconds with 2 threads; the queries sysbench reports.
+fn sysbench_load(secs: &str) -> u64 {
+    let load = Command::new(root().join("scripts/lab.sh"))
+        .arg("load")
+        .env("DURATION", secs)
+        .env("THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    sysbench_queries(&String::from_utf8_lossy(&load.stdout))
+}
+
+/// Start `mrte ARGS` in the capture namespace with stdout and stderr piped.
+fn spawn_mrte(mrte: &str, args: &[&str]) -> std::process::Child {
+    in_ns("mrte-cap", mrte)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn in_ns(ns: &str, cmd: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, cmd]);
@@ -161,18 +187,7 @@ fn lab_run_record_and_inspect() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let load = Command::new(root().join("scripts/lab.sh"))
-        .arg("load")
-        .env("DURATION", "6")
-        .env("THREADS", "2")
-        .output()
-        .unwrap();
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    let sent = sysbench_queries(&String::from_utf8_lossy(&load.stdout));
+    let sent = sysbench_load("6");
     let scrape = in_ns("mrte-cap", "python3")
         .args(["-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9977/metrics', timeout=5).read().decode())"])
         .output()
@@ -209,8 +224,9 @@ fn lab_run_record_and_inspect() {
         .all(|f| f["prod"]["count"].as_u64() > Some(0) && f["test"]["count"].as_u64() > Some(0)));
 
     // AF_XDP on the mirror port (generic mode on a veth): same count as sysbench, no drops.
-    let xdp = in_ns("mrte-cap", mrte)
-        .args([
+    let xdp = spawn_mrte(
+        mrte,
+        &[
             "inspect",
             "-i",
             "span0",
@@ -220,19 +236,10 @@ fn lab_run_record_and_inspect() {
             "10",
             "-f",
             "summary",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     std::thread::sleep(Duration::from_secs(2));
-    let load = Command::new(root().join("scripts/lab.sh"))
-        .arg("load")
-        .env("DURATION", "4")
-        .env("THREADS", "2")
-        .output()
-        .unwrap();
-    let sent = sysbench_queries(&String::from_utf8_lossy(&load.stdout));
+    let sent = sysbench_load("4");
     let xdp = xdp.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&xdp.stderr);
     if err.contains("AF_XDP") && !xdp.status.success() {
@@ -247,8 +254,9 @@ fn lab_run_record_and_inspect() {
     // tshark and with mrte.
     for source in ["xdp", "pcap"] {
         let pcap = out.join(format!("rec-{source}.pcap"));
-        let rec = in_ns("mrte-cap", mrte)
-            .args([
+        let rec = spawn_mrte(
+            mrte,
+            &[
                 "record",
                 "-i",
                 "span0",
@@ -257,20 +265,11 @@ fn lab_run_record_and_inspect() {
                 "--duration",
                 "8",
                 "-w",
-            ])
-            .arg(&pcap)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+                pcap.to_str().unwrap(),
+            ],
+        );
         std::thread::sleep(Duration::from_secs(2));
-        let load = Command::new(root().join("scripts/lab.sh"))
-            .arg("load")
-            .env("DURATION", "3")
-            .env("THREADS", "2")
-            .output()
-            .unwrap();
-        let sent = sysbench_queries(&String::from_utf8_lossy(&load.stdout));
+        let sent = sysbench_load("3");
         let rec = rec.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&rec.stderr);
         assert!(rec.status.success(), "mrte record --source {source}: {err}");
@@ -320,8 +319,9 @@ fn lab_run_record_and_inspect() {
         );
     } else {
         let pcap = out.join("burst.pcap");
-        let rec = in_ns("mrte-cap", mrte)
-            .args([
+        let rec = spawn_mrte(
+            mrte,
+            &[
                 "record",
                 "-i",
                 "span0",
@@ -330,12 +330,9 @@ fn lab_run_record_and_inspect() {
                 "--duration",
                 "5",
                 "-w",
-            ])
-            .arg(&pcap)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+                pcap.to_str().unwrap(),
+            ],
+        );
         std::thread::sleep(Duration::from_secs(2));
         let send = in_ns("mrte-prod", bench.to_str().unwrap())
             .args(["send", "-i", "mir0", "--loops", "20", "--json"])
@@ -360,8 +357,9 @@ fn lab_run_record_and_inspect() {
         // on different queues is counted in multi_queue_sessions.
         let want = summary_of(mrte, &fixture);
         let live = |sends: &[(&str, Option<&str>)]| -> Value {
-            let cap = in_ns("mrte-cap", mrte)
-                .args([
+            let cap = spawn_mrte(
+                mrte,
+                &[
                     "inspect",
                     "-i",
                     "span0",
@@ -369,12 +367,14 @@ fn lab_run_record_and_inspect() {
                     "xdp",
                     "--xdp-mode",
                     "drv",
-                ])
-                .args(["--queues", "2", "--duration", "4", "-f", "summary"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+                    "--queues",
+                    "2",
+                    "--duration",
+                    "4",
+                    "-f",
+                    "summary",
+                ],
+            );
             std::thread::sleep(Duration::from_millis(1500));
             let senders: Vec<_> = sends
                 .iter()
@@ -404,8 +404,9 @@ fn lab_run_record_and_inspect() {
         assert_eq!(split["multi_queue_sessions"], want["sessions"], "{split}");
 
         // Busy polling instead of idle sleeps: the same traffic decodes the same.
-        let cap = in_ns("mrte-cap", mrte)
-            .args([
+        let cap = spawn_mrte(
+            mrte,
+            &[
                 "inspect",
                 "-i",
                 "span0",
@@ -413,12 +414,12 @@ fn lab_run_record_and_inspect() {
                 "xdp",
                 "--busy-poll",
                 "50",
-            ])
-            .args(["--duration", "3", "-f", "summary"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+                "--duration",
+                "3",
+                "-f",
+                "summary",
+            ],
+        );
         std::thread::sleep(Duration::from_millis(1500));
         let sent = in_ns("mrte-prod", bench.to_str().unwrap())
             .args(["send", "-i", "mir0"])

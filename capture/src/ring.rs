@@ -162,14 +162,7 @@ impl RingSink {
     /// A sink whose rings hold `capacity` events each, and the receiver of new sessions.
     pub fn new(capacity: usize) -> (Self, Receiver<SessionStream>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let sink = Self {
-            capacity: capacity.max(1),
-            producers: HashMap::default(),
-            tx,
-            stats: RingStats::default(),
-            wait_when_full: false,
-        };
-        (sink, rx)
+        (Self::with_sender(capacity, tx), rx)
     }
 
     /// A sink that hands its sessions to an existing receiver (several capture threads, one

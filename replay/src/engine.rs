@@ -84,7 +84,7 @@ use hdrhistogram::Histogram;
 use mrte_capture::event::{
     Command, CommandRecord, FlowKey, Login, Param, ResponseStatus, SessionEvent,
 };
-use mrte_capture::fingerprint::{fingerprint, fingerprint_id, Fingerprinter};
+use mrte_capture::fingerprint::{fingerprint_id, Fingerprinter};
 use mrte_capture::ring::SessionStream;
 use mysql_async::prelude::Queryable;
 use mysql_async::{
@@ -1214,11 +1214,11 @@ impl Session {
     async fn prepare(&mut self, rec: &CommandRecord, sql: Box<[u8]>) {
         let prod_id = rec.response.prepare_ok.as_ref().map(|p| p.stmt_id);
         self.last_prepared = prod_id;
-        let fp = fingerprint(&sql);
+        let (fingerprint, fingerprint_id) = self.fps.of_sql(&sql);
         let mut entry = StmtEntry {
             sql: Arc::from(sql),
-            fingerprint_id: fingerprint_id(&fp),
-            fingerprint: Arc::from(fp.as_str()),
+            fingerprint_id,
+            fingerprint,
             example: Arc::from(""),
             skip: None,
             test: None,

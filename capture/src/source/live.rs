@@ -360,7 +360,6 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
                 let st = h.join().map_err(|_| LiveError::Panicked)?;
                 total.merge(&st);
             }
-            total.multi_queue_sessions = shared.multi_queue_sessions();
             live2.publish(&total);
             Ok(total)
         })
@@ -408,12 +407,6 @@ struct QueueShared {
 
 #[cfg(feature = "xdp")]
 impl QueueShared {
-    /// Connections seen on more than one queue so far.
-    fn multi_queue_sessions(&self) -> u64 {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.iter().map(|s| s.multi_queue_sessions).sum()
-    }
-
     /// Store one queue's counters and publish the sum.
     fn publish(&self, q: u32, st: &Stats, live: &LiveStats) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -502,11 +495,11 @@ fn run_xdp_queue(
     let mut frames = 0u64;
     let link = LinkType::Ethernet;
     let counters = |src: &mut crate::source::xdp::XdpSource, st: &mut Stats, sink: &QueueSink| {
-        st.kernel_drops = src.drops();
+        // The program's counters cover every queue: queue 0's thread reports them.
         if q == 0 {
-            let c = src.program_counters();
-            st.filtered_in_kernel = c.passed;
-            st.untimed_frames = c.untimed;
+            xdp_counters(src, st);
+        } else {
+            st.kernel_drops = src.drops();
         }
         let r = sink.ring.stats();
         st.ring_drops = r.dropped_events;
