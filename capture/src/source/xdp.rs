@@ -59,7 +59,9 @@ const BATCH: usize = 256;
 /// Shortest and longest sleep when the RX ring is empty; in between, the sleep lets the recent
 /// frame rate fill at most a quarter of the ring.
 const IDLE_SLEEP_MIN: Duration = Duration::from_micros(200);
-const IDLE_SLEEP_MAX: Duration = Duration::from_millis(10);
+/// The longest sleep also bounds a burst after a quiet spell: at 1 Mpps, 4 ms fill a quarter of
+/// the ring.
+const IDLE_SLEEP_MAX: Duration = Duration::from_millis(4);
 
 /// The XDP program object, compiled from `capture/bpf/mrte_xdp.c` by build.rs.
 static PROGRAM_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mrte_xdp.o"));
@@ -502,7 +504,7 @@ impl XdpSource {
     /// Read the frames waiting in the RX ring (no system call) and call `f` on each with its
     /// receive time in microseconds since the Unix epoch (the kernel's, from the XDP program's
     /// metadata; the wall clock now for a frame without it), then give them back to the kernel.
-    /// With nothing waiting, sleep (0.2 to 10 ms, so that the recent frame rate fills at most a
+    /// With nothing waiting, sleep (0.2 to 4 ms, so that the recent frame rate fills at most a
     /// quarter of the RX ring meanwhile) and return 0.
     ///
     /// Frames the fill ring cannot take yet are kept and offered again on the next call; while
