@@ -1072,12 +1072,12 @@ impl Proto {
 
 /// `USE db` (any case, optional backticks, trailing `;`/space) → db.
 fn use_statement(sql: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(sql).ok()?.trim();
-    if s.len() < 4 || !s[..3].eq_ignore_ascii_case("use") || !s.as_bytes()[3].is_ascii_whitespace()
-    {
+    let s = sql.trim_ascii();
+    if s.len() < 4 || !s[..3].eq_ignore_ascii_case(b"use") || !s[3].is_ascii_whitespace() {
         return None;
     }
-    let db = s[4..].trim().trim_end_matches(';').trim().trim_matches('`');
+    let db = std::str::from_utf8(&s[4..]).ok()?;
+    let db = db.trim().trim_end_matches(';').trim().trim_matches('`');
     (!db.is_empty() && !db.contains(char::is_whitespace)).then(|| db.to_string())
 }
 

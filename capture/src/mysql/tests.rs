@@ -453,3 +453,16 @@ fn mariadb_progress_report_is_not_the_response() {
     assert_eq!(cmds[0].response.affected, 2);
     assert_eq!(cmds[0].prod_us(), Some(19), "from the last uploaded byte");
 }
+
+#[test]
+fn use_detection_takes_multibyte_and_non_utf8_sql() {
+    assert_eq!(use_statement("/*中*/ SET @x=1".as_bytes()), None);
+    assert_eq!(use_statement("中文".as_bytes()), None);
+    assert_eq!(use_statement("use 中文".as_bytes()), Some("中文".into()));
+    assert_eq!(use_statement(b"USE `db`;"), Some("db".into()));
+    assert_eq!(use_statement(b"use \xff\xfe"), None);
+    assert_eq!(use_statement(b"us\xe4"), None);
+    for len in 0..8 {
+        let _ = use_statement(&"中文字".as_bytes()[..len]);
+    }
+}
