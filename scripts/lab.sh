@@ -18,6 +18,7 @@ APP_NS=mrte-app PROD_NS=mrte-prod CAP_NS=mrte-cap
 APP_ADDR=198.18.0.1 PROD_ADDR=198.18.0.2 TEST_ADDR=198.18.1.2
 PORT=3306 MIRROR_IF=span0
 DB_USER=sbtest DB_PASS=sbtest
+ED_USER=sbtest_ed ED_PASS=sbtest_ed
 TABLES=${TABLES:-4} TABLE_SIZE=${TABLE_SIZE:-10000}
 
 log() { echo "lab: $*" >&2; }
@@ -95,6 +96,10 @@ seed() {
     sql $s "DELETE FROM mysql.global_priv WHERE User=''; FLUSH PRIVILEGES;
       CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED BY '$DB_PASS';
       GRANT ALL ON *.* TO '$DB_USER'@'%'; CREATE DATABASE IF NOT EXISTS sbtest; FLUSH PRIVILEGES;"
+    # A MariaDB ed25519 user (client_ed25519 auth) for replay auth tests.
+    sql $s "INSTALL SONAME 'auth_ed25519'" 2>/dev/null || true
+    sql $s "CREATE USER IF NOT EXISTS '$ED_USER'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('$ED_PASS');
+      GRANT ALL ON *.* TO '$ED_USER'@'%'; FLUSH PRIVILEGES;"
   done
   local have
   have=$(mariadb --no-defaults -S "$LAB_DIR/prod.sock" -uroot -N -e \
@@ -126,6 +131,8 @@ PROD_SOCK=$LAB_DIR/prod.sock
 TEST_SOCK=$LAB_DIR/test.sock
 DB_USER=$DB_USER
 DB_PASS=$DB_PASS
+ED_USER=$ED_USER
+ED_PASS=$ED_PASS
 TABLES=$TABLES
 TABLE_SIZE=$TABLE_SIZE
 EOF

@@ -3,11 +3,22 @@
 # mrte-cap) while mariadb, mysqladmin, sysbench and python talk to prod from mrte-app. Writes
 # tests/fixtures/*.pcap (the 18 MiB statement as .pcap.gz) and tests/fixtures/truth.json: per
 # fixture, the command counts the clients sent, known from the client side (the scripted statement
-# lists, sysbench's own report), never from mrte's decoder.
+# lists, sysbench's own report, the driver programs' socket taps), never from mrte's decoder.
+#
+# Usage: scripts/record-fixtures.sh [all|clients|drivers]   (default all)
+#   clients: the mariadb/mysqladmin/sysbench/python fixtures; drivers: the application drivers of
+#   scripts/drivers/ (Connector/J, mysql2, PyMySQL, mysql-connector-python), see record_driver.
+# Entries of truth.json not recorded in this run are kept. Run it under flock /tmp/mrte-lab.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WHAT=${1:-all}
+case "$WHAT" in all|clients|drivers) ;; *) echo "usage: $0 [all|clients|drivers]" >&2; exit 2 ;; esac
 FIX=$PWD/tests/fixtures
 mkdir -p "$FIX"
+if [ "$WHAT" != clients ]; then
+  . scripts/lib/deps.sh
+  mrte_install_driver_deps
+fi
 LAB_ENV=/var/tmp/mrte-lab/env
 brought_up=0
 if [ ! -f "$LAB_ENV" ]; then scripts/lab.sh up; brought_up=1; fi
@@ -25,6 +36,7 @@ cap_start() { # name [iface [namespace]]
 }
 cap_stop() { sleep 1; kill "$CAP_PID"; wait "$CAP_PID" 2>/dev/null || true; }
 
+record_clients() {
 # (a) mariadb client: a scripted session with USE, an error, a multi-statement, SHOW; --force runs all.
 cap_start client_session
 "${M[@]}" --force sbtest >/dev/null 2>&1 <<'SQL' || true
@@ -125,17 +137,25 @@ s.close()
 PY
 cap_stop
 TRUTH[garbage]='{}'
+for k in client_session mysqladmin sysbench_text sysbench_ps compressed big_statement tls midstream local_infile garbage; do
+  f=$k.pcap; [ "$k" = big_statement ] && f=$k.pcap.gz
+  TRUTH[$k]="{\"file\": \"$f\", \"commands\": ${TRUTH[$k]}}"
+done
+}
 
-{
-  echo "{"
-  first=1
-  for k in client_session mysqladmin sysbench_text sysbench_ps compressed big_statement tls midstream local_infile garbage; do
-    [ $first = 1 ] || echo ","
-    first=0
-    f=$k.pcap; [ "$k" = big_statement ] && f=$k.pcap.gz
-    printf '  "%s": {"file": "%s", "commands": %s}' "$k" "$f" "${TRUTH[$k]}"
-  done
-  echo
-  echo "}"
-} >"$FIX/truth.json"
+. scripts/drivers/record.sh
+[ "$WHAT" = drivers ] || record_clients
+[ "$WHAT" = clients ] || record_drivers
+
+# truth.json: one entry per line, entries not recorded now kept as they were.
+for k in "${!TRUTH[@]}"; do printf '%s\t%s\n' "$k" "${TRUTH[$k]}"; done | python3 -c '
+import json, os, sys
+path = sys.argv[1]
+old = json.load(open(path)) if os.path.exists(path) else {}
+for line in sys.stdin:
+    k, v = line.rstrip("\n").split("\t", 1)
+    old[k] = json.loads(v)
+lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in old.items()]
+open(path, "w").write("{\n" + ",\n".join(lines) + "\n}\n")
+' "$FIX/truth.json"
 ls -la "$FIX"

@@ -32,3 +32,37 @@ mrte_install_deps() {
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy || true
   fi
 }
+
+# The application drivers that scripts/record-fixtures.sh runs on the lab (scripts/drivers/):
+# Connector/J from Debian, mysql2 from npm (scripts/drivers/package-lock.json), PyMySQL and
+# mysql-connector-python from PyPI (scripts/drivers/requirements.txt) in a venv under /var/tmp.
+# Prints nothing when everything is there. Sets MRTE_DRIVERS_PY to the venv's python.
+MRTE_DRIVERS_VENV=${MRTE_DRIVERS_VENV:-/var/tmp/mrte-drivers/venv}
+mrte_install_driver_deps() {
+  local root
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  local pkgs=(libmariadb-java openjdk-17-jdk-headless nodejs python3-venv) missing=()
+  command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  local d=$root/scripts/drivers
+  if ! (cd "$d" && npm ls --silent mysql2 >/dev/null 2>&1); then
+    echo "deps: npm ci in scripts/drivers" >&2
+    (cd "$d" && npm ci --no-audit --no-fund --silent) >&2
+  fi
+  local stamp=$MRTE_DRIVERS_VENV/.requirements
+  if ! cmp -s "$d/requirements.txt" "$stamp"; then
+    echo "deps: python venv $MRTE_DRIVERS_VENV" >&2
+    [ -x "$MRTE_DRIVERS_VENV/bin/python" ] || /usr/bin/python3 -m venv "$MRTE_DRIVERS_VENV"
+    "$MRTE_DRIVERS_VENV/bin/pip" install -q --disable-pip-version-check -r "$d/requirements.txt" >&2
+    cp "$d/requirements.txt" "$stamp"
+  fi
+  MRTE_DRIVERS_PY=$MRTE_DRIVERS_VENV/bin/python
+}

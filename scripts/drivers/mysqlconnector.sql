@@ -1,0 +1,8 @@
+DROP DATABASE IF EXISTS drv_mycpy;
+CREATE DATABASE drv_mycpy;
+DROP DATABASE IF EXISTS drv_mycpy_b;
+CREATE DATABASE drv_mycpy_b;
+USE drv_mycpy;
+CREATE TABLE orders (id INT PRIMARY KEY, item VARCHAR(64) NOT NULL, amount DECIMAL(10,2) NOT NULL) ENGINE=InnoDB;
+INSERT INTO orders VALUES (1000, 'seed', 0);
+CREATE TABLE drv_mycpy_b.audit (id INT PRIMARY KEY, note VARCHAR(64)) ENGINE=InnoDB;
