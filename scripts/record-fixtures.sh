@@ -20,19 +20,29 @@ if [ "$WHAT" != clients ]; then
   mrte_install_driver_deps
 fi
 LAB_ENV=/var/tmp/mrte-lab/env
+# The Rust lab tests (tests/lab.rs, capture/tests/live_xdp.rs) serialise on this file (created
+# exclusively, removed when done); run this script under `flock /tmp/mrte-lab.lock` as well.
+LAB_LOCK=/var/tmp/mrte-lab.lock
+for i in $(seq 1800); do (set -o noclobber; echo $$ >"$LAB_LOCK") 2>/dev/null && break; sleep 0.5; done
+[ "$(cat "$LAB_LOCK" 2>/dev/null)" = $$ ] || { echo "record: $LAB_LOCK held for 15 min" >&2; exit 1; }
 brought_up=0
+cleanup() { [ "$brought_up" = 1 ] && scripts/lab.sh down; rm -f "$LAB_LOCK"; }
+trap cleanup EXIT
 if [ ! -f "$LAB_ENV" ]; then scripts/lab.sh up; brought_up=1; fi
 . "$LAB_ENV"
-[ "$brought_up" = 1 ] && trap 'scripts/lab.sh down' EXIT
 M=(ip netns exec "$APP_NS" mariadb --no-defaults --skip-ssl -h "$PROD_ADDR" -u"$DB_USER" -p"$DB_PASS")
 declare -A TRUTH
 
 cap_start() { # name [iface [namespace]]
   local f=$FIX/$1.pcap
   rm -f "$f"
-  ip netns exec "${3:-$CAP_NS}" tcpdump -i "${2:-$MIRROR_IF}" -B 262144 -s 0 -U -n -w "$f" "tcp port $PROD_PORT" >/dev/null 2>&1 &
+  local err=/tmp/mrte-record-tcpdump.$$
+  ip netns exec "${3:-$CAP_NS}" tcpdump -i "${2:-$MIRROR_IF}" -B 262144 -s 0 -U -n -w "$f" "tcp port $PROD_PORT" >/dev/null 2>"$err" &
   CAP_PID=$!
-  sleep 1
+  # On a loaded machine tcpdump may take seconds to start: wait until it listens.
+  for _ in $(seq 100); do grep -q "listening on" "$err" 2>/dev/null && break; sleep 0.1; done
+  rm -f "$err"
+  sleep 0.5
 }
 cap_stop() { sleep 1; kill "$CAP_PID"; wait "$CAP_PID" 2>/dev/null || true; }
 

@@ -54,8 +54,9 @@ def workload(c, base):
 
 def main():
     host, user, password = sys.argv[1:4]
+    # The lab's prod offers TLS and the driver would take it: plain text, so that the capture decodes.
     c = mysql.connector.connect(host=host, port=PORT, user=user, password=password, database="drv_mycpy",
-                                use_pure=True)
+                                use_pure=True, ssl_disabled=True)
     workload(c, 0)
     c.cmd_statistics()
     c.cmd_reset_connection()
@@ -69,7 +70,7 @@ def main():
     c.close()
 
     z = mysql.connector.connect(host=host, port=PORT, user=user, password=password, database="drv_mycpy",
-                                use_pure=True, compress=True)
+                                use_pure=True, compress=True, ssl_disabled=True)
     workload(z, 200)
     cur = z.cursor()
     cur.execute("SELECT REPEAT('compressible ', 2000)")

@@ -40,9 +40,10 @@ CJK = [
 
 def main():
     host, user, password, csv = sys.argv[1:5]
+    # The lab's prod offers TLS and PyMySQL would take it: plain text, so that the capture decodes.
     c = pymysql.connect(
         host=host, port=PORT, user=user, password=password, database="drv_py", charset="utf8mb4",
-        local_infile=True, client_flag=CLIENT.MULTI_STATEMENTS,
+        local_infile=True, client_flag=CLIENT.MULTI_STATEMENTS, ssl_disabled=True,
     )
     cur = c.cursor()
     rows = [(i, f"name-{i}", f"city-{i % 5}") for i in range(1, 31)]
@@ -72,8 +73,8 @@ def main():
 
     # Non-UTF-8 connections: the statement bytes are EUC-KR and Shift_JIS.
     for cs, rid, text in (("euckr", 1, "한글 테스트"), ("sjis", 2, "日本語テスト")):
-        k = pymysql.connect(host=host, port=PORT, user=user, password=password, database="drv_py", charset=cs,
-                            autocommit=True)
+        k = pymysql.connect(host=host, port=PORT, user=user, password=password, database="drv_py",
+                            charset=cs, autocommit=True, ssl_disabled=True)
         kc = k.cursor()
         kc.execute(f"INSERT INTO texts (id, cs, body) VALUES ({rid}, '{cs}', '{text}')")
         kc.execute(f"SELECT body FROM texts WHERE body = '{text}'")

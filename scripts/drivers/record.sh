@@ -53,13 +53,15 @@ record_driver() {
   client=$(ip netns exec "$APP_NS" "$@")
   cap_stop
   "${ROOT_SQL[@]}" -e "SET GLOBAL general_log=0"
+  local syns
+  syns=$(tcpdump -nr "$FIX/$name.pcap" 'tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn' 2>/dev/null | wc -l)
   local log tables
   log=$(server_log_counts)
   # shellcheck disable=SC2086
   tables=$(table_sums $schemas)
-  TRUTH[$name]=$(python3 - "$name" "$label" "$client" "$log" "$tables" <<'PY'
+  TRUTH[$name]=$(python3 - "$name" "$label" "$client" "$log" "$tables" "$syns" <<'PY'
 import json, sys
-name, label, client, log, tables = sys.argv[1:6]
+name, label, client, log, tables, syns = sys.argv[1:7]
 client, log = json.loads(client), json.loads(log)
 # General log command types -> protocol commands, to check the tap against the server.
 names = {"Query": "COM_QUERY", "Init DB": "COM_INIT_DB", "Prepare": "COM_STMT_PREPARE",
@@ -72,6 +74,12 @@ for typ, n in log.items():
     if cmd and client.get(cmd, 0) != n and not (cmd == "COM_STMT_EXECUTE" and "COM_STMT_BULK_EXECUTE" in client):
         print(f"record: {name}: server log has {n} {typ}, the driver's tap {client.get(cmd, 0)} {cmd}",
               file=sys.stderr)
+# Every connection ends with COM_QUIT here: another client on the lab would show as more connects.
+if log.get("Connect", 0) != client.get("COM_QUIT", 0):
+    sys.exit(f"record: {name}: {log.get('Connect', 0)} connects in the server log, "
+             f"{client.get('COM_QUIT', 0)} by the driver: was another client using the lab?")
+if int(syns) != log.get("Connect", 0):
+    sys.exit(f"record: {name}: {syns} connections captured, {log.get('Connect', 0)} made")
 print(json.dumps({"file": f"{name}.pcap", "driver": label, "commands": client, "server_log": log,
                   "schema": f"{name}.schema.sql", "tables": json.loads(tables)}))
 PY
