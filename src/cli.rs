@@ -113,6 +113,9 @@ pub struct DecodeArgs {
     /// Close sessions idle for this many seconds (capture time).
     #[arg(long, default_value_t = 600)]
     pub idle_timeout: u64,
+    /// Out-of-order bytes held per direction before a hole is declared lost.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_ooo_bytes: usize,
 }
 
 impl DecodeArgs {
@@ -124,6 +127,7 @@ impl DecodeArgs {
                 max_command_bytes: self.max_command_mib.saturating_mul(1 << 20),
             },
             idle_timeout_us: self.idle_timeout.saturating_mul(1_000_000),
+            max_ooo_bytes: self.max_ooo_bytes,
             ..PipelineConfig::default()
         }
     }

@@ -31,7 +31,8 @@ pub struct PipelineConfig {
     pub max_sessions: usize,
     /// A session with no packet for this long is closed (microseconds of capture time).
     pub idle_timeout_us: u64,
-    /// Out-of-order bytes buffered per direction before a hole is declared.
+    /// Out-of-order span buffered per direction before a hole is declared (a TCP window or more;
+    /// rounded down to a power of two).
     pub max_ooo_bytes: usize,
 }
 
@@ -42,7 +43,7 @@ impl Default for PipelineConfig {
             decoder: DecoderConfig::default(),
             max_sessions: 1 << 20,
             idle_timeout_us: 600_000_000,
-            max_ooo_bytes: 1 << 20,
+            max_ooo_bytes: 16 << 20,
         }
     }
 }
