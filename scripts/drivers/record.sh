@@ -38,15 +38,16 @@ table_sums() {
 
 # record_driver NAME DRIVER-LABEL COMMAND...: scratch schema from scripts/drivers/NAME.sql, dump,
 # capture while COMMAND runs in the app namespace (its stdout: the tap's JSON), log, checksums.
+# NAME_b is a second take of NAME (same program and schema, other timing).
 record_driver() {
-  local name=$1 label=$2
+  local name=$1 label=$2 base=${1%_b}
   shift 2
   local schemas
-  schemas=$(grep -o 'CREATE DATABASE [a-z_0-9]*' "$DRIVERS_DIR/$name.sql" | awk '{print $3}' | tr '\n' ' ')
-  "${ROOT_SQL[@]}" <"$DRIVERS_DIR/$name.sql"
+  schemas=$(grep -o 'CREATE DATABASE [a-z_0-9]*' "$DRIVERS_DIR/$base.sql" | awk '{print $3}' | tr '\n' ' ')
+  "${ROOT_SQL[@]}" <"$DRIVERS_DIR/$base.sql"
   # shellcheck disable=SC2086
   mariadb-dump --no-defaults -S "$PROD_SOCK" -uroot --skip-dump-date --skip-comments --databases $schemas \
-    >"$FIX/$name.schema.sql"
+    >"$FIX/$base.schema.sql"
   "${ROOT_SQL[@]}" -e "SET GLOBAL log_output='TABLE'; TRUNCATE mysql.general_log; SET GLOBAL general_log=1"
   cap_start "$name"
   local client
@@ -59,9 +60,9 @@ record_driver() {
   log=$(server_log_counts)
   # shellcheck disable=SC2086
   tables=$(table_sums $schemas)
-  TRUTH[$name]=$(python3 - "$name" "$label" "$client" "$log" "$tables" "$syns" <<'PY'
+  TRUTH[$name]=$(python3 - "$name" "$label" "$client" "$log" "$tables" "$syns" "$base" <<'PY'
 import json, sys
-name, label, client, log, tables, syns = sys.argv[1:7]
+name, label, client, log, tables, syns, base = sys.argv[1:8]
 client, log = json.loads(client), json.loads(log)
 # General log command types -> protocol commands, to check the tap against the server.
 names = {"Query": "COM_QUERY", "Init DB": "COM_INIT_DB", "Prepare": "COM_STMT_PREPARE",
@@ -81,7 +82,7 @@ if log.get("Connect", 0) != client.get("COM_QUIT", 0):
 if int(syns) != log.get("Connect", 0):
     sys.exit(f"record: {name}: {syns} connections captured, {log.get('Connect', 0)} made")
 print(json.dumps({"file": f"{name}.pcap", "driver": label, "commands": client, "server_log": log,
-                  "schema": f"{name}.schema.sql", "tables": json.loads(tables)}))
+                  "schema": f"{base}.schema.sql", "tables": json.loads(tables)}))
 PY
 )
   echo "record: $name: ${TRUTH[$name]}" >&2
@@ -92,8 +93,11 @@ record_drivers() {
   local cj jar=/usr/share/java/mariadb-java-client.jar
   cj=$(mktemp -d)
   javac -d "$cj" -cp "$jar" "$DRIVERS_DIR/ConnectorJ.java"
-  record_driver connectorj "Connector/J $(dpkg-query -W -f='${Version}' libmariadb-java)" \
-    java -cp "$cj:$jar" ConnectorJ "$PROD_ADDR" "$DB_USER" "$DB_PASS" "$ED_USER" "$ED_PASS"
+  # Twice: where the pipelined batches split into TCP segments varies from run to run.
+  for take in connectorj connectorj_b; do
+    record_driver $take "Connector/J $(dpkg-query -W -f='${Version}' libmariadb-java)" \
+      java -cp "$cj:$jar" ConnectorJ "$PROD_ADDR" "$DB_USER" "$DB_PASS" "$ED_USER" "$ED_PASS"
+  done
   rm -rf "$cj"
   record_driver mysql2 "node mysql2 $(node -p "require('$DRIVERS_DIR/node_modules/mysql2/package.json').version")" \
     node "$DRIVERS_DIR/mysql2_workload.js" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
