@@ -40,7 +40,7 @@ fn inspect(path: &Path, format: &str) -> String {
 
 /// Fixtures whose clients send commands before reading the previous responses (Connector/J
 /// batches): their decode-error checks are in `pipelined_batches_decode_whole`.
-const PIPELINED: [&str; 1] = ["connectorj"];
+const PIPELINED: [&str; 2] = ["connectorj", "connectorj_b"];
 
 fn truth() -> Value {
     let t =
@@ -254,7 +254,13 @@ fn assert_paired(name: &str, lines: &[Value]) {
 #[test]
 fn driver_fixtures_decode_whole() {
     let truth = truth();
-    for name in ["mysql2", "pymysql", "mysqlconnector", "connectorj"] {
+    for name in [
+        "mysql2",
+        "pymysql",
+        "mysqlconnector",
+        "connectorj",
+        "connectorj_b",
+    ] {
         let t = &truth[name];
         let file = t["file"].as_str().unwrap();
         let s = summary(file);
@@ -278,6 +284,7 @@ fn driver_fixtures_decode_whole() {
         assert_paired(name, &jsonl(file));
     }
     assert_eq!(summary("connectorj.pcap")["compressed_sessions"], 1);
+    assert_eq!(summary("connectorj_b.pcap")["compressed_sessions"], 1);
     assert_eq!(summary("mysqlconnector.pcap")["compressed_sessions"], 1);
 }
 
