@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use etherparse::PacketBuilder;
+use mrte_capture::mysql::consts::caps;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
 
@@ -27,13 +28,13 @@ pub struct SynthArgs {
     pub queries: u32,
 }
 
-const CAPS: u32 = 0x0000_0001 // LONG_PASSWORD
-    | 0x0000_0008 // CONNECT_WITH_DB
-    | 0x0000_0200 // PROTOCOL_41
-    | 0x0000_2000 // TRANSACTIONS
-    | 0x0000_8000 // SECURE_CONNECTION
-    | 0x0008_0000 // PLUGIN_AUTH
-    | 0x0100_0000; // DEPRECATE_EOF
+const CAPS: u32 = caps::LONG_PASSWORD
+    | caps::CONNECT_WITH_DB
+    | caps::PROTOCOL_41
+    | caps::TRANSACTIONS
+    | caps::SECURE_CONNECTION
+    | caps::PLUGIN_AUTH
+    | caps::DEPRECATE_EOF;
 
 fn packet(seq: u8, payload: &[u8], out: &mut Vec<u8>) {
     let n = payload.len() as u32;

@@ -284,10 +284,17 @@ pub fn classify(sql: &[u8]) -> StatementClass {
 /// Classify a command code other than COM_QUERY/COM_STMT_PREPARE: COM_SHUTDOWN, COM_PROCESS_KILL,
 /// COM_REFRESH (FLUSH) and replication commands are dangerous.
 pub fn classify_command_code(code: u8) -> Option<StatementClass> {
+    use mrte_capture::mysql::consts::com;
     match code {
-        0x08 | 0x0c | 0x07 | 0x12 | 0x15 | 0x1e | 0x14 | 0x0b | 0x1d => {
-            Some(StatementClass::Dangerous)
-        }
+        com::SHUTDOWN
+        | com::PROCESS_KILL
+        | com::REFRESH
+        | com::BINLOG_DUMP
+        | com::REGISTER_SLAVE
+        | com::BINLOG_DUMP_GTID
+        | com::CONNECT_OUT
+        | com::CONNECT
+        | com::DAEMON => Some(StatementClass::Dangerous),
         _ => None,
     }
 }

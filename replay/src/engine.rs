@@ -1108,9 +1108,9 @@ impl Session {
                 None => self.skip(SkipReason::Unsupported),
             },
             Command::Other { code } => {
-                let r = match code {
-                    0x15 => SkipReason::Replication,
-                    c => match classify_command_code(*c).and_then(|k| f.check_class(k)) {
+                let r = match *code {
+                    mrte_capture::mysql::consts::com::REGISTER_SLAVE => SkipReason::Replication,
+                    c => match classify_command_code(c).and_then(|k| f.check_class(k)) {
                         Some(r) => r,
                         None => SkipReason::Unsupported,
                     },

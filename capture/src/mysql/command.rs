@@ -5,16 +5,12 @@
 use std::collections::HashMap;
 
 use crate::event::{Command, Param, Value};
+use crate::mysql::consts::caps::{
+    PLUGIN_AUTH as CLIENT_PLUGIN_AUTH, QUERY_ATTRIBUTES as CLIENT_QUERY_ATTRIBUTES,
+    SECURE_CONNECTION as CLIENT_SECURE_CONNECTION,
+};
+use crate::mysql::consts::com;
 use crate::mysql::value::{read_value, types, Reader, WireError};
-
-/// CLIENT_QUERY_ATTRIBUTES.
-pub const CLIENT_QUERY_ATTRIBUTES: u32 = 1 << 27;
-/// CLIENT_SECURE_CONNECTION.
-pub const CLIENT_SECURE_CONNECTION: u32 = 1 << 15;
-/// CLIENT_PLUGIN_AUTH.
-pub const CLIENT_PLUGIN_AUTH: u32 = 1 << 19;
-/// CLIENT_CONNECT_WITH_DB.
-pub const CLIENT_CONNECT_WITH_DB: u32 = 1 << 3;
 
 /// Why a command payload could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,27 +106,27 @@ pub fn parse_command(
     let (&code, body) = payload.split_first().ok_or(CommandError::Empty)?;
     let mut r = Reader::new(body);
     Ok(match code {
-        0x01 => Command::Quit,
-        0x02 => Command::InitDb { schema: text(body) },
-        0x03 => parse_query(body, caps)?,
-        0x04 => {
+        com::QUIT => Command::Quit,
+        com::INIT_DB => Command::InitDb { schema: text(body) },
+        com::QUERY => parse_query(body, caps)?,
+        com::FIELD_LIST => {
             let table = text(r.nul_str());
             Command::FieldList {
                 table,
                 wildcard: text(r.rest()),
             }
         }
-        0x09 => Command::Statistics,
-        0x0c => Command::ProcessKill {
+        com::STATISTICS => Command::Statistics,
+        com::PROCESS_KILL => Command::ProcessKill {
             connection_id: r.u32("COM_PROCESS_KILL")?,
         },
-        0x0e => Command::Ping,
-        0x11 => parse_change_user(body, caps)?,
-        0x12 => Command::BinlogDump { gtid: false },
-        0x1e => Command::BinlogDump { gtid: true },
-        0x16 => Command::StmtPrepare { sql: body.into() },
-        0x17 => parse_execute(body, caps, stmts)?,
-        0x18 => {
+        com::PING => Command::Ping,
+        com::CHANGE_USER => parse_change_user(body, caps)?,
+        com::BINLOG_DUMP => Command::BinlogDump { gtid: false },
+        com::BINLOG_DUMP_GTID => Command::BinlogDump { gtid: true },
+        com::STMT_PREPARE => Command::StmtPrepare { sql: body.into() },
+        com::STMT_EXECUTE => parse_execute(body, caps, stmts)?,
+        com::STMT_SEND_LONG_DATA => {
             let stmt_id = r.u32("COM_STMT_SEND_LONG_DATA")?;
             let param_id = r.u16("COM_STMT_SEND_LONG_DATA")?;
             Command::StmtSendLongData {
@@ -139,22 +135,22 @@ pub fn parse_command(
                 data: r.rest().into(),
             }
         }
-        0x19 => {
+        com::STMT_CLOSE => {
             let stmt_id = r.u32("COM_STMT_CLOSE")?;
             stmts.on_close(stmt_id);
             Command::StmtClose { stmt_id }
         }
-        0x1a => Command::StmtReset {
+        com::STMT_RESET => Command::StmtReset {
             stmt_id: r.u32("COM_STMT_RESET")?,
         },
-        0x1b => Command::SetOption {
+        com::SET_OPTION => Command::SetOption {
             option: r.u16("COM_SET_OPTION")?,
         },
-        0x1c => Command::StmtFetch {
+        com::STMT_FETCH => Command::StmtFetch {
             stmt_id: r.u32("COM_STMT_FETCH")?,
             num_rows: r.u32("COM_STMT_FETCH")?,
         },
-        0x1f => {
+        com::RESET_CONNECTION => {
             stmts.clear();
             Command::ResetConnection
         }

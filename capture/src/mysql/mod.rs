@@ -13,18 +13,21 @@
 //! client packet that is a whole, plausible command.
 
 pub mod command;
+pub mod consts;
 pub mod framing;
+mod handshake;
+pub mod response;
 pub mod value;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::event::{
-    Command, CommandFlags, CommandRecord, Login, PrepareOk, Response, ResponseStatus,
-};
+pub use consts::caps;
+
+use crate::event::{Command, CommandFlags, CommandRecord, Login, Response, ResponseStatus};
 use command::{parse_command, StmtTable};
 use framing::{Framer, Inflater, Packet};
-use value::Reader;
+use response::RespState;
 
 /// Which way bytes flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,28 +83,6 @@ pub enum ConnEvent {
     Anomaly(Anomaly),
 }
 
-/// `CapabilityFlags` bits the decoder uses.
-pub mod caps {
-    /// CLIENT_CONNECT_WITH_DB.
-    pub const CONNECT_WITH_DB: u32 = 1 << 3;
-    /// CLIENT_COMPRESS.
-    pub const COMPRESS: u32 = 1 << 5;
-    /// CLIENT_PROTOCOL_41.
-    pub const PROTOCOL_41: u32 = 1 << 9;
-    /// CLIENT_SSL.
-    pub const SSL: u32 = 1 << 11;
-    /// CLIENT_SECURE_CONNECTION.
-    pub const SECURE_CONNECTION: u32 = 1 << 15;
-    /// CLIENT_PLUGIN_AUTH.
-    pub const PLUGIN_AUTH: u32 = 1 << 19;
-    /// CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.
-    pub const PLUGIN_AUTH_LENENC: u32 = 1 << 21;
-    /// CLIENT_DEPRECATE_EOF.
-    pub const DEPRECATE_EOF: u32 = 1 << 24;
-}
-
-const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
-const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
 const SERVER_KEEP: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,30 +92,6 @@ enum Phase {
     Auth,
     Command,
     Tls,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RespState {
-    Start,
-    Columns {
-        left: u64,
-        then_eof: bool,
-    },
-    ColumnsEof,
-    Rows,
-    PrepareDefs {
-        left: u64,
-        eof_after: bool,
-        cols: u64,
-    },
-    PrepareEof {
-        cols: u64,
-    },
-    FieldList,
-    InfileUpload,
-    InfileResult,
-    ChangeUserAuth,
-    Done,
 }
 
 #[derive(Debug)]
@@ -201,7 +158,7 @@ fn lossy(b: &[u8]) -> String {
 }
 
 fn known_command(code: u8) -> bool {
-    matches!(code, 0x01..=0x1f)
+    (consts::com::QUIT..=consts::com::RESET_CONNECTION).contains(&code)
 }
 
 impl Connection {
@@ -523,146 +480,6 @@ impl Proto {
         }
     }
 
-    fn on_greeting(&mut self, p: Packet<'_>) {
-        let mut r = Reader::new(p.payload);
-        match r.u8("greeting") {
-            Ok(0x0a) => {}
-            Ok(0xff) => {
-                let (code, _, _) = parse_err(p.payload);
-                self.login.error_code = code;
-                return;
-            }
-            _ => {
-                self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                    "not a MySQL greeting",
-                )));
-                return;
-            }
-        }
-        self.phase = Phase::AwaitHandshakeResponse;
-        self.login.server_version = Some(lossy(r.nul_str()));
-        let Ok(conn_id) = r.u32("connection id") else {
-            return;
-        };
-        self.login.connection_id = Some(conn_id);
-        if r.take(9, "auth data 1").is_err() {
-            return;
-        }
-        let lo = r.u16("caps").unwrap_or(0);
-        let _charset = r.u8("charset");
-        let _status = r.u16("status");
-        let hi = r.u16("caps").unwrap_or(0);
-        self.server_caps = u32::from(lo) | u32::from(hi) << 16;
-        let _ = r.u8("auth len");
-        let _ = r.take(10, "reserved");
-        let _ = r.take(13, "auth data 2");
-        if r.remaining() > 0 {
-            self.login.auth_plugin = Some(lossy(r.nul_str()));
-        }
-    }
-
-    fn on_handshake_response(&mut self, p: Packet<'_>, ts_us: u64) {
-        let mut r = Reader::new(p.payload);
-        let Ok(c) = r.u32("client caps") else {
-            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                "short handshake response",
-            )));
-            return;
-        };
-        if c & caps::PROTOCOL_41 == 0 {
-            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                "pre-4.1 handshake response",
-            )));
-            self.phase = Phase::Auth;
-            return;
-        }
-        let negotiated = if self.server_caps != 0 {
-            c & (self.server_caps | caps::SSL)
-        } else {
-            c
-        };
-        if p.len == 32 && c & caps::SSL != 0 {
-            self.caps = negotiated;
-            self.phase = Phase::Tls;
-            self.login.tls = true;
-            self.login.ts_us = ts_us;
-            self.login.capabilities = negotiated;
-            self.emit(ConnEvent::Anomaly(Anomaly::Tls));
-            self.emit(ConnEvent::Login(self.login.clone()));
-            return;
-        }
-        self.caps = negotiated;
-        self.phase = Phase::Auth;
-        if r.take(4 + 1 + 23, "handshake response").is_err() {
-            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                "short handshake response",
-            )));
-            return;
-        }
-        let user = lossy(r.nul_str());
-        let auth_ok = if c & caps::PLUGIN_AUTH_LENENC != 0 {
-            r.lenenc_bytes("auth response").is_ok()
-        } else if c & caps::SECURE_CONNECTION != 0 {
-            r.u8("auth len")
-                .and_then(|n| r.take(usize::from(n), "auth response"))
-                .is_ok()
-        } else {
-            r.nul_str();
-            true
-        };
-        if !auth_ok {
-            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                "bad auth response",
-            )));
-        }
-        if c & caps::CONNECT_WITH_DB != 0 {
-            let db = r.nul_str();
-            if !db.is_empty() {
-                self.login.db = Some(lossy(db));
-            }
-        }
-        if c & caps::PLUGIN_AUTH != 0 && r.remaining() > 0 {
-            self.login.auth_plugin = Some(lossy(r.nul_str()));
-        }
-        self.login.user = Some(user);
-    }
-
-    fn on_auth_server(&mut self, p: Packet<'_>, ts_us: u64) {
-        match p.payload.first() {
-            Some(0x00) => {
-                self.login.ok = true;
-                self.finish_login(ts_us);
-                if self.caps & caps::COMPRESS != 0 {
-                    self.enable_compress = true;
-                    self.login.compressed = true;
-                    self.emit(ConnEvent::Anomaly(Anomaly::Compressed));
-                }
-            }
-            Some(0xff) => {
-                let (code, _, _) = parse_err(p.payload);
-                self.login.ok = false;
-                self.login.error_code = code;
-                self.finish_login(ts_us);
-            }
-            Some(0xfe) => {
-                let mut r = Reader::new(&p.payload[1..]);
-                if r.remaining() > 0 {
-                    self.login.auth_plugin = Some(lossy(r.nul_str()));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn finish_login(&mut self, ts_us: u64) {
-        self.phase = Phase::Command;
-        self.login.ts_us = ts_us;
-        self.login.capabilities = self.caps;
-        self.user = self.login.user.as_deref().map(Arc::from);
-        self.db = self.login.db.as_deref().map(Arc::from);
-        self.emit(ConnEvent::Login(self.login.clone()));
-    }
-
     fn on_client_packet(&mut self, p: Packet<'_>, ts_us: u64) {
         if let Some(pend) = self.pending.as_mut() {
             match pend.state {
@@ -760,284 +577,6 @@ impl Proto {
         }
     }
 
-    fn on_server_packet(&mut self, p: Packet<'_>, ts_us: u64) {
-        let dep = self.deprecate_eof();
-        let dep_known = self.deprecate_eof_known;
-        let Some(pend) = self.pending.as_mut() else {
-            if !self.midstream && !self.after_gap {
-                self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                    "server packet without a command",
-                )));
-            }
-            return;
-        };
-        let pl = p.payload;
-        let first = pl.first().copied();
-        if first == Some(0xff) && pl.get(1..3) == Some(&[0xff, 0xff][..]) {
-            return;
-        }
-        let is_eof = first == Some(0xfe) && p.len < 9;
-        let is_ok_fe = first == Some(0xfe) && p.len < 0xff_ffff && (dep || !dep_known);
-        let resp = &mut pend.rec.response;
-        resp.first_byte_us.get_or_insert(ts_us);
-        let mut infer: Option<bool> = None;
-        let mut done = false;
-        match pend.state {
-            RespState::Done => {}
-            RespState::Start | RespState::InfileResult => match first {
-                Some(0x00)
-                    if matches!(pend.rec.command, Command::StmtPrepare { .. })
-                        && pend.state == RespState::Start =>
-                {
-                    let mut r = Reader::new(&pl[1..]);
-                    let stmt_id = r.u32("stmt id").unwrap_or(0);
-                    let num_columns = r.u16("columns").unwrap_or(0);
-                    let num_params = r.u16("params").unwrap_or(0);
-                    let _ = r.u8("filler");
-                    let warnings = r.u16("warnings").unwrap_or(0);
-                    resp.prepare_ok = Some(PrepareOk {
-                        stmt_id,
-                        num_columns,
-                        num_params,
-                        warnings,
-                    });
-                    resp.status = ResponseStatus::Ok;
-                    resp.columns = u32::from(num_columns);
-                    let eof_after = !dep;
-                    pend.state = if num_params > 0 {
-                        RespState::PrepareDefs {
-                            left: u64::from(num_params),
-                            eof_after,
-                            cols: u64::from(num_columns),
-                        }
-                    } else if num_columns > 0 {
-                        RespState::PrepareDefs {
-                            left: u64::from(num_columns),
-                            eof_after,
-                            cols: 0,
-                        }
-                    } else {
-                        RespState::Done
-                    };
-                    if !dep_known && (num_params > 0 || num_columns > 0) {
-                        pend.state = RespState::Done;
-                    }
-                    done = pend.state == RespState::Done;
-                }
-                Some(0x00) => {
-                    let more = apply_ok(resp, pl);
-                    if more {
-                        pend.state = RespState::Start;
-                    } else {
-                        done = true;
-                    }
-                }
-                Some(0xff) => {
-                    apply_err(resp, pl);
-                    done = true;
-                }
-                Some(0xfb) if pend.state == RespState::Start => {
-                    resp.local_infile = true;
-                    pend.state = RespState::InfileUpload;
-                }
-                Some(0xfe) if matches!(pend.rec.command, Command::ChangeUser { .. }) => {
-                    pend.state = RespState::ChangeUserAuth;
-                }
-                Some(_) if matches!(pend.rec.command, Command::Statistics) => {
-                    resp.status = ResponseStatus::Ok;
-                    done = true;
-                }
-                Some(_) => {
-                    let mut r = Reader::new(pl);
-                    match r.lenenc_int("column count") {
-                        Ok(n) if n > 0 => {
-                            let metadata_follows =
-                                r.remaining() == 0 || r.u8("metadata follows").unwrap_or(1) != 0;
-                            resp.result_sets += 1;
-                            if resp.result_sets == 1 {
-                                resp.columns = n.min(u64::from(u32::MAX)) as u32;
-                            }
-                            pend.seen_result = true;
-                            pend.state = if metadata_follows {
-                                RespState::Columns {
-                                    left: n,
-                                    then_eof: !dep || !dep_known,
-                                }
-                            } else if dep || !dep_known {
-                                RespState::Rows
-                            } else {
-                                RespState::ColumnsEof
-                            };
-                        }
-                        _ => {
-                            self.events
-                                .push_back(ConnEvent::Anomaly(Anomaly::DecodeError(
-                                    "unexpected response",
-                                )));
-                            done = true;
-                            pend.rec.flags.response_incomplete = true;
-                        }
-                    }
-                }
-                None => {}
-            },
-            RespState::Columns { left, then_eof } => {
-                if first == Some(0xff) {
-                    apply_err(resp, pl);
-                    done = true;
-                } else if left > 1 {
-                    pend.state = RespState::Columns {
-                        left: left - 1,
-                        then_eof,
-                    };
-                } else if !dep_known || then_eof {
-                    pend.state = RespState::ColumnsEof;
-                } else {
-                    pend.state = RespState::Rows;
-                }
-            }
-            RespState::ColumnsEof => {
-                if !dep_known {
-                    if is_eof && p.len == 5 {
-                        infer = Some(false);
-                        let status = eof_status(pl);
-                        pend.state = if status & SERVER_STATUS_CURSOR_EXISTS != 0 {
-                            RespState::Done
-                        } else {
-                            RespState::Rows
-                        };
-                        done = pend.state == RespState::Done;
-                    } else {
-                        infer = Some(true);
-                        if first == Some(0xfe) && p.len < 0xff_ffff {
-                            resp.status = ResponseStatus::Ok;
-                            let more = apply_ok(resp, pl);
-                            if !more {
-                                done = true;
-                            } else {
-                                pend.state = RespState::Start;
-                            }
-                        } else if first == Some(0xff) {
-                            apply_err(resp, pl);
-                            done = true;
-                        } else {
-                            resp.rows += 1;
-                            pend.state = RespState::Rows;
-                        }
-                    }
-                } else if is_eof {
-                    let status = eof_status(pl);
-                    if status & SERVER_STATUS_CURSOR_EXISTS != 0 {
-                        resp.status = ResponseStatus::Ok;
-                        done = true;
-                    } else {
-                        pend.state = RespState::Rows;
-                    }
-                } else if first == Some(0xff) {
-                    apply_err(resp, pl);
-                    done = true;
-                } else {
-                    self.events
-                        .push_back(ConnEvent::Anomaly(Anomaly::DecodeError(
-                            "expected EOF after columns",
-                        )));
-                    resp.rows += 1;
-                    pend.state = RespState::Rows;
-                }
-            }
-            RespState::Rows => {
-                if first == Some(0xff) {
-                    apply_err(resp, pl);
-                    done = true;
-                } else if is_eof || is_ok_fe {
-                    if !dep_known && !is_eof {
-                        infer = Some(true);
-                    }
-                    resp.status = ResponseStatus::Ok;
-                    let more = if is_eof && !dep {
-                        let st = eof_status(pl);
-                        resp.server_status = st;
-                        resp.warnings = eof_warnings(pl);
-                        st & SERVER_MORE_RESULTS_EXISTS != 0
-                    } else {
-                        apply_ok(resp, pl)
-                    };
-                    if more {
-                        pend.state = RespState::Start;
-                    } else {
-                        done = true;
-                    }
-                } else {
-                    resp.rows += 1;
-                }
-            }
-            RespState::PrepareDefs {
-                left,
-                eof_after,
-                cols,
-            } => {
-                if left > 1 {
-                    pend.state = RespState::PrepareDefs {
-                        left: left - 1,
-                        eof_after,
-                        cols,
-                    };
-                } else if eof_after {
-                    pend.state = RespState::PrepareEof { cols };
-                } else if cols > 0 {
-                    pend.state = RespState::PrepareDefs {
-                        left: cols,
-                        eof_after,
-                        cols: 0,
-                    };
-                } else {
-                    done = true;
-                }
-            }
-            RespState::PrepareEof { cols } => {
-                if cols > 0 {
-                    pend.state = RespState::PrepareDefs {
-                        left: cols,
-                        eof_after: !dep,
-                        cols: 0,
-                    };
-                } else {
-                    done = true;
-                }
-            }
-            RespState::FieldList => {
-                if first == Some(0xff) {
-                    apply_err(resp, pl);
-                    done = true;
-                } else if is_eof || (first == Some(0xfe) && dep) {
-                    resp.status = ResponseStatus::Ok;
-                    done = true;
-                }
-            }
-            RespState::InfileUpload => {}
-            RespState::ChangeUserAuth => match first {
-                Some(0x00) => {
-                    apply_ok(resp, pl);
-                    done = true;
-                }
-                Some(0xff) => {
-                    apply_err(resp, pl);
-                    done = true;
-                }
-                _ => {}
-            },
-        }
-        if let Some(v) = infer {
-            self.deprecate_eof_known = true;
-            if v {
-                self.caps |= caps::DEPRECATE_EOF;
-            }
-        }
-        if done {
-            self.complete(ts_us);
-        }
-    }
-
     fn complete(&mut self, ts_us: u64) {
         let Some(mut p) = self.pending.take() else {
             return;
@@ -1079,56 +618,6 @@ fn use_statement(sql: &[u8]) -> Option<String> {
     let db = std::str::from_utf8(&s[4..]).ok()?;
     let db = db.trim().trim_end_matches(';').trim().trim_matches('`');
     (!db.is_empty() && !db.contains(char::is_whitespace)).then(|| db.to_string())
-}
-
-/// Apply an OK packet (0x00 or 0xFE header); returns SERVER_MORE_RESULTS_EXISTS.
-fn apply_ok(resp: &mut Response, pl: &[u8]) -> bool {
-    let mut r = Reader::new(pl.get(1..).unwrap_or_default());
-    let affected = r.lenenc_int("affected rows").unwrap_or(0);
-    let last_id = r.lenenc_int("last insert id").unwrap_or(0);
-    let status = r.u16("status").unwrap_or(0);
-    let warnings = r.u16("warnings").unwrap_or(0);
-    resp.status = ResponseStatus::Ok;
-    resp.affected += affected;
-    resp.last_insert_id = last_id;
-    resp.server_status = status;
-    resp.warnings = warnings;
-    status & SERVER_MORE_RESULTS_EXISTS != 0
-}
-
-fn parse_err(pl: &[u8]) -> (Option<u16>, Option<String>, Option<String>) {
-    let mut r = Reader::new(pl.get(1..).unwrap_or_default());
-    let code = r.u16("error code").ok();
-    let mut state = None;
-    if r.rest().first() == Some(&b'#') && r.remaining() >= 6 {
-        let s = r.take(6, "sql state").unwrap_or_default();
-        state = Some(lossy(&s[1..]));
-    }
-    (code, state, Some(lossy(r.rest())))
-}
-
-fn apply_err(resp: &mut Response, pl: &[u8]) {
-    let (code, state, msg) = parse_err(pl);
-    resp.status = ResponseStatus::Err;
-    resp.error_code = code;
-    resp.sql_state = state;
-    resp.error_message = msg;
-}
-
-fn eof_status(pl: &[u8]) -> u16 {
-    if pl.len() >= 5 {
-        u16::from_le_bytes([pl[3], pl[4]])
-    } else {
-        0
-    }
-}
-
-fn eof_warnings(pl: &[u8]) -> u16 {
-    if pl.len() >= 3 {
-        u16::from_le_bytes([pl[1], pl[2]])
-    } else {
-        0
-    }
 }
 
 #[cfg(test)]
