@@ -41,19 +41,22 @@ const CHUNK: usize = 1 << 18;
 const MAX_RECORD: usize = 256 << 20;
 
 /// A reusable read buffer over the file: one copy from the page cache, records parsed in place.
-struct Chunks {
-    file: File,
+struct Chunks<R: Read> {
+    file: R,
     buf: Vec<u8>,
     start: usize,
     end: usize,
     /// File offset of `buf[start]`.
     pos: u64,
     frames: u64,
+    /// Length of a regular file (a record claiming more is not read into memory).
+    file_len: Option<u64>,
 }
 
-impl Chunks {
-    fn new(file: File) -> Self {
+impl<R: Read> Chunks<R> {
+    fn new(file: R, file_len: Option<u64>) -> Self {
         Self {
+            file_len,
             file,
             buf: vec![0; CHUNK],
             start: 0,
@@ -67,6 +70,10 @@ impl Chunks {
     fn ensure(&mut self, n: usize) -> std::io::Result<bool> {
         if self.end - self.start >= n {
             return Ok(true);
+        }
+        // A length beyond the end of a regular file must not grow the buffer first.
+        if n > self.buf.len() && self.file_len.is_some_and(|l| self.pos + n as u64 > l) {
+            return Ok(false);
         }
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
@@ -90,7 +97,9 @@ impl Chunks {
         if self.ensure(n)? {
             return Ok(());
         }
-        let have = self.avail().len();
+        let have = self
+            .file_len
+            .map_or(self.avail().len() as u64, |l| l.saturating_sub(self.pos));
         Err(self.damaged(format!("truncated {what} ({have} of {n} bytes)")))
     }
 
@@ -142,9 +151,24 @@ fn supported(link: LinkType) -> bool {
 /// The file is read in large chunks and records are parsed in place (no per-frame copy).
 pub fn for_each_frame<F: FnMut(LinkType, &[u8], u64)>(
     path: &Path,
+    f: F,
+) -> Result<u64, SourceError> {
+    let file = File::open(path)?;
+    let len = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    read_frames(file, len, f)
+}
+
+/// [`for_each_frame`] over any reader; `len`, when known, is the bytes it holds.
+pub fn read_frames<R: Read, F: FnMut(LinkType, &[u8], u64)>(
+    reader: R,
+    len: Option<u64>,
     mut f: F,
 ) -> Result<u64, SourceError> {
-    let mut r = Chunks::new(File::open(path)?);
+    let mut r = Chunks::new(reader, len);
     if !r.ensure(4)? {
         if r.avail().is_empty() {
             return Err(r.damaged("empty file"));
@@ -159,8 +183,8 @@ pub fn for_each_frame<F: FnMut(LinkType, &[u8], u64)>(
     }
 }
 
-fn read_pcap<F: FnMut(LinkType, &[u8], u64)>(
-    r: &mut Chunks,
+fn read_pcap<R: Read, F: FnMut(LinkType, &[u8], u64)>(
+    r: &mut Chunks<R>,
     magic: u32,
     f: &mut F,
 ) -> Result<u64, SourceError> {
@@ -217,8 +241,8 @@ struct Iface {
     div: u64,
 }
 
-fn read_pcapng<F: FnMut(LinkType, &[u8], u64)>(
-    r: &mut Chunks,
+fn read_pcapng<R: Read, F: FnMut(LinkType, &[u8], u64)>(
+    r: &mut Chunks<R>,
     f: &mut F,
 ) -> Result<u64, SourceError> {
     let mut big = false;
@@ -515,6 +539,34 @@ mod tests {
             "{r:?}"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    proptest::proptest! {
+        /// Real bytes with random damage: frames or an error, never a panic.
+        #[test]
+        fn damaged_files_never_panic(
+            flips in proptest::collection::vec((0usize..5000, proptest::num::u8::ANY), 0..8),
+            cut in 0usize..5000,
+            ng in proptest::bool::ANY,
+        ) {
+            let name = if ng { "pcapng_unknown_blocks.pcapng" } else { "client_session.pcap" };
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+            let sub = if ng { "/hostile/" } else { "/" };
+            let mut data = std::fs::read(format!("{dir}{sub}{name}")).unwrap();
+            for (at, b) in flips {
+                if let Some(x) = data.get_mut(at) {
+                    *x = b;
+                }
+            }
+            data.truncate(cut);
+            let len = data.len() as u64;
+            let mut n = 0u64;
+            let r = read_frames(&data[..], Some(len), |_, _, _| n += 1);
+            if let Ok(frames) = r {
+                proptest::prop_assert_eq!(frames, n);
+            }
+            let _ = read_frames(&data[..], None, |_, _, _| {});
+        }
     }
 
     #[test]
