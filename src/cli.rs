@@ -15,6 +15,7 @@ use mrte_capture::mysql::DecoderConfig;
 use mrte_capture::pipeline::{Pipeline, PipelineConfig};
 use mrte_capture::ring::SessionStream;
 use mrte_capture::source::live::{LiveConfig, LiveHandle, SourceKind, XdpMode};
+use mrte_capture::source::pcap::SourceError;
 
 use crate::inspect::{Format, InspectSink};
 
@@ -206,10 +207,13 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let mut sink = InspectSink::new(a.format, out);
     let mut pipeline = Pipeline::new(a.decode.pipeline_config());
     if let Some(file) = &a.file {
-        mrte_capture::source::pcap::run_file(file, &mut pipeline, &mut sink)
-            .with_context(|| format!("reading {}", file.display()))?;
-        let stats = pipeline.stats().clone();
-        sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
+        let res = mrte_capture::source::pcap::run_file(file, &mut pipeline, &mut sink);
+        // A damaged file: what was decoded before the damage is still reported, then the error.
+        if matches!(res, Ok(()) | Err(SourceError::Damaged { .. })) {
+            let stats = pipeline.stats().clone();
+            sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
+        }
+        res.with_context(|| format!("reading {}", file.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(iface) = a.iface.clone() else {

@@ -155,23 +155,40 @@ fn shorten_multi_insert(s: &mut Vec<u8>) {
 }
 
 fn strip_comments(s: &[u8], o: &mut Vec<u8>) {
+    // Searches remember their answer so that a text of many unclosed comment openers stays linear.
+    let mut no_close_after = usize::MAX;
+    let mut stop = None::<usize>;
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'/' && s.get(i + 1) == Some(&b'*') && s.get(i + 2).is_some_and(|&c| c != b'!') {
-            if let Some(end) = s[i + 3..].windows(2).position(|w| w == b"*/") {
-                i = i + 3 + end + 2;
-                continue;
+        if s[i] == b'/'
+            && s.get(i + 1) == Some(&b'*')
+            && s.get(i + 2).is_some_and(|&c| c != b'!')
+            && i + 3 < no_close_after
+        {
+            match s[i + 3..].windows(2).position(|w| w == b"*/") {
+                Some(end) => {
+                    i = i + 3 + end + 2;
+                    continue;
+                }
+                None => no_close_after = i + 3,
             }
         }
         let olc = (s[i] == b'-' && s.get(i + 1) == Some(&b'-')) || s[i] == b'#';
         if olc {
-            let rest = &s[i..];
-            let end = rest
-                .iter()
-                .position(|&c| matches!(c, b'\'' | b'"' | b'\r' | b'\n'))
-                .unwrap_or(rest.len());
-            if end == rest.len() || matches!(rest[end], b'\r' | b'\n') {
-                i += end;
+            // The first quote or line end at or after i.
+            let end = match stop {
+                Some(e) if e >= i => e,
+                _ => {
+                    let e = s[i..]
+                        .iter()
+                        .position(|&c| matches!(c, b'\'' | b'"' | b'\r' | b'\n'))
+                        .map_or(s.len(), |p| i + p);
+                    stop = Some(e);
+                    e
+                }
+            };
+            if end == s.len() || matches!(s[end], b'\r' | b'\n') {
+                i = end;
                 continue;
             }
         }
@@ -389,6 +406,10 @@ fn drop_order_asc(s: &[u8], o: &mut Vec<u8>) {
                 i += ws + 3;
                 continue;
             }
+            // Keep the run whole: scanning it again from each of its bytes would be quadratic.
+            o.extend_from_slice(&s[i..i + ws]);
+            i += ws;
+            continue;
         }
         o.push(s[i]);
         i += 1;
@@ -465,5 +486,94 @@ mod tests {
             f.fingerprint(b"UPDATE sbtest2 SET k=k+1 WHERE id=42"),
             "update sbtest? set k=k? where id=?"
         );
+    }
+
+    /// SQL-ish pieces, multi-byte characters among them, for random statements.
+    const PIECES: &[&str] = &[
+        "select ",
+        "SELECT",
+        " from ",
+        "t",
+        " where ",
+        "a",
+        "=",
+        "1",
+        "-1.5e3",
+        "0x1F",
+        "'",
+        "\"",
+        "\\",
+        "`",
+        "/*",
+        "*/",
+        "/*!",
+        "--",
+        "#",
+        "\n",
+        "\r",
+        " ",
+        "\t",
+        "\u{b}",
+        "(",
+        ")",
+        ",",
+        "?",
+        "in",
+        "values",
+        "value",
+        "limit ",
+        "offset ",
+        "order by ",
+        " asc",
+        "null",
+        "true",
+        "call ",
+        "use ",
+        "insert ",
+        "replace ",
+        "中",
+        "é",
+        "😀",
+        "\u{0}",
+        "administrator command: ",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(sql in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let mut f = Fingerprinter::default();
+            let fp = f.fingerprint(&sql).to_owned();
+            let _ = fingerprint_id(&fp);
+        }
+
+        #[test]
+        fn random_unicode_never_panics(sql in "\\PC{0,80}") {
+            let mut f = Fingerprinter::default();
+            let _ = f.fingerprint(sql.as_bytes());
+        }
+
+        #[test]
+        fn random_sql_pieces_never_panic(
+            picks in proptest::collection::vec(proptest::sample::select(PIECES), 0..60),
+            cut in 0usize..400,
+        ) {
+            let sql = picks.concat();
+            let mut f = Fingerprinter::default();
+            let _ = f.fingerprint(sql.as_bytes());
+            // Cut anywhere, also inside a multi-byte character.
+            let b = sql.as_bytes();
+            let _ = f.fingerprint(&b[..cut.min(b.len())]);
+        }
+    }
+
+    #[test]
+    fn many_unclosed_comments_and_space_runs_stay_linear() {
+        let mut f = Fingerprinter::default();
+        let opener = "/*x".repeat(100_000);
+        assert!(f.fingerprint(opener.as_bytes()).starts_with("/*x/*x"));
+        let hashes = format!("select 1 {} '", "# ".repeat(100_000));
+        assert!(f.fingerprint(hashes.as_bytes()).starts_with("select ? #"));
+        let vt = format!("select a from t order by a{}b", "\u{b}".repeat(200_000));
+        assert!(f.fingerprint(vt.as_bytes()).ends_with('b'));
     }
 }

@@ -141,11 +141,11 @@ fn word(t: Option<&Tok>) -> Option<&str> {
     }
 }
 
-fn has_word(toks: &[Tok], w: &str) -> bool {
+fn has_word(toks: &[&Tok], w: &str) -> bool {
     toks.iter().any(|t| matches!(t, Tok::Word(x) if x == w))
 }
 
-fn has_seq(toks: &[Tok], seq: &[&str]) -> bool {
+fn has_seq(toks: &[&Tok], seq: &[&str]) -> bool {
     toks.windows(seq.len()).any(|win| {
         win.iter()
             .zip(seq)
@@ -153,24 +153,62 @@ fn has_seq(toks: &[Tok], seq: &[&str]) -> bool {
     })
 }
 
-/// Classify one statement's tokens (no `;` inside).
+/// Classify one statement's tokens (no `;` inside). `EXPLAIN ANALYZE` and `ANALYZE` prefixes are
+/// peeled in a loop (no recursion: a statement of a million `ANALYZE`s must not overflow the stack).
 fn classify_tokens(toks: &[Tok]) -> StatementClass {
     use StatementClass::*;
     let toks: Vec<&Tok> = toks
         .iter()
         .filter(|t| !matches!(t, Tok::Punct(b'(')))
         .collect();
-    let toks: Vec<Tok> = toks.into_iter().cloned().collect();
-    let Some(first) = word(toks.first()) else {
-        return if toks.is_empty() { ReadOnly } else { Write };
-    };
-    let second = word(toks.get(1));
+    let mut toks: &[&Tok] = &toks;
+    loop {
+        let first = match toks.first() {
+            Some(Tok::Word(w)) => w.as_str(),
+            Some(_) => return Write,
+            None => return ReadOnly,
+        };
+        let second = word(toks.get(1).copied());
+        match first {
+            "EXPLAIN" => {
+                let analyze = toks
+                    .iter()
+                    .skip(1)
+                    .take(3)
+                    .position(|t| matches!(t, Tok::Word(w) if w == "ANALYZE"));
+                match analyze {
+                    Some(p) => toks = &toks[p + 2..],
+                    None => return ReadOnly,
+                }
+            }
+            "ANALYZE" => match second {
+                Some("TABLE" | "NO_WRITE_TO_BINLOG" | "LOCAL") | None => return Write,
+                Some("FORMAT") => {
+                    let rest = toks
+                        .iter()
+                        .skip(2)
+                        .position(|t| matches!(t, Tok::Word(w) if w != "JSON"));
+                    match rest {
+                        Some(p) => toks = &toks[p + 2..],
+                        None => return Write,
+                    }
+                }
+                Some(_) => toks = &toks[1..],
+            },
+            _ => return classify_statement(first, second, toks),
+        }
+    }
+}
+
+/// Classify a statement that starts with the word `first` (then `second`).
+fn classify_statement(first: &str, second: Option<&str>, toks: &[&Tok]) -> StatementClass {
+    use StatementClass::*;
     match first {
         "GRANT" | "REVOKE" | "SHUTDOWN" | "RESTART" | "KILL" | "FLUSH" | "INSTALL"
         | "UNINSTALL" | "PURGE" => Dangerous,
         "CREATE" | "DROP" | "ALTER" | "RENAME"
             if matches!(second, Some("USER" | "ROLE"))
-                || (second == Some("OR") && has_seq(&toks, &["REPLACE", "USER"])) =>
+                || (second == Some("OR") && has_seq(toks, &["REPLACE", "USER"])) =>
         {
             Dangerous
         }
@@ -190,16 +228,16 @@ fn classify_tokens(toks: &[Tok]) -> StatementClass {
         }
         "SET" => classify_set(&toks[1..]),
         "SELECT" | "VALUES" | "TABLE" | "WITH" => {
-            let write = has_seq(&toks, &["FOR", "UPDATE"])
-                || has_seq(&toks, &["LOCK", "IN", "SHARE", "MODE"])
-                || has_seq(&toks, &["FOR", "SHARE"])
-                || has_word(&toks, "INTO")
-                || has_word(&toks, "NEXTVAL")
-                || has_word(&toks, "SETVAL")
+            let write = has_seq(toks, &["FOR", "UPDATE"])
+                || has_seq(toks, &["LOCK", "IN", "SHARE", "MODE"])
+                || has_seq(toks, &["FOR", "SHARE"])
+                || has_word(toks, "INTO")
+                || has_word(toks, "NEXTVAL")
+                || has_word(toks, "SETVAL")
                 || (first == "WITH"
                     && ["UPDATE", "DELETE", "INSERT", "REPLACE"]
                         .iter()
-                        .any(|w| has_word(&toks, w)));
+                        .any(|w| has_word(toks, w)));
             if write {
                 Write
             } else {
@@ -210,41 +248,14 @@ fn classify_tokens(toks: &[Tok]) -> StatementClass {
         | "SAVEPOINT" | "DO" => ReadOnly,
         "RELEASE" if second == Some("SAVEPOINT") => ReadOnly,
         "START" if second == Some("TRANSACTION") => ReadOnly,
-        "EXPLAIN" => {
-            if toks
-                .iter()
-                .skip(1)
-                .take(3)
-                .any(|t| matches!(t, Tok::Word(w) if w == "ANALYZE"))
-            {
-                let pos = toks
-                    .iter()
-                    .position(|t| matches!(t, Tok::Word(w) if w == "ANALYZE"));
-                pos.map_or(Write, |p| classify_tokens(&toks[p + 1..]).max(ReadOnly))
-            } else {
-                ReadOnly
-            }
-        }
-        "ANALYZE" => match second {
-            Some("TABLE" | "NO_WRITE_TO_BINLOG" | "LOCAL") => Write,
-            Some("FORMAT") => {
-                let rest = toks
-                    .iter()
-                    .skip(2)
-                    .position(|t| matches!(t, Tok::Word(w) if w != "JSON"))
-                    .map(|p| p + 2);
-                rest.map_or(Write, |p| classify_tokens(&toks[p..]))
-            }
-            Some(_) => classify_tokens(&toks[1..]),
-            None => Write,
-        },
         _ => Write,
     }
 }
 
-fn classify_set(rest: &[Tok]) -> StatementClass {
+fn classify_set(rest: &[&Tok]) -> StatementClass {
     use StatementClass::*;
-    if let Some("GLOBAL" | "PERSIST" | "PERSIST_ONLY" | "PASSWORD" | "DEFAULT") = word(rest.first())
+    if let Some("GLOBAL" | "PERSIST" | "PERSIST_ONLY" | "PASSWORD" | "DEFAULT") =
+        word(rest.first().copied())
     {
         return Dangerous;
     }
@@ -265,7 +276,7 @@ fn classify_set(rest: &[Tok]) -> StatementClass {
         let sub = rest
             .iter()
             .position(|t| matches!(t, Tok::Word(w) if w == "SELECT"))
-            .map(|p| classify_tokens(&rest[p..]))
+            .map(|p| classify_statement("SELECT", word(rest.get(p + 1).copied()), &rest[p..]))
             .unwrap_or(Write);
         return sub.max(ReadOnly);
     }
@@ -390,6 +401,28 @@ mod tests {
         }
 
         #[test]
+        fn random_unicode_never_panics(sql in "\\PC{0,80}") {
+            let _ = classify(sql.as_bytes());
+        }
+
+        /// SQL-ish pieces with multi-byte characters, cut anywhere (also inside a character).
+        #[test]
+        fn random_sql_pieces_never_panic(
+            picks in proptest::collection::vec(proptest::sample::select(vec![
+                "SELECT ", "select", " from t", " for update", " into ", "SET ", "@@global.x",
+                "@x", "=", "1", "'", "\"", "`", "\\", "/*", "*/", "/*!", "/*M!", "--", "-- ", "#",
+                "\n", ";", "(", "EXPLAIN ", "ANALYZE ", "FORMAT=JSON ", "WITH ", "GRANT ", "中",
+                "é", "😀", "\u{0}", " ",
+            ]), 0..60),
+            cut in 0usize..400,
+        ) {
+            let sql = picks.concat();
+            let b = sql.as_bytes();
+            let _ = classify(b);
+            let _ = classify(&b[..cut.min(b.len())]);
+        }
+
+        #[test]
         fn leading_comments_and_space_do_not_change_the_class(
             stmt in proptest::sample::select(vec![
                 "SELECT 1", "select * from t for update", "INSERT INTO t VALUES (1)",
@@ -403,6 +436,16 @@ mod tests {
             let prefixed = classify(format!("{prefix}{stmt}").as_bytes());
             proptest::prop_assert_eq!(plain, prefixed);
         }
+    }
+
+    #[test]
+    fn deep_analyze_prefixes_do_not_recurse() {
+        let sql = format!("EXPLAIN ANALYZE {}SELECT 1", "ANALYZE ".repeat(1_000_000));
+        assert_eq!(c(&sql), ReadOnly);
+        let sql = format!("{}UPDATE t SET a=1", "ANALYZE FORMAT=JSON ".repeat(300_000));
+        assert_eq!(c(&sql), Write);
+        assert_eq!(c("SET @a = (SELECT 1)"), ReadOnly);
+        assert_eq!(c("SET @a = (SELECT 1 FOR UPDATE)"), Write);
     }
 
     #[test]

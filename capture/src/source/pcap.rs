@@ -1,8 +1,10 @@
 //! pcap and pcapng files: a reader that feeds the pipeline, and a classic-pcap writer.
 //!
 //! The reader accepts classic pcap (µs and ns resolution, either byte order) and pcapng (several
-//! interfaces, each with its own link type and timestamp resolution). A damaged tail is reported
-//! as an error after the frames before it were decoded. It does not decode anything itself.
+//! sections and interfaces, each interface with its own link type and timestamp resolution;
+//! block types it does not know are skipped). Damage (truncation, impossible lengths, zero-length
+//! records, an unsupported link type) is an error naming the byte offset of the damaged header,
+//! returned after the frames before it were handed on. It does not decode anything itself.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -19,14 +21,16 @@ pub enum SourceError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// Neither pcap nor pcapng.
-    #[error("not a pcap or pcapng file (magic {0:08x})")]
+    #[error("not a pcap or pcapng file (magic {0:08x} at byte 0)")]
     BadMagic(u32),
     /// The file is damaged at some point; frames before it were decoded.
-    #[error("capture file damaged after {frames} frames: {reason}")]
+    #[error("capture file damaged at byte {offset} (after {frames} frames): {reason}")]
     Damaged {
         /// Frames read before the damage.
         frames: u64,
-        /// What the parser said.
+        /// Byte offset of the damaged header or record.
+        offset: u64,
+        /// What is wrong there.
         reason: String,
     },
 }
@@ -37,20 +41,28 @@ const CHUNK: usize = 1 << 18;
 const MAX_RECORD: usize = 256 << 20;
 
 /// A reusable read buffer over the file: one copy from the page cache, records parsed in place.
-struct Chunks {
-    file: File,
+struct Chunks<R: Read> {
+    file: R,
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// File offset of `buf[start]`.
+    pos: u64,
+    frames: u64,
+    /// Length of a regular file (a record claiming more is not read into memory).
+    file_len: Option<u64>,
 }
 
-impl Chunks {
-    fn new(file: File) -> Self {
+impl<R: Read> Chunks<R> {
+    fn new(file: R, file_len: Option<u64>) -> Self {
         Self {
+            file_len,
             file,
             buf: vec![0; CHUNK],
             start: 0,
             end: 0,
+            pos: 0,
+            frames: 0,
         }
     }
 
@@ -58,6 +70,10 @@ impl Chunks {
     fn ensure(&mut self, n: usize) -> std::io::Result<bool> {
         if self.end - self.start >= n {
             return Ok(true);
+        }
+        // A length beyond the end of a regular file must not grow the buffer first.
+        if n > self.buf.len() && self.file_len.is_some_and(|l| self.pos + n as u64 > l) {
+            return Ok(false);
         }
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
@@ -76,12 +92,33 @@ impl Chunks {
         Ok(true)
     }
 
+    /// `n` bytes, or the damage error `what` when the file ends first (naming the current offset).
+    fn need(&mut self, n: usize, what: &str) -> Result<(), SourceError> {
+        if self.ensure(n)? {
+            return Ok(());
+        }
+        let have = self
+            .file_len
+            .map_or(self.avail().len() as u64, |l| l.saturating_sub(self.pos));
+        Err(self.damaged(format!("truncated {what} ({have} of {n} bytes)")))
+    }
+
     fn avail(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
     fn consume(&mut self, n: usize) {
         self.start += n;
+        self.pos += n as u64;
+    }
+
+    /// Damage at the current offset.
+    fn damaged(&self, reason: impl Into<String>) -> SourceError {
+        SourceError::Damaged {
+            frames: self.frames,
+            offset: self.pos,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -95,11 +132,18 @@ fn u32_at(b: &[u8], at: usize, big: bool) -> u32 {
     }
 }
 
-fn damaged_at(frames: u64, reason: impl Into<String>) -> SourceError {
-    SourceError::Damaged {
-        frames,
-        reason: reason.into(),
+fn u16_at(b: &[u8], at: usize, big: bool) -> u16 {
+    let v = [b[at], b[at + 1]];
+    if big {
+        u16::from_be_bytes(v)
+    } else {
+        u16::from_le_bytes(v)
     }
+}
+
+/// A link type the frame slicer understands.
+fn supported(link: LinkType) -> bool {
+    !matches!(link, LinkType::Other(_))
 }
 
 /// Call `f(link, frame, ts_us)` for every frame of a pcap or pcapng file; returns the frame count.
@@ -107,10 +151,28 @@ fn damaged_at(frames: u64, reason: impl Into<String>) -> SourceError {
 /// The file is read in large chunks and records are parsed in place (no per-frame copy).
 pub fn for_each_frame<F: FnMut(LinkType, &[u8], u64)>(
     path: &Path,
+    f: F,
+) -> Result<u64, SourceError> {
+    let file = File::open(path)?;
+    let len = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    read_frames(file, len, f)
+}
+
+/// [`for_each_frame`] over any reader; `len`, when known, is the bytes it holds.
+pub fn read_frames<R: Read, F: FnMut(LinkType, &[u8], u64)>(
+    reader: R,
+    len: Option<u64>,
     mut f: F,
 ) -> Result<u64, SourceError> {
-    let mut r = Chunks::new(File::open(path)?);
+    let mut r = Chunks::new(reader, len);
     if !r.ensure(4)? {
+        if r.avail().is_empty() {
+            return Err(r.damaged("empty file"));
+        }
         return Err(SourceError::BadMagic(0));
     }
     let a = r.avail();
@@ -121,106 +183,145 @@ pub fn for_each_frame<F: FnMut(LinkType, &[u8], u64)>(
     }
 }
 
-fn read_pcap<F: FnMut(LinkType, &[u8], u64)>(
-    r: &mut Chunks,
+fn read_pcap<R: Read, F: FnMut(LinkType, &[u8], u64)>(
+    r: &mut Chunks<R>,
     magic: u32,
     f: &mut F,
 ) -> Result<u64, SourceError> {
     let big = matches!(magic, 0xd4c3_b2a1 | 0x4d3c_b2a1);
     let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
-    if !r.ensure(24)? {
-        return Err(damaged_at(0, "truncated pcap file header"));
+    r.need(24, "pcap file header")?;
+    let snaplen = u32_at(r.avail(), 16, big) as usize;
+    let lt = u32_at(r.avail(), 20, big) & 0xffff;
+    let link = LinkType::from_linktype(lt);
+    if !supported(link) {
+        r.consume(20);
+        return Err(r.damaged(format!("unsupported link type {lt}")));
     }
-    let link = LinkType::from_linktype(u32_at(r.avail(), 20, big) & 0xffff);
+    // Some writers leave the snapshot length 0; then only the absolute bound applies.
+    let max_incl = if snaplen == 0 {
+        MAX_RECORD
+    } else {
+        snaplen.min(MAX_RECORD)
+    };
     r.consume(24);
-    let mut frames = 0u64;
     loop {
         if !r.ensure(16)? {
             if r.avail().is_empty() {
-                return Ok(frames);
+                return Ok(r.frames);
             }
-            return Err(damaged_at(frames, "truncated record header"));
+            r.need(16, "record header")?;
         }
         let h = r.avail();
         let (sec, frac) = (u64::from(u32_at(h, 0, big)), u64::from(u32_at(h, 4, big)));
         let incl = u32_at(h, 8, big) as usize;
-        if incl > MAX_RECORD {
-            return Err(damaged_at(frames, format!("record of {incl} bytes")));
+        let orig = u32_at(h, 12, big) as usize;
+        if incl > max_incl {
+            return Err(r.damaged(format!(
+                "record of {incl} bytes, beyond the snapshot length {snaplen}"
+            )));
         }
-        if !r.ensure(16 + incl)? {
-            return Err(damaged_at(frames, "truncated record"));
+        if incl == 0 {
+            return Err(r.damaged(format!("zero-length record (original length {orig})")));
         }
+        r.need(16 + incl, "record")?;
         let ts = sec * 1_000_000 + if nanos { frac / 1000 } else { frac };
-        frames += 1;
+        r.frames += 1;
         f(link, &r.avail()[16..16 + incl], ts);
         r.consume(16 + incl);
     }
 }
 
-fn read_pcapng<F: FnMut(LinkType, &[u8], u64)>(
-    r: &mut Chunks,
+/// An interface of a pcapng section: link type and timestamp scale.
+#[derive(Clone, Copy)]
+struct Iface {
+    link: LinkType,
+    lt: u16,
+    mul: u64,
+    div: u64,
+}
+
+fn read_pcapng<R: Read, F: FnMut(LinkType, &[u8], u64)>(
+    r: &mut Chunks<R>,
     f: &mut F,
 ) -> Result<u64, SourceError> {
     let mut big = false;
-    let mut ifaces: Vec<(LinkType, u64, u64)> = Vec::new();
-    let mut frames = 0u64;
+    let mut ifaces: Vec<Iface> = Vec::new();
     loop {
         if !r.ensure(12)? {
             if r.avail().is_empty() {
-                return Ok(frames);
+                return Ok(r.frames);
             }
-            return Err(damaged_at(frames, "truncated block header"));
+            r.need(12, "block header")?;
         }
         let h = r.avail();
-        let kind = u32_at(h, 0, false);
-        if kind == 0x0a0d_0d0a {
+        if u32_at(h, 0, false) == 0x0a0d_0d0a {
             big = match u32_at(h, 8, false) {
                 0x1a2b_3c4d => false,
                 0x4d3c_2b1a => true,
-                _ => return Err(damaged_at(frames, "bad section byte-order magic")),
+                _ => return Err(r.damaged("bad section byte-order magic")),
             };
             ifaces.clear();
         }
         let kind = u32_at(h, 0, big);
         let len = u32_at(h, 4, big) as usize;
-        if !(12..=MAX_RECORD).contains(&len) {
-            return Err(damaged_at(frames, format!("block of {len} bytes")));
+        if !(12..=MAX_RECORD).contains(&len) || len % 4 != 0 {
+            return Err(r.damaged(format!("block type {kind:#x} of {len} bytes")));
         }
-        if !r.ensure(len)? {
-            return Err(damaged_at(frames, "truncated block"));
+        r.need(len, "block")?;
+        let block = &r.avail()[..len];
+        let trailer = u32_at(block, len - 4, big) as usize;
+        if trailer != len {
+            return Err(r.damaged(format!(
+                "block type {kind:#x}: length {len} at its start, {trailer} at its end"
+            )));
         }
-        let body = &r.avail()[8..len - 4];
+        let body = &block[8..len - 4];
+        // A packet: link type, its bytes as a range of the block, timestamp.
+        let mut packet = None;
         match kind {
             1 if body.len() >= 8 => {
-                let lt = if big {
-                    u16::from_be_bytes([body[0], body[1]])
-                } else {
-                    u16::from_le_bytes([body[0], body[1]])
-                };
+                let lt = u16_at(body, 0, big);
                 let (mul, div) = ts_scale(idb_tsresol(&body[8..], big));
-                ifaces.push((LinkType::from_linktype(u32::from(lt)), mul, div));
+                ifaces.push(Iface {
+                    link: LinkType::from_linktype(u32::from(lt)),
+                    lt,
+                    mul,
+                    div,
+                });
             }
             6 if body.len() >= 20 => {
-                let (link, mul, div) = ifaces
-                    .get(u32_at(body, 0, big) as usize)
-                    .copied()
-                    .unwrap_or((LinkType::Ethernet, 1, 1));
+                let id = u32_at(body, 0, big);
+                let Some(i) = ifaces.get(id as usize).copied() else {
+                    return Err(r.damaged(format!("packet of undefined interface {id}")));
+                };
                 let raw = u64::from(u32_at(body, 4, big)) << 32 | u64::from(u32_at(body, 8, big));
                 let cap = u32_at(body, 12, big) as usize;
-                let Some(data) = body.get(20..20 + cap) else {
-                    return Err(damaged_at(frames, "packet longer than its block"));
-                };
-                frames += 1;
-                f(link, data, raw.saturating_mul(mul) / div);
+                if cap > body.len() - 20 {
+                    return Err(r.damaged(format!("packet of {cap} bytes longer than its block")));
+                }
+                packet = Some((i, 28..28 + cap, raw.saturating_mul(i.mul) / i.div));
             }
             3 if body.len() >= 4 => {
-                let link = ifaces.first().map_or(LinkType::Ethernet, |i| i.0);
+                let Some(i) = ifaces.first().copied() else {
+                    return Err(r.damaged("packet before any interface"));
+                };
                 let orig = u32_at(body, 0, big) as usize;
-                frames += 1;
-                f(link, &body[4..(4 + orig).min(body.len())], 0);
+                packet = Some((i, 12..12 + orig.min(body.len() - 4), 0));
             }
-            1 | 3 | 6 => return Err(damaged_at(frames, format!("short block type {kind}"))),
+            1 | 3 | 6 => return Err(r.damaged(format!("short block type {kind}"))),
             _ => {}
+        }
+        if let Some((i, range, ts)) = packet {
+            if !supported(i.link) {
+                let lt = i.lt;
+                return Err(r.damaged(format!("packet of unsupported link type {lt}")));
+            }
+            if range.is_empty() {
+                return Err(r.damaged("zero-length packet"));
+            }
+            r.frames += 1;
+            f(i.link, &r.avail()[range], ts);
         }
         r.consume(len);
     }
@@ -229,17 +330,7 @@ fn read_pcapng<F: FnMut(LinkType, &[u8], u64)>(
 /// The if_tsresol option (code 9) of an interface description block's options; 6 (µs) if absent.
 fn idb_tsresol(mut opts: &[u8], big: bool) -> u8 {
     while opts.len() >= 4 {
-        let (code, len) = if big {
-            (
-                u16::from_be_bytes([opts[0], opts[1]]),
-                u16::from_be_bytes([opts[2], opts[3]]),
-            )
-        } else {
-            (
-                u16::from_le_bytes([opts[0], opts[1]]),
-                u16::from_le_bytes([opts[2], opts[3]]),
-            )
-        };
+        let (code, len) = (u16_at(opts, 0, big), u16_at(opts, 2, big));
         let len = usize::from(len);
         if code == 0 {
             break;
@@ -448,6 +539,34 @@ mod tests {
             "{r:?}"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    proptest::proptest! {
+        /// Real bytes with random damage: frames or an error, never a panic.
+        #[test]
+        fn damaged_files_never_panic(
+            flips in proptest::collection::vec((0usize..5000, proptest::num::u8::ANY), 0..8),
+            cut in 0usize..5000,
+            ng in proptest::bool::ANY,
+        ) {
+            let name = if ng { "pcapng_unknown_blocks.pcapng" } else { "client_session.pcap" };
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+            let sub = if ng { "/hostile/" } else { "/" };
+            let mut data = std::fs::read(format!("{dir}{sub}{name}")).unwrap();
+            for (at, b) in flips {
+                if let Some(x) = data.get_mut(at) {
+                    *x = b;
+                }
+            }
+            data.truncate(cut);
+            let len = data.len() as u64;
+            let mut n = 0u64;
+            let r = read_frames(&data[..], Some(len), |_, _, _| n += 1);
+            if let Ok(frames) = r {
+                proptest::prop_assert_eq!(frames, n);
+            }
+            let _ = read_frames(&data[..], None, |_, _, _| {});
+        }
     }
 
     #[test]
