@@ -16,6 +16,7 @@ pub mod filter;
 pub mod pacing;
 pub mod report;
 pub mod target;
+pub mod wire;
 
 use std::sync::Arc;
 

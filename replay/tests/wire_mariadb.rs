@@ -1,0 +1,229 @@
+//! The wire connection against a throwaway MariaDB: logins (native, ed25519, wrong password),
+//! raw commands byte for byte, pipelining, LOCAL INFILE, CHANGE_USER, compression, row hashes.
+
+mod common;
+
+use common::{admin, MariaDb};
+use mrte_capture::event::ResponseStatus;
+use mrte_replay::wire::caps::{COMPRESS, DEPRECATE_EOF, MULTI_STATEMENTS};
+use mrte_replay::wire::{ConnectParams, Reply, WireConn, WireError};
+use mysql_async::prelude::Queryable;
+
+fn addr(db: &MariaDb) -> String {
+    format!("127.0.0.1:{}", db.port)
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut p = vec![0x03];
+    p.extend_from_slice(sql.as_bytes());
+    p
+}
+
+async fn q(c: &mut WireConn, sql: &str) -> Reply {
+    let r = c.send_raw(&query(sql)).await.expect("send");
+    assert_eq!(r.status, ResponseStatus::Ok, "{sql}: {:?}", r.error);
+    r
+}
+
+async fn setup(db: &MariaDb) {
+    let mut a = admin(db).await;
+    for s in [
+        "CREATE DATABASE app",
+        "CREATE TABLE app.t (id INT PRIMARY KEY, c VARCHAR(20), k INT)",
+        "INSERT INTO app.t VALUES (1,'one',10),(2,'two',20),(3,'three',30)",
+        "CREATE TABLE app.t2 LIKE app.t",
+        "INSERT INTO app.t2 SELECT * FROM app.t",
+        "CREATE USER nat@'%' IDENTIFIED BY 'natpw'",
+        "GRANT ALL ON app.* TO nat@'%'",
+        "INSTALL SONAME 'auth_ed25519'",
+        "CREATE USER ed@'%' IDENTIFIED VIA ed25519 USING PASSWORD('edpw')",
+        "GRANT ALL ON app.* TO ed@'%'",
+    ] {
+        a.query_drop(s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    a.disconnect().await.expect("disconnect");
+}
+
+#[tokio::test]
+async fn logins_native_ed25519_and_wrong_password() {
+    let Some(db) = MariaDb::start("wire logins") else {
+        return;
+    };
+    setup(&db).await;
+    let mut c = WireConn::connect(addr(&db), ConnectParams::new("nat", "natpw", Some("app")))
+        .await
+        .expect("native login");
+    assert_eq!(c.plugin(), "mysql_native_password");
+    assert_eq!(q(&mut c, "SELECT CURRENT_USER()").await.rows, 1);
+    c.quit().await.expect("quit");
+
+    let mut c = WireConn::connect(addr(&db), ConnectParams::new("ed", "edpw", Some("app")))
+        .await
+        .expect("ed25519 login");
+    assert_eq!(c.plugin(), "client_ed25519");
+    let r = q(&mut c, "SELECT id FROM t").await;
+    assert_eq!(r.rows, 3);
+
+    for (user, pw) in [("nat", "bad"), ("ed", "bad"), ("nobody", "x")] {
+        match WireConn::connect(addr(&db), ConnectParams::new(user, pw, None)).await {
+            Err(WireError::Auth { code, message }) => {
+                assert_eq!(code, 1045, "{user}: {message}");
+            }
+            other => panic!("{user}: want one auth error, got {other:?}"),
+        }
+    }
+}
+
+fn execute(stmt: u32, k: i64) -> Vec<u8> {
+    let mut p = vec![0x17];
+    p.extend_from_slice(&stmt.to_le_bytes());
+    p.push(0);
+    p.extend_from_slice(&1u32.to_le_bytes());
+    p.extend_from_slice(&[0, 1, 8, 0]);
+    p.extend_from_slice(&k.to_le_bytes());
+    p
+}
+
+#[tokio::test]
+async fn raw_commands_pipelining_infile_change_user() {
+    let Some(db) = MariaDb::start("wire commands") else {
+        return;
+    };
+    setup(&db).await;
+    let mut p = ConnectParams::new("nat", "natpw", Some("app"));
+    p.capabilities |= MULTI_STATEMENTS | DEPRECATE_EOF;
+    let mut c = WireConn::connect(addr(&db), p).await.expect("login");
+    assert_ne!(c.capabilities().0 & DEPRECATE_EOF, 0);
+
+    // Text query, multi-statements.
+    let r = q(&mut c, "SELECT * FROM t ORDER BY id").await;
+    assert_eq!((r.rows, r.columns, r.result_sets), (3, 3, 1));
+    let r = q(&mut c, "SELECT 1; UPDATE t SET k = k WHERE id = 1; SELECT id FROM t").await;
+    assert_eq!((r.rows, r.result_sets), (4, 2));
+    let r = c.send_raw(&query("SELECT * FROM nope")).await.expect("send");
+    assert_eq!(r.status, ResponseStatus::Err);
+    assert_eq!(r.error.as_ref().map(|e| e.0), Some(1146));
+
+    // Prepare, execute (binary rows), close (no response), execute again → unknown statement.
+    let r = c
+        .send_raw(&query_cmd(0x16, "SELECT id, c FROM t WHERE k >= ?"))
+        .await
+        .expect("prepare");
+    let pok = r.prepare.expect("PREPARE_OK");
+    assert_eq!((pok.num_params, pok.num_columns), (1, 2));
+    let r = c.send_raw(&execute(pok.stmt_id, 20)).await.expect("execute");
+    assert_eq!((r.status, r.rows), (ResponseStatus::Ok, 2));
+    let mut close = vec![0x19];
+    close.extend_from_slice(&pok.stmt_id.to_le_bytes());
+    assert_eq!(c.send_raw(&close).await.expect("close").status, ResponseStatus::None);
+    let r = c.send_raw(&execute(pok.stmt_id, 20)).await.expect("execute");
+    assert_eq!(r.error.map(|e| e.0), Some(1243));
+
+    // Pipelined: three commands out before any response is read.
+    c.send(&query("SELECT id FROM t")).await.expect("send");
+    c.send(&[0x0e]).await.expect("ping");
+    c.send(&query("SELECT id FROM t WHERE id = 2")).await.expect("send");
+    assert_eq!(c.outstanding(), 3);
+    let rows: Vec<u64> = [
+        c.read_response().await.expect("r1"),
+        c.read_response().await.expect("r2"),
+        c.read_response().await.expect("r3"),
+    ]
+    .iter()
+    .map(|r| r.rows)
+    .collect();
+    assert_eq!(rows, [3, 0, 1]);
+
+    // The other commands.
+    let stats = c.send_raw(&[0x09]).await.expect("statistics");
+    assert!(stats.text.unwrap_or_default().starts_with("Uptime"));
+    let r = c.send_raw(b"\x04t\0").await.expect("field list");
+    assert_eq!((r.status, r.columns), (ResponseStatus::Ok, 3));
+    for opt in [0u8, 1] {
+        let r = c.send_raw(&[0x1b, opt, 0]).await.expect("set option");
+        assert_eq!(r.status, ResponseStatus::Ok);
+    }
+    assert_eq!(c.send_raw(&[0x0e]).await.expect("ping").status, ResponseStatus::Ok);
+    assert_eq!(c.send_raw(b"\x02mysql").await.expect("init db").status, ResponseStatus::Err);
+    assert_eq!(c.send_raw(b"\x02app").await.expect("init db").status, ResponseStatus::Ok);
+    q(&mut c, "SET @v = 5").await;
+    assert_eq!(c.send_raw(&[0x1f]).await.expect("reset").status, ResponseStatus::Ok);
+    let r = q(&mut c, "SELECT @v IS NULL").await;
+    assert_eq!(r.rows, 1);
+
+    // LOCAL INFILE: the caller's bytes are the file.
+    c.send_with_infile(
+        &query("LOAD DATA LOCAL INFILE 'prod.csv' INTO TABLE t FIELDS TERMINATED BY ','"),
+        Some(b"7,seven,70\n8,eight,80\n".to_vec()),
+    )
+    .await
+    .expect("send");
+    let r = c.read_response().await.expect("infile");
+    assert_eq!((r.status, r.affected), (ResponseStatus::Ok, 2), "{:?}", r.error);
+    assert_eq!(q(&mut c, "SELECT id FROM t").await.rows, 5);
+
+    // CHANGE_USER re-runs auth: to ed25519, then a refusal.
+    let r = c.change_user("ed", "edpw", Some("app")).await.expect("change user");
+    assert_eq!(r.status, ResponseStatus::Ok, "{:?}", r.error);
+    assert_eq!(c.plugin(), "client_ed25519");
+    let r = q(&mut c, "SELECT CURRENT_USER()").await;
+    assert_eq!(r.rows, 1);
+    let r = c.change_user("nat", "wrong", None).await.expect("change user");
+    assert_eq!(r.error.map(|e| e.0), Some(1045));
+}
+
+fn query_cmd(cmd: u8, sql: &str) -> Vec<u8> {
+    let mut p = query(sql);
+    p[0] = cmd;
+    p
+}
+
+#[tokio::test]
+async fn compression_and_row_hashes() {
+    let Some(db) = MariaDb::start("wire compression") else {
+        return;
+    };
+    setup(&db).await;
+    let mut plain = WireConn::connect(addr(&db), ConnectParams::new("nat", "natpw", Some("app")))
+        .await
+        .expect("login");
+    let mut p = ConnectParams::new("nat", "natpw", Some("app"));
+    p.capabilities |= COMPRESS | DEPRECATE_EOF;
+    let mut z = WireConn::connect(addr(&db), p).await.expect("compressed login");
+    assert_ne!(z.capabilities().0 & COMPRESS, 0);
+
+    let a = q(&mut plain, "SELECT * FROM t ORDER BY id").await;
+    let b = q(&mut plain, "SELECT * FROM t2 ORDER BY id").await;
+    let zc = q(&mut z, "SELECT * FROM t2 ORDER BY id").await;
+    assert_eq!(a.rows, 3);
+    assert_eq!((a.rows, a.hash), (b.rows, b.hash), "identical tables");
+    assert_eq!(zc.hash, a.hash, "compression and DEPRECATE_EOF do not change row hashes");
+    let desc = q(&mut plain, "SELECT * FROM t ORDER BY id DESC").await;
+    assert_ne!(desc.hash.ordered, a.hash.ordered);
+    assert_eq!(desc.hash.unordered, a.hash.unordered);
+
+    q(&mut z, "UPDATE t2 SET c = 'TWO' WHERE id = 2").await;
+    let b = q(&mut plain, "SELECT * FROM t2 ORDER BY id").await;
+    assert_eq!(b.rows, a.rows);
+    assert_ne!(b.hash.ordered, a.hash.ordered);
+    assert_ne!(b.hash.unordered, a.hash.unordered);
+    let ks = q(&mut plain, "SELECT SUM(k) FROM t").await;
+    let ks2 = q(&mut plain, "SELECT SUM(k) FROM t2").await;
+    assert_eq!(ks.hash, ks2.hash, "a query not reading c still matches");
+
+    // Big rows and a big command through the compression layer.
+    let r = q(&mut z, "SELECT REPEAT('x', 3000000), REPEAT('y', 10)").await;
+    assert_eq!(r.rows, 1);
+    assert!(r.bytes > 3_000_000);
+    let big = format!("SELECT LENGTH('{}')", "z".repeat(2_000_000));
+    assert_eq!(q(&mut z, &big).await.rows, 1);
+    // Pipelining under compression.
+    z.send(&query("SELECT id FROM t")).await.expect("send");
+    z.send(&query("SELECT id FROM t2 WHERE id > 1")).await.expect("send");
+    assert_eq!(z.read_response().await.expect("r").rows, 3);
+    assert_eq!(z.read_response().await.expect("r").rows, 2);
+    assert_eq!(z.send_raw(&[0x09]).await.expect("stats").status, ResponseStatus::Ok);
+    let r = z.change_user("ed", "edpw", Some("app")).await.expect("change user");
+    assert_eq!(r.status, ResponseStatus::Ok, "{:?}", r.error);
+    assert_eq!(q(&mut z, "SELECT 1").await.rows, 1);
+}
