@@ -35,7 +35,7 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub target_timeout: f64,
     /// Stop reconnecting a session once the target has been unreachable for SECS (default: retry
-    /// every 50 ms..1 s for as long as the run lasts).
+    /// every 50..500 ms for as long as the run lasts).
     #[arg(long, value_name = "SECS")]
     pub reconnect_for: Option<f64>,
     /// After a stop (signal, end of capture), keep replaying what is queued for at most SECS;

@@ -138,7 +138,7 @@ pub struct ReplayConfig {
 impl ReplayConfig {
     /// Defaults: live pacing, no filters (dangerous statements skipped), 660 s idle timeout
     /// (a safety net just above the capture's own 600 s session idle timeout), 30 s per
-    /// command, reconnects every 50 ms doubling to 1 s for as long as the run lasts.
+    /// command, reconnects every 50 ms doubling to 500 ms for as long as the run lasts.
     pub fn new(target: TargetDsn) -> Self {
         Self {
             target,
@@ -151,7 +151,7 @@ impl ReplayConfig {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(30),
             backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(1),
+            backoff_max: Duration::from_millis(500),
             reconnect_for: None,
             example_len: 512,
         }
@@ -396,6 +396,9 @@ struct Ctx {
     timeline: Timeline,
     prod: Option<ProdLookup>,
     target_down: AtomicBool,
+    /// Bumped each time a connect succeeds after the target was down: sessions waiting out a
+    /// backoff retry at once instead of at their next scheduled attempt.
+    up_epoch: AtomicU64,
     /// Statement facts by exact text, shared by the sessions of one run.
     sql_memo: Mutex<HashMap<Box<[u8]>, SqlFacts>>,
 }
@@ -463,6 +466,7 @@ impl Engine {
         let ctx = Arc::new(Ctx {
             prod: self.cfg.prod.clone().map(ProdLookup::new),
             target_down: AtomicBool::new(false),
+            up_epoch: AtomicU64::new(0),
             sql_memo: Mutex::new(HashMap::new()),
             cfg: self.cfg,
             live: self.live,
@@ -782,6 +786,8 @@ struct Session {
     retry_err: Option<ConnErr>,
     /// Since when the target has been unreachable for this session.
     down_since: Option<Instant>,
+    /// `Ctx::up_epoch` when the last connect failed.
+    down_epoch: u64,
     gave_up: bool,
     /// Production state since the test connection was opened.
     prod_state: ProdState,
@@ -970,6 +976,7 @@ impl Session {
             retry_at: None,
             retry_err: None,
             down_since: None,
+            down_epoch: 0,
             gave_up: false,
             prod_state: ProdState::default(),
             stmts: HashMap::new(),
@@ -1671,7 +1678,8 @@ impl Session {
             ));
         }
         if let Some(t) = self.retry_at {
-            if Instant::now() < t {
+            let back = self.ctx.up_epoch.load(Ordering::Relaxed) != self.down_epoch;
+            if Instant::now() < t && !back {
                 return Err(self
                     .retry_err
                     .clone()
@@ -1701,6 +1709,7 @@ impl Session {
                     .fetch_add(1, Ordering::Relaxed);
                 self.ever_connected = true;
                 if self.ctx.target_down.swap(false, Ordering::Relaxed) {
+                    self.ctx.up_epoch.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target = %cfg.target, "test server reachable again");
                 }
                 self.backoff = cfg.backoff_min;
@@ -1748,6 +1757,7 @@ impl Session {
             self.stats.sessions_gave_up = 1;
         }
         self.schedule_retry();
+        self.down_epoch = self.ctx.up_epoch.load(Ordering::Relaxed);
         self.retry_err = Some(err.clone());
         Err(err)
     }
