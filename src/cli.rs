@@ -352,7 +352,10 @@ fn record(a: RecordArgs) -> Result<ExitCode> {
 /// Truncate a classic pcap file after its last whole record; (records kept, file length).
 fn keep_whole_records(path: &std::path::Path) -> io::Result<(u64, u64)> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
     let len = f.metadata()?.len();
     let mut magic = [0u8; 24];
     if len < 24 {

@@ -70,7 +70,11 @@ pub fn hide_target_password(args: &[OsString]) {
     };
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(exe)
-        .arg0(out.first().cloned().unwrap_or_else(|| OsString::from("mrte")))
+        .arg0(
+            out.first()
+                .cloned()
+                .unwrap_or_else(|| OsString::from("mrte")),
+        )
         .args(out.iter().skip(1))
         .env("MRTE_TARGET_PASSWORD", pw)
         .env(REEXEC_MARK, "1")

@@ -137,8 +137,7 @@ pub struct RunArgs {
 }
 
 fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
-    let mut target =
-        TargetDsn::parse(&a.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
+    let mut target = TargetDsn::parse(&a.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
     if let Some(f) = &a.target_password_file {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("--target-password-file {}", f.display()))?;

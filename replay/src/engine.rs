@@ -17,9 +17,19 @@
 //!   COM_CHANGE_USER; the rest is skipped and counted by [`SkipReason`];
 //! - applies [`Filters`] (read-only, dangerous, db/user/regex filters, sampling);
 //! - paces commands per [`Pacing`] and records lag behind schedule;
-//! - on a broken connection, reconnects with bounded exponential backoff, re-establishes the
-//!   session's database and re-prepares statements from their remembered PREPARE text; every
-//!   command that could not run is counted as lost and reported as an [`Outcome`] with a failure.
+//! - on a broken connection, reconnects with capped exponential backoff (50 ms doubling to
+//!   500 ms) for as long as the run lasts, or until [`ReplayConfig::reconnect_for`]; as soon as
+//!   one session reconnects after an outage the others retry at once. The session's database is
+//!   re-established and statements re-prepared from their remembered PREPARE text; production
+//!   state a new connection lacks (open transaction, temporary tables, user or session
+//!   variables) is counted in `state_lost`;
+//! - counts every command it takes: replayed, skipped (by [`SkipReason`]), lost (not sent or fate
+//!   unknown: `target_unavailable`, `connection_lost`, `unknown_statement`, `session_panic`...)
+//!   or failed (tried, no server answer: `connect_refused`, `connect_timeout`, `timeout`,
+//!   `driver_error`); lost and failed commands are reported as [`Outcome`]s with a failure;
+//! - runs each command inside `catch_unwind`: a panic (a driver bug) drops the connection and
+//!   counts that command and the rest of the session as lost (`session_panic`); a session task
+//!   that dies anyway is counted in `sessions_panicked` and the report's books do not balance.
 //!
 //! Session tasks run on the runtime that calls [`Engine::run`], or round-robin on the runtimes
 //! given with [`Engine::with_workers`] (`--replay-threads`). A statement's filter verdict and
@@ -48,7 +58,7 @@
 //! - A PREPARE text containing `:name` outside quotes is rewritten by mysql_async's named-parameter
 //!   parser.
 //! - After a reconnect the session's database and prepared statements are restored; session
-//!   variables, temporary tables and an open transaction are not.
+//!   variables, temporary tables and an open transaction are not (counted, see above).
 //!
 //! # What it does not do
 //! It does not decode packets, compare prod with test, or format reports (see

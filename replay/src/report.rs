@@ -381,7 +381,8 @@ impl Report {
             let _ = writeln!(s, "          failed {k}: {v}");
         }
         let r = &self.replayed;
-        if r.connect_failures + r.sessions_gave_up + r.sessions_state_lost + r.sessions_panicked > 0 {
+        if r.connect_failures + r.sessions_gave_up + r.sessions_state_lost + r.sessions_panicked > 0
+        {
             let _ = writeln!(
                 s,
                 "faults:   {} failed connects, {} sessions gave up reconnecting, {} sessions reconnected without their prod state {:?}, {} sessions panicked",
@@ -533,7 +534,9 @@ impl Report {
                 self.accounting.unaccounted, self.accounting.sessions_died
             );
         }
-        h.push_str("<h2>Latency CDF, all replayed commands (blue prod, red test)</h2><div class=\"card\">");
+        h.push_str(
+            "<h2>Latency CDF, all replayed commands (blue prod, red test)</h2><div class=\"card\">",
+        );
         h.push_str(&svg_cdf("overall", &self.cdf.0, &self.cdf.1, 640, 300));
         h.push_str("</div><h2>Top fingerprints by test total time</h2><table id=\"top\"><tr><th>count</th><th>prod p50 ms</th><th>test p50 ms</th><th>prod p99 ms</th><th>test p99 ms</th><th>test/prod p50</th><th>errors</th><th>rows</th><th class=\"l\">fingerprint</th></tr>");
         for f in self.fingerprints.iter().take(10) {

@@ -241,7 +241,10 @@ mod tests {
         let s = after(&["set @@session.sql_mode = ''"]);
         assert!(!s.user_variables && s.session_variables);
         assert!(after(&["CREATE TEMPORARY TABLE t (a INT)"]).temporary_tables);
-        assert_eq!(after(&["SELECT '@x'", "CREATE TABLE t (a INT)"]), ProdState::default());
+        assert_eq!(
+            after(&["SELECT '@x'", "CREATE TABLE t (a INT)"]),
+            ProdState::default()
+        );
         assert_eq!(
             after(&["SET @a=1", "BEGIN"]).reasons(),
             vec!["open_transaction", "user_variables"]
@@ -250,7 +253,16 @@ mod tests {
 
     #[test]
     fn odd_bytes_never_panic() {
-        for s in [&b""[..], b"/*", b"/* x", b"-- ", b"#", b"@", b"SET", b"\xff\xfe SET @"] {
+        for s in [
+            &b""[..],
+            b"/*",
+            b"/* x",
+            b"-- ",
+            b"#",
+            b"@",
+            b"SET",
+            b"\xff\xfe SET @",
+        ] {
             ProdState::default().observe(s);
         }
     }

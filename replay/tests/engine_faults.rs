@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use mrte_capture::event::{CloseReason, EventSink, Login, SessionEvent};
 use mrte_capture::ring::RingSink;
+use mrte_replay::accounting::Accounting;
 use mrte_replay::engine::{Engine, ReplayConfig};
 use mrte_replay::filter::Filters;
 use mrte_replay::pacing::Pacing;
-use mrte_replay::accounting::Accounting;
 use mrte_replay::target::TargetDsn;
 use mysql_async::prelude::Queryable;
 
@@ -181,7 +181,10 @@ fn target(db: &MariaDb, user_pw: &str) -> ReplayConfig {
     )
 }
 
-async fn replay(cfg: ReplayConfig, n: u64) -> (mrte_replay::engine::EngineStats, Vec<mrte_replay::Outcome>) {
+async fn replay(
+    cfg: ReplayConfig,
+    n: u64,
+) -> (mrte_replay::engine::EngineStats, Vec<mrte_replay::Outcome>) {
     let (mut sink, rx) = RingSink::new(256);
     for s in 0..2u64 {
         sink.push(s, open(s, 51000 + s as u16));
@@ -239,7 +242,9 @@ async fn ed25519_users_replay_and_a_wrong_password_fails_cleanly() {
     a.query_drop("CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('s3cret')")
         .await
         .expect("user");
-    a.query_drop("GRANT ALL ON *.* TO 'ed'@'%'").await.expect("grant");
+    a.query_drop("GRANT ALL ON *.* TO 'ed'@'%'")
+        .await
+        .expect("grant");
 
     let (stats, _) = replay(target(&db, "ed:s3cret"), 9).await;
     assert_eq!(stats.replayed, 18, "{stats:#?}");
@@ -270,7 +275,11 @@ async fn killed_server_resumes_within_a_second_of_its_return() {
     let (mut sink, rx) = RingSink::new(4096);
     let run = tokio::spawn(engine.run(
         rx,
-        move |o| t2.lock().expect("lock").push((Instant::now(), o.test.is_some())),
+        move |o| {
+            t2.lock()
+                .expect("lock")
+                .push((Instant::now(), o.test.is_some()))
+        },
         std::future::pending(),
     ));
     const SESSIONS: u64 = 4;
@@ -332,7 +341,10 @@ async fn killed_server_resumes_within_a_second_of_its_return() {
     );
     let settle = back + Duration::from_secs(1);
     assert!(
-        times.iter().filter(|(t, _)| *t >= settle).all(|(_, ok)| *ok),
+        times
+            .iter()
+            .filter(|(t, _)| *t >= settle)
+            .all(|(_, ok)| *ok),
         "commands failed more than a second after the server was back: {stats:#?}"
     );
 }
