@@ -1,6 +1,5 @@
 //! Command-line interface: argument definitions and the glue from subcommands to the crates.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -196,7 +195,8 @@ fn output(path: &Option<PathBuf>) -> Result<Box<dyn Write>> {
     Ok(match path {
         Some(p) => Box::new(BufWriter::with_capacity(
             1 << 20,
-            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            crate::replay_cmd::create_private(p)
+                .with_context(|| format!("creating {}", p.display()))?,
         )),
         None => Box::new(BufWriter::with_capacity(1 << 20, io::stdout().lock())),
     })
@@ -320,7 +320,28 @@ fn record(a: RecordArgs) -> Result<ExitCode> {
     let cfg = live_config(&a.capture, pipeline);
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_sigint(stop.clone());
-    let st = mrte_capture::source::live::record(&cfg, &a.file, stop)?;
+    // The capture holds production traffic: owner-only, before the writer opens it.
+    drop(
+        crate::replay_cmd::create_private(&a.file)
+            .with_context(|| format!("creating {}", a.file.display()))?,
+    );
+    let st = match mrte_capture::source::live::record(&cfg, &a.file, stop) {
+        Ok(st) => st,
+        Err(e) => {
+            // A write error (disk full) can leave half a record at the end: cut back to the
+            // last whole one so the file stays a valid pcap.
+            return match keep_whole_records(&a.file) {
+                Ok((frames, bytes)) => Err(anyhow::Error::new(e).context(format!(
+                    "recording to {} stopped; the file keeps {frames} whole frames ({bytes} bytes) and is a valid pcap",
+                    a.file.display()
+                ))),
+                Err(r) => Err(anyhow::Error::new(e).context(format!(
+                    "recording to {} stopped, and it could not be repaired: {r}",
+                    a.file.display()
+                ))),
+            };
+        }
+    };
     println!("{}", serde_json::to_string(&st)?);
     eprintln!(
         "recorded {} frames ({} bytes) to {} with {}; kernel dropped {}, left to the stack by \
@@ -334,6 +355,49 @@ fn record(a: RecordArgs) -> Result<ExitCode> {
         st.untimed_frames
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Truncate a classic pcap file after its last whole record; (records kept, file length).
+fn keep_whole_records(path: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let mut magic = [0u8; 24];
+    if len < 24 {
+        f.set_len(0)?;
+        return Ok((0, 0));
+    }
+    f.read_exact(&mut magic)?;
+    let big = match magic[0..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => false,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => true,
+        _ => return Err(io::Error::other("not a pcap file")),
+    };
+    let (mut pos, mut n) = (24u64, 0u64);
+    let mut h = [0u8; 16];
+    while pos + 16 <= len {
+        f.seek(SeekFrom::Start(pos))?;
+        f.read_exact(&mut h)?;
+        let b = [h[8], h[9], h[10], h[11]];
+        let incl = u64::from(if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        });
+        if pos + 16 + incl > len {
+            break;
+        }
+        pos += 16 + incl;
+        n += 1;
+    }
+    if pos < len {
+        f.set_len(pos)?;
+    }
+    f.sync_all()?;
+    Ok((n, pos))
 }
 
 fn ignore_broken_pipe(e: io::Error) -> io::Result<()> {

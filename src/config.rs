@@ -16,6 +16,82 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+/// Environment variable marking a process already restarted by [`hide_target_password`].
+const REEXEC_MARK: &str = "MRTE_PASSWORD_MOVED";
+
+/// A password in `--target mysql://user:PASSWORD@...` would show in `ps` for the whole run.
+/// Without `unsafe` the arguments cannot be overwritten in place, so this re-executes the binary
+/// once with the password removed from the DSN and given in `MRTE_TARGET_PASSWORD` (readable only
+/// by the same user and root, like a password file). Returns only if nothing had to be done or the
+/// re-exec failed (then with a warning).
+pub fn hide_target_password(args: &[OsString]) {
+    if std::env::var_os(REEXEC_MARK).is_some() {
+        return;
+    }
+    let mut out: Vec<OsString> = Vec::with_capacity(args.len());
+    let mut password = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        let (value, joined) = if a == "--target" && i + 1 < args.len() {
+            out.push(args[i].clone());
+            i += 1;
+            (args[i].to_string_lossy().into_owned(), false)
+        } else if let Some(v) = a.strip_prefix("--target=") {
+            (v.to_owned(), true)
+        } else {
+            out.push(args[i].clone());
+            i += 1;
+            continue;
+        };
+        match split_password(&value) {
+            Some((dsn, pw)) => {
+                password = Some(pw);
+                out.push(if joined {
+                    OsString::from(format!("--target={dsn}"))
+                } else {
+                    OsString::from(dsn)
+                });
+            }
+            None => out.push(args[i].clone()),
+        }
+        i += 1;
+    }
+    let Some(pw) = password else {
+        return;
+    };
+    eprintln!(
+        "mrte: warning: a password in --target is visible to every user in `ps`; moving it to \
+         the environment (use --target-password-file or MRTE_TARGET_PASSWORD instead)"
+    );
+    let Ok(exe) = std::env::current_exe() else {
+        eprintln!("mrte: warning: cannot re-execute myself: the password stays visible in `ps`");
+        return;
+    };
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(exe)
+        .arg0(
+            out.first()
+                .cloned()
+                .unwrap_or_else(|| OsString::from("mrte")),
+        )
+        .args(out.iter().skip(1))
+        .env("MRTE_TARGET_PASSWORD", pw)
+        .env(REEXEC_MARK, "1")
+        .exec();
+    eprintln!("mrte: warning: re-exec failed ({err}): the password stays visible in `ps`");
+}
+
+/// `mysql://user:pw@rest` → (`mysql://user@rest`, decoded `pw`); `None` without a password.
+fn split_password(dsn: &str) -> Option<(String, String)> {
+    let rest = dsn.strip_prefix("mysql://")?;
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    let (user, _) = rest[..at].split_once(':')?;
+    let parsed = mrte_replay::target::TargetDsn::parse_no_env(dsn).ok()?;
+    Some((format!("mysql://{user}{}", &rest[at..]), parsed.password?))
+}
+
 /// Expand `--config FILE` (or `MRTE_CONFIG`) in `args` into the flags the file holds.
 pub fn expand(mut args: Vec<OsString>) -> Result<Vec<OsString>> {
     let mut path: Option<OsString> = std::env::var_os("MRTE_CONFIG");
@@ -54,6 +130,17 @@ pub fn expand(mut args: Vec<OsString>) -> Result<Vec<OsString>> {
     args.extend(flags.into_iter().map(OsString::from));
     args.extend(tail);
     Ok(args)
+}
+
+#[cfg(test)]
+#[test]
+fn dsn_password_is_split_out() {
+    assert_eq!(
+        split_password("mysql://app:s3cr%40t@10.0.0.1:3307/db"),
+        Some(("mysql://app@10.0.0.1:3307/db".into(), "s3cr@t".into()))
+    );
+    assert_eq!(split_password("mysql://app@h/db"), None);
+    assert_eq!(split_password("mysql://h"), None);
 }
 
 /// Flags for subcommand `sub` from config text.

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    config::hide_target_password(&std::env::args_os().collect::<Vec<_>>());
     let argv = match config::expand(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

@@ -24,9 +24,24 @@ use crate::cli::{CaptureArgs, DecodeArgs};
 /// Where and how to replay.
 #[derive(Args, Debug, Clone)]
 pub struct ReplayArgs {
-    /// Test server, mysql://user[:password]@host[:port][/db]; password also from MRTE_TARGET_PASSWORD or MYSQL_PWD.
+    /// Test server, mysql://user@host[:port][/db]. Give the password with --target-password-file
+    /// or MRTE_TARGET_PASSWORD (a password in the DSN is moved out of the process arguments at start).
     #[arg(long, value_name = "DSN")]
     pub target: String,
+    /// Read the test server's password from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub target_password_file: Option<PathBuf>,
+    /// Give up on one replayed command after SECS (counted as failed, reason timeout).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub target_timeout: f64,
+    /// Stop reconnecting a session once the target has been unreachable for SECS (default: retry
+    /// every 50..500 ms for as long as the run lasts).
+    #[arg(long, value_name = "SECS")]
+    pub reconnect_for: Option<f64>,
+    /// After a stop (signal, end of capture), keep replaying what is queued for at most SECS;
+    /// the rest is counted as skipped (shutdown).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub drain_timeout: f64,
     /// Replay threads, each driving its share of the sessions (0: one thread for everything).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub replay_threads: usize,
@@ -122,8 +137,18 @@ pub struct RunArgs {
 }
 
 fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
-    let target = TargetDsn::parse(&a.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
+    let mut target = TargetDsn::parse(&a.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
+    if let Some(f) = &a.target_password_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--target-password-file {}", f.display()))?;
+        target.password = Some(text.lines().next().unwrap_or("").to_owned());
+    }
     let mut cfg = ReplayConfig::new(target);
+    cfg.command_timeout = secs("--target-timeout", a.target_timeout)?;
+    cfg.reconnect_for = a
+        .reconnect_for
+        .map(|s| secs("--reconnect-for", s))
+        .transpose()?;
     for m in &a.user_map {
         cfg.identities
             .add_user_map(m)
@@ -151,6 +176,35 @@ fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
     .map_err(|e| anyhow::anyhow!("filters: {e}"))?;
     cfg.pacing = pacing;
     Ok(cfg)
+}
+
+fn secs(flag: &str, s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("{flag} {s}: expected a positive number of seconds"))
+}
+
+/// Create (or truncate) a file only its owner can read: reports hold production SQL and values.
+pub fn create_private(p: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)?;
+    // An existing file keeps its mode on open: tighten it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+fn write_private(p: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = create_private(p).with_context(|| format!("creating {}", p.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", p.display()))
 }
 
 /// Shared state the live line and the metrics endpoint read.
@@ -226,6 +280,11 @@ impl Live {
                     e.lost,
                 ),
                 (
+                    "replay_failed_total",
+                    "Commands tried that failed without an answer (refused, timeout).",
+                    e.failed,
+                ),
+                (
                     "replay_reconnects_total",
                     "Reconnects to the test server.",
                     e.reconnects,
@@ -253,7 +312,7 @@ impl Live {
         let (pk, cm, rp) = (c.packets.load(r), c.commands.load(r), e.replayed);
         let dt = prev.3.elapsed().as_secs_f64().max(1e-3);
         let s = format!(
-            "capture {:>8.0} pps {:>7.0} cmd/s | replay {:>7.0} qps, {} sessions, lag {:.1} ms | drops kernel {} ring {} gaps {} | decode errs {} | test errs {} skipped {} lost {}",
+            "capture {:>8.0} pps {:>7.0} cmd/s | replay {:>7.0} qps, {} sessions, lag {:.1} ms | drops kernel {} ring {} gaps {} | decode errs {} | test errs {} skipped {} lost {} failed {}",
             (pk - prev.0) as f64 / dt,
             (cm - prev.1) as f64 / dt,
             (rp - prev.2) as f64 / dt,
@@ -265,7 +324,8 @@ impl Live {
             c.decode_errors.load(r),
             e.test_errors,
             e.skipped,
-            e.lost
+            e.lost,
+            e.failed
         );
         *prev = (pk, cm, rp, Instant::now());
         match c.multi_queue_sessions.load(r) {
@@ -307,6 +367,7 @@ fn serve_metrics(addr: &str, live: Arc<Live>) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     mode: &str,
     target: &str,
@@ -315,16 +376,28 @@ fn finish(
     eng: &EngineStats,
     cap: &Stats,
     out: &ReportArgs,
+    interrupted: bool,
 ) -> Result<ExitCode> {
-    let report = Report::build(mode, target, started.elapsed().as_secs_f64(), cmp, eng, cap);
+    let mut report = Report::build(mode, target, started.elapsed().as_secs_f64(), cmp, eng, cap);
+    if interrupted {
+        report.mark_interrupted(eng);
+    }
     println!("{}", report.to_text());
     if let Some(p) = &out.report {
-        std::fs::write(p, report.to_json()).with_context(|| format!("writing {}", p.display()))?;
+        write_private(p, &report.to_json())?;
         println!("JSON report: {}", p.display());
     }
     if let Some(p) = &out.html {
-        std::fs::write(p, report.to_html()).with_context(|| format!("writing {}", p.display()))?;
+        write_private(p, &report.to_html())?;
         println!("HTML report: {}", p.display());
+    }
+    let books = &report.accounting;
+    if !books.balanced {
+        tracing::error!(
+            unaccounted = books.unaccounted,
+            sessions_died = books.sessions_died,
+            "the books do not balance: some captured commands have no known fate (--fail-on unaccounted>0 makes this fail the run)"
+        );
     }
     let failed: Vec<String> = out
         .fail_on
@@ -332,6 +405,13 @@ fn finish(
         .filter(|f| f.fails(&report))
         .map(|f| format!("{f} (value {})", f.value(&report)))
         .collect();
+    if books.nothing_replayed() {
+        eprintln!(
+            "mrte: nothing could be replayed: {} commands lost, {} failed (see the reasons above)",
+            books.lost, books.failed
+        );
+        return Ok(ExitCode::from(1));
+    }
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -453,6 +533,8 @@ pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
     let cmp2 = cmp.clone();
     let workers = Workers::start(a.replay.replay_threads)?;
     let engine = engine.with_workers(workers.handles.clone());
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let int2 = interrupted.clone();
     let eng = runtime()?.block_on(engine.run(
         rx,
         move |o| {
@@ -460,9 +542,10 @@ pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
                 c.record(&o);
             }
         },
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::warn!("interrupted: finishing sessions in flight");
+        async move {
+            stop_signal().await;
+            int2.store(true, Ordering::Release);
+            tracing::warn!("signal received: stopping the replay, writing the report");
         },
     ));
     done.store(true, Ordering::Release);
@@ -472,7 +555,31 @@ pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
     let cmp = cmp
         .lock()
         .map_err(|_| anyhow::anyhow!("comparison lock poisoned"))?;
-    finish("replay", &target, started, &cmp, &eng, &cap, &a.out)
+    finish(
+        "replay",
+        &target,
+        started,
+        &cmp,
+        &eng,
+        &cap,
+        &a.out,
+        interrupted.load(Ordering::Acquire),
+    )
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }
 
 /// `mrte run -i IFACE`.
@@ -500,12 +607,18 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     let workers = Workers::start(a.replay.replay_threads)?;
     let engine = engine.with_workers(workers.handles.clone());
+    let capture_done = Arc::new(AtomicBool::new(false));
+    let (stop2, done2) = (stop.clone(), capture_done.clone());
     let capture_thread = std::thread::spawn(move || {
-        while !handle.is_finished() && !stop.load(Ordering::Acquire) {
+        while !handle.is_finished() && !stop2.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        handle.join()
+        let r = handle.join();
+        done2.store(true, Ordering::Release);
+        r
     });
+    let drain = secs("--drain-timeout", a.replay.drain_timeout)?;
+    let stop3 = stop.clone();
     let eng = rt.block_on(engine.run(
         rx,
         move |o| {
@@ -513,7 +626,17 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
                 c.record(&o);
             }
         },
-        std::future::pending::<()>(),
+        async move {
+            // Once capture has stopped, what is queued gets `drain` to replay; then the rest is
+            // counted as skipped (shutdown), so a slow or frozen target cannot hold the exit.
+            while !stop3.load(Ordering::Acquire) && !capture_done.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(drain).await;
+            tracing::warn!(
+                "--drain-timeout {drain:?} reached: the commands still queued are counted as skipped (shutdown)"
+            );
+        },
     ));
     done.store(true, Ordering::Release);
     let cap = capture_thread
@@ -522,5 +645,14 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
     let cmp = cmp
         .lock()
         .map_err(|_| anyhow::anyhow!("comparison lock poisoned"))?;
-    finish("run", &target, started, &cmp, &eng, &cap, &a.out)
+    finish(
+        "run",
+        &target,
+        started,
+        &cmp,
+        &eng,
+        &cap,
+        &a.out,
+        stop.load(Ordering::Acquire),
+    )
 }

@@ -29,6 +29,8 @@ use crate::event::{EventSink, SessionEvent, SessionId, SessionOpen};
 pub struct SessionShared {
     /// Events dropped because the ring was full.
     pub dropped: AtomicU64,
+    /// Of those, commands (for the replay's books).
+    pub dropped_commands: AtomicU64,
     /// The producer has finished with this session (Close pushed or dropped).
     pub closed: AtomicBool,
     /// Woken after each push and at close.
@@ -84,6 +86,11 @@ impl SessionStream {
     /// Events lost to a full ring so far.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Commands among the events lost to a full ring.
+    pub fn dropped_commands(&self) -> u64 {
+        self.shared.dropped_commands.load(Ordering::Relaxed)
     }
 
     /// Wait for the next event; `None` once the session is finished.
@@ -257,9 +264,12 @@ impl EventSink for RingSink {
         }
         match p.ring.push(event) {
             Ok(()) => self.stats.pushed += 1,
-            Err(_) => {
+            Err(rtrb::PushError::Full(ev)) => {
                 self.stats.dropped_events += 1;
                 p.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if matches!(ev, SessionEvent::Command(_)) {
+                    p.shared.dropped_commands.fetch_add(1, Ordering::Relaxed);
+                }
                 if !p.overflowed {
                     p.overflowed = true;
                     self.stats.overflowed_sessions += 1;

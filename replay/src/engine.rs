@@ -17,9 +17,19 @@
 //!   COM_CHANGE_USER; the rest is skipped and counted by [`SkipReason`];
 //! - applies [`Filters`] (read-only, dangerous, db/user/regex filters, sampling);
 //! - paces commands per [`Pacing`] and records lag behind schedule;
-//! - on a broken connection, reconnects with bounded exponential backoff, re-establishes the
-//!   session's database and re-prepares statements from their remembered PREPARE text; every
-//!   command that could not run is counted as lost and reported as an [`Outcome`] with a failure.
+//! - on a broken connection, reconnects with capped exponential backoff (50 ms doubling to
+//!   500 ms) for as long as the run lasts, or until [`ReplayConfig::reconnect_for`]; as soon as
+//!   one session reconnects after an outage the others retry at once. The session's database is
+//!   re-established and statements re-prepared from their remembered PREPARE text; production
+//!   state a new connection lacks (open transaction, temporary tables, user or session
+//!   variables) is counted in `state_lost`;
+//! - counts every command it takes: replayed, skipped (by [`SkipReason`]), lost (not sent or fate
+//!   unknown: `target_unavailable`, `connection_lost`, `unknown_statement`, `session_panic`...)
+//!   or failed (tried, no server answer: `connect_refused`, `connect_timeout`, `timeout`,
+//!   `driver_error`); lost and failed commands are reported as [`Outcome`]s with a failure;
+//! - runs each command inside `catch_unwind`: a panic (a driver bug) drops the connection and
+//!   counts that command and the rest of the session as lost (`session_panic`); a session task
+//!   that dies anyway is counted in `sessions_panicked` and the report's books do not balance.
 //!
 //! Session tasks run on the runtime that calls [`Engine::run`], or round-robin on the runtimes
 //! given with [`Engine::with_workers`] (`--replay-threads`). A statement's filter verdict and
@@ -48,7 +58,7 @@
 //! - A PREPARE text containing `:name` outside quotes is rewritten by mysql_async's named-parameter
 //!   parser.
 //! - After a reconnect the session's database and prepared statements are restored; session
-//!   variables, temporary tables and an open transaction are not.
+//!   variables, temporary tables and an open transaction are not (counted, see above).
 //!
 //! # What it does not do
 //! It does not decode packets, compare prod with test, or format reports (see
@@ -97,6 +107,7 @@ use tokio::task::JoinSet;
 use crate::classify::{classify_command_code, StatementClass};
 use crate::filter::{Filters, SkipReason};
 use crate::pacing::{lag_us, Pacing, SessionClock, Timeline};
+use crate::resilience::{CatchUnwind, ProdState};
 use crate::target::{Identities, ProdLookup, TargetDsn};
 use crate::{Outcome, TestResponse};
 
@@ -120,19 +131,24 @@ pub struct ReplayConfig {
     pub idle_timeout: Duration,
     /// Give up connecting after this long.
     pub connect_timeout: Duration,
-    /// Give up on one command after this long (the connection is then dropped).
+    /// Give up on one command after this long (`--target-timeout`; the connection is then
+    /// dropped and the command counted as failed, reason `timeout`).
     pub command_timeout: Duration,
     /// First reconnect delay after a failed connect; doubles up to `backoff_max`.
     pub backoff_min: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// Stop reconnecting once the target has been unreachable this long for a session
+    /// (`--reconnect-for`); `None`: keep trying as long as the run lasts.
+    pub reconnect_for: Option<Duration>,
     /// Longest example statement kept in an Outcome, bytes.
     pub example_len: usize,
 }
 
 impl ReplayConfig {
     /// Defaults: live pacing, no filters (dangerous statements skipped), 660 s idle timeout
-    /// (a safety net just above the capture's own 600 s session idle timeout).
+    /// (a safety net just above the capture's own 600 s session idle timeout), 30 s per
+    /// command, reconnects every 50 ms doubling to 500 ms for as long as the run lasts.
     pub fn new(target: TargetDsn) -> Self {
         Self {
             target,
@@ -143,9 +159,10 @@ impl ReplayConfig {
             pacing: Pacing::Live,
             idle_timeout: Duration::from_secs(660),
             connect_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(600),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+            reconnect_for: None,
             example_len: 512,
         }
     }
@@ -170,6 +187,8 @@ pub struct LiveCounters {
     pub skipped: AtomicU64,
     /// Commands that could not be replayed (connection down, unknown statement, ...).
     pub lost: AtomicU64,
+    /// Commands tried that failed (connect refused, timeout, driver error).
+    pub failed: AtomicU64,
     /// Reconnects after a lost connection.
     pub reconnects: AtomicU64,
     /// Lag of the latest command, µs.
@@ -197,6 +216,8 @@ pub struct LiveSnapshot {
     pub skipped: u64,
     /// See [`LiveCounters::lost`].
     pub lost: u64,
+    /// See [`LiveCounters::failed`].
+    pub failed: u64,
     /// See [`LiveCounters::reconnects`].
     pub reconnects: u64,
     /// See [`LiveCounters::lag_last_us`].
@@ -218,6 +239,7 @@ impl LiveCounters {
             test_errors: l(&self.test_errors),
             skipped: l(&self.skipped),
             lost: l(&self.lost),
+            failed: l(&self.failed),
             reconnects: l(&self.reconnects),
             lag_last_us: l(&self.lag_last_us),
             lag_max_us: l(&self.lag_max_us),
@@ -253,12 +275,25 @@ pub struct EngineStats {
     pub sessions_overflowed: u64,
     /// Sessions with at least one lost command.
     pub sessions_with_losses: u64,
-    /// Session tasks that panicked (a bug; their commands are unaccounted).
+    /// Session tasks that died of a panic outside a command (a bug; their commands are
+    /// unaccounted and the report says the books do not balance).
     pub sessions_panicked: u64,
+    /// Sessions where replaying a command panicked: that command and the rest of the session
+    /// are counted as lost, reason `session_panic`.
+    pub sessions_command_panicked: u64,
+    /// Sessions that stopped reconnecting after `reconnect_for` (`--reconnect-for`).
+    pub sessions_gave_up: u64,
+    /// Sessions reconnected while production held state a new connection lacks.
+    pub sessions_state_lost: u64,
+    /// That state, by kind (open_transaction, temporary_tables, user_variables,
+    /// session_variables), one count per reconnect.
+    pub state_lost: BTreeMap<String, u64>,
     /// Sessions received but never started because of shutdown.
     pub sessions_not_started: u64,
     /// Events lost to full rings.
     pub ring_dropped_events: u64,
+    /// Of those, commands.
+    pub ring_dropped_commands: u64,
     /// Commands taken from the rings.
     pub commands_seen: u64,
     /// Commands replayed that got a response (OK or ERR).
@@ -273,6 +308,9 @@ pub struct EngineStats {
     pub skipped: BTreeMap<String, u64>,
     /// Commands that could not be replayed, by reason.
     pub lost: BTreeMap<String, u64>,
+    /// Commands tried that failed without a server answer (connect refused, timeout, driver
+    /// error), by reason.
+    pub failed: BTreeMap<String, u64>,
     /// Commands decoded right after a capture gap (TCP hole).
     pub commands_after_gap: u64,
     /// Test connections opened.
@@ -302,10 +340,19 @@ impl EngineStats {
         self.lost.values().sum()
     }
 
-    /// Commands with a known fate: replayed (with or without response), skipped or lost.
-    /// Equals `commands_seen` when nothing went unaccounted.
+    /// Total failed commands.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    /// Commands with a known fate: replayed (with or without response), skipped, lost or
+    /// failed. Equals `commands_seen` when nothing went unaccounted.
     pub fn accounted(&self) -> u64 {
-        self.replayed + self.replayed_no_response + self.skipped_total() + self.lost_total()
+        self.replayed
+            + self.replayed_no_response
+            + self.skipped_total()
+            + self.lost_total()
+            + self.failed_total()
     }
 
     fn merge(&mut self, o: &EngineStats) {
@@ -315,6 +362,7 @@ impl EngineStats {
         self.sessions_overflowed += o.sessions_overflowed;
         self.sessions_with_losses += o.sessions_with_losses;
         self.ring_dropped_events += o.ring_dropped_events;
+        self.ring_dropped_commands += o.ring_dropped_commands;
         self.commands_seen += o.commands_seen;
         self.replayed += o.replayed;
         self.replayed_no_response += o.replayed_no_response;
@@ -326,6 +374,15 @@ impl EngineStats {
         for (k, v) in &o.lost {
             *self.lost.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &o.failed {
+            *self.failed.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.state_lost {
+            *self.state_lost.entry(k.clone()).or_default() += v;
+        }
+        self.sessions_command_panicked += o.sessions_command_panicked;
+        self.sessions_gave_up += o.sessions_gave_up;
+        self.sessions_state_lost += o.sessions_state_lost;
         self.commands_after_gap += o.commands_after_gap;
         self.connects += o.connects;
         self.reconnects += o.reconnects;
@@ -349,6 +406,9 @@ struct Ctx {
     timeline: Timeline,
     prod: Option<ProdLookup>,
     target_down: AtomicBool,
+    /// Bumped each time a connect succeeds after the target was down: sessions waiting out a
+    /// backoff retry at once instead of at their next scheduled attempt.
+    up_epoch: AtomicU64,
     /// Statement facts by exact text, shared by the sessions of one run.
     sql_memo: Mutex<HashMap<Box<[u8]>, SqlFacts>>,
 }
@@ -416,6 +476,7 @@ impl Engine {
         let ctx = Arc::new(Ctx {
             prod: self.cfg.prod.clone().map(ProdLookup::new),
             target_down: AtomicBool::new(false),
+            up_epoch: AtomicU64::new(0),
             sql_memo: Mutex::new(HashMap::new()),
             cfg: self.cfg,
             live: self.live,
@@ -475,8 +536,9 @@ impl Engine {
                     None => break,
                 },
                 Some(r) = tasks.join_next(), if !tasks.is_empty() => {
-                    if r.is_err() {
+                    if let Err(e) = r {
                         panicked += 1;
+                        tracing::error!(error = %e, "replay session task died: its commands are unaccounted");
                     }
                 }
             }
@@ -488,15 +550,19 @@ impl Engine {
             unstarted.push(s);
         }
         while let Some(r) = tasks.join_next().await {
-            if r.is_err() {
+            if let Err(e) = r {
                 panicked += 1;
+                tracing::error!(error = %e, "replay session task died: its commands are unaccounted");
             }
         }
         unstarted.extend(bridge.await.unwrap_or_default());
         let not_started = unstarted.len() as u64;
         let mut unstarted_commands = 0u64;
+        let mut unstarted_dropped = (0u64, 0u64);
         for mut s in unstarted {
             ctx.live.sessions.fetch_add(1, Ordering::Relaxed);
+            unstarted_dropped.0 += s.dropped();
+            unstarted_dropped.1 += s.dropped_commands();
             while let Some(ev) = s.try_pop() {
                 if matches!(ev, SessionEvent::Command(_)) {
                     unstarted_commands += 1;
@@ -511,6 +577,8 @@ impl Engine {
         stats.sessions = ctx.live.sessions.load(Ordering::Relaxed);
         stats.sessions_panicked = panicked;
         stats.sessions_not_started = not_started;
+        stats.ring_dropped_events += unstarted_dropped.0;
+        stats.ring_dropped_commands += unstarted_dropped.1;
         if unstarted_commands > 0 {
             stats.commands_seen += unstarted_commands;
             *stats
@@ -575,6 +643,7 @@ async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::R
     let _guard = ActiveGuard(ctx.live.clone());
     let mut s = Session::new(ctx.clone(), &stream);
     let mut shut = false;
+    let mut panicked_at = false;
     loop {
         let ev = {
             let next = async {
@@ -603,13 +672,24 @@ async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::R
                 let mut sd2 = sd.clone();
                 let done = tokio::select! {
                     biased;
-                    r = s.handle(ev, &mut sd) => Some(r),
+                    r = CatchUnwind::new(s.handle(ev, &mut sd)) => Some(r),
                     _ = wait_shutdown(&mut sd2) => None,
                 };
                 match done {
-                    Some(false) => {}
-                    Some(true) => {
+                    Some(Ok(false)) => {}
+                    Some(Ok(true)) => {
                         shut = true;
+                        break;
+                    }
+                    Some(Err(msg)) => {
+                        tracing::error!(session = s.id, panic = %msg,
+                            "replaying a command panicked: the rest of this session is counted as lost (session_panic)");
+                        if is_command && s.stats.accounted() == before {
+                            s.lose("session_panic");
+                        }
+                        s.stats.sessions_command_panicked += 1;
+                        s.forget_conn();
+                        panicked_at = true;
                         break;
                     }
                     None => {
@@ -622,6 +702,25 @@ async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::R
                         break;
                     }
                 }
+            }
+        }
+    }
+    if panicked_at {
+        // Count what the session still sends, until its stream ends or shutdown.
+        loop {
+            let ev = tokio::select! {
+                biased;
+                _ = wait_shutdown(&mut sd) => { shut = true; break; }
+                ev = stream.next() => ev,
+            };
+            match ev {
+                Some(SessionEvent::Command(_)) => {
+                    s.stats.commands_seen += 1;
+                    s.ctx.live.commands_seen.fetch_add(1, Ordering::Relaxed);
+                    s.lose("session_panic");
+                }
+                Some(_) => {}
+                None => break,
             }
         }
     }
@@ -639,6 +738,7 @@ async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::R
     if dropped > 0 {
         s.stats.sessions_overflowed += 1;
         s.stats.ring_dropped_events += dropped;
+        s.stats.ring_dropped_commands += stream.dropped_commands();
     }
     s.finish();
 }
@@ -655,7 +755,26 @@ struct StmtEntry {
 
 enum Exec {
     Done(TestResponse),
+    /// Not sent, or sent with its fate unknown (target down, connection lost, unknown id).
     Lost(String),
+    /// Tried and failed without a server answer (connect refused, timeout, driver error).
+    Failed(String),
+}
+
+/// Why the session has no connection right now.
+#[derive(Clone, Debug)]
+enum ConnErr {
+    Lost(String),
+    Failed(String),
+}
+
+impl From<ConnErr> for Exec {
+    fn from(e: ConnErr) -> Self {
+        match e {
+            ConnErr::Lost(r) => Exec::Lost(r),
+            ConnErr::Failed(r) => Exec::Failed(r),
+        }
+    }
 }
 
 struct Session {
@@ -673,6 +792,15 @@ struct Session {
     idle_closed: bool,
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// The last connect error, repeated for commands met while waiting to retry.
+    retry_err: Option<ConnErr>,
+    /// Since when the target has been unreachable for this session.
+    down_since: Option<Instant>,
+    /// `Ctx::up_epoch` when the last connect failed.
+    down_epoch: u64,
+    gave_up: bool,
+    /// Production state since the test connection was opened.
+    prod_state: ProdState,
     stmts: HashMap<u32, StmtEntry>,
     last_prepared: Option<u32>,
     clock: Option<SessionClock>,
@@ -763,6 +891,15 @@ fn to_value(p: &Param) -> mysql_async::Value {
     }
 }
 
+/// A connect error that means the server is not there (refused, reset, closed mid-handshake).
+fn is_unreachable(e: &mysql_async::Error) -> bool {
+    matches!(
+        e,
+        mysql_async::Error::Io(_)
+            | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)
+    )
+}
+
 fn is_connection_error(e: &mysql_async::Error) -> bool {
     use mysql_async::DriverError as D;
     match e {
@@ -847,6 +984,11 @@ impl Session {
             idle_closed: false,
             backoff,
             retry_at: None,
+            retry_err: None,
+            down_since: None,
+            down_epoch: 0,
+            gave_up: false,
+            prod_state: ProdState::default(),
             stmts: HashMap::new(),
             last_prepared: None,
             clock,
@@ -1056,6 +1198,9 @@ impl Session {
                 if let Some(r) = facts.skip {
                     self.skip(r);
                     return;
+                }
+                if rec.response.status != ResponseStatus::Err {
+                    self.prod_state.observe(sql);
                 }
                 let res = self.run_query(sql).await;
                 let example = truncate_example(sql, self.ctx.cfg.example_len);
@@ -1325,15 +1470,8 @@ impl Session {
             );
             return;
         }
-        if let Err(reason) = self.ensure_conn().await {
-            self.emit_fp(
-                rec,
-                "COM_STMT_EXECUTE",
-                fp,
-                fp_id,
-                example,
-                Exec::Lost(reason),
-            );
+        if let Err(e) = self.ensure_conn().await {
+            self.emit_fp(rec, "COM_STMT_EXECUTE", fp, fp_id, example, e.into());
             return;
         }
         // Re-prepare after a reconnect (or a failed earlier prepare) from the remembered text.
@@ -1465,8 +1603,8 @@ impl Session {
             > + Send,
         T: Send,
     {
-        if let Err(reason) = self.ensure_conn().await {
-            return Exec::Lost(reason);
+        if let Err(e) = self.ensure_conn().await {
+            return e.into();
         }
         let Some(conn) = self.conn.as_mut() else {
             return Exec::Lost("connection_lost".into());
@@ -1476,8 +1614,12 @@ impl Session {
         let latency_us = start.elapsed().as_micros() as u64;
         match r {
             Err(_) => {
+                tracing::debug!(session = self.id, "command timed out on the test server");
                 self.drop_conn();
-                Exec::Lost("timeout".into())
+                Exec::Failed(format!(
+                    "timeout: no answer in {:?}",
+                    self.ctx.cfg.command_timeout
+                ))
             }
             Ok(Ok(((rows, affected), v))) => {
                 *out = v;
@@ -1501,7 +1643,7 @@ impl Session {
                 self.drop_conn();
                 Exec::Lost("connection_lost".into())
             }
-            Ok(Err(e)) => Exec::Lost(format!("driver_error: {e}")),
+            Ok(Err(e)) => Exec::Failed(format!("driver_error: {e}")),
         }
     }
 
@@ -1531,20 +1673,35 @@ impl Session {
         }
     }
 
-    async fn ensure_conn(&mut self) -> Result<(), String> {
+    /// Drop the connection after a panic mid-command (its state is unknown).
+    fn forget_conn(&mut self) {
+        self.drop_conn();
+    }
+
+    async fn ensure_conn(&mut self) -> Result<(), ConnErr> {
         if self.conn.is_some() {
             return Ok(());
         }
+        if self.gave_up {
+            return Err(ConnErr::Lost(
+                "target_unavailable: stopped reconnecting (--reconnect-for)".into(),
+            ));
+        }
         if let Some(t) = self.retry_at {
-            if Instant::now() < t {
-                return Err("target_unavailable".into());
+            let back = self.ctx.up_epoch.load(Ordering::Relaxed) != self.down_epoch;
+            if Instant::now() < t && !back {
+                return Err(self
+                    .retry_err
+                    .clone()
+                    .unwrap_or_else(|| ConnErr::Lost("target_unavailable".into())));
             }
         }
-        let cfg = &self.ctx.cfg;
+        let ctx = self.ctx.clone();
+        let cfg = &ctx.cfg;
         let (user, pass) = cfg.identities.map_user(self.user.as_deref(), &cfg.target);
         let db = self.db.as_deref().map(|d| cfg.identities.map_db(d));
         let opts = cfg.target.opts(user, pass, db);
-        match tokio::time::timeout(cfg.connect_timeout, Conn::new(opts)).await {
+        let err = match tokio::time::timeout(cfg.connect_timeout, Conn::new(opts)).await {
             Ok(Ok(c)) => {
                 self.stats.connects += 1;
                 if self.idle_closed {
@@ -1553,41 +1710,79 @@ impl Session {
                 } else if self.ever_connected {
                     self.stats.reconnects += 1;
                     self.ctx.live.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.note_state_lost();
                 }
+                self.prod_state = ProdState::default();
                 self.ctx
                     .live
                     .connections_open
                     .fetch_add(1, Ordering::Relaxed);
                 self.ever_connected = true;
                 if self.ctx.target_down.swap(false, Ordering::Relaxed) {
+                    self.ctx.up_epoch.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target = %cfg.target, "test server reachable again");
                 }
                 self.backoff = cfg.backoff_min;
                 self.retry_at = None;
+                self.retry_err = None;
+                self.down_since = None;
                 self.conn = Some(c);
-                Ok(())
+                return Ok(());
             }
             Ok(Err(mysql_async::Error::Server(e))) => {
                 // Access denied, unknown database: a config problem, not an outage; back off too.
-                self.stats.connect_failures += 1;
                 tracing::warn!(session = self.id, code = e.code, message = %e.message, "connect to target refused");
-                self.schedule_retry();
-                Err(format!("connect_refused: {} {}", e.code, e.message))
+                ConnErr::Failed(format!("connect_refused: {} {}", e.code, e.message))
             }
-            Ok(Err(e)) => {
-                self.stats.connect_failures += 1;
+            Ok(Err(e)) if is_unreachable(&e) => {
                 if !self.ctx.target_down.swap(true, Ordering::Relaxed) {
                     tracing::warn!(target = %self.ctx.cfg.target, error = %e,
-                        "test server unreachable: commands are counted as lost until it is back");
+                        "test server unreachable: commands are counted as lost (target_unavailable) until it is back");
                 }
-                self.schedule_retry();
-                Err("connect_failed".into())
+                ConnErr::Lost(format!("target_unavailable: {e}"))
             }
-            Err(_) => {
-                self.stats.connect_failures += 1;
-                self.schedule_retry();
-                Err("connect_timeout".into())
+            Ok(Err(e)) => {
+                tracing::warn!(session = self.id, error = %e, "connect to target failed");
+                ConnErr::Failed(format!("connect_error: {e}"))
             }
+            Err(_) => ConnErr::Failed(format!(
+                "connect_timeout: no handshake in {:?}",
+                self.ctx.cfg.connect_timeout
+            )),
+        };
+        self.stats.connect_failures += 1;
+        let now = Instant::now();
+        let since = *self.down_since.get_or_insert(now);
+        if self
+            .ctx
+            .cfg
+            .reconnect_for
+            .is_some_and(|d| now.duration_since(since) >= d)
+        {
+            tracing::warn!(
+                session = self.id,
+                "target unreachable for longer than --reconnect-for: this session stops reconnecting"
+            );
+            self.gave_up = true;
+            self.stats.sessions_gave_up = 1;
+        }
+        self.schedule_retry();
+        self.down_epoch = self.ctx.up_epoch.load(Ordering::Relaxed);
+        self.retry_err = Some(err.clone());
+        Err(err)
+    }
+
+    /// After a reconnect: count the production state the new connection lacks.
+    fn note_state_lost(&mut self) {
+        let reasons = self.prod_state.reasons();
+        if reasons.is_empty() {
+            return;
+        }
+        tracing::warn!(session = self.id, state = ?reasons,
+            "reconnected, but production's session state cannot be rebuilt: replay of this session may diverge");
+        self.stats.sessions_state_lost = 1;
+        for r in reasons {
+            bump(&mut self.stats.state_lost, r);
         }
     }
 
@@ -1632,6 +1827,12 @@ impl Session {
             Exec::Lost(reason) => {
                 let key = reason.split(':').next().unwrap_or("lost").to_owned();
                 self.lose(&key);
+                (None, Some(reason))
+            }
+            Exec::Failed(reason) => {
+                let key = reason.split(':').next().unwrap_or("failed").to_owned();
+                bump(&mut self.stats.failed, &key);
+                self.ctx.live.failed.fetch_add(1, Ordering::Relaxed);
                 (None, Some(reason))
             }
         };

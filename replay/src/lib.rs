@@ -9,12 +9,14 @@
 //! - [`compare`]: per-fingerprint prod/test histograms and divergence, fed [`Outcome`]s.
 //! - [`report`]: the final text report, the JSON report, the HTML page and Prometheus text.
 
+pub mod accounting;
 pub mod classify;
 pub mod compare;
 pub mod engine;
 pub mod filter;
 pub mod pacing;
 pub mod report;
+pub mod resilience;
 pub mod target;
 pub mod wire;
 

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use mrte_capture::stats::Stats;
 use serde::Serialize;
 
+use crate::accounting::Accounting;
 use crate::compare::{ratio, ratio_p50, Comparison, ErrorCounts, Example, FingerprintStats};
 use crate::engine::EngineStats;
 
@@ -99,6 +100,16 @@ pub struct Replayed {
     pub connects: u64,
     /// Reconnects after a lost connection.
     pub reconnects: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// Sessions that stopped reconnecting (`--reconnect-for`).
+    pub sessions_gave_up: u64,
+    /// Sessions reconnected while production held state a new connection lacks.
+    pub sessions_state_lost: u64,
+    /// That state by kind (open_transaction, temporary_tables, user_variables, session_variables).
+    pub state_lost: BTreeMap<String, u64>,
+    /// Sessions where replaying a command panicked (the rest counted lost, `session_panic`).
+    pub sessions_panicked: u64,
 }
 
 /// `drops` section: everything lost before replay.
@@ -181,6 +192,10 @@ pub struct Report {
     pub replayed: Replayed,
     /// Skipped commands by reason.
     pub skipped: BTreeMap<String, u64>,
+    /// Commands tried that failed without a server answer, by reason.
+    pub failed: BTreeMap<String, u64>,
+    /// Every captured command's fate, summed.
+    pub accounting: Accounting,
     /// Losses before replay.
     pub drops: Drops,
     /// Error divergence.
@@ -279,8 +294,15 @@ impl Report {
                 sessions: eng.sessions_replayed,
                 connects: eng.connects,
                 reconnects: eng.reconnects,
+                connect_failures: eng.connect_failures,
+                sessions_gave_up: eng.sessions_gave_up,
+                sessions_state_lost: eng.sessions_state_lost,
+                state_lost: eng.state_lost.clone(),
+                sessions_panicked: eng.sessions_command_panicked,
             },
             skipped: eng.skipped.clone(),
+            failed: eng.failed.clone(),
+            accounting: Accounting::of(cap.commands.total(), eng, false),
             drops: Drops {
                 kernel: cap.kernel_drops,
                 ring: cap.ring_drops.max(eng.ring_dropped_events),
@@ -303,6 +325,11 @@ impl Report {
                 .collect(),
             cdf: (cdf(&cmp.prod), cdf(&cmp.test)),
         }
+    }
+
+    /// The run was stopped early (signal): what never reached the engine is `queued_at_stop`.
+    pub fn mark_interrupted(&mut self, eng: &EngineStats) {
+        self.accounting = Accounting::of(self.captured.commands, eng, true);
     }
 
     /// The JSON report.
@@ -350,6 +377,19 @@ impl Report {
         for (k, v) in &self.drops.lost {
             let _ = writeln!(s, "          lost {k}: {v}");
         }
+        for (k, v) in &self.failed {
+            let _ = writeln!(s, "          failed {k}: {v}");
+        }
+        let r = &self.replayed;
+        if r.connect_failures + r.sessions_gave_up + r.sessions_state_lost + r.sessions_panicked > 0
+        {
+            let _ = writeln!(
+                s,
+                "faults:   {} failed connects, {} sessions gave up reconnecting, {} sessions reconnected without their prod state {:?}, {} sessions panicked",
+                r.connect_failures, r.sessions_gave_up, r.sessions_state_lost, r.state_lost, r.sessions_panicked
+            );
+        }
+        let _ = writeln!(s, "{}", self.accounting.text());
         let e = &self.errors;
         let _ = writeln!(
             s,
@@ -474,6 +514,9 @@ impl Report {
             ("ring drops", self.drops.ring),
             ("gaps", self.drops.gaps),
             ("lost", lost),
+            ("failed", self.failed.values().sum::<u64>()),
+            ("reconnects", self.replayed.reconnects),
+            ("unaccounted", self.accounting.unaccounted.max(0) as u64),
             ("errors test_only", self.errors.test_only),
             ("errors prod_only", self.errors.prod_only),
             ("errors code_mismatch", self.errors.code_mismatch),
@@ -483,7 +526,17 @@ impl Report {
         ] {
             let _ = write!(h, "<tr><th class=\"l\">{k}</th><td>{v}</td></tr>");
         }
-        h.push_str("</table><h2>Latency CDF, all replayed commands (blue prod, red test)</h2><div class=\"card\">");
+        h.push_str("</table>");
+        if !self.accounting.balanced {
+            let _ = write!(
+                h,
+                "<p class=\"bad\" id=\"unbalanced\">The books do not balance: {} commands unaccounted, {} session tasks died.</p>",
+                self.accounting.unaccounted, self.accounting.sessions_died
+            );
+        }
+        h.push_str(
+            "<h2>Latency CDF, all replayed commands (blue prod, red test)</h2><div class=\"card\">",
+        );
         h.push_str(&svg_cdf("overall", &self.cdf.0, &self.cdf.1, 640, 300));
         h.push_str("</div><h2>Top fingerprints by test total time</h2><table id=\"top\"><tr><th>count</th><th>prod p50 ms</th><th>test p50 ms</th><th>prod p99 ms</th><th>test p99 ms</th><th>test/prod p50</th><th>errors</th><th>rows</th><th class=\"l\">fingerprint</th></tr>");
         for f in self.fingerprints.iter().take(10) {
@@ -543,6 +596,7 @@ impl Report {
                     .iter()
                     .map(|(k, v)| (format!("lost {k}"), v)),
             )
+            .chain(self.failed.iter().map(|(k, v)| (format!("failed {k}"), v)))
         {
             let _ = write!(h, "<tr><th class=\"l\">{}</th><td>{v}</td></tr>", esc(&k));
         }
@@ -667,6 +721,8 @@ pub const METRICS: &[&str] = &[
     "rows_mismatch",
     "drops",
     "lost",
+    "failed",
+    "unaccounted",
     "skipped",
     "p50_ratio",
     "p99_ratio",
@@ -687,6 +743,10 @@ impl FailOn {
             "rows_mismatch" => r.rows_mismatch as f64,
             "drops" => (r.drops.kernel + r.drops.ring + r.drops.gaps) as f64,
             "lost" => r.drops.lost.values().sum::<u64>() as f64,
+            "failed" => r.failed.values().sum::<u64>() as f64,
+            "unaccounted" => {
+                r.accounting.unaccounted.unsigned_abs() as f64 + r.accounting.sessions_died as f64
+            }
             "skipped" => r.skipped.values().sum::<u64>() as f64,
             "p50_ratio" => ratio(t.p50, p.p50),
             "p99_ratio" => ratio(t.p99, p.p99),

@@ -1,0 +1,298 @@
+//! Faults seen from the `mrte` binary: SIGTERM during `mrte replay` (report still written, books
+//! balanced), a replay whose every connect is refused (exit 1), the target password never in any
+//! output nor in the process arguments, report files 0600, and `mrte record -w` on a full disk
+//! (root only: a tiny tmpfs; skipped loudly otherwise). Skipped loudly when MariaDB is missing.
+
+#[path = "../replay/tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::MariaDb;
+use mysql_async::prelude::Queryable;
+
+const PASSWORD: &str = "Pw-7f3a9c1e-secret";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mrte-faults-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn server_with_app_user(test: &str) -> Option<MariaDb> {
+    let db = MariaDb::start(test)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut a = common::admin(&db).await;
+        a.query_drop(format!(
+            "CREATE USER 'app'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO 'app'@'%'; \
+             CREATE DATABASE sbtest"
+        ))
+        .await
+        .expect("user");
+        a.disconnect().await.expect("disconnect");
+    });
+    Some(db)
+}
+
+fn wait_output(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(_st) = child.try_wait().expect("wait") {
+            return (child.wait_with_output().expect("output"), start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("mrte did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics listening on 127.0.0.1");
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("write");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// SIGTERM to a slow `mrte replay`: it stops within seconds, writes its reports (0600), the books
+/// balance, and the password given in the DSN shows nowhere: not in /proc/PID/cmdline, the
+/// output, the reports or the metrics.
+#[test]
+fn sigterm_writes_the_report_and_the_password_never_shows() {
+    let name = "sigterm_writes_the_report_and_the_password_never_shows";
+    let Some(db) = server_with_app_user(name) else {
+        return;
+    };
+    let dir = scratch("sigterm");
+    let (report, html) = (dir.join("r.json"), dir.join("r.html"));
+    let metrics = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_mrte"))
+        .args(["-v", "replay", "-r"])
+        .arg(fixture("sysbench_text.pcap"))
+        .arg("--target")
+        .arg(format!("mysql://app:{PASSWORD}@127.0.0.1:{}/", db.port))
+        // 46 ms of capture stretched to 46 s.
+        .args(["--speed", "0.001", "--metrics", &metrics.to_string()])
+        .arg("--report")
+        .arg(&report)
+        .arg("--html")
+        .arg(&html)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mrte");
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(3));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("replay"), "{cmdline}");
+    assert!(!cmdline.contains(PASSWORD), "password in argv: {cmdline}");
+    let ps = Command::new("ps")
+        .args(["-ww", "-eo", "args"])
+        .output()
+        .expect("ps");
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains(PASSWORD));
+    let scraped = http_get(metrics, "/metrics");
+    assert!(
+        scraped.contains("mrte_replayed_commands_total"),
+        "{scraped}"
+    );
+    assert!(!scraped.contains(PASSWORD));
+
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let (out, took) = wait_output(child, Duration::from_secs(30));
+    assert!(took < Duration::from_secs(15), "took {took:?} to stop");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("books:"), "{stdout}\n{stderr}");
+    for (what, text) in [
+        ("stdout", stdout.to_string()),
+        ("stderr", stderr.to_string()),
+        (
+            "report",
+            std::fs::read_to_string(&report).expect("report written"),
+        ),
+        (
+            "html",
+            std::fs::read_to_string(&html).expect("html written"),
+        ),
+    ] {
+        assert!(!text.contains(PASSWORD), "password in {what}");
+    }
+    for f in [&report, &html] {
+        let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let books = &v["accounting"];
+    assert_eq!(books["balanced"], true, "{books}");
+    assert_eq!(books["failed"], 0, "{}", v["failed"]);
+    assert_eq!(books["interrupted"], true, "{books}");
+    assert!(books["replayed"].as_u64().unwrap_or(0) > 0, "{books}");
+    assert!(v["skipped"]["shutdown"].as_u64().unwrap_or(0) > 0, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every connect refused (wrong password): every command failed with the reason, exit code 1.
+#[test]
+fn a_replay_where_every_connect_is_refused_exits_non_zero() {
+    let name = "a_replay_where_every_connect_is_refused_exits_non_zero";
+    let Some(db) = server_with_app_user(name) else {
+        return;
+    };
+    let dir = scratch("refused");
+    let pwfile = dir.join("pw");
+    std::fs::write(&pwfile, "wrong\n").expect("pw file");
+    let out = Command::new(env!("CARGO_BIN_EXE_mrte"))
+        .args(["replay", "-q", "--speed", "max", "-r"])
+        .arg(fixture("client_session.pcap"))
+        .arg("--target")
+        .arg(format!("mysql://app@127.0.0.1:{}", db.port))
+        .arg("--target-password-file")
+        .arg(&pwfile)
+        .output()
+        .expect("run mrte");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("nothing could be replayed"), "{stderr}");
+    // 8 queries + 2 INIT_DB fail; the QUIT has nothing to close.
+    assert!(stdout.contains("failed connect_refused: 10"), "{stdout}");
+    assert!(stdout.contains("replayed 0 "), "{stdout}");
+    assert!(!stdout.contains("DO NOT BALANCE"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Walk a classic pcap: (records, true when the last record ends exactly at the end of file).
+fn pcap_records(path: &Path) -> (u64, bool) {
+    let d = std::fs::read(path).expect("read pcap");
+    assert!(d.len() >= 24, "no pcap header");
+    assert_eq!(&d[0..4], &0xa1b2_c3d4u32.to_le_bytes());
+    let (mut pos, mut n) = (24usize, 0u64);
+    while pos + 16 <= d.len() {
+        let incl = u32::from_le_bytes([d[pos + 8], d[pos + 9], d[pos + 10], d[pos + 11]]) as usize;
+        if pos + 16 + incl > d.len() {
+            return (n, false);
+        }
+        pos += 16 + incl;
+        n += 1;
+    }
+    (n, pos == d.len())
+}
+
+/// `mrte record -w` onto a 256 KiB tmpfs while 8 MB cross loopback: a clear error naming the
+/// file, and what was written is a valid pcap (whole records only), mode 0600.
+#[test]
+fn record_on_a_full_disk_keeps_a_valid_pcap() {
+    let name = "record_on_a_full_disk_keeps_a_valid_pcap";
+    if !nix_is_root() {
+        eprintln!("\n*** SKIP {name}: needs root (mounts a tmpfs) ***\n");
+        return;
+    }
+    let dir = scratch("fulldisk");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mnt");
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount");
+    if !st.success() {
+        eprintln!("\n*** SKIP {name}: cannot mount a tmpfs ***\n");
+        return;
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _umount = Umount(mnt.clone());
+    let port = free_port();
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("listen");
+    let file = mnt.join("full.pcap");
+    let child = Command::new(env!("CARGO_BIN_EXE_mrte"))
+        .args([
+            "record",
+            "-i",
+            "lo",
+            "--source",
+            "pcap",
+            "--duration",
+            "20",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .arg("-w")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mrte record");
+    std::thread::sleep(Duration::from_millis(1500));
+    let sender = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..128 {
+            if c.write_all(&chunk).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let (mut server, _) = listener.accept().expect("accept");
+    let mut sink = Vec::new();
+    let _ = server.read_to_end(&mut sink);
+    let _ = sender.join();
+    let (out, _) = wait_output(child, Duration::from_secs(40));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("valid pcap"), "{stderr}");
+    assert!(stderr.contains("full.pcap"), "{stderr}");
+    let (records, whole) = pcap_records(&file);
+    assert!(whole, "the file ends inside a record");
+    assert!(records > 10, "{records} records");
+    let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(_umount);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
