@@ -19,5 +19,5 @@ cargo build -p mrte-bench
 # them from fighting over the lab.
 cargo test --workspace --no-fail-fast -- --test-threads=2
 echo "== fuzz (bounded)"
-scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 echo "== all tests passed"

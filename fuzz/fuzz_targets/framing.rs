@@ -6,7 +6,7 @@ use mrte_capture::mysql::{Connection, DecoderConfig, Direction};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else { return };
-    let mut c = Connection::new(DecoderConfig { max_command_bytes: 1 << 16 }, ctl & 1 == 1);
+    let mut c = Connection::new(DecoderConfig { max_command_bytes: 1 << 16, ..DecoderConfig::default() }, ctl & 1 == 1);
     let mut ts = 0;
     for chunk in rest.chunks(usize::from(ctl >> 1).max(1)) {
         let dir = if chunk[0] & 1 == 0 { Direction::ToServer } else { Direction::ToClient };

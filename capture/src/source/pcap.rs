@@ -55,10 +55,14 @@ struct Chunks<R: Read> {
 
 impl<R: Read> Chunks<R> {
     fn new(file: R, file_len: Option<u64>) -> Self {
+        // A small file gets a buffer of its size (fuzzing and tests read many small inputs).
+        let size = file_len.map_or(CHUNK, |l| {
+            usize::try_from(l).unwrap_or(CHUNK).clamp(64, CHUNK)
+        });
         Self {
             file_len,
             file,
-            buf: vec![0; CHUNK],
+            buf: vec![0; size],
             start: 0,
             end: 0,
             pos: 0,
