@@ -82,10 +82,12 @@ impl<R: Read> Chunks<R> {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
-        if self.buf.len() < n {
-            self.buf.resize(n, 0);
-        }
         while self.end < n {
+            // Grow with the data actually read, not with the length a header claims.
+            if self.end == self.buf.len() {
+                let want = n.min(self.buf.len().saturating_mul(2).max(CHUNK));
+                self.buf.resize(want, 0);
+            }
             match self.file.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Ok(false),
                 Ok(k) => self.end += k,
