@@ -271,7 +271,7 @@ fn read_pcapng<R: Read, F: FnMut(LinkType, &[u8], u64)>(
         }
         let kind = u32_at(h, 0, big);
         let len = u32_at(h, 4, big) as usize;
-        if !(12..=MAX_RECORD).contains(&len) || len % 4 != 0 {
+        if !(12..=MAX_RECORD).contains(&len) || !len.is_multiple_of(4) {
             return Err(r.damaged(format!("block type {kind:#x} of {len} bytes")));
         }
         r.need(len, "block")?;
