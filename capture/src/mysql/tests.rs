@@ -467,3 +467,5 @@ fn use_detection_takes_multibyte_and_non_utf8_sql() {
         let _ = use_statement(&"中文字".as_bytes()[..len]);
     }
 }
+
+mod pipelining;
