@@ -517,6 +517,16 @@ fn command_json(
     if r.result_sets > 1 {
         m.insert("result_sets".into(), json!(r.result_sets));
     }
+    if let Some(c) = &r.checksum {
+        m.insert(
+            "checksum".into(),
+            json!({
+                "rows_ordered": format!("{:016x}", c.rows_ordered),
+                "rows_unordered": format!("{:016x}", c.rows_unordered),
+                "columns": format!("{:016x}", c.columns),
+            }),
+        );
+    }
     m.insert("prod_us".into(), json!(rec.prod_us()));
     m.insert("first_byte_us".into(), json!(rec.first_byte_latency_us()));
     let f = &rec.flags;

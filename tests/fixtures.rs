@@ -289,7 +289,6 @@ fn driver_fixtures_decode_whole() {
 }
 
 #[test]
-#[ignore = "needs pipelining decoder"]
 fn pipelined_batches_decode_whole() {
     for name in PIPELINED {
         let file = format!("{name}.pcap");
@@ -307,6 +306,17 @@ fn pipelined_batches_decode_whole() {
             })
             .count();
         assert_eq!(lob, 70, "{name}: batched EXECUTEs with their statement");
+        // Their BLOB came as long data and is attached to the EXECUTE.
+        let attached = lines
+            .iter()
+            .filter(|v| {
+                v["sql"] == "INSERT INTO blobs (id, data) VALUES (?, ?)"
+                    && v["cmd"] == "COM_STMT_EXECUTE"
+                    && v["params_unknown"].is_null()
+                    && !v["params"][1]["value"].is_null()
+            })
+            .count();
+        assert_eq!(attached, 70, "{name}: long data attached to its EXECUTE");
     }
 }
 

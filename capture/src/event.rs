@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
 
 /// Capture-wide unique id of one TCP connection (one MySQL session).
@@ -132,6 +133,12 @@ pub struct CommandRecord {
     pub user: Option<Arc<str>>,
     /// Flags.
     pub flags: CommandFlags,
+    /// The command packet payload as the client sent it (decompressed, continuations joined),
+    /// for byte-exact replay; empty when `flags.too_large`.
+    pub raw: Bytes,
+    /// LOCAL INFILE: the file bytes the client sent (its packets' payloads joined, without the
+    /// final empty packet).
+    pub infile: Option<Bytes>,
 }
 
 /// A client command (`COM_*`), named as the MySQL manual does.
@@ -372,6 +379,18 @@ pub struct PrepareOk {
     pub warnings: u16,
 }
 
+/// Checksums of a response's result sets (all result sets of the response together). Rows are
+/// hashed as sent (text or binary protocol), never decoded; see [`crate::mysql::response`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ResultChecksum {
+    /// Rows in order: differs when the rows or their order differ.
+    pub rows_ordered: u64,
+    /// Rows as a multiset: equal when only the order differs.
+    pub rows_unordered: u64,
+    /// Column definitions (table, names, character set, type, flags, decimals; not the schema).
+    pub columns: u64,
+}
+
 /// The production server's response to one command.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Response {
@@ -401,6 +420,18 @@ pub struct Response {
     pub prepare_ok: Option<PrepareOk>,
     /// The server asked for a LOCAL INFILE.
     pub local_infile: bool,
+    /// The file name of that request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub infile_name: Option<String>,
+    /// Human-readable info of the last OK packet (`Rows matched: 1  Changed: 1 ...`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
+    /// The COM_STATISTICS reply text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<String>,
+    /// Checksums of the result sets, when there was at least one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<ResultChecksum>,
     /// Time of the first response packet, microseconds since the Unix epoch.
     pub first_byte_us: Option<u64>,
     /// Time of the last response packet, microseconds since the Unix epoch.

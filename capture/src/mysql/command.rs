@@ -51,6 +51,8 @@ pub struct StmtInfo {
 pub struct StmtTable {
     stmts: HashMap<u32, StmtInfo>,
     last_prepared: Option<u32>,
+    /// COM_STMT_SEND_LONG_DATA chunks waiting for the statement's next execute, by parameter.
+    long_data: HashMap<u32, Vec<(u16, Vec<u8>)>>,
 }
 
 impl StmtTable {
@@ -69,13 +71,32 @@ impl StmtTable {
 
     /// Forget a closed statement.
     pub fn on_close(&mut self, stmt_id: u32) {
-        self.stmts.remove(&stmt_id);
+        let key = self.resolve(stmt_id);
+        self.stmts.remove(&key);
+        self.long_data.remove(&key);
+    }
+
+    /// COM_STMT_RESET: long data sent so far is dropped.
+    pub fn on_reset(&mut self, stmt_id: u32) {
+        let key = self.resolve(stmt_id);
+        self.long_data.remove(&key);
+    }
+
+    /// Keep a COM_STMT_SEND_LONG_DATA chunk for the statement's next execute.
+    pub fn on_long_data(&mut self, stmt_id: u32, param_id: u16, data: &[u8]) {
+        let key = self.resolve(stmt_id);
+        let chunks = self.long_data.entry(key).or_default();
+        match chunks.iter_mut().find(|(p, _)| *p == param_id) {
+            Some((_, d)) => d.extend_from_slice(data),
+            None => chunks.push((param_id, data.to_vec())),
+        }
     }
 
     /// Forget everything (COM_RESET_CONNECTION, COM_CHANGE_USER).
     pub fn clear(&mut self) {
         self.stmts.clear();
         self.last_prepared = None;
+        self.long_data.clear();
     }
 
     /// Look a statement up.
@@ -129,6 +150,7 @@ pub fn parse_command(
         com::STMT_SEND_LONG_DATA => {
             let stmt_id = r.u32("COM_STMT_SEND_LONG_DATA")?;
             let param_id = r.u16("COM_STMT_SEND_LONG_DATA")?;
+            stmts.on_long_data(stmt_id, param_id, r.rest());
             Command::StmtSendLongData {
                 stmt_id,
                 param_id,
@@ -140,9 +162,11 @@ pub fn parse_command(
             stmts.on_close(stmt_id);
             Command::StmtClose { stmt_id }
         }
-        com::STMT_RESET => Command::StmtReset {
-            stmt_id: r.u32("COM_STMT_RESET")?,
-        },
+        com::STMT_RESET => {
+            let stmt_id = r.u32("COM_STMT_RESET")?;
+            stmts.on_reset(stmt_id);
+            Command::StmtReset { stmt_id }
+        }
         com::SET_OPTION => Command::SetOption {
             option: r.u16("COM_SET_OPTION")?,
         },
@@ -241,6 +265,7 @@ fn decode_params(
     n: usize,
     caps: u32,
     known: &[(u8, bool)],
+    long: &[(u16, Vec<u8>)],
 ) -> Result<Option<Decoded>, CommandError> {
     if n == 0 {
         return Ok(Some((Vec::new(), Vec::new())));
@@ -270,6 +295,8 @@ fn decode_params(
     for (i, &(ty, unsigned)) in types_now.iter().enumerate() {
         let value = if bitmap[i / 8] & (1 << (i % 8)) != 0 || ty == types::NULL {
             Value::Null
+        } else if let Some((_, d)) = long.iter().find(|(p, _)| usize::from(*p) == i) {
+            Value::Bytes(d.as_slice().into())
         } else {
             read_value(r, ty, unsigned)?
         };
@@ -293,6 +320,7 @@ fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Comman
         caps_eff &= !CLIENT_QUERY_ATTRIBUTES;
     }
     let info = stmts.stmts.get(&key).cloned();
+    let long = stmts.long_data.remove(&key).unwrap_or_default();
     let (num, known) = match &info {
         Some(i) => (i.num_params, i.param_types.clone()),
         None => (None, Vec::new()),
@@ -304,13 +332,13 @@ fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Comman
         if caps_eff & CLIENT_QUERY_ATTRIBUTES != 0 && n > 0 {
             rr.lenenc_int("parameter count")?;
         }
-        result = decode_params(&mut rr, n, caps_eff, &known)?;
+        result = decode_params(&mut rr, n, caps_eff, &known, &long)?;
     } else {
         let mut found: Option<(usize, Decoded)> = None;
         let mut ambiguous = false;
         for n in 0..=body.len().min(512) {
             let mut rr = r;
-            if let Ok(Some((p, t))) = decode_params(&mut rr, n, caps_eff, &[]) {
+            if let Ok(Some((p, t))) = decode_params(&mut rr, n, caps_eff, &[], &long) {
                 if rr.remaining() == 0 && (n > 0 || r.remaining() == 0) {
                     if found.is_some() {
                         ambiguous = true;

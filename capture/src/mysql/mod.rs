@@ -16,6 +16,7 @@ pub mod command;
 pub mod consts;
 pub mod framing;
 mod handshake;
+mod pairing;
 pub mod response;
 pub mod value;
 
@@ -24,10 +25,9 @@ use std::sync::Arc;
 
 pub use consts::caps;
 
-use crate::event::{Command, CommandFlags, CommandRecord, Login, Response, ResponseStatus};
-use command::{parse_command, StmtTable};
+use crate::event::{CommandRecord, Login};
+use command::StmtTable;
 use framing::{Framer, Inflater, Packet};
-use response::RespState;
 
 /// Which way bytes flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,7 +83,8 @@ pub enum ConnEvent {
     Anomaly(Anomaly),
 }
 
-const SERVER_KEEP: usize = 4096;
+/// Server packet bytes kept: row hashes cover this many.
+const SERVER_KEEP: usize = response::ROW_HASH_BYTES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -92,13 +93,6 @@ enum Phase {
     Auth,
     Command,
     Tls,
-}
-
-#[derive(Debug)]
-struct Pending {
-    rec: CommandRecord,
-    state: RespState,
-    seen_result: bool,
 }
 
 #[derive(Debug)]
@@ -134,7 +128,7 @@ struct Proto {
     server_caps: u32,
     deprecate_eof_known: bool,
     login: Login,
-    pending: Option<Pending>,
+    pending: VecDeque<pairing::Pending>,
     stmts: StmtTable,
     events: VecDeque<ConnEvent>,
     next_seq: u64,
@@ -202,7 +196,7 @@ impl Connection {
                     ok: false,
                     error_code: None,
                 },
-                pending: None,
+                pending: VecDeque::new(),
                 stmts: StmtTable::default(),
                 events: VecDeque::new(),
                 next_seq: 0,
@@ -230,8 +224,8 @@ impl Connection {
             Direction::ToClient => (server, client),
         };
         if dir == Direction::ToClient {
-            if let Some(p) = proto.pending.as_mut() {
-                p.rec.response.first_byte_us.get_or_insert(ts_us);
+            if let Some(p) = proto.pending.front_mut() {
+                p.first_byte(ts_us);
             }
         }
         if !d.synced {
@@ -311,12 +305,7 @@ impl Connection {
                     "connection closed mid-packet",
                 )));
         }
-        let incomplete = self
-            .proto
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.state != RespState::Done);
-        self.proto.flush_pending(ts_us, incomplete);
+        self.proto.flush_pending(ts_us, true);
     }
 
     /// Next event, if any.
@@ -332,9 +321,7 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
         } = d;
         let r = inflater.feed(data, &mut |plain| {
             framer.feed(plain, &mut |p| {
-                if !proto.count_row(dir, &p) {
-                    proto.on_packet(dir, p, ts_us);
-                }
+                proto.on_packet(dir, p, ts_us);
             });
         });
         if r.is_err() {
@@ -350,9 +337,7 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
         }
     } else {
         d.framer.feed(data, &mut |p| {
-            if !proto.count_row(dir, &p) {
-                proto.on_packet(dir, p, ts_us);
-            }
+            proto.on_packet(dir, p, ts_us);
         });
     }
 }
@@ -360,10 +345,6 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
 impl Proto {
     fn emit(&mut self, ev: ConnEvent) {
         self.events.push_back(ev);
-    }
-
-    fn deprecate_eof(&self) -> bool {
-        self.caps & caps::DEPRECATE_EOF != 0
     }
 
     /// Is `data` (client bytes at an unknown position) the start of a whole, plausible command?
@@ -414,38 +395,7 @@ impl Proto {
         false
     }
 
-    fn flush_pending(&mut self, ts_us: u64, incomplete: bool) {
-        if let Some(mut p) = self.pending.take() {
-            if incomplete {
-                p.rec.flags.response_incomplete = true;
-                if p.rec.response.last_byte_us.is_none() && p.rec.response.first_byte_us.is_some() {
-                    p.rec.response.last_byte_us = Some(ts_us);
-                }
-            }
-            self.emit(ConnEvent::Command(Box::new(p.rec)));
-        }
-    }
-
-    /// Count `p` if it is one more row of the result set being received (the common case,
-    /// kept out of `on_packet` so that a run of rows costs no call).
-    #[inline(always)]
-    fn count_row(&mut self, dir: Direction, p: &Packet<'_>) -> bool {
-        if dir != Direction::ToClient || !matches!(self.phase, Phase::Command) {
-            return false;
-        }
-        match self.pending.as_mut() {
-            Some(pend)
-                if matches!(pend.state, RespState::Rows)
-                    && !matches!(p.payload.first(), Some(0xfe | 0xff) | None) =>
-            {
-                pend.rec.response.rows += 1;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    #[inline(never)]
+    #[inline]
     fn on_packet(&mut self, dir: Direction, p: Packet<'_>, ts_us: u64) {
         match self.phase {
             Phase::Tls => {}
@@ -471,141 +421,9 @@ impl Proto {
             }
             Phase::Command => match dir {
                 Direction::ToServer => self.on_client_packet(p, ts_us),
-                Direction::ToClient => {
-                    if !self.count_row(dir, &p) {
-                        self.on_server_packet(p, ts_us)
-                    }
-                }
+                Direction::ToClient => self.on_server_packet(p, ts_us),
             },
         }
-    }
-
-    fn on_client_packet(&mut self, p: Packet<'_>, ts_us: u64) {
-        if let Some(pend) = self.pending.as_mut() {
-            match pend.state {
-                RespState::InfileUpload => {
-                    if p.len == 0 {
-                        pend.state = RespState::InfileResult;
-                    }
-                    pend.rec.ts_us = ts_us;
-                    return;
-                }
-                RespState::ChangeUserAuth => return,
-                _ if p.seq != 0 => {
-                    if matches!(pend.rec.command, Command::ChangeUser { .. }) {
-                        return;
-                    }
-                }
-                _ => {}
-            }
-        }
-        if p.seq != 0 {
-            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                "client packet out of sequence",
-            )));
-            return;
-        }
-        self.flush_pending(ts_us, true);
-        let mut flags = CommandFlags {
-            midstream: self.midstream,
-            after_gap: std::mem::take(&mut self.after_gap),
-            ..CommandFlags::default()
-        };
-        let Some(&code) = p.payload.first() else {
-            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError("empty command")));
-            return;
-        };
-        let command = if p.truncated || p.len > self.max_command {
-            flags.too_large = true;
-            self.emit(ConnEvent::Anomaly(Anomaly::TooLarge));
-            match code {
-                0x03 => Command::Query {
-                    sql: Box::default(),
-                    attributes: Vec::new(),
-                },
-                0x16 => Command::StmtPrepare {
-                    sql: Box::default(),
-                },
-                _ => Command::Unknown { code, len: p.len },
-            }
-        } else {
-            match parse_command(p.payload, self.caps, &mut self.stmts) {
-                Ok(c) => c,
-                Err(_) => {
-                    self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                        "malformed command",
-                    )));
-                    Command::Unknown { code, len: p.len }
-                }
-            }
-        };
-        if let Command::Unknown { code, .. } = command {
-            if !flags.too_large {
-                self.emit(ConnEvent::Anomaly(Anomaly::UnknownCommand(code)));
-            }
-        }
-        let no_response = matches!(
-            command,
-            Command::Quit
-                | Command::StmtClose { .. }
-                | Command::StmtSendLongData { .. }
-                | Command::BinlogDump { .. }
-        );
-        let state = match command {
-            Command::StmtFetch { .. } => RespState::Rows,
-            Command::FieldList { .. } => RespState::FieldList,
-            _ => RespState::Start,
-        };
-        let rec = CommandRecord {
-            seq: self.next_seq,
-            ts_us,
-            command,
-            response: Response::default(),
-            db: self.db.clone(),
-            user: self.user.clone(),
-            flags,
-        };
-        self.next_seq += 1;
-        if no_response {
-            self.emit(ConnEvent::Command(Box::new(rec)));
-        } else {
-            self.pending = Some(Pending {
-                rec,
-                state,
-                seen_result: false,
-            });
-        }
-    }
-
-    fn complete(&mut self, ts_us: u64) {
-        let Some(mut p) = self.pending.take() else {
-            return;
-        };
-        p.state = RespState::Done;
-        p.rec.response.last_byte_us = Some(ts_us);
-        if p.rec.response.status == ResponseStatus::Ok {
-            match &p.rec.command {
-                Command::InitDb { schema } => self.db = Some(Arc::from(schema.as_str())),
-                Command::ChangeUser { user, db, .. } => {
-                    self.user = Some(Arc::from(user.as_str()));
-                    self.db = db.as_deref().map(Arc::from);
-                    self.stmts.clear();
-                }
-                Command::Query { sql, .. } => {
-                    if let Some(db) = use_statement(sql) {
-                        self.db = Some(Arc::from(db.as_str()));
-                    }
-                }
-                Command::StmtPrepare { sql } => {
-                    if let Some(ok) = &p.rec.response.prepare_ok {
-                        self.stmts
-                            .on_prepare_ok(ok.stmt_id, ok.num_params, Some(sql.clone()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.emit(ConnEvent::Command(Box::new(p.rec)));
     }
 }
 

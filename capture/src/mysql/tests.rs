@@ -1,6 +1,7 @@
 //! Decoder tests on byte streams built packet by packet.
 
 use super::*;
+use crate::event::{Command, ResponseStatus};
 
 fn pkt(seq: u8, payload: &[u8]) -> Vec<u8> {
     let mut v = (payload.len() as u32).to_le_bytes()[..3].to_vec();
@@ -466,3 +467,5 @@ fn use_detection_takes_multibyte_and_non_utf8_sql() {
         let _ = use_statement(&"中文字".as_bytes()[..len]);
     }
 }
+
+mod pipelining;

@@ -324,6 +324,8 @@ pub fn cmd(seq: u64, command: Command, response: Response) -> SessionEvent {
         db: None,
         user: None,
         flags: CommandFlags::default(),
+        raw: Default::default(),
+        infile: None,
     }))
 }
 

@@ -1,0 +1,325 @@
+//! Command phase: client command packets become queued [`Pending`] commands, server packets go to
+//! the oldest outstanding one's [`ResponseReader`], and commands leave the queue in the order they
+//! were sent, each with its response. Any number of commands may be outstanding (pipelining:
+//! Connector/J batches, mysql2); commands without a response (SEND_LONG_DATA, STMT_CLOSE, QUIT)
+//! wait in the queue behind earlier ones so the order holds.
+//!
+//! A command's payload is parsed when it leaves the queue, after every earlier response was seen:
+//! an EXECUTE pipelined behind its PREPARE then knows the parameter count, and the record's
+//! schema and user are those the earlier commands left. LOCAL INFILE file packets and the
+//! COM_CHANGE_USER auth packets of the client are absorbed by the outstanding command.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::command::parse_command;
+use super::consts::{caps, com};
+use super::response::{Expect, ResponseReader, Step};
+use super::{use_statement, Anomaly, ConnEvent, Packet, Proto};
+use crate::event::{Command, CommandFlags, CommandRecord, Response, ResponseStatus};
+
+/// Most commands outstanding at once; beyond it the oldest is given up as incomplete.
+const MAX_OUTSTANDING: usize = 4096;
+
+/// A command sent and not yet handed out.
+#[derive(Debug)]
+pub(super) struct Pending {
+    seq: u64,
+    ts_us: u64,
+    code: u8,
+    len: usize,
+    raw: Bytes,
+    flags: CommandFlags,
+    reader: Option<ResponseReader>,
+    infile: Option<Vec<u8>>,
+}
+
+impl Pending {
+    /// No response is expected, or it is complete.
+    fn is_done(&self) -> bool {
+        self.reader.as_ref().is_none_or(|r| r.is_done())
+    }
+
+    /// A server byte for this command's response arrived at `ts_us`.
+    pub(super) fn first_byte(&mut self, ts_us: u64) {
+        if let Some(r) = self.reader.as_mut() {
+            if !r.is_done() {
+                r.response_mut().first_byte_us.get_or_insert(ts_us);
+            }
+        }
+    }
+}
+
+impl Proto {
+    pub(super) fn on_client_packet(&mut self, p: Packet<'_>, ts_us: u64) {
+        if p.seq != 0 {
+            if let Some(pend) = self.pending.iter_mut().find(|q| !q.is_done()) {
+                if let Some(r) = pend.reader.as_mut() {
+                    if r.in_local_infile() {
+                        r.client_packet(p.seq);
+                        if p.len > 0 {
+                            pend.infile
+                                .get_or_insert_with(Vec::new)
+                                .extend_from_slice(p.payload);
+                        }
+                        pend.ts_us = ts_us;
+                        return;
+                    }
+                    if r.in_auth() {
+                        r.client_packet(p.seq);
+                        return;
+                    }
+                }
+            }
+            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
+                "client packet out of sequence",
+            )));
+            return;
+        }
+        let Some(&code) = p.payload.first() else {
+            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError("empty command")));
+            return;
+        };
+        let mut flags = CommandFlags {
+            midstream: self.midstream,
+            after_gap: std::mem::take(&mut self.after_gap),
+            ..CommandFlags::default()
+        };
+        let raw = if p.truncated || p.len > self.max_command {
+            flags.too_large = true;
+            self.emit(ConnEvent::Anomaly(Anomaly::TooLarge));
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(p.payload)
+        };
+        // A payload of 16 MiB or more came in several packets; the response follows the last.
+        let last_seq = (p.len / 0xff_ffff) as u8;
+        let reader = Expect::for_command(code).map(|e| {
+            let r = ResponseReader::new(e, self.caps, last_seq);
+            if self.deprecate_eof_known {
+                r
+            } else {
+                r.eof_unknown()
+            }
+        });
+        if self.pending.len() >= MAX_OUTSTANDING {
+            self.give_up_front(ts_us);
+        }
+        self.pending.push_back(Pending {
+            seq: self.next_seq,
+            ts_us,
+            code,
+            len: p.len,
+            raw,
+            flags,
+            reader,
+            infile: None,
+        });
+        self.next_seq += 1;
+        self.emit_done(ts_us);
+    }
+
+    /// One server packet of the command phase.
+    #[inline]
+    pub(super) fn on_server_packet(&mut self, p: Packet<'_>, ts_us: u64) {
+        let Some(front) = self.pending.front_mut() else {
+            if !self.midstream && !self.after_gap {
+                self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
+                    "server packet without a command",
+                )));
+            }
+            return;
+        };
+        let Some(r) = front.reader.as_mut() else {
+            return self.on_server_packet_slow(p, ts_us);
+        };
+        if p.seq != r.next_seq() {
+            return self.on_server_packet_slow(p, ts_us);
+        }
+        r.response_mut().first_byte_us.get_or_insert(ts_us);
+        let step = r.feed(p.seq, p.payload, p.len);
+        if step != Step::NeedMore || r.has_anomaly() || !self.deprecate_eof_known {
+            self.after_feed(ts_us);
+        }
+    }
+
+    /// A server packet whose sequence id is not the one the oldest response expects: either
+    /// the oldest response was misread and this one starts the next, or it is out of place.
+    #[inline(never)]
+    fn on_server_packet_slow(&mut self, p: Packet<'_>, ts_us: u64) {
+        let next_start = self
+            .pending
+            .iter()
+            .skip(1)
+            .find_map(|q| q.reader.as_ref().filter(|r| r.at_start()))
+            .map(|r| r.next_seq());
+        let front_waits = self
+            .pending
+            .front()
+            .and_then(|q| q.reader.as_ref())
+            .is_some_and(|r| !r.is_done());
+        if front_waits && next_start == Some(p.seq) && !self.login.compressed {
+            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
+                "response ended early",
+            )));
+            self.give_up_front(ts_us);
+            self.emit_done(ts_us);
+        }
+        let Some(r) = self.pending.front_mut().and_then(|q| q.reader.as_mut()) else {
+            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
+                "server packet without a command",
+            )));
+            return;
+        };
+        r.response_mut().first_byte_us.get_or_insert(ts_us);
+        r.feed(p.seq, p.payload, p.len);
+        self.after_feed(ts_us);
+    }
+
+    fn after_feed(&mut self, ts_us: u64) {
+        let Some(r) = self.pending.front_mut().and_then(|q| q.reader.as_mut()) else {
+            return;
+        };
+        let anomaly = r.take_anomaly();
+        let inferred = r.inferred_deprecate_eof();
+        let done = r.is_done();
+        if let Some(what) = anomaly {
+            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(what)));
+        }
+        if let Some(v) = inferred {
+            if !self.deprecate_eof_known {
+                self.deprecate_eof_known = true;
+                if v {
+                    self.caps |= caps::DEPRECATE_EOF;
+                } else {
+                    self.caps &= !caps::DEPRECATE_EOF;
+                }
+            }
+        }
+        if done {
+            if let Some(r) = self.pending.front_mut().and_then(|q| q.reader.as_mut()) {
+                r.response_mut().last_byte_us = Some(ts_us);
+            }
+            self.emit_done(ts_us);
+        }
+    }
+
+    /// Hand out the commands at the head of the queue whose responses are complete.
+    fn emit_done(&mut self, ts_us: u64) {
+        while self.pending.front().is_some_and(|q| q.is_done()) {
+            if let Some(q) = self.pending.pop_front() {
+                self.finish(q, ts_us, false);
+            }
+        }
+    }
+
+    /// The oldest command's response will not be read to its end.
+    fn give_up_front(&mut self, ts_us: u64) {
+        if let Some(q) = self.pending.pop_front() {
+            let incomplete = !q.is_done();
+            self.finish(q, ts_us, incomplete);
+        }
+    }
+
+    /// Hand out every queued command; those still waiting are marked incomplete.
+    pub(super) fn flush_pending(&mut self, ts_us: u64, incomplete: bool) {
+        while let Some(q) = self.pending.pop_front() {
+            let inc = incomplete && !q.is_done();
+            self.finish(q, ts_us, inc);
+        }
+    }
+
+    /// Parse the command, apply what it changed in the session, and emit the record.
+    fn finish(&mut self, q: Pending, ts_us: u64, incomplete: bool) {
+        let Pending {
+            seq,
+            ts_us: sent_us,
+            code,
+            len,
+            raw,
+            mut flags,
+            reader,
+            infile,
+        } = q;
+        let mut response = match reader {
+            Some(r) => {
+                flags.response_incomplete = incomplete || r.is_broken();
+                r.into_response()
+            }
+            None => Response::default(),
+        };
+        if flags.response_incomplete
+            && response.last_byte_us.is_none()
+            && response.first_byte_us.is_some()
+        {
+            response.last_byte_us = Some(ts_us);
+        }
+        let command = if flags.too_large {
+            match code {
+                com::QUERY => Command::Query {
+                    sql: Box::default(),
+                    attributes: Vec::new(),
+                },
+                com::STMT_PREPARE => Command::StmtPrepare {
+                    sql: Box::default(),
+                },
+                _ => Command::Unknown { code, len },
+            }
+        } else {
+            match parse_command(&raw, self.caps, &mut self.stmts) {
+                Ok(c) => c,
+                Err(_) => {
+                    self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
+                        "malformed command",
+                    )));
+                    Command::Unknown { code, len }
+                }
+            }
+        };
+        if let Command::Unknown { code, .. } = command {
+            if !flags.too_large {
+                self.emit(ConnEvent::Anomaly(Anomaly::UnknownCommand(code)));
+            }
+        }
+        let rec = CommandRecord {
+            seq,
+            ts_us: sent_us,
+            command,
+            response,
+            db: self.db.clone(),
+            user: self.user.clone(),
+            flags,
+            raw,
+            infile: infile.map(Bytes::from),
+        };
+        if rec.response.status == ResponseStatus::Ok {
+            self.apply(&rec);
+        }
+        self.emit(ConnEvent::Command(Box::new(rec)));
+    }
+
+    /// What a successful command changed in the session.
+    fn apply(&mut self, rec: &CommandRecord) {
+        match &rec.command {
+            Command::InitDb { schema } => self.db = Some(Arc::from(schema.as_str())),
+            Command::ChangeUser { user, db, .. } => {
+                self.user = Some(Arc::from(user.as_str()));
+                self.db = db.as_deref().map(Arc::from);
+                self.stmts.clear();
+            }
+            Command::Query { sql, .. } => {
+                if let Some(db) = use_statement(sql) {
+                    self.db = Some(Arc::from(db.as_str()));
+                }
+            }
+            Command::StmtPrepare { sql } => {
+                if let Some(ok) = &rec.response.prepare_ok {
+                    self.stmts
+                        .on_prepare_ok(ok.stmt_id, ok.num_params, Some(sql.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! ResponseReader tests from packet bytes.
+
+use super::*;
+
+fn run(r: &mut ResponseReader, packets: &[(u8, Vec<u8>)]) -> Vec<Step> {
+    packets
+        .iter()
+        .map(|(s, p)| r.feed(*s, p, p.len()))
+        .collect()
+}
+
+fn col(name: &[u8], schema: &[u8], ty: u8) -> Vec<u8> {
+    let mut c = Vec::new();
+    for s in [&b"def"[..], schema, b"t", b"t", name, name] {
+        c.push(s.len() as u8);
+        c.extend_from_slice(s);
+    }
+    c.extend_from_slice(&[0x0c, 45, 0, 11, 0, 0, 0, ty, 0, 0, 0, 0, 0]);
+    c
+}
+
+fn text_rows(schema: &[u8], rows: &[&[u8]], dep: bool) -> Vec<(u8, Vec<u8>)> {
+    let mut v = vec![(1, vec![1]), (2, col(b"c", schema, 0xfd))];
+    if !dep {
+        v.push((3, vec![0xfe, 0, 0, 2, 0]));
+    }
+    for r in rows {
+        let mut p = vec![r.len() as u8];
+        p.extend_from_slice(r);
+        v.push((v.len() as u8 + 1, p));
+    }
+    let end = if dep {
+        vec![0xfe, 0, 0, 2, 0, 0, 0]
+    } else {
+        vec![0xfe, 0, 0, 2, 0]
+    };
+    v.push((v.len() as u8 + 1, end));
+    v
+}
+
+fn sum(caps: u32, packets: &[(u8, Vec<u8>)]) -> (Response, Vec<Step>) {
+    let mut r = ResponseReader::new(Expect::Query, caps, 0);
+    let steps = run(&mut r, packets);
+    assert!(!r.seq_mismatch());
+    (r.into_response(), steps)
+}
+
+#[test]
+fn ok_with_info_and_err() {
+    let mut r = ResponseReader::new(Expect::Query, 0, 0);
+    let mut ok = vec![0, 3, 7, 2, 0, 1, 0];
+    ok.extend_from_slice(b"Rows matched: 3  Changed: 3  Warnings: 0");
+    assert_eq!(r.feed(1, &ok, ok.len()), Step::Done);
+    let resp = r.into_response();
+    assert_eq!(
+        (resp.affected, resp.last_insert_id, resp.warnings),
+        (3, 7, 1)
+    );
+    assert_eq!(
+        resp.info.as_deref(),
+        Some("Rows matched: 3  Changed: 3  Warnings: 0")
+    );
+    assert_eq!(resp.checksum, None);
+    let mut r = ResponseReader::new(Expect::Simple, 0, 0);
+    let err = b"\xff\x7a\x04#42S02Table 'x.y' doesn't exist";
+    assert_eq!(r.feed(1, err, err.len()), Step::Done);
+    let resp = r.response();
+    assert_eq!(resp.status, ResponseStatus::Err);
+    assert_eq!(resp.error_code, Some(1146));
+    assert_eq!(resp.sql_state.as_deref(), Some("42S02"));
+    assert_eq!(
+        resp.error_message.as_deref(),
+        Some("Table 'x.y' doesn't exist")
+    );
+}
+
+#[test]
+fn checksums_order_schema_and_eof_modes() {
+    let dep = caps::DEPRECATE_EOF;
+    let (a, steps) = sum(dep, &text_rows(b"prod", &[b"x", b"y"], true));
+    assert_eq!(*steps.last().unwrap(), Step::Done);
+    assert!(steps[..steps.len() - 1]
+        .iter()
+        .all(|s| *s == Step::NeedMore));
+    assert_eq!((a.rows, a.columns, a.result_sets), (2, 1, 1));
+    let ca = a.checksum.unwrap();
+    // Another schema: same checksums. Classic EOF framing: same checksums.
+    let (b, _) = sum(dep, &text_rows(b"test", &[b"x", b"y"], true));
+    assert_eq!(b.checksum, Some(ca));
+    let (c, _) = sum(0, &text_rows(b"prod", &[b"x", b"y"], false));
+    assert_eq!(c.checksum, Some(ca));
+    // Order only: unordered equal, ordered not.
+    let (d, _) = sum(dep, &text_rows(b"prod", &[b"y", b"x"], true));
+    let cd = d.checksum.unwrap();
+    assert_eq!(cd.rows_unordered, ca.rows_unordered);
+    assert_ne!(cd.rows_ordered, ca.rows_ordered);
+    assert_eq!(cd.columns, ca.columns);
+    // A changed value: both differ.
+    let (e, _) = sum(dep, &text_rows(b"prod", &[b"x", b"z"], true));
+    let ce = e.checksum.unwrap();
+    assert_ne!(ce.rows_unordered, ca.rows_unordered);
+    assert_ne!(ce.rows_ordered, ca.rows_ordered);
+    // Another column type: metadata differs, rows do not.
+    let mut other = text_rows(b"prod", &[b"x", b"y"], true);
+    other[1].1 = col(b"c", b"prod", 0x03);
+    let (f, _) = sum(dep, &other);
+    let cf = f.checksum.unwrap();
+    assert_ne!(cf.columns, ca.columns);
+    assert_eq!(cf.rows_ordered, ca.rows_ordered);
+}
+
+#[test]
+fn long_rows_hash_their_prefix_and_length() {
+    let mut r = ResponseReader::new(Expect::Query, caps::DEPRECATE_EOF, 0);
+    r.feed(1, &[1], 1);
+    r.feed(2, &col(b"c", b"s", 0xfc), 30);
+    let big = vec![7u8; 10_000];
+    assert_eq!(r.feed(3, &big[..ROW_HASH_BYTES], big.len()), Step::NeedMore);
+    r.feed(4, &[0xfe, 0, 0, 2, 0, 0, 0], 7);
+    let mut s = ResponseReader::new(Expect::Query, caps::DEPRECATE_EOF, 0);
+    s.feed(1, &[1], 1);
+    s.feed(2, &col(b"c", b"s", 0xfc), 30);
+    s.feed(3, &big, big.len());
+    s.feed(4, &[0xfe, 0, 0, 2, 0, 0, 0], 7);
+    assert_eq!(r.into_response().checksum, s.into_response().checksum);
+}
+
+#[test]
+fn prepare_ok_local_infile_statistics_and_more_results() {
+    let mut r = ResponseReader::new(Expect::Prepare, 0, 0);
+    let steps = run(
+        &mut r,
+        &[
+            (1, vec![0, 5, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0]),
+            (2, col(b"a", b"s", 3)),
+            (3, col(b"b", b"s", 3)),
+            (4, vec![0xfe, 0, 0, 2, 0]),
+            (5, col(b"c", b"s", 3)),
+            (6, vec![0xfe, 0, 0, 2, 0]),
+        ],
+    );
+    assert_eq!(steps.last(), Some(&Step::Done));
+    let ok = r.response().prepare_ok.clone().unwrap();
+    assert_eq!((ok.stmt_id, ok.num_params, ok.num_columns), (5, 2, 1));
+
+    let mut r = ResponseReader::new(Expect::Query, 0, 0);
+    assert_eq!(r.feed(1, b"\xfb/tmp/x.csv", 11), Step::LocalInfile);
+    assert!(r.in_local_infile());
+    r.client_packet(2);
+    r.client_packet(3);
+    assert_eq!(r.feed(4, &[0, 2, 0, 2, 0, 0, 0], 7), Step::Done);
+    assert!(!r.seq_mismatch());
+    let resp = r.into_response();
+    assert_eq!(resp.infile_name.as_deref(), Some("/tmp/x.csv"));
+    assert_eq!(resp.affected, 2);
+
+    let mut r = ResponseReader::new(Expect::Statistics, 0, 0);
+    let st = b"Uptime: 5  Threads: 1";
+    assert_eq!(r.feed(1, st, st.len()), Step::Done);
+    assert_eq!(
+        r.response().statistics.as_deref(),
+        Some("Uptime: 5  Threads: 1")
+    );
+
+    // Two result sets then an OK (CALL, multi-statements), DEPRECATE_EOF.
+    let mut r = ResponseReader::new(Expect::Query, caps::DEPRECATE_EOF, 0);
+    let more = vec![0xfe, 0, 0, 0x0a, 0, 0, 0];
+    let steps = run(
+        &mut r,
+        &[
+            (1, vec![1]),
+            (2, col(b"a", b"s", 3)),
+            (3, vec![1, b'1']),
+            (4, more.clone()),
+            (5, vec![1]),
+            (6, col(b"b", b"s", 3)),
+            (7, vec![1, b'2']),
+            (8, more),
+            (9, vec![0, 0, 0, 2, 0, 0, 0]),
+        ],
+    );
+    assert_eq!(steps.iter().filter(|s| **s == Step::Done).count(), 1);
+    assert_eq!(steps.last(), Some(&Step::Done));
+    let resp = r.into_response();
+    assert_eq!((resp.result_sets, resp.rows), (2, 2));
+}
+
+#[test]
+fn cursor_fetch_set_option_and_progress() {
+    // EXECUTE opening a cursor: definitions and an EOF with CURSOR_EXISTS.
+    let mut r = ResponseReader::new(Expect::Execute, 0, 0);
+    let steps = run(
+        &mut r,
+        &[
+            (1, vec![1]),
+            (2, col(b"a", b"s", 3)),
+            (3, vec![0xfe, 0, 0, 0x42, 0]),
+        ],
+    );
+    assert_eq!(steps.last(), Some(&Step::Done));
+    let mut r = ResponseReader::new(Expect::Fetch, 0, 0);
+    let steps = run(
+        &mut r,
+        &[
+            (1, vec![0, 0, 1, 0, 0, 0]),
+            (2, vec![0, 0, 2, 0, 0, 0]),
+            (3, vec![0xfe, 0, 0, 0x82, 0]),
+        ],
+    );
+    assert_eq!(steps.last(), Some(&Step::Done));
+    let resp = r.into_response();
+    assert_eq!(resp.rows, 2);
+    assert!(resp.checksum.is_some());
+    let mut r = ResponseReader::new(Expect::Simple, 0, 0);
+    assert_eq!(r.feed(1, b"\xff\xff\xff\x01\x00", 5), Step::NeedMore);
+    assert_eq!(r.feed(2, &[0xfe, 0, 0, 2, 0], 5), Step::Done);
+    assert_eq!(r.response().status, ResponseStatus::Ok);
+}
+
+#[test]
+fn unknown_eof_mode_is_inferred() {
+    let mut r = ResponseReader::new(Expect::Query, 0, 0).eof_unknown();
+    run(&mut r, &text_rows(b"s", &[b"x"], true));
+    assert!(r.is_done());
+    assert_eq!(r.inferred_deprecate_eof(), Some(true));
+    let mut r = ResponseReader::new(Expect::Query, 0, 0).eof_unknown();
+    run(&mut r, &text_rows(b"s", &[b"x"], false));
+    assert!(r.is_done());
+    assert_eq!(r.inferred_deprecate_eof(), Some(false));
+    assert_eq!(r.response().rows, 1);
+}
+
+#[test]
+fn change_user_exchange_and_garbage() {
+    let mut r = ResponseReader::new(Expect::ChangeUser, 0, 0);
+    assert_eq!(
+        r.feed(1, b"\xfemysql_native_password\0abc", 26),
+        Step::NeedMore
+    );
+    assert!(r.in_auth());
+    r.client_packet(2);
+    assert_eq!(r.feed(3, &[0, 0, 0, 2, 0, 0, 0], 7), Step::Done);
+    assert!(!r.seq_mismatch());
+    let mut r = ResponseReader::new(Expect::Query, 0, 0);
+    assert_eq!(r.feed(1, &[0xfc], 1), Step::Done);
+    assert!(r.is_broken());
+    assert_eq!(r.take_anomaly(), Some("unexpected response"));
+}
