@@ -296,3 +296,93 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// A private network namespace with a veth pair `fa0`/`fa1` (removed on drop).
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Option<Self> {
+        let ns = Netns(format!("mrte-f-{}", std::process::id()));
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .is_ok_and(|s| s.success());
+        (ok && ns.veth()).then_some(ns)
+    }
+
+    fn ip(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "ip"])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn veth(&self) -> bool {
+        self.ip(&["link", "add", "fa0", "type", "veth", "peer", "name", "fa1"])
+            && self.ip(&["link", "set", "fa0", "up"])
+            && self.ip(&["link", "set", "fa1", "up"])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The capture interface is deleted and created again 1.5 s later, during `mrte record` and
+/// `mrte run` (libpcap): both re-bind, run to their --duration, the pcap stays valid and the run
+/// still writes its report.
+#[test]
+fn capture_rebinds_after_the_interface_comes_back() {
+    let name = "capture_rebinds_after_the_interface_comes_back";
+    if !nix_is_root() {
+        eprintln!("\n*** SKIP {name}: needs root (network namespace) ***\n");
+        return;
+    }
+    let Some(ns) = Netns::new() else {
+        eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
+        return;
+    };
+    let dir = scratch("rebind");
+    let file = dir.join("r.pcap");
+    let report = dir.join("r.json");
+    let dead = format!("mysql://root@127.0.0.1:{}", free_port());
+    let runs: [Vec<String>; 2] = [
+        vec!["record".into(), "-w".into(), file.display().to_string()],
+        vec![
+            "run".into(),
+            "-q".into(),
+            "--target".into(),
+            dead,
+            "--report".into(),
+            report.display().to_string(),
+        ],
+    ];
+    for args in runs {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_mrte")])
+            .args(&args)
+            .args(["-i", "fa0", "--source", "pcap", "--duration", "6"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mrte");
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(ns.ip(&["link", "del", "fa0"]));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(ns.veth());
+        let (out, took) = wait_output(child, Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains("re-bound"), "{args:?}: {stderr}");
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+    let (_, whole) = pcap_records(&file);
+    assert!(whole);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(v["accounting"]["balanced"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
