@@ -301,8 +301,8 @@ fn nix_is_root() -> bool {
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Option<Self> {
-        let ns = Netns(format!("mrte-f-{}", std::process::id()));
+    fn new(tag: &str) -> Option<Self> {
+        let ns = Netns(format!("mrte-f{tag}-{}", std::process::id()));
         let ok = Command::new("ip")
             .args(["netns", "add", &ns.0])
             .status()
@@ -341,7 +341,7 @@ fn capture_rebinds_after_the_interface_comes_back() {
         eprintln!("\n*** SKIP {name}: needs root (network namespace) ***\n");
         return;
     }
-    let Some(ns) = Netns::new() else {
+    let Some(ns) = Netns::new("r") else {
         eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
         return;
     };
@@ -384,5 +384,62 @@ fn capture_rebinds_after_the_interface_comes_back() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
     assert_eq!(v["accounting"]["balanced"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mrte record` as user nobody holding only the capabilities of scripts/systemd/mrte.service,
+/// on a veth in a private network namespace: AF_XDP binds (no fallback to libpcap) and the file
+/// is written, mode 0600.
+#[test]
+fn record_runs_as_nobody_with_the_systemd_units_capabilities() {
+    let name = "record_runs_as_nobody_with_the_systemd_units_capabilities";
+    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !nix_is_root() || !has_setpriv {
+        eprintln!("\n*** SKIP {name}: needs root and setpriv ***\n");
+        return;
+    }
+    let Some(ns) = Netns::new("n") else {
+        eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
+        return;
+    };
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/systemd/mrte.service"),
+    )
+    .expect("unit");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities in the unit")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = caps.join(",");
+    let dir = scratch("nobody");
+    assert!(Command::new("chown")
+        .args(["nobody"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success()));
+    let file = dir.join("x.pcap");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "setpriv"])
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(format!("--inh-caps=-all,{caps}"))
+        .arg(format!("--ambient-caps=-all,{caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .arg(env!("CARGO_BIN_EXE_mrte"))
+        .args(["record", "-i", "fa0", "--duration", "1", "-w"])
+        .arg(&file)
+        .output()
+        .expect("setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("record stats");
+    let source = v["source"].as_str().unwrap_or("");
+    assert!(source.starts_with("AF_XDP"), "fell back: {source}");
+    let meta = std::fs::metadata(&file).expect("file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(pcap_records(&file).1, "a valid pcap");
     let _ = std::fs::remove_dir_all(&dir);
 }
