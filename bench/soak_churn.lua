@@ -13,8 +13,10 @@ function event()
    base_event()
    done = done + 1
    if sysbench.opt.reconnect > 0 and done % sysbench.opt.reconnect == 0 then
+      -- (con:reconnect() crashes sysbench 1.0.20)
       close_statements()
-      con:reconnect()
+      con:disconnect()
+      con = drv:connect()
       prepare_statements()
    end
 end

@@ -328,6 +328,11 @@ fn record(a: RecordArgs) -> Result<ExitCode> {
     let st = match mrte_capture::source::live::record(&cfg, &a.file, stop) {
         Ok(st) => st,
         Err(e) => {
+            if std::fs::metadata(&a.file).is_ok_and(|m| m.len() == 0) {
+                // Failed before writing anything (no permission, no such interface).
+                let _ = std::fs::remove_file(&a.file);
+                return Err(e.into());
+            }
             // A write error (disk full) can leave half a record at the end: cut back to the
             // last whole one so the file stays a valid pcap.
             return match keep_whole_records(&a.file) {

@@ -608,11 +608,14 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
     let workers = Workers::start(a.replay.replay_threads)?;
     let engine = engine.with_workers(workers.handles.clone());
     let capture_done = Arc::new(AtomicBool::new(false));
-    let (stop2, done2) = (stop.clone(), capture_done.clone());
+    let signalled = Arc::new(AtomicBool::new(false));
+    let (stop2, done2, sig2) = (stop.clone(), capture_done.clone(), signalled.clone());
     let capture_thread = std::thread::spawn(move || {
         while !handle.is_finished() && !stop2.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Set before `join` sets it too: a signal, not the end of --duration/--count.
+        sig2.store(stop2.load(Ordering::Acquire), Ordering::Release);
         let r = handle.join();
         done2.store(true, Ordering::Release);
         r
@@ -653,6 +656,6 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
         &eng,
         &cap,
         &a.out,
-        stop.load(Ordering::Acquire),
+        signalled.load(Ordering::Acquire),
     )
 }

@@ -296,3 +296,150 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// A private network namespace with a veth pair `fa0`/`fa1` (removed on drop).
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Option<Self> {
+        let ns = Netns(format!("mrte-f{tag}-{}", std::process::id()));
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .is_ok_and(|s| s.success());
+        (ok && ns.veth()).then_some(ns)
+    }
+
+    fn ip(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "ip"])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn veth(&self) -> bool {
+        self.ip(&["link", "add", "fa0", "type", "veth", "peer", "name", "fa1"])
+            && self.ip(&["link", "set", "fa0", "up"])
+            && self.ip(&["link", "set", "fa1", "up"])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The capture interface is deleted and created again 1.5 s later, during `mrte record` and
+/// `mrte run` (libpcap): both re-bind, run to their --duration, the pcap stays valid and the run
+/// still writes its report.
+#[test]
+fn capture_rebinds_after_the_interface_comes_back() {
+    let name = "capture_rebinds_after_the_interface_comes_back";
+    if !nix_is_root() {
+        eprintln!("\n*** SKIP {name}: needs root (network namespace) ***\n");
+        return;
+    }
+    let Some(ns) = Netns::new("r") else {
+        eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
+        return;
+    };
+    let dir = scratch("rebind");
+    let file = dir.join("r.pcap");
+    let report = dir.join("r.json");
+    let dead = format!("mysql://root@127.0.0.1:{}", free_port());
+    let runs: [Vec<String>; 2] = [
+        vec!["record".into(), "-w".into(), file.display().to_string()],
+        vec![
+            "run".into(),
+            "-q".into(),
+            "--target".into(),
+            dead,
+            "--report".into(),
+            report.display().to_string(),
+        ],
+    ];
+    for args in runs {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_mrte")])
+            .args(&args)
+            .args(["-i", "fa0", "--source", "pcap", "--duration", "6"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mrte");
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(ns.ip(&["link", "del", "fa0"]));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(ns.veth());
+        let (out, took) = wait_output(child, Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains("re-bound"), "{args:?}: {stderr}");
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+    let (_, whole) = pcap_records(&file);
+    assert!(whole);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(v["accounting"]["balanced"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mrte record` as user nobody holding only the capabilities of scripts/systemd/mrte.service,
+/// on a veth in a private network namespace: AF_XDP binds (no fallback to libpcap) and the file
+/// is written, mode 0600.
+#[test]
+fn record_runs_as_nobody_with_the_systemd_units_capabilities() {
+    let name = "record_runs_as_nobody_with_the_systemd_units_capabilities";
+    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !nix_is_root() || !has_setpriv {
+        eprintln!("\n*** SKIP {name}: needs root and setpriv ***\n");
+        return;
+    }
+    let Some(ns) = Netns::new("n") else {
+        eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
+        return;
+    };
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/systemd/mrte.service"),
+    )
+    .expect("unit");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities in the unit")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = caps.join(",");
+    let dir = scratch("nobody");
+    assert!(Command::new("chown")
+        .args(["nobody"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success()));
+    let file = dir.join("x.pcap");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "setpriv"])
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(format!("--inh-caps=-all,{caps}"))
+        .arg(format!("--ambient-caps=-all,{caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .arg(env!("CARGO_BIN_EXE_mrte"))
+        .args(["record", "-i", "fa0", "--duration", "1", "-w"])
+        .arg(&file)
+        .output()
+        .expect("setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("record stats");
+    let source = v["source"].as_str().unwrap_or("");
+    assert!(source.starts_with("AF_XDP"), "fell back: {source}");
+    let meta = std::fs::metadata(&file).expect("file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(pcap_records(&file).1, "a valid pcap");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -84,10 +84,8 @@ impl ProdState {
                     self.open_transaction = self.autocommit_off;
                 }
             }
-            b"CREATE" => {
-                if words.next().as_deref() == Some(b"TEMPORARY") {
-                    self.temporary_tables = true;
-                }
+            b"CREATE" if words.next().as_deref() == Some(b"TEMPORARY") => {
+                self.temporary_tables = true;
             }
             b"SET" => {
                 if contains_user_var(sql) {
@@ -95,14 +93,9 @@ impl ProdState {
                 }
                 let upper = sql.to_ascii_uppercase();
                 if find(&upper, b"AUTOCOMMIT").is_some() {
-                    if find(&upper, b"=0").is_some()
+                    self.autocommit_off = find(&upper, b"=0").is_some()
                         || find(&upper, b"= 0").is_some()
-                        || find(&upper, b"OFF").is_some()
-                    {
-                        self.autocommit_off = true;
-                    } else {
-                        self.autocommit_off = false;
-                    }
+                        || find(&upper, b"OFF").is_some();
                     self.open_transaction = self.autocommit_off;
                 }
                 if !contains_user_var(sql) || find(&upper, b"@@").is_some() {

@@ -176,6 +176,38 @@ fn open_pcap(cfg: &LiveConfig) -> Result<(pcap::Capture<pcap::Active>, LinkType)
     Ok((cap, link))
 }
 
+/// How long a libpcap capture whose interface went away tries to open it again.
+const REBIND_FOR: Duration = Duration::from_secs(30);
+
+/// After a libpcap error (interface deleted, driver reset): open the interface again, every
+/// 250 ms for up to [`REBIND_FOR`] or until `stop`; `None` when it could not.
+fn rebind_pcap(
+    cfg: &LiveConfig,
+    stop: &AtomicBool,
+    e: &pcap::Error,
+) -> Option<(pcap::Capture<pcap::Active>, LinkType)> {
+    tracing::warn!(
+        "libpcap on {}: {e}; re-opening the interface for up to {REBIND_FOR:?}",
+        cfg.iface
+    );
+    let until = Instant::now() + REBIND_FOR;
+    while Instant::now() < until && !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(250));
+        match open_pcap(cfg) {
+            Ok(c) => {
+                tracing::warn!("libpcap on {}: re-bound, capturing again", cfg.iface);
+                return Some(c);
+            }
+            Err(err) => tracing::debug!("re-bind {}: {err}", cfg.iface),
+        }
+    }
+    tracing::error!(
+        "libpcap on {}: {e}; could not re-open it within {REBIND_FOR:?}: capture stops",
+        cfg.iface
+    );
+    None
+}
+
 fn pin(core: Option<usize>) {
     if let Some(c) = core {
         if let Some(id) =
@@ -196,7 +228,7 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
             Err(e) => format!("libpcap, because AF_XDP did not bind: {e}"),
         },
     };
-    let (mut cap, link) = open_pcap(&cfg)?;
+    let (mut cap, mut link) = open_pcap(&cfg)?;
     let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -229,10 +261,10 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
                     Err(pcap::Error::TimeoutExpired) => {
                         std::thread::sleep(Duration::from_micros(200))
                     }
-                    Err(e) => {
-                        tracing::error!("libpcap on {}: {e}", cfg.iface);
-                        break;
-                    }
+                    Err(e) => match rebind_pcap(&cfg, &stop2, &e) {
+                        Some((c, l)) => (cap, link) = (c, l),
+                        None => break,
+                    },
                 }
                 if last_pub.elapsed() >= Duration::from_millis(100) {
                     last_pub = Instant::now();
@@ -599,12 +631,21 @@ pub fn record(
                 st.bytes += pkt.data.len() as u64;
             }
             Err(pcap::Error::TimeoutExpired) => std::thread::sleep(Duration::from_micros(200)),
-            Err(e) => {
-                return Err(LiveError::Pcap {
-                    iface: cfg.iface.clone(),
-                    msg: e.to_string(),
-                })
-            }
+            Err(e) => match rebind_pcap(cfg, &stop, &e) {
+                Some((c, l)) if l == link => cap = c,
+                Some(_) => {
+                    return Err(LiveError::Pcap {
+                        iface: cfg.iface.clone(),
+                        msg: format!("{e}; re-opened with another link type"),
+                    })
+                }
+                None => {
+                    return Err(LiveError::Pcap {
+                        iface: cfg.iface.clone(),
+                        msg: format!("{e}; could not re-open it within {REBIND_FOR:?}"),
+                    })
+                }
+            },
         }
     }
     if let Ok(s) = cap.stats() {
