@@ -13,8 +13,8 @@
 //!   COM_PROCESS_KILL (never sent), unknown command bytes, payloads over the capture's cap,
 //!   sessions that were sampled out, TLS or failed logins, and what the filters and `--read-only`
 //!   reject (the statement's reason also covers its EXECUTE, LONG_DATA, CLOSE...).
-//! - Lost, counted by [`LoseReason`]: a statement id never seen prepared, a re-PREPARE that failed,
-//!   commands queued when the executor reports the connection gone.
+//! - Lost, counted by [`LoseReason`]: a statement id never seen prepared, a re-PREPARE that
+//!   failed; commands planned on a connection the executor reports gone are handed back to it.
 //! - Pipelining: a command captured before the previous command's prod response ended is marked
 //!   `pipelined` (the executor sends it without reading outstanding responses first). Several
 //!   sends may be outstanding; the planner waits ([`Planner::is_waiting`]) only when a command
@@ -27,7 +27,8 @@
 //! # Contract with the executor
 //! Poll until `None`. Each [`Action::Send`] with `expects_response` gets exactly one
 //! [`Planner::handle_response`], in send order, unless [`Planner::handle_connection_lost`] is
-//! called first (it forgets every outstanding response). A failed connect is a lost connection.
+//! called first (it forgets every outstanding response and hands back the commands planned but
+//! not polled). A failed connect is a lost connection.
 //! [`Action::ChangeUser`]'s reply is the executor's alone. When `poll_action` gives `None` and
 //! [`Planner::is_waiting`], read a response; otherwise feed the next event.
 //!
@@ -35,29 +36,30 @@
 //! Pacing, timeouts, reconnect backoff, prod processlist look-ups (the executor's; see
 //! [`Planner::needs_identity`]), response comparison, counting.
 
+mod action;
 mod adapter;
 pub mod rewrite;
+mod rules;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use mrte_capture::event::{
-    command_name, CommandRecord, Login, PrepareOk, Response, ResponseStatus, SessionEvent,
-    SessionOpen,
+    CommandRecord, Login, PrepareOk, ResponseStatus, SessionEvent, SessionOpen,
 };
-use mrte_capture::fingerprint::{fingerprint_id, Fingerprinter};
-use serde::Serialize;
+use mrte_capture::fingerprint::Fingerprinter;
 
-use crate::classify::{classify_command_code, StatementClass};
-use crate::filter::Filters;
 pub use crate::filter::SkipReason;
-use crate::target::{Identities, TargetDsn};
+pub use action::{
+    Action, ChangeUserPlan, CmdInfo, ConnectPlan, LoseReason, Origin, PlanConfig, SendPlan,
+    Synthetic,
+};
 
-/// Command bytes the planner treats specially.
+/// Command bytes the planner treats specially (names as in capture's coming `mysql::consts::com`,
+/// which replaces this list once merged).
 mod com {
     pub const QUIT: u8 = 0x01;
     pub const INIT_DB: u8 = 0x02;
@@ -84,232 +86,6 @@ mod com {
 const QUERY_ATTRIBUTES: u32 = 1 << 27;
 /// MariaDB's "last prepared statement" id.
 const LAST_PREPARED: u32 = u32::MAX;
-
-/// Why a command could not be replayed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoseReason {
-    /// A statement id that was never prepared in the capture (session open before capture).
-    UnknownStatement,
-    /// Preparing the statement again on the test server failed.
-    PrepareFailed,
-    /// The execute's parameters were not decoded (adapter only: no raw payload).
-    ParamsUnknown,
-    /// The command's payload is not in the capture.
-    PayloadUnavailable,
-    /// The test connection broke.
-    ConnectionLost,
-    /// Connecting failed (network).
-    ConnectFailed,
-    /// The test server refused the login.
-    ConnectRefused,
-    /// Connecting timed out.
-    ConnectTimeout,
-    /// The test server is down and the executor is backing off.
-    TargetUnavailable,
-    /// The command timed out.
-    Timeout,
-    /// Replay was shut down.
-    Shutdown,
-}
-
-impl LoseReason {
-    /// snake_case name, as in the JSON report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoseReason::UnknownStatement => "unknown_statement",
-            LoseReason::PrepareFailed => "prepare_failed",
-            LoseReason::ParamsUnknown => "params_unknown",
-            LoseReason::PayloadUnavailable => "payload_unavailable",
-            LoseReason::ConnectionLost => "connection_lost",
-            LoseReason::ConnectFailed => "connect_failed",
-            LoseReason::ConnectRefused => "connect_refused",
-            LoseReason::ConnectTimeout => "connect_timeout",
-            LoseReason::TargetUnavailable => "target_unavailable",
-            LoseReason::Timeout => "timeout",
-            LoseReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// What the planner needs from the run's configuration.
-#[derive(Clone, Debug)]
-pub struct PlanConfig {
-    /// `--user-map`, `--db-map`.
-    pub identities: Identities,
-    /// The test server (its user and password serve unmapped users).
-    pub target: TargetDsn,
-    /// Database of sessions open before capture when nothing else is known.
-    pub default_db: Option<String>,
-    /// Filters and safety.
-    pub filters: Filters,
-    /// Longest example statement kept, bytes.
-    pub example_len: usize,
-}
-
-impl PlanConfig {
-    /// No maps, no filters (dangerous statements skipped), the target's database as default.
-    pub fn new(target: TargetDsn) -> Self {
-        Self {
-            identities: Identities::default(),
-            default_db: target.db.clone(),
-            target,
-            filters: Filters::all(),
-            example_len: 512,
-        }
-    }
-}
-
-/// One captured command, for the executor's outcome and counters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CmdInfo {
-    /// Index of the command in its session.
-    pub seq: u64,
-    /// Capture time of the request, µs since the epoch.
-    pub ts_us: u64,
-    /// Command byte.
-    pub code: u8,
-    /// Fingerprint (of the SQL, of the PREPARE text for statement commands, else the command name).
-    pub fingerprint: Arc<str>,
-    /// Fingerprint id.
-    pub fingerprint_id: u64,
-    /// The statement as captured, truncated.
-    pub example: Arc<str>,
-    /// Prod's response.
-    pub prod: Response,
-    /// Prod latency, µs.
-    pub prod_us: Option<u64>,
-    /// First command after a capture gap.
-    pub after_gap: bool,
-}
-
-impl CmdInfo {
-    /// `COM_*` name.
-    pub fn name(&self) -> &'static str {
-        command_name(self.code)
-    }
-}
-
-/// Why the planner sends bytes no captured command asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Synthetic {
-    /// PREPARE again (after a reconnect or a failed PREPARE) before the command of this seq.
-    Reprepare {
-        /// The captured command that needs it.
-        for_seq: u64,
-    },
-    /// COM_STMT_CLOSE of a test statement no prod statement maps to any more.
-    CloseOrphan,
-}
-
-/// Where a send comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Origin {
-    /// A captured command.
-    Captured(Box<CmdInfo>),
-    /// The planner's own.
-    Synthetic(Synthetic),
-}
-
-/// Send one command payload.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SendPlan {
-    /// The payload, command byte first: as captured, rewritten only where it must be.
-    pub payload: Bytes,
-    /// The server answers it (false: QUIT, STMT_CLOSE, STMT_SEND_LONG_DATA).
-    pub expects_response: bool,
-    /// Prod's client sent it before the previous response ended: send without reading the
-    /// outstanding responses first.
-    pub pipelined: bool,
-    /// The file to upload if the server asks for a LOCAL INFILE (prod client's bytes); `None`
-    /// sends an empty file.
-    pub local_infile: Option<Bytes>,
-    /// Captured command or planner's own.
-    pub origin: Origin,
-}
-
-/// Log in to the test server.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ConnectPlan {
-    /// Test user.
-    pub user: String,
-    /// Password (`None`: empty).
-    pub password: Option<String>,
-    /// Test database.
-    pub db: Option<String>,
-    /// The prod client's capability flags; `None` (session open before capture): defaults.
-    pub capabilities: Option<u32>,
-    /// The prod client's collation, when known.
-    pub collation: Option<u16>,
-}
-
-impl fmt::Debug for ConnectPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectPlan")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("db", &self.db)
-            .field("capabilities", &self.capabilities)
-            .field("collation", &self.collation)
-            .finish()
-    }
-}
-
-/// COM_CHANGE_USER: authenticate again as another user.
-#[derive(Clone, PartialEq)]
-pub struct ChangeUserPlan {
-    /// Test user.
-    pub user: String,
-    /// Password (`None`: empty).
-    pub password: Option<String>,
-    /// Test database.
-    pub db: Option<String>,
-    /// The captured command.
-    pub cmd: Box<CmdInfo>,
-}
-
-impl fmt::Debug for ChangeUserPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChangeUserPlan")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("db", &self.db)
-            .field("cmd", &self.cmd)
-            .finish()
-    }
-}
-
-/// What the executor does next.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Action {
-    /// Open the session's first test connection.
-    Connect(ConnectPlan),
-    /// Open it again after it was lost or closed.
-    Reconnect(ConnectPlan),
-    /// Send a payload.
-    Send(SendPlan),
-    /// Re-authenticate (COM_CHANGE_USER); needs no command outstanding.
-    ChangeUser(ChangeUserPlan),
-    /// Close the test connection (after QUIT, or the captured session ended).
-    Disconnect,
-    /// A captured command that is not replayed.
-    Skip {
-        /// Its seq.
-        seq: u64,
-        /// Its command byte.
-        code: u8,
-        /// Why.
-        reason: SkipReason,
-    },
-    /// A captured command that could not be replayed.
-    Lose {
-        /// The command.
-        cmd: Box<CmdInfo>,
-        /// Why.
-        reason: LoseReason,
-    },
-}
 
 /// A prepared statement's test-side state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -531,32 +307,31 @@ impl Planner {
             }
             _ => {
                 if let Some(t) = test_id {
-                    self.out.push_back(close_orphan(t));
+                    self.out.push_back(rules::close_orphan(t));
                 }
             }
         }
     }
 
-    /// The test connection is gone (or a connect failed): outstanding answers are forgotten,
-    /// test statements must be prepared again, and commands already planned but not yet
-    /// polled are lost for `reason`.
-    pub fn handle_connection_lost(&mut self, reason: LoseReason) {
+    /// The test connection is gone (or a connect failed): outstanding answers are forgotten and
+    /// test statements must be prepared again. Returns the captured commands already planned on
+    /// it but not yet polled: they were not sent, their fate (lost, failed) is the executor's.
+    pub fn handle_connection_lost(&mut self) -> Vec<Box<CmdInfo>> {
         self.waiting = false;
         self.drop_connection();
-        let queued = std::mem::take(&mut self.out);
-        for a in queued {
+        let mut dropped = Vec::new();
+        for a in std::mem::take(&mut self.out) {
             match a {
                 Action::Send(SendPlan {
                     origin: Origin::Captured(cmd),
                     ..
                 })
-                | Action::ChangeUser(ChangeUserPlan { cmd, .. }) => {
-                    self.out.push_back(Action::Lose { cmd, reason })
-                }
+                | Action::ChangeUser(ChangeUserPlan { cmd, .. }) => dropped.push(cmd),
                 a @ (Action::Skip { .. } | Action::Lose { .. }) => self.out.push_back(a),
                 _ => {}
             }
         }
+        dropped
     }
 
     /// The next action, if any.
@@ -677,556 +452,4 @@ impl Planner {
         self.connected = true;
         self.ever_connected = true;
     }
-
-    fn sql_facts(&mut self, sql: &[u8]) -> SqlFacts {
-        let memo = sql.len() <= MEMO_MAX_LEN;
-        if memo {
-            if let Some(f) = self.memo.get(sql) {
-                return f.clone();
-            }
-        }
-        let fingerprint: Arc<str> = Arc::from(self.fp.fingerprint(sql));
-        let facts = SqlFacts {
-            skip: self.cfg.filters.check_sql(sql),
-            fingerprint_id: fingerprint_id(&fingerprint),
-            fingerprint,
-        };
-        if memo {
-            if self.memo.len() >= MEMO_MAX {
-                self.memo.clear();
-            }
-            self.memo.insert(sql.into(), facts.clone());
-        }
-        facts
-    }
-
-    fn example(&self, sql: &[u8]) -> Arc<str> {
-        let cut = &sql[..sql.len().min(self.cfg.example_len)];
-        Arc::from(String::from_utf8_lossy(cut).as_ref())
-    }
-
-    /// Plan one command; `Err` gives it back when it must wait for an answer.
-    /// The decoder's view of the session's user and database when the command was sent.
-    fn absorb_identity(&mut self, rec: &CommandRecord) {
-        if let Some(u) = &rec.user {
-            if self.user.as_deref() != Some(&**u) {
-                self.user = Some(u.to_string());
-            }
-        }
-        if let Some(d) = &rec.db {
-            if self.db.as_deref() != Some(&**d) {
-                self.db = Some(d.to_string());
-            }
-        }
-    }
-
-    fn plan(&mut self, mut q: Queued) -> Result<(), Queued> {
-        self.absorb_identity(&q.rec);
-        self.facts = None;
-        let rec = &q.rec;
-        let code = rec.command.code();
-        let caps = self.capabilities.unwrap_or(0);
-        let skip = self.skip_all.or_else(|| self.skip_rule(rec, code));
-        if let Some(reason) = skip {
-            self.register_skipped_prepare(rec, reason);
-            self.done(&q.rec);
-            self.out.push_back(Action::Skip {
-                seq: q.rec.seq,
-                code,
-                reason,
-            });
-            return Ok(());
-        }
-        let captured = match q
-            .captured
-            .take()
-            .map_or_else(|| adapter::captured(rec, caps), Ok)
-        {
-            Ok(c) => c,
-            Err(reason) => {
-                let cmd = self.info(&q.rec, None);
-                self.done(&q.rec);
-                self.out.push_back(Action::Lose { cmd, reason });
-                return Ok(());
-            }
-        };
-        match code {
-            com::STMT_PREPARE => {
-                self.plan_prepare(&q.rec, captured.payload);
-                Ok(())
-            }
-            com::STMT_EXECUTE
-            | com::STMT_SEND_LONG_DATA
-            | com::STMT_CLOSE
-            | com::STMT_RESET
-            | com::STMT_FETCH
-            | com::STMT_BULK_EXECUTE => self.plan_stmt(q, captured.payload),
-            com::CHANGE_USER => {
-                self.plan_change_user(&q.rec);
-                Ok(())
-            }
-            _ => {
-                self.plan_plain(&q.rec, code, captured);
-                Ok(())
-            }
-        }
-    }
-
-    /// Skip rules that need no statement look-up.
-    fn skip_rule(&mut self, rec: &CommandRecord, code: u8) -> Option<SkipReason> {
-        if rec.flags.too_large {
-            return Some(SkipReason::TooLarge);
-        }
-        let f = &self.cfg.filters;
-        if !matches!(code, com::QUIT | com::INIT_DB | com::STMT_CLOSE) {
-            if let Some(r) = f.check_identity(self.db.as_deref(), self.user.as_deref()) {
-                return Some(r);
-            }
-        }
-        match code {
-            com::QUERY | com::STMT_PREPARE => {
-                let facts = self.sql_facts(rec.command.sql().unwrap_or_default());
-                let skip = facts.skip;
-                self.facts = Some(facts);
-                skip
-            }
-            com::INIT_DB => {
-                let schema = match &rec.command {
-                    mrte_capture::event::Command::InitDb { schema } => Some(schema.as_str()),
-                    _ => None,
-                };
-                f.check_identity(schema, self.user.as_deref())
-            }
-            com::QUIT if !self.connected => Some(SkipReason::NothingToSend),
-            com::BINLOG_DUMP | com::BINLOG_DUMP_GTID | com::REGISTER_SLAVE => {
-                Some(SkipReason::Replication)
-            }
-            com::SHUTDOWN | com::PROCESS_KILL => Some(
-                f.check_class(StatementClass::Dangerous)
-                    .unwrap_or(SkipReason::Unsupported),
-            ),
-            com::CREATE_DB | com::DROP_DB => f.check_class(StatementClass::Write),
-            c if command_name(c) == "COM_UNKNOWN" => Some(SkipReason::UnknownCommand),
-            c => classify_command_code(c).and_then(|k| f.check_class(k)),
-        }
-    }
-
-    /// A skipped PREPARE still names its statement: its EXECUTEs are skipped for its reason.
-    fn register_skipped_prepare(&mut self, rec: &CommandRecord, reason: SkipReason) {
-        if rec.command.code() != com::STMT_PREPARE {
-            return;
-        }
-        let prod_id = rec.response.prepare_ok.as_ref().map(|p| p.stmt_id);
-        self.last_prepare = Some(LastPrepare {
-            seq: rec.seq,
-            prod_id,
-            skip: Some(reason),
-        });
-        if let Some(id) = prod_id {
-            let sql = rec.command.sql().unwrap_or_default();
-            let facts = self.sql_facts(sql);
-            let example = self.example(sql);
-            self.next_gen += 1;
-            self.stmts.insert(
-                id,
-                Stmt {
-                    sql: Bytes::copy_from_slice(sql),
-                    fingerprint: facts.fingerprint,
-                    fingerprint_id: facts.fingerprint_id,
-                    example,
-                    skip: Some(reason),
-                    test: TestStmt::Absent,
-                    gen: self.next_gen,
-                },
-            );
-        }
-    }
-
-    /// Bookkeeping once a captured command is planned (whatever the plan).
-    fn done(&mut self, rec: &CommandRecord) {
-        if let Some(end) = rec.response.last_byte_us {
-            self.prev_response_end = Some(self.prev_response_end.map_or(end, |e| e.max(end)));
-        }
-    }
-
-    fn pipelined(&self, rec: &CommandRecord) -> bool {
-        self.prev_response_end.is_some_and(|end| rec.ts_us < end)
-    }
-
-    /// The executor's view of a captured command; `stmt` gives statement commands the
-    /// PREPARE's fingerprint.
-    fn info(&mut self, rec: &CommandRecord, stmt: Option<u32>) -> Box<CmdInfo> {
-        let (fingerprint, fingerprint_id, example) = match rec.command.sql() {
-            Some(sql) if rec.command.code() == com::QUERY => {
-                let f = match self.facts.take() {
-                    Some(f) => f,
-                    None => self.sql_facts(sql),
-                };
-                (f.fingerprint, f.fingerprint_id, self.example(sql))
-            }
-            Some(sql) => {
-                let name = "COM_STMT_PREPARE";
-                (Arc::from(name), fingerprint_id(name), self.example(sql))
-            }
-            None => match stmt.and_then(|id| self.stmts.get(&id)) {
-                Some(s) => (s.fingerprint.clone(), s.fingerprint_id, s.example.clone()),
-                None => {
-                    let name = rec.command.name();
-                    (Arc::from(name), fingerprint_id(name), Arc::from(name))
-                }
-            },
-        };
-        Box::new(CmdInfo {
-            seq: rec.seq,
-            ts_us: rec.ts_us,
-            code: rec.command.code(),
-            fingerprint,
-            fingerprint_id,
-            example,
-            prod: rec.response.clone(),
-            prod_us: rec.prod_us(),
-            after_gap: rec.flags.after_gap,
-        })
-    }
-
-    fn send(
-        &mut self,
-        rec: &CommandRecord,
-        payload: Bytes,
-        stmt: Option<u32>,
-        infile: Option<Bytes>,
-    ) {
-        let code = rec.command.code();
-        let expects_response =
-            !matches!(code, com::QUIT | com::STMT_CLOSE | com::STMT_SEND_LONG_DATA);
-        if expects_response {
-            self.outstanding.push_back(Outstanding::Other);
-        }
-        let origin = Origin::Captured(self.info(rec, stmt));
-        let pipelined = self.pipelined(rec);
-        self.done(rec);
-        self.out.push_back(Action::Send(SendPlan {
-            payload,
-            expects_response,
-            pipelined,
-            local_infile: infile,
-            origin,
-        }));
-    }
-
-    fn plan_plain(&mut self, rec: &CommandRecord, code: u8, captured: adapter::Captured) {
-        let ids = &self.cfg.identities;
-        let mut payload = captured.payload;
-        match code {
-            com::INIT_DB => {
-                if let Some(p) = rewrite::map_init_db(&payload, &ids.dbs) {
-                    payload = p;
-                }
-            }
-            com::QUERY => {
-                if let Some(p) = rewrite::map_use(
-                    &payload,
-                    query_sql_at(&payload, self.capabilities),
-                    &ids.dbs,
-                ) {
-                    payload = p;
-                }
-            }
-            _ => {}
-        }
-        let infile = rec
-            .response
-            .local_infile
-            .then_some(captured.local_infile)
-            .flatten();
-        self.ensure_connected();
-        self.send(rec, payload, None, infile);
-        match code {
-            com::QUIT => {
-                self.out.push_back(Action::Disconnect);
-                self.drop_connection();
-            }
-            com::RESET_CONNECTION if rec.response.status != ResponseStatus::Err => {
-                self.forget_statements()
-            }
-            com::INIT_DB if rec.response.status != ResponseStatus::Err => {
-                if let mrte_capture::event::Command::InitDb { schema } = &rec.command {
-                    self.db = Some(schema.clone());
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn plan_change_user(&mut self, rec: &CommandRecord) {
-        let mrte_capture::event::Command::ChangeUser { user, db, .. } = &rec.command else {
-            return;
-        };
-        let (tu, tp) = self.credentials(Some(user));
-        let tdb = db
-            .as_deref()
-            .map(|d| self.cfg.identities.map_db(d).to_owned());
-        self.ensure_connected();
-        let cmd = self.info(rec, None);
-        self.done(rec);
-        self.out.push_back(Action::ChangeUser(ChangeUserPlan {
-            user: tu,
-            password: tp,
-            db: tdb,
-            cmd,
-        }));
-        if rec.response.status != ResponseStatus::Err {
-            self.user = Some(user.clone());
-            self.db = db.clone();
-        }
-        // The test connection's statements are gone whatever the answer.
-        self.forget_statements();
-    }
-
-    /// Both sides dropped every prepared statement (RESET_CONNECTION, CHANGE_USER).
-    fn forget_statements(&mut self) {
-        self.stmts.clear();
-        self.closed.clear();
-        self.last_prepare = None;
-        self.test_last_prepare = None;
-        self.epoch += 1;
-    }
-
-    fn plan_prepare(&mut self, rec: &CommandRecord, payload: Bytes) {
-        let prod_id = rec.response.prepare_ok.as_ref().map(|p| p.stmt_id);
-        let sql = Bytes::copy_from_slice(rec.command.sql().unwrap_or_default());
-        let facts = match self.facts.take() {
-            Some(f) => f,
-            None => self.sql_facts(&sql),
-        };
-        let example = self.example(&sql);
-        self.ensure_connected();
-        if let Some(id) = prod_id {
-            if let Some(TestStmt::Known(old)) = self.stmts.get(&id).map(|s| s.test) {
-                self.out.push_back(close_orphan(old));
-            }
-            self.next_gen += 1;
-            self.stmts.insert(
-                id,
-                Stmt {
-                    sql,
-                    fingerprint: facts.fingerprint,
-                    fingerprint_id: facts.fingerprint_id,
-                    example,
-                    skip: None,
-                    test: TestStmt::Pending,
-                    gen: self.next_gen,
-                },
-            );
-        }
-        self.last_prepare = Some(LastPrepare {
-            seq: rec.seq,
-            prod_id,
-            skip: None,
-        });
-        self.test_last_prepare = Some(rec.seq);
-        self.send(rec, payload, None, None);
-        // `send` queued an Other; make it this PREPARE's.
-        if let Some(o) = self.outstanding.back_mut() {
-            *o = Outstanding::Prepare {
-                prod_id,
-                gen: self.next_gen,
-                epoch: self.epoch,
-            };
-        }
-    }
-
-    fn resolve(&self, prod_id: u32) -> Resolved {
-        let prod_id = if prod_id == LAST_PREPARED {
-            match self.last_prepare {
-                None => return Resolved::Lose(LoseReason::UnknownStatement),
-                Some(p) => {
-                    if let Some(r) = p.skip {
-                        return Resolved::Skip(r);
-                    }
-                    if self.connected && self.test_last_prepare == Some(p.seq) {
-                        return Resolved::Id(LAST_PREPARED);
-                    }
-                    match p.prod_id {
-                        Some(id) => id,
-                        None => return Resolved::Lose(LoseReason::UnknownStatement),
-                    }
-                }
-            }
-        } else {
-            prod_id
-        };
-        let Some(s) = self.stmts.get(&prod_id) else {
-            return match self.closed.get(&prod_id) {
-                Some(&t) if self.connected => Resolved::Id(t),
-                _ => Resolved::Lose(LoseReason::UnknownStatement),
-            };
-        };
-        if let Some(r) = s.skip {
-            return Resolved::Skip(r);
-        }
-        match s.test {
-            TestStmt::Known(t) if self.connected => Resolved::Id(t),
-            TestStmt::Pending if self.connected && !self.outstanding.is_empty() => Resolved::Wait,
-            _ => Resolved::Reprepare(prod_id),
-        }
-    }
-
-    fn plan_stmt(&mut self, mut q: Queued, payload: Bytes) -> Result<(), Queued> {
-        let code = q.rec.command.code();
-        let Some(prod_id) = rewrite::stmt_id(&payload) else {
-            let cmd = self.info(&q.rec, None);
-            self.done(&q.rec);
-            self.out.push_back(Action::Lose {
-                cmd,
-                reason: LoseReason::PayloadUnavailable,
-            });
-            return Ok(());
-        };
-        let resolved = self.resolve(prod_id);
-        let stmt_key = if prod_id == LAST_PREPARED {
-            self.last_prepare.and_then(|p| p.prod_id)
-        } else {
-            Some(prod_id)
-        };
-        match resolved {
-            Resolved::Wait => Err(q),
-            Resolved::Skip(reason) => {
-                if code == com::STMT_CLOSE {
-                    if let Some(k) = stmt_key {
-                        self.stmts.remove(&k);
-                    }
-                }
-                self.done(&q.rec);
-                self.out.push_back(Action::Skip {
-                    seq: q.rec.seq,
-                    code,
-                    reason,
-                });
-                Ok(())
-            }
-            Resolved::Lose(reason) => {
-                let cmd = self.info(&q.rec, None);
-                self.done(&q.rec);
-                self.out.push_back(Action::Lose { cmd, reason });
-                Ok(())
-            }
-            Resolved::Reprepare(_) if code == com::STMT_CLOSE => {
-                if let Some(k) = stmt_key {
-                    self.stmts.remove(&k);
-                }
-                self.done(&q.rec);
-                self.out.push_back(Action::Skip {
-                    seq: q.rec.seq,
-                    code,
-                    reason: SkipReason::NothingToSend,
-                });
-                Ok(())
-            }
-            Resolved::Reprepare(id) if q.reprepared => {
-                let cmd = self.info(&q.rec, Some(id));
-                self.done(&q.rec);
-                self.out.push_back(Action::Lose {
-                    cmd,
-                    reason: LoseReason::PrepareFailed,
-                });
-                Ok(())
-            }
-            Resolved::Reprepare(id) => {
-                self.ensure_connected();
-                let pipelined = self.pipelined(&q.rec);
-                let Some(s) = self.stmts.get_mut(&id) else {
-                    return Ok(());
-                };
-                s.test = TestStmt::Pending;
-                let mut p = Vec::with_capacity(1 + s.sql.len());
-                p.push(com::STMT_PREPARE);
-                p.extend_from_slice(&s.sql);
-                let gen = s.gen;
-                self.outstanding.push_back(Outstanding::Prepare {
-                    prod_id: Some(id),
-                    gen,
-                    epoch: self.epoch,
-                });
-                self.test_last_prepare = None;
-                self.out.push_back(Action::Send(SendPlan {
-                    payload: Bytes::from(p),
-                    expects_response: true,
-                    pipelined,
-                    local_infile: None,
-                    origin: Origin::Synthetic(Synthetic::Reprepare { for_seq: q.rec.seq }),
-                }));
-                q.reprepared = true;
-                Err(q)
-            }
-            Resolved::Id(test_id) => {
-                let Some(payload) = rewrite::with_stmt_id(&payload, test_id) else {
-                    return Ok(());
-                };
-                let rec = q.rec;
-                self.send(&rec, payload, stmt_key, None);
-                if code == com::STMT_CLOSE {
-                    if let Some(k) = stmt_key {
-                        if let Some(TestStmt::Known(t)) = self.stmts.remove(&k).map(|s| s.test) {
-                            if self.closed.len() >= CLOSED_MAX {
-                                self.closed.clear();
-                            }
-                            self.closed.insert(k, t);
-                        }
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Where the SQL text starts in a COM_QUERY payload (after query attributes, if negotiated).
-fn query_sql_at(payload: &[u8], caps: Option<u32>) -> usize {
-    if caps.unwrap_or(0) & QUERY_ATTRIBUTES == 0 {
-        return 1;
-    }
-    // With attributes the text is the tail; the decoder's text is what the adapter appended.
-    // ADAPTER: the rebuilt payload ends with the SQL; find it by parsing the attribute block.
-    attr_block_end(payload).unwrap_or(payload.len())
-}
-
-/// End of the query-attribute block of a COM_QUERY payload.
-fn attr_block_end(payload: &[u8]) -> Option<usize> {
-    use mrte_capture::mysql::value::{read_value, Reader};
-    let mut r = Reader::new(payload.get(1..)?);
-    let n = r.lenenc_int("count").ok()?;
-    r.lenenc_int("sets").ok()?;
-    if n > 0 {
-        let n = usize::try_from(n).ok().filter(|&n| n <= payload.len())?;
-        let bitmap = r.take(n.div_ceil(8), "bitmap").ok()?.to_vec();
-        if r.u8("bound").ok()? != 1 {
-            return None;
-        }
-        let mut meta = Vec::with_capacity(n);
-        for _ in 0..n {
-            let ty = r.u8("type").ok()?;
-            let fl = r.u8("flags").ok()?;
-            r.lenenc_bytes("name").ok()?;
-            meta.push((ty, fl & 0x80 != 0));
-        }
-        for (i, (ty, unsigned)) in meta.into_iter().enumerate() {
-            if bitmap[i / 8] & (1 << (i % 8)) == 0 {
-                read_value(&mut r, ty, unsigned).ok()?;
-            }
-        }
-    }
-    Some(payload.len() - r.remaining())
-}
-
-fn close_orphan(test_id: u32) -> Action {
-    let mut p = vec![com::STMT_CLOSE];
-    p.extend_from_slice(&test_id.to_le_bytes());
-    Action::Send(SendPlan {
-        payload: Bytes::from(p),
-        expects_response: false,
-        pipelined: true,
-        local_infile: None,
-        origin: Origin::Synthetic(Synthetic::CloseOrphan),
-    })
 }

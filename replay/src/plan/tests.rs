@@ -12,6 +12,8 @@ use mrte_capture::pipeline::{Pipeline, PipelineConfig};
 
 use super::*;
 use crate::filter::Filters;
+use crate::target::TargetDsn;
+use mrte_capture::event::Response;
 
 fn cfg() -> PlanConfig {
     PlanConfig::new(TargetDsn::parse_no_env("mysql://tester:pw@127.0.0.1:3307/testdb").unwrap())
@@ -189,7 +191,7 @@ fn minus_one_is_mapped_when_the_test_side_prepared_something_else_since() {
     p.handle_command(prepare(0, 10, 11, "select 1", 5));
     drain(&mut p);
     p.handle_response(ResponseStatus::Ok, Some(&prepare_ok(70)));
-    p.handle_connection_lost(LoseReason::ConnectionLost);
+    assert!(p.handle_connection_lost().is_empty());
     p.handle_command(execute(1, 20, 21, LAST_PREPARED));
     let a = drain(&mut p);
     assert!(matches!(a[0], Action::Reconnect(_)), "{a:?}");
@@ -388,12 +390,10 @@ fn lost_connection_loses_what_was_planned_and_not_yet_taken() {
     let mut p = planner_with(cfg());
     p.handle_command(query(0, 10, b"select 1"));
     assert!(matches!(p.poll_action(), Some(Action::Connect(_))));
-    p.handle_connection_lost(LoseReason::ConnectFailed);
-    let a = drain(&mut p);
-    assert!(
-        matches!(&a[..], [Action::Lose { reason: LoseReason::ConnectFailed, cmd }] if cmd.seq == 0),
-        "{a:?}"
-    );
+    let back = p.handle_connection_lost();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].seq, 0);
+    assert_eq!(drain(&mut p), []);
     p.handle_command(query(1, 20, b"select 2"));
     let a = drain(&mut p);
     assert!(matches!(a[0], Action::Reconnect(_)));

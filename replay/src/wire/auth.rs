@@ -647,7 +647,9 @@ impl Handshake {
     pub fn on_tls_ready(&mut self) -> Result<Step, WireError> {
         match self.state {
             HsState::Tls { seq } => self.respond(seq),
-            _ => Err(WireError::Protocol("TLS ready outside the handshake".into())),
+            _ => Err(WireError::Protocol(
+                "TLS ready outside the handshake".into(),
+            )),
         }
     }
 }

@@ -108,7 +108,10 @@ fn negotiation_masks_and_strips() {
     let p = params("x");
     let (c, e) = negotiate(&p, MARIADB_CAPS & !COMPRESS, 0x1f, false);
     assert_eq!(c & (SSL | COMPRESS | LONG_PASSWORD), 0);
-    assert_ne!(c & (DEPRECATE_EOF | MULTI_STATEMENTS | CONNECT_WITH_DB | CONNECT_ATTRS), 0);
+    assert_ne!(
+        c & (DEPRECATE_EOF | MULTI_STATEMENTS | CONNECT_WITH_DB | CONNECT_ATTRS),
+        0
+    );
     assert_eq!(e, MARIADB_BULK, "progress and cached metadata stripped");
     // A MySQL server (CLIENT_MYSQL set): no extended caps, LONG_PASSWORD kept.
     let (c, e) = negotiate(&p, 0xffff_ffff, 0x1f, true);
@@ -176,7 +179,10 @@ fn unknown_plugin_has_its_own_error() {
 fn openssl_decrypt(ct: &[u8]) -> Option<Vec<u8>> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/src/wire/testdata/rsa_test_key.pem");
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/wire/testdata/rsa_test_key.pem"
+    );
     let mut child = Command::new("openssl")
         .args(["pkeyutl", "-decrypt", "-inkey", key])
         .args(["-pkeyopt", "rsa_padding_mode:oaep"])
@@ -248,7 +254,10 @@ fn caching_sha2_full_auth_over_tls_is_cleartext() {
         panic!("{step:?}")
     };
     assert_eq!(payload.len(), 32);
-    assert_ne!(u32::from_le_bytes(payload[..4].try_into().unwrap()) & SSL, 0);
+    assert_ne!(
+        u32::from_le_bytes(payload[..4].try_into().unwrap()) & SSL,
+        0
+    );
     let (seq, _) = send(hs.on_tls_ready().unwrap());
     assert_eq!(seq, 2);
     assert_eq!(
@@ -296,7 +305,10 @@ fn bad_rsa_key_is_a_plugin_error() {
 
 #[test]
 fn ssl_modes() {
-    assert_eq!(SslMode::from_dsn("mysql://a@h/db").unwrap(), SslMode::Disabled);
+    assert_eq!(
+        SslMode::from_dsn("mysql://a@h/db").unwrap(),
+        SslMode::Disabled
+    );
     assert_eq!(
         SslMode::from_dsn("mysql://a@h/db?x=1&ssl-mode=REQUIRED").unwrap(),
         SslMode::Required
@@ -305,7 +317,10 @@ fn ssl_modes() {
     let mut p = params("x");
     p.ssl_mode = SslMode::Required;
     let mut hs = Handshake::new(p.clone(), true);
-    let e = hs.on_packet(0, &greeting("mysql_native_password", MARIADB_CAPS & !SSL, 0));
+    let e = hs.on_packet(
+        0,
+        &greeting("mysql_native_password", MARIADB_CAPS & !SSL, 0),
+    );
     assert!(matches!(e, Err(WireError::TlsUnavailable(_))));
     let mut hs = Handshake::new(p, false);
     let e = hs.on_packet(0, &greeting("mysql_native_password", MARIADB_CAPS | SSL, 0));
@@ -320,8 +335,17 @@ fn change_user_payload() {
         ..ServerInfo::default()
     };
     let caps = SECURE_CONNECTION | PLUGIN_AUTH | PROTOCOL_41;
-    let (p, mut x) = change_user(&server, caps, 45, "app", "secret-pw", Some("db2"), &[], false)
-        .unwrap();
+    let (p, mut x) = change_user(
+        &server,
+        caps,
+        45,
+        "app",
+        "secret-pw",
+        Some("db2"),
+        &[],
+        false,
+    )
+    .unwrap();
     let mut want = vec![0x11];
     want.extend_from_slice(b"app\0\x14");
     want.extend_from_slice(&hex(NATIVE));

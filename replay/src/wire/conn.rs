@@ -48,7 +48,10 @@ pub struct WireConn {
 
 impl WireConn {
     /// Connect and log in.
-    pub async fn connect(addr: impl ToSocketAddrs, params: ConnectParams) -> Result<Self, WireError> {
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        params: ConnectParams,
+    ) -> Result<Self, WireError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut c = Self {

@@ -267,7 +267,12 @@ impl PacketWriter {
         Ok((seq, r?))
     }
 
-    fn compress(&mut self, mut comp_seq: u8, plain: &[u8], out: &mut Vec<u8>) -> Result<u8, WireError> {
+    fn compress(
+        &mut self,
+        mut comp_seq: u8,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<u8, WireError> {
         for chunk in plain.chunks(MAX_CHUNK) {
             let hdr = out.len();
             out.extend_from_slice(&[0; 7]);
@@ -400,7 +405,8 @@ mod tests {
         let mut w = PacketWriter::new();
         w.set_compressed();
         let mut out = Vec::new();
-        let long = b"SELECT 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'".to_vec();
+        let long =
+            b"SELECT 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'".to_vec();
         let (s, c) = w.write(0, 0, &long, &mut out).unwrap();
         assert_eq!((s, c), (1, 1));
         let (s, c) = w.write(0, c, b"\x0e", &mut out).unwrap();

@@ -89,7 +89,10 @@ pub fn column_def_tail(def: &[u8]) -> &[u8] {
 pub fn lenenc(b: &[u8]) -> Option<(u64, usize)> {
     match *b.first()? {
         n @ 0..=0xfa => Some((u64::from(n), 1)),
-        0xfc => Some((u64::from(u16::from_le_bytes(b.get(1..3)?.try_into().ok()?)), 3)),
+        0xfc => Some((
+            u64::from(u16::from_le_bytes(b.get(1..3)?.try_into().ok()?)),
+            3,
+        )),
         0xfd => {
             let v = b.get(1..4)?;
             Some((
@@ -245,8 +248,12 @@ impl ResponseReader {
         let (aff, u1) = lenenc(b).ok_or_else(|| proto("OK: affected rows"))?;
         let (id, u2) = lenenc(&b[u1..]).ok_or_else(|| proto("OK: insert id"))?;
         let rest = &b[u1 + u2..];
-        let st = rest.get(..2).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
-        let w = rest.get(2..4).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
+        let st = rest
+            .get(..2)
+            .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
+        let w = rest
+            .get(2..4)
+            .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
         self.reply.affected = self.reply.affected.saturating_add(aff);
         self.reply.last_insert_id = id;
         self.reply.server_status = st;
@@ -318,7 +325,8 @@ impl ResponseReader {
                         return Err(proto("bad column count packet"));
                     }
                     self.reply.result_sets += 1;
-                    self.reply.meta_hash = xxh3_64_with_seed(&n.to_le_bytes(), self.reply.meta_hash);
+                    self.reply.meta_hash =
+                        xxh3_64_with_seed(&n.to_le_bytes(), self.reply.meta_hash);
                     self.st = St::Columns(n);
                     Ok(Feed::More)
                 }

@@ -35,7 +35,12 @@ fn row(vals: &[&str]) -> Vec<u8> {
 }
 
 /// A text result set: column count, defs, [EOF], rows, terminator.
-fn result_set(schema: &str, rows: &[&[&str]], deprecate_eof: bool, last_status: u16) -> Vec<Vec<u8>> {
+fn result_set(
+    schema: &str,
+    rows: &[&[&str]],
+    deprecate_eof: bool,
+    last_status: u16,
+) -> Vec<Vec<u8>> {
     let mut v = vec![vec![2], def(schema, "t", "id"), def(schema, "t", "c")];
     if !deprecate_eof {
         v.push(eof(2));
@@ -76,10 +81,18 @@ fn result_sets_with_and_without_deprecate_eof_hash_alike() {
         let same = run(Expect::Results, dep, &result_set("other_db", rows, dep, 2));
         assert_eq!(same.hash, r.hash);
         assert_eq!(same.meta_hash, r.meta_hash, "schema names are not hashed");
-        let swapped = run(Expect::Results, dep, &result_set("db1", &[rows[1], rows[0]], dep, 2));
+        let swapped = run(
+            Expect::Results,
+            dep,
+            &result_set("db1", &[rows[1], rows[0]], dep, 2),
+        );
         assert_ne!(swapped.hash.ordered, r.hash.ordered);
         assert_eq!(swapped.hash.unordered, r.hash.unordered);
-        let changed = run(Expect::Results, dep, &result_set("db1", &[&["1", "a"], &["2", "B"]], dep, 2));
+        let changed = run(
+            Expect::Results,
+            dep,
+            &result_set("db1", &[&["1", "a"], &["2", "B"]], dep, 2),
+        );
         assert_ne!(changed.hash.ordered, r.hash.ordered);
         assert_ne!(changed.hash.unordered, r.hash.unordered);
     }
@@ -103,7 +116,11 @@ fn err_mid_result_set_and_at_start() {
     assert_eq!(r.rows, 1);
     assert_eq!(r.status, ResponseStatus::Err);
     assert_eq!(r.error, Some((1146, "boom".to_string())));
-    let r = run(Expect::Status, false, &[b"\xff\x19\x04#42000Unknown database 'x'".to_vec()]);
+    let r = run(
+        Expect::Status,
+        false,
+        &[b"\xff\x19\x04#42000Unknown database 'x'".to_vec()],
+    );
     assert_eq!(r.error.unwrap().0, 1049);
 }
 
@@ -111,7 +128,10 @@ fn err_mid_result_set_and_at_start() {
 fn local_infile_request_then_ok() {
     let mut r = ResponseReader::new(Expect::Results, false);
     assert_eq!(r.feed(b"\xfb/tmp/data.csv").unwrap(), Feed::LocalInfile);
-    assert_eq!(r.reply().local_infile.as_deref(), Some(&b"/tmp/data.csv"[..]));
+    assert_eq!(
+        r.reply().local_infile.as_deref(),
+        Some(&b"/tmp/data.csv"[..])
+    );
     assert_eq!(r.feed(&ok_pkt(0, 5, 2)).unwrap(), Feed::Done);
     assert_eq!(r.into_reply().affected, 5);
 }
@@ -120,15 +140,30 @@ fn local_infile_request_then_ok() {
 fn prepare_ok_with_definitions() {
     // stmt 7, 2 columns, 1 param.
     let pok = vec![0, 7, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0];
-    let with_eof = vec![pok.clone(), def("", "", "?"), eof(2), def("d", "t", "id"), def("d", "t", "c"), eof(2)];
+    let with_eof = vec![
+        pok.clone(),
+        def("", "", "?"),
+        eof(2),
+        def("d", "t", "id"),
+        def("d", "t", "c"),
+        eof(2),
+    ];
     let r = run(Expect::Prepare, false, &with_eof);
     let p = r.prepare.clone().unwrap();
     assert_eq!((p.stmt_id, p.num_columns, p.num_params), (7, 2, 1));
     assert_eq!(r.columns, 2);
-    let no_eof = vec![pok, def("", "", "?"), def("d", "t", "id"), def("d", "t", "c")];
+    let no_eof = vec![
+        pok,
+        def("", "", "?"),
+        def("d", "t", "id"),
+        def("d", "t", "c"),
+    ];
     assert_eq!(run(Expect::Prepare, true, &no_eof).prepare, r.prepare);
     let none = vec![vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]];
-    assert_eq!(run(Expect::Prepare, false, &none).prepare.unwrap().stmt_id, 1);
+    assert_eq!(
+        run(Expect::Prepare, false, &none).prepare.unwrap().stmt_id,
+        1
+    );
 }
 
 #[test]
@@ -142,19 +177,34 @@ fn binary_rows_cursor_and_fetch() {
     let r = run(Expect::Fetch, false, &p);
     assert_eq!(r.rows, 2);
     // Binary result set under DEPRECATE_EOF.
-    let p = vec![vec![1], def("d", "t", "id"), vec![0, 0, 9, 0, 0, 0], ok_pkt(0xfe, 0, 2)];
+    let p = vec![
+        vec![1],
+        def("d", "t", "id"),
+        vec![0, 0, 9, 0, 0, 0],
+        ok_pkt(0xfe, 0, 2),
+    ];
     assert_eq!(run(Expect::Results, true, &p).rows, 1);
 }
 
 #[test]
 fn field_list_statistics_status_and_nothing() {
-    let r = run(Expect::FieldList, false, &[def("d", "t", "id"), def("d", "t", "c"), eof(2)]);
+    let r = run(
+        Expect::FieldList,
+        false,
+        &[def("d", "t", "id"), def("d", "t", "c"), eof(2)],
+    );
     assert_eq!(r.columns, 2);
     let r = run(Expect::Text, false, &[b"Uptime: 5  Threads: 1".to_vec()]);
     assert_eq!(r.text.as_deref(), Some("Uptime: 5  Threads: 1"));
     // SET_OPTION answers EOF without DEPRECATE_EOF.
-    assert_eq!(run(Expect::Status, false, &[eof(2)]).status, ResponseStatus::Ok);
-    assert_eq!(run(Expect::Status, false, &[ok_pkt(0, 0, 2)]).status, ResponseStatus::Ok);
+    assert_eq!(
+        run(Expect::Status, false, &[eof(2)]).status,
+        ResponseStatus::Ok
+    );
+    assert_eq!(
+        run(Expect::Status, false, &[ok_pkt(0, 0, 2)]).status,
+        ResponseStatus::Ok
+    );
     let r = ResponseReader::new(Expect::Nothing, false);
     assert!(r.is_done());
     assert_eq!(r.into_reply().status, ResponseStatus::None);
