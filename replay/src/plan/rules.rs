@@ -77,9 +77,7 @@ impl Planner {
         {
             Ok(c) => c,
             Err(reason) => {
-                let cmd = self.info(&q.rec, None);
-                self.done(&q.rec);
-                self.out.push_back(Action::Lose { cmd, reason });
+                self.lose(&q.rec, None, reason);
                 return Ok(());
             }
         };
@@ -109,6 +107,9 @@ impl Planner {
     fn skip_rule(&mut self, rec: &CommandRecord, code: u8) -> Option<SkipReason> {
         if rec.flags.too_large {
             return Some(SkipReason::TooLarge);
+        }
+        if matches!(rec.command, Command::Unknown { .. }) {
+            return Some(SkipReason::UnknownCommand);
         }
         let f = &self.cfg.filters;
         if !matches!(code, com::QUIT | com::INIT_DB | com::STMT_CLOSE) {
@@ -173,6 +174,13 @@ impl Planner {
                 },
             );
         }
+    }
+
+    /// Lose a captured command for `reason`.
+    fn lose(&mut self, rec: &CommandRecord, stmt: Option<u32>, reason: LoseReason) {
+        let cmd = self.info(rec, stmt);
+        self.done(rec);
+        self.out.push_back(Action::Lose { cmd, reason });
     }
 
     /// Bookkeeping once a captured command is planned (whatever the plan).
@@ -293,6 +301,7 @@ impl Planner {
 
     fn plan_change_user(&mut self, rec: &CommandRecord) {
         let Command::ChangeUser { user, db, .. } = &rec.command else {
+            self.lose(rec, None, LoseReason::PayloadUnavailable);
             return;
         };
         let (tu, tp) = self.credentials(Some(user));
@@ -408,12 +417,7 @@ impl Planner {
     fn plan_stmt(&mut self, mut q: Queued, payload: Bytes) -> Result<(), Queued> {
         let code = q.rec.command.code();
         let Some(prod_id) = rewrite::stmt_id(&payload) else {
-            let cmd = self.info(&q.rec, None);
-            self.done(&q.rec);
-            self.out.push_back(Action::Lose {
-                cmd,
-                reason: LoseReason::PayloadUnavailable,
-            });
+            self.lose(&q.rec, None, LoseReason::PayloadUnavailable);
             return Ok(());
         };
         let resolved = self.resolve(prod_id);
@@ -439,9 +443,7 @@ impl Planner {
                 Ok(())
             }
             Resolved::Lose(reason) => {
-                let cmd = self.info(&q.rec, None);
-                self.done(&q.rec);
-                self.out.push_back(Action::Lose { cmd, reason });
+                self.lose(&q.rec, None, reason);
                 Ok(())
             }
             Resolved::Reprepare(_) if code == com::STMT_CLOSE => {
@@ -457,18 +459,14 @@ impl Planner {
                 Ok(())
             }
             Resolved::Reprepare(id) if q.reprepared => {
-                let cmd = self.info(&q.rec, Some(id));
-                self.done(&q.rec);
-                self.out.push_back(Action::Lose {
-                    cmd,
-                    reason: LoseReason::PrepareFailed,
-                });
+                self.lose(&q.rec, Some(id), LoseReason::PrepareFailed);
                 Ok(())
             }
             Resolved::Reprepare(id) => {
                 self.ensure_connected();
                 let pipelined = self.pipelined(&q.rec);
                 let Some(s) = self.stmts.get_mut(&id) else {
+                    self.lose(&q.rec, None, LoseReason::UnknownStatement);
                     return Ok(());
                 };
                 s.test = TestStmt::Pending;
@@ -494,6 +492,7 @@ impl Planner {
             }
             Resolved::Id(test_id) => {
                 let Some(payload) = rewrite::with_stmt_id(&payload, test_id) else {
+                    self.lose(&q.rec, None, LoseReason::PayloadUnavailable);
                     return Ok(());
                 };
                 let rec = q.rec;
