@@ -22,7 +22,12 @@
 //!   while the test connection's last PREPARE is the one it refers to, so PREPARE + EXECUTE(-1)
 //!   pipelines as prod did.
 //! - After a reconnect, a statement is prepared again from its remembered text before its next
-//!   use (as the engine does); a PREPARE answer for a statement gone meanwhile is closed.
+//!   use (as the engine does); a PREPARE answer for a statement gone meanwhile is closed. A
+//!   statement the client closed keeps its test id: using it again gets the test server's own
+//!   answer to the same mistake (ids are never reused on a connection).
+//! - LOAD DATA LOCAL INFILE goes with the file bytes prod's client sent
+//!   ([`SendPlan::local_infile`]: the executor uploads them when the server asks, inside the
+//!   response, so they ride with the send rather than as an action of their own).
 //!
 //! # Contract with the executor
 //! Poll until `None`. Each [`Action::Send`] with `expects_response` gets exactly one
@@ -34,7 +39,10 @@
 //!
 //! # What it does not do
 //! Pacing, timeouts, reconnect backoff, prod processlist look-ups (the executor's; see
-//! [`Planner::needs_identity`]), response comparison, counting.
+//! [`Planner::needs_identity`]), response comparison, counting. It has no timers, so it takes
+//! no clock. `USE` is rewritten only as the first statement of a text; schema names inside
+//! other SQL (`db.table`) are not. The login's collation is not in the capture yet
+//! ([`ConnectPlan::collation`] is `None`: the executor's default).
 
 mod action;
 mod adapter;

@@ -832,3 +832,22 @@ proptest::proptest! {
         proptest::prop_assert_eq!(fates, (0..n).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn use_after_query_attributes_is_mapped_and_attributes_kept() {
+    let mut c = cfg();
+    c.identities.add_db_map("prod=test").unwrap();
+    let mut p = Planner::new(Arc::new(c), &open(false));
+    let mut l = login("app", None);
+    l.capabilities |= 1 << 27;
+    p.handle_event(SessionEvent::Login(Box::new(l)));
+    // One attribute `a` = "x" (VAR_STRING), then the statement.
+    let attrs: &[u8] = &[1, 1, 0, 1, 253, 0, 1, b'a', 1, b'x'];
+    let payload = Bytes::from([&[3u8][..], attrs, b"USE prod"].concat());
+    p.handle_command_raw(query(0, 10, b"USE prod"), payload, None);
+    let a = drain(&mut p);
+    assert_eq!(
+        &sends(&a)[0].payload[..],
+        &[&[3u8][..], attrs, b"USE test"].concat()[..]
+    );
+}
