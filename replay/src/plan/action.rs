@@ -198,7 +198,8 @@ pub enum Action {
     Send(SendPlan),
     /// Re-authenticate (COM_CHANGE_USER); needs no command outstanding.
     ChangeUser(ChangeUserPlan),
-    /// Close the test connection (after QUIT, or the captured session ended).
+    /// Close the test connection once its outstanding responses are read (after QUIT, or the
+    /// captured session ended).
     Disconnect,
     /// A captured command that is not replayed.
     Skip {

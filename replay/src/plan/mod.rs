@@ -33,7 +33,8 @@
 //! Poll until `None`. Each [`Action::Send`] with `expects_response` gets exactly one
 //! [`Planner::handle_response`], in send order, unless [`Planner::handle_connection_lost`] is
 //! called first (it forgets every outstanding response and hands back the commands planned but
-//! not polled). A failed connect is a lost connection.
+//! not polled). A failed connect, and a connection the executor closes itself (idle timeout), are
+//! lost connections.
 //! [`Action::ChangeUser`]'s reply is the executor's alone. When `poll_action` gives `None` and
 //! [`Planner::is_waiting`], read a response; otherwise feed the next event.
 //!
