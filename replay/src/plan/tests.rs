@@ -851,3 +851,35 @@ fn use_after_query_attributes_is_mapped_and_attributes_kept() {
         &[&[3u8][..], attrs, b"USE test"].concat()[..]
     );
 }
+
+#[test]
+fn commands_mysql_async_could_not_send_go_as_captured() {
+    let mut p = planner_with(cfg());
+    let cmds = [
+        Command::FieldList {
+            table: "t".into(),
+            wildcard: "%".into(),
+        },
+        Command::SetOption { option: 1 },
+        Command::Statistics,
+        Command::Ping,
+        Command::Other { code: 0x0a },
+    ];
+    let want: [&[u8]; 5] = [b"\x04t\x00%", &[0x1b, 1, 0], &[0x09], &[0x0e], &[0x0a]];
+    for (i, c) in cmds.into_iter().enumerate() {
+        p.handle_command(rec(i as u64, 10 * i as u64, Some(10 * i as u64 + 1), c));
+    }
+    p.handle_command(query(5, 60, b"KILL 12"));
+    let a = drain(&mut p);
+    let s = sends(&a);
+    let got: Vec<&[u8]> = s.iter().map(|s| &s.payload[..]).collect();
+    assert_eq!(got, want);
+    assert!(s.iter().all(|s| s.expects_response));
+    assert!(matches!(
+        a.last(),
+        Some(Action::Skip {
+            reason: SkipReason::Dangerous,
+            ..
+        })
+    ));
+}
