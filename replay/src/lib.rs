@@ -15,6 +15,7 @@ pub mod compare;
 pub mod engine;
 pub mod filter;
 pub mod pacing;
+pub mod plan;
 pub mod report;
 pub mod resilience;
 pub mod target;
