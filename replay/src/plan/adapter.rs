@@ -1,7 +1,6 @@
-//! ADAPTER, to be removed when `CommandRecord` carries the captured raw payload (the decoder
-//! work, issue 9 item 3): rebuilds a command's payload from today's decoded fields, so the
-//! planner can work on payload bytes now. Only [`captured`] is called by the planner; switch it
-//! to the record's own payload (and LOCAL INFILE bytes) and delete the rest of this file.
+//! A command's payload for the planner: the record's raw payload and LOCAL INFILE bytes as
+//! captured; for a record without them (built by hand, or by a source that does not keep them)
+//! the payload is rebuilt from the decoded fields.
 //!
 //! What the rebuild cannot give back exactly: COM_STMT_EXECUTE parameters that were not decoded
 //! (`params_unknown`), parameter types are re-sent on every execute, query attribute types are
@@ -14,8 +13,7 @@ use mrte_capture::mysql::value::{types, write_lenenc, write_value};
 
 use super::LoseReason;
 
-/// CLIENT_QUERY_ATTRIBUTES.
-const QUERY_ATTRIBUTES: u32 = 1 << 27;
+use mrte_capture::mysql::consts::caps::QUERY_ATTRIBUTES;
 
 /// What the capture gives the planner for one command: its payload (command byte first) and,
 /// for a LOAD DATA LOCAL INFILE, the file bytes prod's client sent.
@@ -27,10 +25,15 @@ pub(crate) struct Captured {
 
 /// The captured payload of `rec` under the session's capabilities `caps`.
 pub(crate) fn captured(rec: &CommandRecord, caps: u32) -> Result<Captured, LoseReason> {
+    if !rec.raw.is_empty() {
+        return Ok(Captured {
+            payload: rec.raw.clone(),
+            local_infile: rec.infile.clone(),
+        });
+    }
     Ok(Captured {
         payload: Bytes::from(rebuild(&rec.command, caps)?),
-        // The file bytes are not in today's CommandRecord.
-        local_infile: None,
+        local_infile: rec.infile.clone(),
     })
 }
 

@@ -67,32 +67,9 @@ pub use action::{
     Synthetic,
 };
 
-/// Command bytes the planner treats specially (names as in capture's coming `mysql::consts::com`,
-/// which replaces this list once merged).
-mod com {
-    pub const QUIT: u8 = 0x01;
-    pub const INIT_DB: u8 = 0x02;
-    pub const QUERY: u8 = 0x03;
-    pub const CREATE_DB: u8 = 0x05;
-    pub const DROP_DB: u8 = 0x06;
-    pub const SHUTDOWN: u8 = 0x08;
-    pub const PROCESS_KILL: u8 = 0x0c;
-    pub const CHANGE_USER: u8 = 0x11;
-    pub const BINLOG_DUMP: u8 = 0x12;
-    pub const REGISTER_SLAVE: u8 = 0x15;
-    pub const STMT_PREPARE: u8 = 0x16;
-    pub const STMT_EXECUTE: u8 = 0x17;
-    pub const STMT_SEND_LONG_DATA: u8 = 0x18;
-    pub const STMT_CLOSE: u8 = 0x19;
-    pub const STMT_RESET: u8 = 0x1a;
-    pub const STMT_FETCH: u8 = 0x1c;
-    pub const BINLOG_DUMP_GTID: u8 = 0x1e;
-    pub const RESET_CONNECTION: u8 = 0x1f;
-    pub const STMT_BULK_EXECUTE: u8 = 0xfa;
-}
+use mrte_capture::mysql::consts::com;
 
-/// CLIENT_QUERY_ATTRIBUTES.
-const QUERY_ATTRIBUTES: u32 = 1 << 27;
+use mrte_capture::mysql::consts::caps::QUERY_ATTRIBUTES;
 /// MariaDB's "last prepared statement" id.
 const LAST_PREPARED: u32 = u32::MAX;
 

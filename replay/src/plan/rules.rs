@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mrte_capture::event::{command_name, Command, CommandRecord, ResponseStatus};
 use mrte_capture::fingerprint::fingerprint_id;
+use mrte_capture::mysql::consts::has_no_response;
 
 use super::*;
 use crate::classify::{classify_command_code, StatementClass};
@@ -238,8 +239,7 @@ impl Planner {
         infile: Option<Bytes>,
     ) {
         let code = rec.command.code();
-        let expects_response =
-            !matches!(code, com::QUIT | com::STMT_CLOSE | com::STMT_SEND_LONG_DATA);
+        let expects_response = !has_no_response(code);
         if expects_response {
             self.outstanding.push_back(Outstanding::Other);
         }

@@ -69,6 +69,8 @@ fn rec(seq: u64, ts: u64, end: Option<u64>, command: Command) -> Box<CommandReco
         db: None,
         user: None,
         flags: CommandFlags::default(),
+        raw: Bytes::new(),
+        infile: None,
     })
 }
 
