@@ -117,8 +117,6 @@ struct LastPrepare {
 #[derive(Debug)]
 struct Queued {
     rec: Box<CommandRecord>,
-    /// Given by the caller; else rebuilt by the adapter.
-    captured: Option<adapter::Captured>,
     /// A re-PREPARE was already planned for it.
     reprepared: bool,
 }
@@ -231,36 +229,13 @@ impl Planner {
         }
     }
 
-    /// Feed the session's next command (its payload rebuilt from the decoded fields until the
-    /// record carries the raw one).
+    /// Feed the session's next command.
     pub fn handle_command(&mut self, rec: Box<CommandRecord>) {
-        self.queue(rec, None);
-    }
-
-    /// Feed the session's next command with its captured payload (command byte first) and, for
-    /// a LOAD DATA LOCAL INFILE, the file bytes prod's client sent.
-    pub fn handle_command_raw(
-        &mut self,
-        rec: Box<CommandRecord>,
-        payload: Bytes,
-        local_infile: Option<Bytes>,
-    ) {
-        self.queue(
-            rec,
-            Some(adapter::Captured {
-                payload,
-                local_infile,
-            }),
-        );
-    }
-
-    fn queue(&mut self, rec: Box<CommandRecord>, captured: Option<adapter::Captured>) {
         if self.incoming.is_empty() {
             self.absorb_identity(&rec);
         }
         self.incoming.push_back(Item::Command(Queued {
             rec,
-            captured,
             reprepared: false,
         }));
     }

@@ -54,7 +54,7 @@ impl Planner {
         }
     }
 
-    pub(super) fn plan(&mut self, mut q: Queued) -> Result<(), Queued> {
+    pub(super) fn plan(&mut self, q: Queued) -> Result<(), Queued> {
         self.absorb_identity(&q.rec);
         self.facts = None;
         let rec = &q.rec;
@@ -71,11 +71,7 @@ impl Planner {
             });
             return Ok(());
         }
-        let captured = match q
-            .captured
-            .take()
-            .map_or_else(|| adapter::captured(rec, caps), Ok)
-        {
+        let captured = match adapter::captured(rec, caps) {
             Ok(c) => c,
             Err(reason) => {
                 self.lose(&q.rec, None, reason);

@@ -326,7 +326,9 @@ fn local_infile_data_goes_with_the_query() {
         ]
         .concat(),
     );
-    p.handle_command_raw(r, payload.clone(), Some(Bytes::from_static(b"1,a\n2,b\n")));
+    r.raw = payload.clone();
+    r.infile = Some(Bytes::from_static(b"1,a\n2,b\n"));
+    p.handle_command(r);
     let a = drain(&mut p);
     let s = sends(&a);
     assert_eq!(s[0].payload, payload);
@@ -447,7 +449,9 @@ fn use_after_query_attributes_is_mapped_and_attributes_kept() {
     // One attribute `a` = "x" (VAR_STRING), then the statement.
     let attrs: &[u8] = &[1, 1, 0, 1, 253, 0, 1, b'a', 1, b'x'];
     let payload = Bytes::from([&[3u8][..], attrs, b"USE prod"].concat());
-    p.handle_command_raw(query(0, 10, b"USE prod"), payload, None);
+    let mut r = query(0, 10, b"USE prod");
+    r.raw = payload;
+    p.handle_command(r);
     let a = drain(&mut p);
     assert_eq!(
         &sends(&a)[0].payload[..],
