@@ -21,7 +21,7 @@ pub enum LoseReason {
     UnknownStatement,
     /// Preparing the statement again on the test server failed.
     PrepareFailed,
-    /// The execute's parameters were not decoded (adapter only: no raw payload).
+    /// A record without its raw payload whose execute parameters were not decoded.
     ParamsUnknown,
     /// The command's payload is not in the capture.
     PayloadUnavailable,

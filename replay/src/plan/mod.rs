@@ -46,7 +46,7 @@
 //! ([`ConnectPlan::collation`] is `None`: the executor's default).
 
 mod action;
-mod adapter;
+mod payload;
 pub mod rewrite;
 mod rules;
 #[cfg(test)]

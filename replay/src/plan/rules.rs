@@ -71,7 +71,7 @@ impl Planner {
             });
             return Ok(());
         }
-        let captured = match adapter::captured(rec, caps) {
+        let captured = match payload::captured(rec, caps) {
             Ok(c) => c,
             Err(reason) => {
                 self.lose(&q.rec, None, reason);
@@ -251,7 +251,7 @@ impl Planner {
         }));
     }
 
-    fn plan_plain(&mut self, rec: &CommandRecord, code: u8, captured: adapter::Captured) {
+    fn plan_plain(&mut self, rec: &CommandRecord, code: u8, captured: payload::Captured) {
         let ids = &self.cfg.identities;
         let mut payload = captured.payload;
         match code {
@@ -514,8 +514,7 @@ fn query_sql_at(payload: &[u8], caps: Option<u32>) -> usize {
     if caps.unwrap_or(0) & QUERY_ATTRIBUTES == 0 {
         return 1;
     }
-    // With attributes the text is the tail; the decoder's text is what the adapter appended.
-    // ADAPTER: the rebuilt payload ends with the SQL; find it by parsing the attribute block.
+    // With attributes the text is what follows the attribute block.
     attr_block_end(payload).unwrap_or(payload.len())
 }
 
