@@ -149,6 +149,10 @@ pub struct ConnectPlan {
     pub capabilities: Option<u32>,
     /// The prod client's collation, when known.
     pub collation: Option<u16>,
+    /// MariaDB extended capability flags to ask for (the connection masks them to the
+    /// server's). The capture does not keep the prod client's yet: STMT_BULK_OPERATIONS, which
+    /// changes nothing but lets a captured COM_STMT_BULK_EXECUTE run.
+    pub mariadb_capabilities: u32,
 }
 
 impl fmt::Debug for ConnectPlan {
@@ -159,6 +163,7 @@ impl fmt::Debug for ConnectPlan {
             .field("db", &self.db)
             .field("capabilities", &self.capabilities)
             .field("collation", &self.collation)
+            .field("mariadb_capabilities", &self.mariadb_capabilities)
             .finish()
     }
 }

@@ -70,6 +70,8 @@ pub use action::{
 use mrte_capture::mysql::consts::com;
 
 use mrte_capture::mysql::consts::caps::QUERY_ATTRIBUTES;
+/// MARIADB_CLIENT_STMT_BULK_OPERATIONS (extended capabilities, bit 2).
+const MARIADB_STMT_BULK_OPERATIONS: u32 = 1 << 2;
 /// MariaDB's "last prepared statement" id.
 const LAST_PREPARED: u32 = u32::MAX;
 
@@ -404,6 +406,7 @@ impl Planner {
             db,
             capabilities: self.capabilities,
             collation: self.collation,
+            mariadb_capabilities: MARIADB_STMT_BULK_OPERATIONS,
         };
         self.out.push_back(if self.ever_connected {
             Action::Reconnect(plan)
