@@ -188,6 +188,12 @@ async fn replay(
 }
 
 async fn check_fixture(name: &str) {
+    check_fixture_mapped(name, &[]).await;
+}
+
+/// Replay fixture `name` with `--db-map` entries `map` (prod, test): the schema is loaded under
+/// the test names and the tables are checked there.
+async fn check_fixture_mapped(name: &str, map: &[(&str, &str)]) {
     let Some(db) = common::MariaDb::start(name) else {
         return;
     };
@@ -197,12 +203,18 @@ async fn check_fixture(name: &str) {
     .expect("truth parses");
     let t = &truth[name];
     let mut admin = common::admin(&db).await;
-    let schema = std::fs::read_to_string(fixtures().join(t["schema"].as_str().expect("schema")))
-        .expect("schema file");
+    let mut schema =
+        std::fs::read_to_string(fixtures().join(t["schema"].as_str().expect("schema")))
+            .expect("schema file");
+    let mut cfg = PlanConfig::new(TargetDsn::parse_no_env(&db.dsn(None)).expect("dsn"));
+    for (prod, test) in map {
+        schema = schema.replace(&format!("`{prod}`"), &format!("`{test}`"));
+        cfg.identities
+            .add_db_map(&format!("{prod}={test}"))
+            .expect("map");
+    }
     admin.query_drop(schema).await.expect("load schema");
-    let cfg = Arc::new(PlanConfig::new(
-        TargetDsn::parse_no_env(&db.dsn(None)).expect("dsn"),
-    ));
+    let cfg = Arc::new(cfg);
     let mut books = Books::default();
     for (open, events) in sessions(t["file"].as_str().expect("file")) {
         replay(db.port, cfg.clone(), open, events, &mut books).await;
@@ -220,6 +232,9 @@ async fn check_fixture(name: &str) {
         books.diverged
     );
     for (table, want) in t["tables"].as_object().expect("tables") {
+        let (tdb, tname) = table.split_once('.').expect("db.table");
+        let tdb = map.iter().find(|m| m.0 == tdb).map_or(tdb, |m| m.1);
+        let table = &format!("{tdb}.{tname}");
         let (_, sum): (String, Option<u64>) = admin
             .query_first(format!("CHECKSUM TABLE {table}"))
             .await
@@ -258,4 +273,13 @@ async fn pymysql_capture_replayed_leaves_prods_tables() {
 #[tokio::test]
 async fn mysqlconnector_capture_replayed_leaves_prods_tables() {
     check_fixture("mysqlconnector").await;
+}
+
+#[tokio::test]
+async fn pymysql_capture_replayed_under_db_map_fills_the_mapped_schemas() {
+    check_fixture_mapped(
+        "pymysql",
+        &[("drv_py", "drv_py_t"), ("drv_py_b", "drv_py_bt")],
+    )
+    .await;
 }
