@@ -343,6 +343,11 @@ fn serve_metrics(addr: &str, live: Arc<Live>) -> Result<()> {
     };
     let listener =
         std::net::TcpListener::bind(&addr).with_context(|| format!("--metrics {addr}"))?;
+    if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            "--metrics {addr} is reachable from other hosts (give a bare port for 127.0.0.1 only)"
+        );
+    }
     tracing::info!("Prometheus metrics on http://{addr}/metrics");
     std::thread::Builder::new().name("mrte-metrics".into()).spawn(move || {
         use std::io::{Read, Write};
