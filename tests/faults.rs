@@ -73,11 +73,19 @@ fn free_port() -> u16 {
 }
 
 fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics listening on 127.0.0.1");
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("write");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
+    let mut last = String::new();
+    for _ in 0..5 {
+        let mut s =
+            TcpStream::connect(("127.0.0.1", port)).expect("metrics listening on 127.0.0.1");
+        let mut body = String::new();
+        match write!(s, "GET {path} HTTP/1.0\r\n\r\n").and_then(|_| s.read_to_string(&mut body)) {
+            Ok(_) if body.starts_with("HTTP/1.1 200") => return body,
+            Ok(_) => last = body,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    last
 }
 
 /// SIGTERM to a slow `mrte replay`: it stops within seconds, writes its reports (0600), the books
