@@ -38,8 +38,8 @@ pub struct ReplayArgs {
     /// every 50..500 ms for as long as the run lasts).
     #[arg(long, value_name = "SECS")]
     pub reconnect_for: Option<f64>,
-    /// After a stop (signal, end of capture), keep replaying what is queued for at most SECS;
-    /// the rest is counted as skipped (shutdown).
+    /// After SIGINT/SIGTERM, keep replaying what is queued for at most SECS; the rest is counted
+    /// as skipped (shutdown). At the end of --duration/--count everything queued is replayed.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub drain_timeout: f64,
     /// Replay threads, each driving its share of the sessions (0: one thread for everything).
@@ -343,6 +343,11 @@ fn serve_metrics(addr: &str, live: Arc<Live>) -> Result<()> {
     };
     let listener =
         std::net::TcpListener::bind(&addr).with_context(|| format!("--metrics {addr}"))?;
+    if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            "--metrics {addr} is reachable from other hosts (give a bare port for 127.0.0.1 only)"
+        );
+    }
     tracing::info!("Prometheus metrics on http://{addr}/metrics");
     std::thread::Builder::new().name("mrte-metrics".into()).spawn(move || {
         use std::io::{Read, Write};
@@ -601,27 +606,22 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
     let done = Arc::new(AtomicBool::new(false));
     spawn_live_line(live.clone(), done.clone(), a.out.quiet);
     let rx = handle.sessions();
-    let stop = handle.stop_flag();
-    crate::cli::stop_on_sigint(stop.clone());
+    // A signal sets `signalled`; the capture thread below then stops the capture.
+    let signalled = Arc::new(AtomicBool::new(false));
+    crate::cli::stop_on_sigint(signalled.clone());
     let cmp2 = cmp.clone();
     let rt = runtime()?;
     let workers = Workers::start(a.replay.replay_threads)?;
     let engine = engine.with_workers(workers.handles.clone());
-    let capture_done = Arc::new(AtomicBool::new(false));
-    let signalled = Arc::new(AtomicBool::new(false));
-    let (stop2, done2, sig2) = (stop.clone(), capture_done.clone(), signalled.clone());
+    let sig2 = signalled.clone();
     let capture_thread = std::thread::spawn(move || {
-        while !handle.is_finished() && !stop2.load(Ordering::Acquire) {
+        while !handle.is_finished() && !sig2.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Set before `join` sets it too: a signal, not the end of --duration/--count.
-        sig2.store(stop2.load(Ordering::Acquire), Ordering::Release);
-        let r = handle.join();
-        done2.store(true, Ordering::Release);
-        r
+        handle.join()
     });
     let drain = secs("--drain-timeout", a.replay.drain_timeout)?;
-    let stop3 = stop.clone();
+    let sig3 = signalled.clone();
     let eng = rt.block_on(engine.run(
         rx,
         move |o| {
@@ -630,9 +630,10 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
             }
         },
         async move {
-            // Once capture has stopped, what is queued gets `drain` to replay; then the rest is
-            // counted as skipped (shutdown), so a slow or frozen target cannot hold the exit.
-            while !stop3.load(Ordering::Acquire) && !capture_done.load(Ordering::Acquire) {
+            // After a signal what is queued gets `drain` to replay; then the rest is counted as
+            // skipped (shutdown), so a slow or frozen target cannot hold the exit. At the end of
+            // --duration/--count everything queued is replayed.
+            while !sig3.load(Ordering::Acquire) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             tokio::time::sleep(drain).await;

@@ -73,11 +73,19 @@ fn free_port() -> u16 {
 }
 
 fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics listening on 127.0.0.1");
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("write");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
+    let mut last = String::new();
+    for _ in 0..5 {
+        let mut s =
+            TcpStream::connect(("127.0.0.1", port)).expect("metrics listening on 127.0.0.1");
+        let mut body = String::new();
+        match write!(s, "GET {path} HTTP/1.0\r\n\r\n").and_then(|_| s.read_to_string(&mut body)) {
+            Ok(_) if body.starts_with("HTTP/1.1 200") => return body,
+            Ok(_) => last = body,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    last
 }
 
 /// SIGTERM to a slow `mrte replay`: it stops within seconds, writes its reports (0600), the books
@@ -441,5 +449,56 @@ fn record_runs_as_nobody_with_the_systemd_units_capabilities() {
     let meta = std::fs::metadata(&file).expect("file");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert!(pcap_records(&file).1, "a valid pcap");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM to `mrte run` (libpcap on a veth in a private namespace, no target reachable): it
+/// stops within the drain timeout and writes its report, marked interrupted, books balanced.
+#[test]
+fn sigterm_stops_mrte_run_and_writes_the_report() {
+    let name = "sigterm_stops_mrte_run_and_writes_the_report";
+    if !nix_is_root() {
+        eprintln!("\n*** SKIP {name}: needs root (network namespace) ***\n");
+        return;
+    }
+    let Some(ns) = Netns::new("s") else {
+        eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
+        return;
+    };
+    let dir = scratch("runterm");
+    let report = dir.join("r.json");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_mrte")])
+        .args([
+            "run",
+            "-q",
+            "-i",
+            "fa0",
+            "--source",
+            "pcap",
+            "--drain-timeout",
+            "2",
+        ])
+        .arg("--target")
+        .arg(format!("mysql://root@127.0.0.1:{}", free_port()))
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mrte run");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success()));
+    let (out, took) = wait_output(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(v["accounting"]["interrupted"], true, "{}", v["accounting"]);
+    assert_eq!(v["accounting"]["balanced"], true, "{}", v["accounting"]);
     let _ = std::fs::remove_dir_all(&dir);
 }

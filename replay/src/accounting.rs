@@ -69,9 +69,11 @@ impl Accounting {
         self.replayed + self.replayed_no_response
     }
 
-    /// Nothing was replayed although commands were tried: every attempt was lost or failed.
+    /// No command got an answer from the test server although some were tried: every attempt
+    /// was lost or failed. (Commands without a response do not count: SEND_LONG_DATA is only
+    /// buffered until the next EXECUTE.)
     pub fn nothing_replayed(&self) -> bool {
-        self.sent() == 0 && self.lost + self.failed > 0
+        self.replayed == 0 && self.lost + self.failed > 0
     }
 
     /// One line for the text report, and a loud second one when the books do not balance.
@@ -148,5 +150,7 @@ mod tests {
         let a = Accounting::of(18, &e, false);
         assert!(a.balanced && a.nothing_replayed());
         assert!(!Accounting::of(0, &EngineStats::default(), false).nothing_replayed());
+        e.replayed_no_response = 70;
+        assert!(Accounting::of(88, &e, false).nothing_replayed());
     }
 }

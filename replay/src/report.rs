@@ -887,6 +887,11 @@ mod tests {
         assert!("p50_ratio>1.5".parse::<FailOn>().unwrap().fails(&r));
         assert!("nonsense>1".parse::<FailOn>().is_err());
         assert!("errors".parse::<FailOn>().is_err());
+        // 3 captured commands, 105 with a fate: the books do not balance.
+        assert!("unaccounted>0".parse::<FailOn>().unwrap().fails(&r));
+        assert!(!"failed>0".parse::<FailOn>().unwrap().fails(&r));
+        assert!(r.to_text().contains("THE BOOKS DO NOT BALANCE"));
+        assert!(r.to_html().contains("id=\"unbalanced\""));
     }
 
     #[test]
