@@ -3,6 +3,8 @@
 //! runs its queries in order on its own connection (one current-thread tokio runtime for all, as
 //! `mrte replay` does by default), reading and counting every row; no pacing, timeouts,
 //! fingerprints, filters or comparison. Prints queries/s and the process's CPU per query.
+//! `--conn wire` runs the same on mrte's own wire connection (`mrte_replay::wire`): each query
+//! goes out as a raw COM_QUERY and rows are counted and hashed, not decoded.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,6 +13,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mrte_capture::event::{Command, EventSink, SessionEvent, SessionId};
 use mrte_capture::pipeline::{Pipeline, PipelineConfig};
+use mrte_replay::target::TargetDsn;
+use mrte_replay::wire::{ConnectParams, SslMode, WireConn, WireError};
 use mysql_async::prelude::Queryable;
 
 /// `mrte-bench floor`.
@@ -24,6 +28,9 @@ pub struct FloorArgs {
     /// Server port in the capture.
     #[arg(long, default_value_t = 3306)]
     pub port: u16,
+    /// Client: `mysql-async` or `wire` (mrte's own connection).
+    #[arg(long, default_value = "mysql-async", value_parser = ["mysql-async", "wire"])]
+    pub conn: String,
 }
 
 #[derive(Default)]
@@ -60,39 +67,84 @@ pub fn run(a: FloorArgs) -> Result<()> {
     p.finish(u64::MAX / 2, &mut c);
     let sessions: Vec<Vec<Vec<u8>>> = c.0.into_values().filter(|q| !q.is_empty()).collect();
     let total: usize = sessions.iter().map(Vec::len).sum();
-    let opts = mysql_async::Opts::from_url(&a.target).context("--target")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
-    let rows: u64 = rt.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        for qs in sessions {
-            let opts = opts.clone();
-            tasks.spawn(async move {
-                let mut conn = mysql_async::Conn::new(opts).await?;
-                let mut rows = 0u64;
-                for q in qs {
-                    let mut r = conn.query_iter(q).await?;
-                    while !r.is_empty() {
-                        r.for_each(|_| rows += 1).await?;
-                    }
-                }
-                conn.disconnect().await?;
-                Ok::<u64, mysql_async::Error>(rows)
-            });
-        }
-        let mut rows = 0;
-        while let Some(r) = tasks.join_next().await {
-            rows += r??;
-        }
-        Ok::<u64, anyhow::Error>(rows)
-    })?;
+    let (rows, errors) = if a.conn == "wire" {
+        rt.block_on(run_wire(&a.target, sessions))?
+    } else {
+        (rt.block_on(run_mysql_async(&a.target, sessions))?, 0)
+    };
+    let label = if a.conn == "wire" { "wire" } else { "mysql_async" };
     let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     println!(
-        "mysql_async floor: {total} queries ({rows} rows) in {secs:.2} s: {:.0} queries/s, {:.1} us CPU per query",
+        "{label} floor: {total} queries ({rows} rows, {errors} errors) in {secs:.2} s: {:.0} queries/s, {:.1} us CPU per query",
         total as f64 / secs,
         cpu / total as f64 * 1e6
     );
     Ok(())
+}
+
+async fn run_mysql_async(target: &str, sessions: Vec<Vec<Vec<u8>>>) -> Result<u64> {
+    let opts = mysql_async::Opts::from_url(target).context("--target")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for qs in sessions {
+        let opts = opts.clone();
+        tasks.spawn(async move {
+            let mut conn = mysql_async::Conn::new(opts).await?;
+            let mut rows = 0u64;
+            for q in qs {
+                let mut r = conn.query_iter(q).await?;
+                while !r.is_empty() {
+                    r.for_each(|_| rows += 1).await?;
+                }
+            }
+            conn.disconnect().await?;
+            Ok::<u64, mysql_async::Error>(rows)
+        });
+    }
+    let mut rows = 0;
+    while let Some(r) = tasks.join_next().await {
+        rows += r??;
+    }
+    Ok(rows)
+}
+
+/// Rows and server errors over all sessions, on the wire connection.
+async fn run_wire(target: &str, sessions: Vec<Vec<Vec<u8>>>) -> Result<(u64, u64)> {
+    let t = TargetDsn::parse(target).context("--target")?;
+    let mut params = ConnectParams::new(
+        &t.user,
+        t.password.as_deref().unwrap_or_default(),
+        t.db.as_deref(),
+    );
+    params.ssl_mode = SslMode::from_dsn(target)?;
+    let addr = format!("{}:{}", t.host, t.port);
+    let mut tasks = tokio::task::JoinSet::new();
+    for qs in sessions {
+        let (params, addr) = (params.clone(), addr.clone());
+        tasks.spawn(async move {
+            let mut conn = WireConn::connect(&addr, params).await?;
+            let (mut rows, mut errors) = (0u64, 0u64);
+            let mut payload = Vec::new();
+            for q in qs {
+                payload.clear();
+                payload.push(0x03);
+                payload.extend_from_slice(&q);
+                let r = conn.send_raw(&payload).await?;
+                rows += r.rows;
+                errors += u64::from(r.error.is_some());
+            }
+            conn.quit().await?;
+            Ok::<(u64, u64), WireError>((rows, errors))
+        });
+    }
+    let (mut rows, mut errors) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (r, e) = r??;
+        rows += r;
+        errors += e;
+    }
+    Ok((rows, errors))
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{admin, MariaDb};
 use mrte_capture::event::ResponseStatus;
 use mrte_replay::wire::caps::{COMPRESS, DEPRECATE_EOF, MULTI_STATEMENTS};
-use mrte_replay::wire::{ConnectParams, Reply, WireConn, WireError};
+use mrte_replay::wire::{ConnectParams, Reply, SslMode, WireConn, WireError};
 use mysql_async::prelude::Queryable;
 
 fn addr(db: &MariaDb) -> String {
@@ -50,14 +50,14 @@ async fn logins_native_ed25519_and_wrong_password() {
         return;
     };
     setup(&db).await;
-    let mut c = WireConn::connect(addr(&db), ConnectParams::new("nat", "natpw", Some("app")))
+    let mut c = WireConn::connect(&addr(&db), ConnectParams::new("nat", "natpw", Some("app")))
         .await
         .expect("native login");
     assert_eq!(c.plugin(), "mysql_native_password");
     assert_eq!(q(&mut c, "SELECT CURRENT_USER()").await.rows, 1);
     c.quit().await.expect("quit");
 
-    let mut c = WireConn::connect(addr(&db), ConnectParams::new("ed", "edpw", Some("app")))
+    let mut c = WireConn::connect(&addr(&db), ConnectParams::new("ed", "edpw", Some("app")))
         .await
         .expect("ed25519 login");
     assert_eq!(c.plugin(), "client_ed25519");
@@ -65,7 +65,7 @@ async fn logins_native_ed25519_and_wrong_password() {
     assert_eq!(r.rows, 3);
 
     for (user, pw) in [("nat", "bad"), ("ed", "bad"), ("nobody", "x")] {
-        match WireConn::connect(addr(&db), ConnectParams::new(user, pw, None)).await {
+        match WireConn::connect(&addr(&db), ConnectParams::new(user, pw, None)).await {
             Err(WireError::Auth { code, message }) => {
                 assert_eq!(code, 1045, "{user}: {message}");
             }
@@ -92,22 +92,15 @@ async fn raw_commands_pipelining_infile_change_user() {
     setup(&db).await;
     let mut p = ConnectParams::new("nat", "natpw", Some("app"));
     p.capabilities |= MULTI_STATEMENTS | DEPRECATE_EOF;
-    let mut c = WireConn::connect(addr(&db), p).await.expect("login");
+    let mut c = WireConn::connect(&addr(&db), p).await.expect("login");
     assert_ne!(c.capabilities().0 & DEPRECATE_EOF, 0);
 
     // Text query, multi-statements.
     let r = q(&mut c, "SELECT * FROM t ORDER BY id").await;
     assert_eq!((r.rows, r.columns, r.result_sets), (3, 3, 1));
-    let r = q(
-        &mut c,
-        "SELECT 1; UPDATE t SET k = k WHERE id = 1; SELECT id FROM t",
-    )
-    .await;
+    let r = q(&mut c, "SELECT 1; UPDATE t SET k = k WHERE id = 1; SELECT id FROM t").await;
     assert_eq!((r.rows, r.result_sets), (4, 2));
-    let r = c
-        .send_raw(&query("SELECT * FROM nope"))
-        .await
-        .expect("send");
+    let r = c.send_raw(&query("SELECT * FROM nope")).await.expect("send");
     assert_eq!(r.status, ResponseStatus::Err);
     assert_eq!(r.error.as_ref().map(|e| e.0), Some(1146));
 
@@ -118,29 +111,18 @@ async fn raw_commands_pipelining_infile_change_user() {
         .expect("prepare");
     let pok = r.prepare.expect("PREPARE_OK");
     assert_eq!((pok.num_params, pok.num_columns), (1, 2));
-    let r = c
-        .send_raw(&execute(pok.stmt_id, 20))
-        .await
-        .expect("execute");
+    let r = c.send_raw(&execute(pok.stmt_id, 20)).await.expect("execute");
     assert_eq!((r.status, r.rows), (ResponseStatus::Ok, 2));
     let mut close = vec![0x19];
     close.extend_from_slice(&pok.stmt_id.to_le_bytes());
-    assert_eq!(
-        c.send_raw(&close).await.expect("close").status,
-        ResponseStatus::None
-    );
-    let r = c
-        .send_raw(&execute(pok.stmt_id, 20))
-        .await
-        .expect("execute");
+    assert_eq!(c.send_raw(&close).await.expect("close").status, ResponseStatus::None);
+    let r = c.send_raw(&execute(pok.stmt_id, 20)).await.expect("execute");
     assert_eq!(r.error.map(|e| e.0), Some(1243));
 
     // Pipelined: three commands out before any response is read.
     c.send(&query("SELECT id FROM t")).await.expect("send");
     c.send(&[0x0e]).await.expect("ping");
-    c.send(&query("SELECT id FROM t WHERE id = 2"))
-        .await
-        .expect("send");
+    c.send(&query("SELECT id FROM t WHERE id = 2")).await.expect("send");
     assert_eq!(c.outstanding(), 3);
     let rows: Vec<u64> = [
         c.read_response().await.expect("r1"),
@@ -161,23 +143,11 @@ async fn raw_commands_pipelining_infile_change_user() {
         let r = c.send_raw(&[0x1b, opt, 0]).await.expect("set option");
         assert_eq!(r.status, ResponseStatus::Ok);
     }
-    assert_eq!(
-        c.send_raw(&[0x0e]).await.expect("ping").status,
-        ResponseStatus::Ok
-    );
-    assert_eq!(
-        c.send_raw(b"\x02mysql").await.expect("init db").status,
-        ResponseStatus::Err
-    );
-    assert_eq!(
-        c.send_raw(b"\x02app").await.expect("init db").status,
-        ResponseStatus::Ok
-    );
+    assert_eq!(c.send_raw(&[0x0e]).await.expect("ping").status, ResponseStatus::Ok);
+    assert_eq!(c.send_raw(b"\x02mysql").await.expect("init db").status, ResponseStatus::Err);
+    assert_eq!(c.send_raw(b"\x02app").await.expect("init db").status, ResponseStatus::Ok);
     q(&mut c, "SET @v = 5").await;
-    assert_eq!(
-        c.send_raw(&[0x1f]).await.expect("reset").status,
-        ResponseStatus::Ok
-    );
+    assert_eq!(c.send_raw(&[0x1f]).await.expect("reset").status, ResponseStatus::Ok);
     let r = q(&mut c, "SELECT @v IS NULL").await;
     assert_eq!(r.rows, 1);
 
@@ -189,27 +159,16 @@ async fn raw_commands_pipelining_infile_change_user() {
     .await
     .expect("send");
     let r = c.read_response().await.expect("infile");
-    assert_eq!(
-        (r.status, r.affected),
-        (ResponseStatus::Ok, 2),
-        "{:?}",
-        r.error
-    );
+    assert_eq!((r.status, r.affected), (ResponseStatus::Ok, 2), "{:?}", r.error);
     assert_eq!(q(&mut c, "SELECT id FROM t").await.rows, 5);
 
     // CHANGE_USER re-runs auth: to ed25519, then a refusal.
-    let r = c
-        .change_user("ed", "edpw", Some("app"))
-        .await
-        .expect("change user");
+    let r = c.change_user("ed", "edpw", Some("app")).await.expect("change user");
     assert_eq!(r.status, ResponseStatus::Ok, "{:?}", r.error);
     assert_eq!(c.plugin(), "client_ed25519");
     let r = q(&mut c, "SELECT CURRENT_USER()").await;
     assert_eq!(r.rows, 1);
-    let r = c
-        .change_user("nat", "wrong", None)
-        .await
-        .expect("change user");
+    let r = c.change_user("nat", "wrong", None).await.expect("change user");
     assert_eq!(r.error.map(|e| e.0), Some(1045));
 }
 
@@ -225,14 +184,12 @@ async fn compression_and_row_hashes() {
         return;
     };
     setup(&db).await;
-    let mut plain = WireConn::connect(addr(&db), ConnectParams::new("nat", "natpw", Some("app")))
+    let mut plain = WireConn::connect(&addr(&db), ConnectParams::new("nat", "natpw", Some("app")))
         .await
         .expect("login");
     let mut p = ConnectParams::new("nat", "natpw", Some("app"));
     p.capabilities |= COMPRESS | DEPRECATE_EOF;
-    let mut z = WireConn::connect(addr(&db), p)
-        .await
-        .expect("compressed login");
+    let mut z = WireConn::connect(&addr(&db), p).await.expect("compressed login");
     assert_ne!(z.capabilities().0 & COMPRESS, 0);
 
     let a = q(&mut plain, "SELECT * FROM t ORDER BY id").await;
@@ -240,10 +197,7 @@ async fn compression_and_row_hashes() {
     let zc = q(&mut z, "SELECT * FROM t2 ORDER BY id").await;
     assert_eq!(a.rows, 3);
     assert_eq!((a.rows, a.hash), (b.rows, b.hash), "identical tables");
-    assert_eq!(
-        zc.hash, a.hash,
-        "compression and DEPRECATE_EOF do not change row hashes"
-    );
+    assert_eq!(zc.hash, a.hash, "compression and DEPRECATE_EOF do not change row hashes");
     let desc = q(&mut plain, "SELECT * FROM t ORDER BY id DESC").await;
     assert_ne!(desc.hash.ordered, a.hash.ordered);
     assert_eq!(desc.hash.unordered, a.hash.unordered);
@@ -265,19 +219,65 @@ async fn compression_and_row_hashes() {
     assert_eq!(q(&mut z, &big).await.rows, 1);
     // Pipelining under compression.
     z.send(&query("SELECT id FROM t")).await.expect("send");
-    z.send(&query("SELECT id FROM t2 WHERE id > 1"))
-        .await
-        .expect("send");
+    z.send(&query("SELECT id FROM t2 WHERE id > 1")).await.expect("send");
     assert_eq!(z.read_response().await.expect("r").rows, 3);
     assert_eq!(z.read_response().await.expect("r").rows, 2);
-    assert_eq!(
-        z.send_raw(&[0x09]).await.expect("stats").status,
-        ResponseStatus::Ok
-    );
-    let r = z
-        .change_user("ed", "edpw", Some("app"))
-        .await
-        .expect("change user");
+    assert_eq!(z.send_raw(&[0x09]).await.expect("stats").status, ResponseStatus::Ok);
+    let r = z.change_user("ed", "edpw", Some("app")).await.expect("change user");
     assert_eq!(r.status, ResponseStatus::Ok, "{:?}", r.error);
     assert_eq!(q(&mut z, "SELECT 1").await.rows, 1);
+}
+
+/// A self-signed certificate and key made with openssl in `dir`, or `None` without openssl.
+fn make_cert(dir: &std::path::Path) -> Option<(String, String)> {
+    std::fs::create_dir_all(dir).ok()?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?
+        .success();
+    ok.then(|| (cert.display().to_string(), key.display().to_string()))
+}
+
+#[tokio::test]
+async fn tls_required_and_preferred() {
+    let certs = std::env::temp_dir().join(format!("mrte-wire-tls-{}", std::process::id()));
+    let Some((cert, key)) = make_cert(&certs) else {
+        eprintln!("\n*** SKIP wire TLS: openssl not installed ***\n");
+        return;
+    };
+    let extra = [format!("--ssl-cert={cert}"), format!("--ssl-key={key}")];
+    let Some(db) = MariaDb::start_with("wire tls", &extra) else {
+        return;
+    };
+    setup(&db).await;
+    let tls_on = "SELECT 1 FROM information_schema.SESSION_STATUS \
+                  WHERE VARIABLE_NAME = 'Ssl_cipher' AND VARIABLE_VALUE <> ''";
+    for (mode, user, pw) in [
+        (SslMode::Required, "nat", "natpw"),
+        (SslMode::Preferred, "ed", "edpw"),
+    ] {
+        let mut p = ConnectParams::new(user, pw, Some("app"));
+        p.ssl_mode = mode;
+        p.capabilities |= COMPRESS;
+        let mut c = WireConn::connect(&addr(&db), p).await.expect("TLS login");
+        assert!(c.is_tls());
+        assert_eq!(q(&mut c, tls_on).await.rows, 1, "{mode:?}: the session is encrypted");
+        assert_eq!(q(&mut c, "SELECT * FROM t").await.rows, 3);
+        let r = c.change_user("nat", "natpw", None).await.expect("change user");
+        assert_eq!(r.status, ResponseStatus::Ok);
+    }
+    let mut c = WireConn::connect(&addr(&db), ConnectParams::new("nat", "natpw", None))
+        .await
+        .expect("plain login");
+    assert!(!c.is_tls());
+    assert_eq!(q(&mut c, tls_on).await.rows, 0);
+    let _ = std::fs::remove_dir_all(&certs);
 }

@@ -10,12 +10,13 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::net::TcpStream;
 
 use super::auth::{self, AuthStep, ConnectParams, Handshake, ServerInfo, Step};
 use super::caps::{COMPRESS, DEPRECATE_EOF};
 use super::packet::{PacketReader, PacketWriter};
 use super::response::{Expect, Feed, Reply, ResponseReader};
+use super::tls::Stream;
 use super::{com, WireError};
 use mrte_capture::event::ResponseStatus;
 
@@ -34,7 +35,7 @@ struct Pending {
 /// A replay connection speaking the wire protocol itself.
 #[derive(Debug)]
 pub struct WireConn {
-    stream: TcpStream,
+    stream: Stream,
     rd: PacketReader,
     wr: PacketWriter,
     out: Vec<u8>,
@@ -47,15 +48,16 @@ pub struct WireConn {
 }
 
 impl WireConn {
-    /// Connect and log in.
-    pub async fn connect(
-        addr: impl ToSocketAddrs,
-        params: ConnectParams,
-    ) -> Result<Self, WireError> {
+    /// Connect to `addr` (`host:port`) and log in.
+    pub async fn connect(addr: &str, params: ConnectParams) -> Result<Self, WireError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let host = match addr.rsplit_once(':') {
+            Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+            None => addr,
+        };
         let mut c = Self {
-            stream,
+            stream: Stream::Plain(stream),
             rd: PacketReader::new(params.max_packet as usize),
             wr: PacketWriter::new(),
             out: Vec::with_capacity(16 * 1024),
@@ -66,7 +68,7 @@ impl WireConn {
             plugin: String::new(),
             pending: VecDeque::new(),
         };
-        let mut hs = Handshake::new(params, false);
+        let mut hs = Handshake::new(params, true);
         loop {
             let step = match c.rd.next_packet()? {
                 Some(p) => hs.on_packet(p.seq, p.payload)?,
@@ -81,8 +83,18 @@ impl WireConn {
                     c.flush().await?;
                 }
                 Step::Wait => {}
-                Step::StartTls { .. } => {
-                    return Err(WireError::TlsUnavailable("not built into this client"))
+                Step::StartTls { seq, payload } => {
+                    if c.rd.buffered() > 0 {
+                        return Err(WireError::Protocol("bytes before the TLS handshake".into()));
+                    }
+                    c.wr.write(seq, 0, &payload, &mut c.out)?;
+                    c.flush().await?;
+                    c.stream.upgrade(host).await?;
+                    let Step::Send { seq, payload } = hs.on_tls_ready()? else {
+                        return Err(WireError::Protocol("no login after TLS".into()));
+                    };
+                    c.wr.write(seq, 0, &payload, &mut c.out)?;
+                    c.flush().await?;
                 }
                 Step::Done => break,
             }
@@ -112,6 +124,11 @@ impl WireConn {
         &self.plugin
     }
 
+    /// TLS is on.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
     /// Commands sent and not yet read.
     pub fn outstanding(&self) -> usize {
         self.pending.len()
@@ -129,6 +146,7 @@ impl WireConn {
     async fn flush(&mut self) -> Result<(), WireError> {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
+            self.stream.flush().await?;
             self.out.clear();
         }
         Ok(())
@@ -255,7 +273,7 @@ impl WireConn {
             password,
             db,
             &self.params.attributes,
-            false,
+            self.stream.is_tls(),
         )?;
         let sent = Instant::now();
         self.wr.write(0, 0, &payload, &mut self.out)?;

@@ -11,13 +11,16 @@
 //! - [`conn`]: the thin tokio executor: one TCP connection, `send` / `read_response` (several
 //!   commands may be outstanding), `send_raw`, `change_user`.
 //!
-//! It does not rewrite commands (statement ids, schema names): the caller does. It does not do
-//! TLS yet (`ssl-mode=required` fails with [`WireError::TlsUnavailable`]).
+//! - [`tls`]: the byte stream, plain or TLS (rustls; `ssl-mode=preferred|required` in the DSN,
+//!   the server certificate is not verified).
+//!
+//! It does not rewrite commands (statement ids, schema names): the caller does.
 
 pub mod auth;
 pub mod conn;
 pub mod packet;
 pub mod response;
+pub mod tls;
 
 pub use auth::{ConnectParams, SslMode};
 pub use conn::WireConn;

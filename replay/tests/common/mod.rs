@@ -39,11 +39,17 @@ pub struct MariaDb {
     pub general_log: PathBuf,
     server: PathBuf,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl MariaDb {
     /// Start a fresh server, or `None` (after printing a loud SKIP) if MariaDB is not installed.
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// [`Self::start`] with extra server options (e.g. `--ssl-cert=...`).
+    pub fn start_with(test: &str, extra: &[String]) -> Option<Self> {
         let (Some(server), Some(install)) = (
             find(&["mariadbd", "mysqld"]),
             find(&["mariadb-install-db", "mysql_install_db"]),
@@ -88,6 +94,7 @@ impl MariaDb {
             dir,
             server,
             child: None,
+            extra: extra.to_vec(),
         };
         db.launch();
         Some(db)
@@ -108,6 +115,7 @@ impl MariaDb {
             .arg("--general-log=1")
             .arg(format!("--general-log-file={}", self.general_log.display()))
             .arg("--innodb-buffer-pool-size=32M")
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
