@@ -76,7 +76,11 @@ pub fn run(a: FloorArgs) -> Result<()> {
     } else {
         (rt.block_on(run_mysql_async(&a.target, sessions))?, 0)
     };
-    let label = if a.conn == "wire" { "wire" } else { "mysql_async" };
+    let label = if a.conn == "wire" {
+        "wire"
+    } else {
+        "mysql_async"
+    };
     let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     println!(
         "{label} floor: {total} queries ({rows} rows, {errors} errors) in {secs:.2} s: {:.0} queries/s, {:.1} us CPU per query",

@@ -98,9 +98,16 @@ async fn raw_commands_pipelining_infile_change_user() {
     // Text query, multi-statements.
     let r = q(&mut c, "SELECT * FROM t ORDER BY id").await;
     assert_eq!((r.rows, r.columns, r.result_sets), (3, 3, 1));
-    let r = q(&mut c, "SELECT 1; UPDATE t SET k = k WHERE id = 1; SELECT id FROM t").await;
+    let r = q(
+        &mut c,
+        "SELECT 1; UPDATE t SET k = k WHERE id = 1; SELECT id FROM t",
+    )
+    .await;
     assert_eq!((r.rows, r.result_sets), (4, 2));
-    let r = c.send_raw(&query("SELECT * FROM nope")).await.expect("send");
+    let r = c
+        .send_raw(&query("SELECT * FROM nope"))
+        .await
+        .expect("send");
     assert_eq!(r.status, ResponseStatus::Err);
     assert_eq!(r.error.as_ref().map(|e| e.0), Some(1146));
 
@@ -111,18 +118,29 @@ async fn raw_commands_pipelining_infile_change_user() {
         .expect("prepare");
     let pok = r.prepare.expect("PREPARE_OK");
     assert_eq!((pok.num_params, pok.num_columns), (1, 2));
-    let r = c.send_raw(&execute(pok.stmt_id, 20)).await.expect("execute");
+    let r = c
+        .send_raw(&execute(pok.stmt_id, 20))
+        .await
+        .expect("execute");
     assert_eq!((r.status, r.rows), (ResponseStatus::Ok, 2));
     let mut close = vec![0x19];
     close.extend_from_slice(&pok.stmt_id.to_le_bytes());
-    assert_eq!(c.send_raw(&close).await.expect("close").status, ResponseStatus::None);
-    let r = c.send_raw(&execute(pok.stmt_id, 20)).await.expect("execute");
+    assert_eq!(
+        c.send_raw(&close).await.expect("close").status,
+        ResponseStatus::None
+    );
+    let r = c
+        .send_raw(&execute(pok.stmt_id, 20))
+        .await
+        .expect("execute");
     assert_eq!(r.error.map(|e| e.0), Some(1243));
 
     // Pipelined: three commands out before any response is read.
     c.send(&query("SELECT id FROM t")).await.expect("send");
     c.send(&[0x0e]).await.expect("ping");
-    c.send(&query("SELECT id FROM t WHERE id = 2")).await.expect("send");
+    c.send(&query("SELECT id FROM t WHERE id = 2"))
+        .await
+        .expect("send");
     assert_eq!(c.outstanding(), 3);
     let rows: Vec<u64> = [
         c.read_response().await.expect("r1"),
@@ -143,11 +161,23 @@ async fn raw_commands_pipelining_infile_change_user() {
         let r = c.send_raw(&[0x1b, opt, 0]).await.expect("set option");
         assert_eq!(r.status, ResponseStatus::Ok);
     }
-    assert_eq!(c.send_raw(&[0x0e]).await.expect("ping").status, ResponseStatus::Ok);
-    assert_eq!(c.send_raw(b"\x02mysql").await.expect("init db").status, ResponseStatus::Err);
-    assert_eq!(c.send_raw(b"\x02app").await.expect("init db").status, ResponseStatus::Ok);
+    assert_eq!(
+        c.send_raw(&[0x0e]).await.expect("ping").status,
+        ResponseStatus::Ok
+    );
+    assert_eq!(
+        c.send_raw(b"\x02mysql").await.expect("init db").status,
+        ResponseStatus::Err
+    );
+    assert_eq!(
+        c.send_raw(b"\x02app").await.expect("init db").status,
+        ResponseStatus::Ok
+    );
     q(&mut c, "SET @v = 5").await;
-    assert_eq!(c.send_raw(&[0x1f]).await.expect("reset").status, ResponseStatus::Ok);
+    assert_eq!(
+        c.send_raw(&[0x1f]).await.expect("reset").status,
+        ResponseStatus::Ok
+    );
     let r = q(&mut c, "SELECT @v IS NULL").await;
     assert_eq!(r.rows, 1);
 
@@ -159,16 +189,27 @@ async fn raw_commands_pipelining_infile_change_user() {
     .await
     .expect("send");
     let r = c.read_response().await.expect("infile");
-    assert_eq!((r.status, r.affected), (ResponseStatus::Ok, 2), "{:?}", r.error);
+    assert_eq!(
+        (r.status, r.affected),
+        (ResponseStatus::Ok, 2),
+        "{:?}",
+        r.error
+    );
     assert_eq!(q(&mut c, "SELECT id FROM t").await.rows, 5);
 
     // CHANGE_USER re-runs auth: to ed25519, then a refusal.
-    let r = c.change_user("ed", "edpw", Some("app")).await.expect("change user");
+    let r = c
+        .change_user("ed", "edpw", Some("app"))
+        .await
+        .expect("change user");
     assert_eq!(r.status, ResponseStatus::Ok, "{:?}", r.error);
     assert_eq!(c.plugin(), "client_ed25519");
     let r = q(&mut c, "SELECT CURRENT_USER()").await;
     assert_eq!(r.rows, 1);
-    let r = c.change_user("nat", "wrong", None).await.expect("change user");
+    let r = c
+        .change_user("nat", "wrong", None)
+        .await
+        .expect("change user");
     assert_eq!(r.error.map(|e| e.0), Some(1045));
 }
 
@@ -184,12 +225,19 @@ async fn compression_and_row_hashes() {
         return;
     };
     setup(&db).await;
+    let mut a = admin(&db).await;
+    a.query_drop("SET GLOBAL max_allowed_packet = 64 * 1024 * 1024")
+        .await
+        .expect("max_allowed_packet");
+    a.disconnect().await.expect("disconnect");
     let mut plain = WireConn::connect(&addr(&db), ConnectParams::new("nat", "natpw", Some("app")))
         .await
         .expect("login");
     let mut p = ConnectParams::new("nat", "natpw", Some("app"));
     p.capabilities |= COMPRESS | DEPRECATE_EOF;
-    let mut z = WireConn::connect(&addr(&db), p).await.expect("compressed login");
+    let mut z = WireConn::connect(&addr(&db), p)
+        .await
+        .expect("compressed login");
     assert_ne!(z.capabilities().0 & COMPRESS, 0);
 
     let a = q(&mut plain, "SELECT * FROM t ORDER BY id").await;
@@ -197,7 +245,10 @@ async fn compression_and_row_hashes() {
     let zc = q(&mut z, "SELECT * FROM t2 ORDER BY id").await;
     assert_eq!(a.rows, 3);
     assert_eq!((a.rows, a.hash), (b.rows, b.hash), "identical tables");
-    assert_eq!(zc.hash, a.hash, "compression and DEPRECATE_EOF do not change row hashes");
+    assert_eq!(
+        zc.hash, a.hash,
+        "compression and DEPRECATE_EOF do not change row hashes"
+    );
     let desc = q(&mut plain, "SELECT * FROM t ORDER BY id DESC").await;
     assert_ne!(desc.hash.ordered, a.hash.ordered);
     assert_eq!(desc.hash.unordered, a.hash.unordered);
@@ -217,13 +268,30 @@ async fn compression_and_row_hashes() {
     assert!(r.bytes > 3_000_000);
     let big = format!("SELECT LENGTH('{}')", "z".repeat(2_000_000));
     assert_eq!(q(&mut z, &big).await.rows, 1);
+    // 16 MiB+ both ways (split on send, joined on read), plain and compressed.
+    let huge = 17 * 1024 * 1024;
+    for c in [&mut plain, &mut z] {
+        let r = q(c, &format!("SELECT REPEAT('r', {huge})")).await;
+        assert_eq!(r.rows, 1);
+        assert!(r.bytes > huge as u64);
+        let sql = format!("SELECT LENGTH('{}')", "s".repeat(huge));
+        assert_eq!(q(c, &sql).await.rows, 1);
+    }
     // Pipelining under compression.
     z.send(&query("SELECT id FROM t")).await.expect("send");
-    z.send(&query("SELECT id FROM t2 WHERE id > 1")).await.expect("send");
+    z.send(&query("SELECT id FROM t2 WHERE id > 1"))
+        .await
+        .expect("send");
     assert_eq!(z.read_response().await.expect("r").rows, 3);
     assert_eq!(z.read_response().await.expect("r").rows, 2);
-    assert_eq!(z.send_raw(&[0x09]).await.expect("stats").status, ResponseStatus::Ok);
-    let r = z.change_user("ed", "edpw", Some("app")).await.expect("change user");
+    assert_eq!(
+        z.send_raw(&[0x09]).await.expect("stats").status,
+        ResponseStatus::Ok
+    );
+    let r = z
+        .change_user("ed", "edpw", Some("app"))
+        .await
+        .expect("change user");
     assert_eq!(r.status, ResponseStatus::Ok, "{:?}", r.error);
     assert_eq!(q(&mut z, "SELECT 1").await.rows, 1);
 }
@@ -233,7 +301,9 @@ fn make_cert(dir: &std::path::Path) -> Option<(String, String)> {
     std::fs::create_dir_all(dir).ok()?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let ok = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=localhost", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -269,9 +339,16 @@ async fn tls_required_and_preferred() {
         p.capabilities |= COMPRESS;
         let mut c = WireConn::connect(&addr(&db), p).await.expect("TLS login");
         assert!(c.is_tls());
-        assert_eq!(q(&mut c, tls_on).await.rows, 1, "{mode:?}: the session is encrypted");
+        assert_eq!(
+            q(&mut c, tls_on).await.rows,
+            1,
+            "{mode:?}: the session is encrypted"
+        );
         assert_eq!(q(&mut c, "SELECT * FROM t").await.rows, 3);
-        let r = c.change_user("nat", "natpw", None).await.expect("change user");
+        let r = c
+            .change_user("nat", "natpw", None)
+            .await
+            .expect("change user");
         assert_eq!(r.status, ResponseStatus::Ok);
     }
     let mut c = WireConn::connect(&addr(&db), ConnectParams::new("nat", "natpw", None))

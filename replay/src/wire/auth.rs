@@ -405,6 +405,7 @@ pub fn handshake_response(
 
 /// COM_CHANGE_USER payload and the exchange that follows it (answered with the greeting's
 /// scramble and the server's default plugin, as libmysqlclient does).
+#[allow(clippy::too_many_arguments)]
 pub fn change_user(
     server: &ServerInfo,
     caps: u32,

@@ -217,10 +217,10 @@ impl WireConn {
         let mut want = pend.seq;
         loop {
             while let Some(p) = self.rd.next_packet()? {
-                if check_seq && p.seq != want {
+                if check_seq && p.first_seq != want {
                     return Err(WireError::Protocol(format!(
                         "packet sequence {} where {want} was due",
-                        p.seq
+                        p.first_seq
                     )));
                 }
                 want = p.seq.wrapping_add(1);

@@ -18,6 +18,8 @@ const MIN_COMPRESS: usize = 50;
 /// One logical packet read from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet<'a> {
+    /// Sequence id of the first chunk.
+    pub first_seq: u8,
     /// Sequence id of the last chunk (the next packet of the exchange uses this + 1).
     pub seq: u8,
     /// Payload, chunks joined.
@@ -166,6 +168,7 @@ impl PacketReader {
         self.pos += span;
         if chunks == 1 {
             return Ok(Some(Packet {
+                first_seq: self.buf[start + 3],
                 seq: self.buf[start + 3],
                 payload: &self.buf[start + 4..start + span],
             }));
@@ -181,6 +184,7 @@ impl PacketReader {
             p += 4 + n;
         }
         Ok(Some(Packet {
+            first_seq: self.buf[start + 3],
             seq,
             payload: &self.joined,
         }))
@@ -380,7 +384,7 @@ mod tests {
         }
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], (1, b"abc".to_vec()));
-        assert_eq!(got[1].0, 4);
+        assert_eq!(got[1].0, 4, "last chunk's sequence id");
         assert!(got[1].1 == big);
         assert_eq!(got[2], (5, vec![]));
         let mut r = PacketReader::new(1 << 30);
