@@ -13,9 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::auth::{self, AuthStep, ConnectParams, Handshake, ServerInfo, Step};
-use super::caps::{COMPRESS, DEPRECATE_EOF};
+use super::caps::COMPRESS;
 use super::packet::{PacketReader, PacketWriter};
-use super::response::{Expect, Feed, Reply, ResponseReader};
+use super::response::{Feed, Reply, ResponseReader};
 use super::tls::Stream;
 use super::{com, WireError};
 use mrte_capture::event::ResponseStatus;
@@ -25,7 +25,7 @@ const INFILE_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct Pending {
-    expect: Expect,
+    reader: ResponseReader,
     sent: Instant,
     /// Sequence id of the response's first packet (plain protocol).
     seq: u8,
@@ -166,7 +166,7 @@ impl WireConn {
         }
         let (seq, _) = self.wr.write(0, 0, payload, &mut self.out)?;
         self.pending.push_back(Pending {
-            expect: Expect::for_command(payload),
+            reader: ResponseReader::for_command(payload, self.caps, seq.wrapping_sub(1)),
             sent: Instant::now(),
             seq,
             infile,
@@ -209,7 +209,7 @@ impl WireConn {
             .pending
             .pop_front()
             .ok_or(WireError::NothingOutstanding)?;
-        let mut reader = ResponseReader::new(pend.expect, self.caps & DEPRECATE_EOF != 0);
+        let mut reader = pend.reader;
         if reader.is_done() {
             return Ok(reader.into_reply());
         }
@@ -224,7 +224,7 @@ impl WireConn {
                     )));
                 }
                 want = p.seq.wrapping_add(1);
-                match reader.feed(p.payload)? {
+                match reader.feed(p.seq, p.payload)? {
                     Feed::More => {}
                     Feed::Done => {
                         let mut r = reader.into_reply();
@@ -233,6 +233,7 @@ impl WireConn {
                     }
                     Feed::LocalInfile => {
                         want = self.send_infile(want, pend.infile.take()).await?;
+                        reader.client_packet(want.wrapping_sub(1));
                     }
                 }
             }

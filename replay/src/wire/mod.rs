@@ -6,8 +6,10 @@
 //! - [`auth`]: handshake and authentication state machine (sans-IO), on mysql_common's packet
 //!   types and auth plugins: mysql_native_password, caching_sha2_password (fast and full auth,
 //!   RSA key request over plain TCP), sha256_password, MariaDB client_ed25519, auth switch.
-//! - [`response`]: the response reader (sans-IO): OK / ERR / EOF, result sets, PREPARE_OK,
-//!   LOCAL INFILE, row counts and row / column-definition hashes.
+//! - [`response`]: the response side, on the capture decoder's sans-IO
+//!   `mrte_capture::mysql::response::ResponseReader` (the one response state machine): OK / ERR /
+//!   EOF, result sets, PREPARE_OK, LOCAL INFILE, row counts and the same row / column-definition
+//!   checksums as the capture computes for prod.
 //! - [`conn`]: the thin tokio executor: one TCP connection, `send` / `read_response` (several
 //!   commands may be outstanding), `send_raw`, `change_user`.
 //!
