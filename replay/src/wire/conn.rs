@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, ToSocketAddrs};
 
 use super::auth::{self, AuthStep, ConnectParams, Handshake, ServerInfo, Step};
 use super::caps::COMPRESS;
@@ -48,14 +48,14 @@ pub struct WireConn {
 }
 
 impl WireConn {
-    /// Connect to `addr` (`host:port`) and log in.
-    pub async fn connect(addr: &str, params: ConnectParams) -> Result<Self, WireError> {
+    /// Connect to `addr` and log in (TLS, when negotiated, names the server by its address).
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        params: ConnectParams,
+    ) -> Result<Self, WireError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let host = match addr.rsplit_once(':') {
-            Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
-            None => addr,
-        };
+        let host = stream.peer_addr()?.ip().to_string();
         let mut c = Self {
             stream: Stream::Plain(stream),
             rd: PacketReader::new(params.max_packet as usize),
@@ -89,7 +89,7 @@ impl WireConn {
                     }
                     c.wr.write(seq, 0, &payload, &mut c.out)?;
                     c.flush().await?;
-                    c.stream.upgrade(host).await?;
+                    c.stream.upgrade(&host).await?;
                     let Step::Send { seq, payload } = hs.on_tls_ready()? else {
                         return Err(WireError::Protocol("no login after TLS".into()));
                     };
