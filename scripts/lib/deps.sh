@@ -5,7 +5,7 @@
 MRTE_APT_PACKAGES=(
   clang llvm libclang-dev libelf-dev zlib1g-dev libpcap-dev m4 pkg-config
   mariadb-server mariadb-client sysbench tcpdump tshark tcpreplay percona-toolkit ethtool iproute2
-  libbpf-dev libxdp-dev xdp-tools python3
+  libbpf-dev libxdp-dev xdp-tools python3 openssl
 )
 
 mrte_install_deps() {
