@@ -5,12 +5,13 @@
 //! [`ConnEvent`]s from [`Connection::poll_event`]. It never touches sockets, clocks or threads.
 //! It does not reassemble TCP (see [`crate::tcp`]) nor know about session tables or rings.
 //!
-//! Handshake (v10, HandshakeResponse41, auth switch / more data, SSLRequest), CLIENT_COMPRESS,
-//! 16 MiB+ payloads, every command, and responses (OK, ERR, EOF, text and binary result sets,
-//! multiple result sets, PREPARE_OK, LOCAL INFILE) are decoded. Each command is paired with its
-//! response; production latency is the response's last packet time minus the request's last
-//! packet time. Sessions joined mid-stream, and streams after a gap, resynchronise on the first
-//! client packet that is a whole, plausible command.
+//! Handshake (v10, HandshakeResponse41, auth switch / more data, SSLRequest: handshake.rs),
+//! CLIENT_COMPRESS and 16 MiB+ payloads ([`framing`]), every command ([`command`]) and responses
+//! ([`response`]) are decoded. Commands may be pipelined: each is paired with its response in
+//! order however many are outstanding (pairing.rs) and keeps its raw payload for byte-exact
+//! replay. Production latency is the response's last packet time minus the request's last packet
+//! time. Sessions joined mid-stream, and streams after a gap, resynchronise on the first client
+//! packet that is a whole, plausible command. Constants live in [`consts`].
 
 pub mod command;
 pub mod consts;
@@ -129,6 +130,7 @@ struct Proto {
     deprecate_eof_known: bool,
     login: Login,
     pending: VecDeque<pairing::Pending>,
+    pending_bytes: usize,
     stmts: StmtTable,
     events: VecDeque<ConnEvent>,
     next_seq: u64,
@@ -197,6 +199,7 @@ impl Connection {
                     error_code: None,
                 },
                 pending: VecDeque::new(),
+                pending_bytes: 0,
                 stmts: StmtTable::default(),
                 events: VecDeque::new(),
                 next_seq: 0,

@@ -19,8 +19,11 @@ use super::response::{Expect, ResponseReader, Step};
 use super::{use_statement, Anomaly, ConnEvent, Packet, Proto};
 use crate::event::{Command, CommandFlags, CommandRecord, Response, ResponseStatus};
 
-/// Most commands outstanding at once; beyond it the oldest is given up as incomplete.
+/// Most commands outstanding at once, and most payload bytes they may hold (a capture that sees
+/// only the client's direction must not grow without bound); beyond either the oldest is given
+/// up as incomplete.
 const MAX_OUTSTANDING: usize = 4096;
+const MAX_OUTSTANDING_BYTES: usize = 64 << 20;
 
 /// A command sent and not yet handed out.
 #[derive(Debug)]
@@ -103,9 +106,13 @@ impl Proto {
                 r.eof_unknown()
             }
         });
-        if self.pending.len() >= MAX_OUTSTANDING {
+        while !self.pending.is_empty()
+            && (self.pending.len() >= MAX_OUTSTANDING
+                || self.pending_bytes + raw.len() > MAX_OUTSTANDING_BYTES)
+        {
             self.give_up_front(ts_us);
         }
+        self.pending_bytes += raw.len();
         self.pending.push_back(Pending {
             seq: self.next_seq,
             ts_us,
@@ -232,6 +239,7 @@ impl Proto {
 
     /// Parse the command, apply what it changed in the session, and emit the record.
     fn finish(&mut self, q: Pending, ts_us: u64, incomplete: bool) {
+        self.pending_bytes = self.pending_bytes.saturating_sub(q.raw.len());
         let Pending {
             seq,
             ts_us: sent_us,

@@ -252,7 +252,8 @@ impl ResponseReader {
         if seq != self.next_seq {
             self.seq_mismatch = true;
         }
-        self.next_seq = seq.wrapping_add(1);
+        // A payload of 16 MiB or more took several packets, each with its own sequence id.
+        self.next_seq = seq.wrapping_add(1).wrapping_add((len / 0xff_ffff) as u8);
         if self.state == State::Rows && !matches!(payload.first(), Some(0xfe | 0xff) | None) {
             self.row(payload, len);
             return Step::NeedMore;
