@@ -255,10 +255,10 @@ pub fn judge(fp: &str) -> Comparability {
             Tok::Open => order_by.push(false),
             Tok::Close => {
                 let depth = order_by.len();
-                if group_concat.last().is_some_and(|g| g.0 == depth) {
-                    if !group_concat.pop().is_some_and(|g| g.1) {
-                        return No("group_concat() without order by");
-                    }
+                if group_concat.last().is_some_and(|g| g.0 == depth)
+                    && !group_concat.pop().is_some_and(|g| g.1)
+                {
+                    return No("group_concat() without order by");
                 }
                 if order_by.len() > 1 {
                     order_by.pop();
@@ -415,6 +415,52 @@ impl ResultCounts {
     pub fn diverged(&self) -> u64 {
         self.mismatch + self.order_only + self.metadata_mismatch
     }
+
+    /// The text report's summary line.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "results: compared {}  mismatch {}  order_only {}  metadata_mismatch {}  not comparable {}\n",
+            self.compared, self.mismatch, self.order_only, self.metadata_mismatch, self.not_comparable
+        )
+    }
+}
+
+/// The text report's "result divergence" section from (id, fingerprint, counts, samples) of
+/// each fingerprint: those with diverging results, most first (at most 20, 3 samples each);
+/// empty when none diverged.
+pub fn divergence_text<'a>(
+    fps: impl Iterator<Item = (&'a str, &'a str, &'a ResultCounts, &'a [ResultSample])>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut div: Vec<_> = fps.filter(|f| f.2.diverged() > 0).collect();
+    let mut s = String::new();
+    if div.is_empty() {
+        return s;
+    }
+    div.sort_by(|a, b| b.2.diverged().cmp(&a.2.diverged()).then(a.0.cmp(b.0)));
+    s.push_str("\nresult divergence (diverged of compared: mismatch / order only / metadata)\n");
+    for (id, fp, r, samples) in div.into_iter().take(20) {
+        let _ = writeln!(
+            s,
+            "  [{id}] {} of {}: {} / {} / {}  {fp}",
+            r.diverged(),
+            r.compared,
+            r.mismatch,
+            r.order_only,
+            r.metadata_mismatch
+        );
+        for x in samples.iter().take(3) {
+            let (p, t) = (&x.prod, &x.test);
+            let _ = writeln!(
+                s,
+                "    {:<17} prod rows {} hash {}/{} cols {}\n    {:<17} test rows {} hash {}/{} cols {}\n    {:<17} {}",
+                x.kind, p.rows, p.ordered, p.unordered, p.columns,
+                "", t.rows, t.ordered, t.unordered, t.columns,
+                "", x.sql.chars().take(120).collect::<String>()
+            );
+        }
+    }
+    s
 }
 
 /// Hashes of one side, hex (64-bit values do not survive JSON numbers).

@@ -412,3 +412,85 @@ fn comparability_never_panics_on_any_bytes() {
         }
     }
 }
+
+#[test]
+fn comparison_hook_feeds_every_report_format() {
+    use crate::compare::Comparison;
+    use crate::engine::EngineStats;
+    use crate::report::{FailOn, Report};
+    use crate::{Outcome, TestResponse};
+    use mrte_capture::fingerprint::{fingerprint, fingerprint_id};
+    use std::sync::Arc;
+
+    let prod = rs(b"app", COLS, &rows(&[A, B, C]));
+    let changed = rs(b"app_copy", COLS, &rows(&[A, B, (b"3", b"delta")]));
+    let mut c = Comparison::default();
+    let cases: [(&[u8], &Response); 3] = [
+        (
+            b"SELECT id, c FROM sbtest1 WHERE id BETWEEN 1 AND 3 ORDER BY c",
+            &changed,
+        ),
+        (
+            b"SELECT SUM(k) FROM sbtest1 WHERE id BETWEEN 1 AND 3",
+            &prod,
+        ),
+        (b"SELECT id, c FROM sbtest1 LIMIT 3", &changed),
+    ];
+    for (sql, test) in cases {
+        let fp = fingerprint(sql);
+        let id = fingerprint_id(&fp);
+        c.record(&Outcome {
+            session: 1,
+            command: "COM_QUERY",
+            fingerprint: Arc::from(fp.as_str()),
+            fingerprint_id: id,
+            example: Arc::from(String::from_utf8_lossy(sql).as_ref()),
+            prod: prod.clone(),
+            prod_us: Some(100),
+            test: Some(TestResponse {
+                status: test.status,
+                rows: test.rows,
+                latency_us: 120,
+                ..TestResponse::default()
+            }),
+            failure: None,
+            lag_us: 0,
+        });
+        c.record_result(id, sql, &prod, test);
+    }
+    let eng = EngineStats::default();
+    let cap = mrte_capture::stats::Stats::default();
+    let r = Report::build("replay", "mysql://u@h:1", 1.0, &c, &eng, &cap);
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    let want = serde_json::json!({
+        "compared": 2, "mismatch": 1, "order_only": 0, "metadata_mismatch": 0, "not_comparable": 1
+    });
+    assert_eq!(v["results"], want);
+    let fps = v["fingerprints"].as_array().unwrap();
+    let by = |needle: &str| {
+        fps.iter()
+            .find(|f| f["fingerprint"].as_str().unwrap().contains(needle))
+            .unwrap()
+            .clone()
+    };
+    let ord = by("order by c");
+    assert_eq!(ord["results"]["mismatch"], 1);
+    assert_eq!(ord["result_samples"][0]["kind"], "mismatch");
+    assert_eq!(ord["result_samples"][0]["test"]["rows"], 3);
+    assert_eq!(by("sum(k)")["results"]["compared"], 1);
+    assert_eq!(by("sum(k)")["results"]["mismatch"], 0);
+    let lim = by("limit");
+    assert_eq!(lim["results"]["not_comparable"], 1);
+    assert_eq!(lim["not_comparable_reason"], "limit without order by");
+    let text = r.to_text();
+    assert!(text.contains("results: compared 2  mismatch 1"), "{text}");
+    let sect = &text[text.find("result divergence").expect("section")..];
+    assert!(
+        sect.contains("1 of 1: 1 / 0 / 0") && sect.contains("ORDER BY c"),
+        "{sect}"
+    );
+    assert!(!sect.contains("sum(k)"), "{sect}");
+    let html = r.to_html();
+    assert!(html.contains("id=\"results\"") && html.contains("results mismatch"));
+    assert!("result_mismatch>0".parse::<FailOn>().unwrap().fails(&r));
+}
