@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
-use mrte_capture::event::ResponseStatus;
+use mrte_capture::event::{Response, ResponseStatus};
 use serde::Serialize;
 
+use crate::results::{ResultClass, ResultDivergence};
 use crate::Outcome;
 
 /// Examples kept per fingerprint and kind.
@@ -107,6 +108,8 @@ pub struct Comparison {
     pub outcomes: u64,
     /// Outcomes with a test response.
     pub replayed: u64,
+    /// Result checksum comparison, per fingerprint id ([`Comparison::record_result`]).
+    pub results: ResultDivergence,
 }
 
 impl Default for Comparison {
@@ -119,6 +122,7 @@ impl Default for Comparison {
             rows_mismatch: 0,
             outcomes: 0,
             replayed: 0,
+            results: ResultDivergence::default(),
         }
     }
 }
@@ -232,6 +236,20 @@ impl Comparison {
                 fp.examples.push(e);
             }
         }
+    }
+
+    /// Compare the result checksums of one replayed command of fingerprint `fingerprint_id`
+    /// (as in its [`Outcome`]): `sql` is the statement as sent (for COM_STMT_EXECUTE the PREPARE
+    /// text), `test` the test server's response as read by the shared response reader
+    /// (`mrte_capture::mysql::response`). Only pairs where both sides returned result sets count.
+    pub fn record_result(
+        &mut self,
+        fingerprint_id: u64,
+        sql: &[u8],
+        prod: &Response,
+        test: &Response,
+    ) -> ResultClass {
+        self.results.record(fingerprint_id, sql, prod, test)
     }
 
     /// Fingerprints, in no particular order.

@@ -18,6 +18,7 @@ pub mod pacing;
 pub mod plan;
 pub mod report;
 pub mod resilience;
+pub mod results;
 pub mod target;
 pub mod wire;
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::accounting::Accounting;
 use crate::compare::{ratio, ratio_p50, Comparison, ErrorCounts, Example, FingerprintStats};
 use crate::engine::EngineStats;
+use crate::results::{ResultCounts, ResultDivergence, ResultSample};
 
 /// CDF points: (latency µs, cumulative fraction).
 pub type Cdf = Vec<(u64, f64)>;
@@ -154,6 +155,13 @@ pub struct FingerprintReport {
     pub rows_mismatch: u64,
     /// A sample statement and divergence examples.
     pub examples: Vec<Example>,
+    /// Result checksum comparison.
+    pub results: ResultCounts,
+    /// Why results of this shape are not compared, if they are not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_comparable_reason: Option<&'static str>,
+    /// Diverging results, up to 3 per kind.
+    pub result_samples: Vec<ResultSample>,
     /// Sample statement.
     pub sample: String,
     /// CDF points (µs, fraction) of prod latency.
@@ -202,6 +210,8 @@ pub struct Report {
     pub errors: ErrorCounts,
     /// Commands whose rows returned or affected differ.
     pub rows_mismatch: u64,
+    /// Result checksum comparison.
+    pub results: ResultCounts,
     /// Overall latency, µs.
     pub latency_us: BTreeMap<String, Percentiles>,
     /// Lag behind schedule.
@@ -226,7 +236,8 @@ fn cdf(h: &Histogram<u64>) -> Cdf {
         .collect()
 }
 
-fn fp_report(f: &FingerprintStats) -> FingerprintReport {
+fn fp_report(f: &FingerprintStats, results: &ResultDivergence) -> FingerprintReport {
+    let res = results.fingerprint(f.id);
     FingerprintReport {
         fingerprint: f.fingerprint.to_string(),
         id: format!("{:016X}", f.id),
@@ -243,6 +254,9 @@ fn fp_report(f: &FingerprintStats) -> FingerprintReport {
         errors: f.errors,
         rows_mismatch: f.rows_mismatch,
         examples: f.examples.clone(),
+        results: res.map(|r| r.counts).unwrap_or_default(),
+        not_comparable_reason: res.and_then(|r| r.not_comparable_reason),
+        result_samples: res.map(|r| r.samples.clone()).unwrap_or_default(),
         sample: f.sample.to_string(),
         prod_cdf: cdf(&f.prod),
         test_cdf: cdf(&f.test),
@@ -312,6 +326,7 @@ impl Report {
             },
             errors: cmp.errors,
             rows_mismatch: cmp.rows_mismatch,
+            results: cmp.results.counts,
             latency_us: latency,
             lag_us: Lag {
                 p50: eng.lag_us.p50,
@@ -321,7 +336,7 @@ impl Report {
             fingerprints: cmp
                 .top_by_test_time(usize::MAX)
                 .into_iter()
-                .map(fp_report)
+                .map(|f| fp_report(f, &cmp.results))
                 .collect(),
             cdf: (cdf(&cmp.prod), cdf(&cmp.test)),
         }
@@ -396,6 +411,7 @@ impl Report {
             "divergence: errors test_only {} prod_only {} code_mismatch {} replay_failed {}; rows mismatch {}",
             e.test_only, e.prod_only, e.code_mismatch, e.replay_failed, self.rows_mismatch
         );
+        s.push_str(&self.results.summary_line());
         let _ = writeln!(
             s,
             "lag behind schedule: p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
@@ -482,6 +498,11 @@ impl Report {
                 }
             }
         }
+        s.push_str(&crate::results::divergence_text(
+            self.fingerprints
+                .iter()
+                .map(|f| (&*f.id, &*f.fingerprint, &f.results, &f.result_samples[..])),
+        ));
         s
     }
 
@@ -522,6 +543,11 @@ impl Report {
             ("errors code_mismatch", self.errors.code_mismatch),
             ("replay failed", self.errors.replay_failed),
             ("rows mismatch", self.rows_mismatch),
+            ("results compared", self.results.compared),
+            ("results mismatch", self.results.mismatch),
+            ("results order only", self.results.order_only),
+            ("results metadata mismatch", self.results.metadata_mismatch),
+            ("results not comparable", self.results.not_comparable),
             ("TLS sessions (not replayed)", self.captured.tls_sessions),
         ] {
             let _ = write!(h, "<tr><th class=\"l\">{k}</th><td>{v}</td></tr>");
@@ -582,6 +608,20 @@ impl Report {
                     esc(&x.prod),
                     esc(&x.test),
                     esc(&x.statement)
+                );
+            }
+        }
+        h.push_str("</table><h2>Result divergence</h2><table id=\"results\"><tr><th class=\"l\">kind</th><th class=\"l\">fingerprint</th><th>prod rows</th><th>test rows</th><th class=\"l\">statement</th></tr>");
+        for f in &self.fingerprints {
+            for x in &f.result_samples {
+                let _ = write!(
+                    h,
+                    "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+                    x.kind,
+                    esc(&f.fingerprint),
+                    x.prod.rows,
+                    x.test.rows,
+                    esc(&x.sql)
                 );
             }
         }
@@ -719,6 +759,7 @@ pub const METRICS: &[&str] = &[
     "code_mismatch",
     "replay_failed",
     "rows_mismatch",
+    "result_mismatch",
     "drops",
     "lost",
     "failed",
@@ -741,6 +782,7 @@ impl FailOn {
             "code_mismatch" => r.errors.code_mismatch as f64,
             "replay_failed" => r.errors.replay_failed as f64,
             "rows_mismatch" => r.rows_mismatch as f64,
+            "result_mismatch" => r.results.diverged() as f64,
             "drops" => (r.drops.kernel + r.drops.ring + r.drops.gaps) as f64,
             "lost" => r.drops.lost.values().sum::<u64>() as f64,
             "failed" => r.failed.values().sum::<u64>() as f64,
