@@ -3,7 +3,8 @@
 # connection churn (each sysbench thread reconnects every RECONNECT events, bench/soak_churn.lua).
 # mrte's RSS and CPU are sampled each second into $OUT/soak.csv and plotted to $OUT/soak.png
 # (gnuplot, else python3 matplotlib); the script prints the RSS trend after warm-up.
-# Not run in CI. Needs root; the lab is shared, so run it under its lock:
+# Not run in CI. Needs root; the lab is shared, so run it under its lock (the script also takes
+# /var/tmp/mrte-lab.lock, as the Rust lab tests do):
 #   flock /tmp/mrte-lab.lock bench/soak.sh
 # Env: DURATION (600), WARMUP (60), THREADS (4), RECONNECT (20), OUT (target/soak),
 #      MRTE (target/release/mrte, built if missing), RUN_ARGS (extra `mrte run` flags).
@@ -17,13 +18,20 @@ OUT=${OUT:-target/soak} MRTE=${MRTE:-target/release/mrte}
 mkdir -p "$OUT"
 CSV=$OUT/soak.csv PNG=$OUT/soak.png
 
-scripts/lab.sh up
+command -v gnuplot >/dev/null || { . scripts/lib/deps.sh; mrte_install_plot_deps || true; }
+
+# tests/lab.rs and capture/tests/live_xdp.rs serialise on this file (created exclusively).
+LAB_LOCK=/var/tmp/mrte-lab.lock
+for i in $(seq 1800); do (set -o noclobber; echo $$ >"$LAB_LOCK") 2>/dev/null && break; sleep 0.5; done
+[ "$(cat "$LAB_LOCK" 2>/dev/null)" = $$ ] || { echo "soak: $LAB_LOCK held for 15 min" >&2; exit 1; }
 MRTE_PID=
 cleanup() {
   [ -n "$MRTE_PID" ] && kill "$MRTE_PID" 2>/dev/null || true
   scripts/lab.sh down || true
+  rm -f "$LAB_LOCK"
 }
 trap cleanup EXIT
+scripts/lab.sh up
 
 # The password goes through the environment, never the command line.
 MRTE_TARGET_PASSWORD=sbtest ip netns exec mrte-cap "$MRTE" run -i span0 --source pcap \

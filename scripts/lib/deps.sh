@@ -66,3 +66,13 @@ mrte_install_driver_deps() {
   fi
   MRTE_DRIVERS_PY=$MRTE_DRIVERS_VENV/bin/python
 }
+
+# Optional: gnuplot for bench/soak.sh's plot (not needed by CI).
+mrte_install_plot_deps() {
+  dpkg-query -W -f='${Status}' gnuplot-nox 2>/dev/null | grep -q "install ok installed" && return 0
+  command -v gnuplot >/dev/null 2>&1 && return 0
+  echo "deps: installing gnuplot-nox" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
+}
