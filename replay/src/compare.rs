@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use mrte_capture::event::{Response, ResponseStatus};
 use serde::Serialize;
 
-use crate::results::{ResultClass, ResultDivergence};
+use crate::results::{ResultClass, ResultDivergence, ResultSide};
 use crate::Outcome;
 
 /// Examples kept per fingerprint and kind.
@@ -240,16 +240,18 @@ impl Comparison {
 
     /// Compare the result checksums of one replayed command of fingerprint `fingerprint_id`
     /// (as in its [`Outcome`]): `sql` is the statement as sent (for COM_STMT_EXECUTE the PREPARE
-    /// text), `test` the test server's response as read by the shared response reader
-    /// (`mrte_capture::mysql::response`). Only pairs where both sides returned result sets count.
+    /// text), `prod` the captured [`Response`], `test` the test server's response as read by the
+    /// shared response reader (`mrte_capture::mysql::response`): a `&Response` or a
+    /// [`ResultSide`]. Only pairs where both sides returned result sets count.
     pub fn record_result(
         &mut self,
         fingerprint_id: u64,
         sql: &[u8],
         prod: &Response,
-        test: &Response,
+        test: impl Into<ResultSide>,
     ) -> ResultClass {
-        self.results.record(fingerprint_id, sql, prod, test)
+        self.results
+            .record(fingerprint_id, sql, prod.into(), test.into())
     }
 
     /// Fingerprints, in no particular order.

@@ -2,9 +2,9 @@
 //! ([`comparability`]), how one prod/test response pair compares ([`classify`]), and the
 //! per-fingerprint counts with bounded samples ([`ResultDivergence`]).
 //!
-//! Both sides are [`Response`]s with the [`ResultChecksum`] that the shared response reader
-//! (`mrte_capture::mysql::response`) computes: the capture on prod's packets, the replay
-//! connection on test's. This module does not read packets, replay or format reports; responses
+//! Both sides are [`ResultSide`]s: what a [`Response`] of the shared response reader
+//! (`mrte_capture::mysql::response`) says of its result sets, with the [`ResultChecksum`] it
+//! computed: the capture on prod's packets, the replay connection on test's. This module does not read packets, replay or format reports; responses
 //! without result sets or with errors are left to [`crate::compare`] ("not checked" here).
 
 use std::collections::HashMap;
@@ -352,17 +352,45 @@ pub enum ResultClass {
     NotComparable(&'static str),
 }
 
-fn checksum(r: &Response) -> Option<ResultChecksum> {
-    if r.status == ResponseStatus::Ok && r.result_sets > 0 {
-        r.checksum
-    } else {
-        None
+/// One side's result sets, as the shared response reader summed them up (a [`Response`], or
+/// the same fields of the replay connection's reply).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResultSide {
+    /// Ok / Err / None.
+    pub status: ResponseStatus,
+    /// Rows over all result sets.
+    pub rows: u64,
+    /// Result sets.
+    pub result_sets: u32,
+    /// The reader's checksum (present when there were result sets).
+    pub checksum: Option<ResultChecksum>,
+}
+
+impl From<&Response> for ResultSide {
+    fn from(r: &Response) -> Self {
+        Self {
+            status: r.status,
+            rows: r.rows,
+            result_sets: r.result_sets,
+            checksum: r.checksum,
+        }
+    }
+}
+
+impl ResultSide {
+    /// The checksum, when the side answered OK with at least one result set.
+    fn compared(&self) -> Option<ResultChecksum> {
+        if self.status == ResponseStatus::Ok && self.result_sets > 0 {
+            self.checksum
+        } else {
+            None
+        }
     }
 }
 
 /// Compare prod's and test's result sets, given the statement's comparability.
-pub fn classify(c: Comparability, prod: &Response, test: &Response) -> ResultClass {
-    let (Some(p), Some(t)) = (checksum(prod), checksum(test)) else {
+pub fn classify(c: Comparability, prod: ResultSide, test: ResultSide) -> ResultClass {
+    let (Some(p), Some(t)) = (prod.compared(), test.compared()) else {
         return ResultClass::NotChecked;
     };
     if let Comparability::NotComparable(why) = c {
@@ -477,7 +505,7 @@ pub struct SideSample {
 }
 
 impl SideSample {
-    fn of(r: &Response) -> Self {
+    fn of(r: &ResultSide) -> Self {
         let c = r.checksum.unwrap_or_default();
         Self {
             rows: r.rows,
@@ -545,11 +573,11 @@ impl ResultDivergence {
         &mut self,
         fp_id: u64,
         sql: &[u8],
-        prod: &Response,
-        test: &Response,
+        prod: ResultSide,
+        test: ResultSide,
     ) -> ResultClass {
         // Cheap exit before any hashing or allocation.
-        if checksum(prod).is_none() || checksum(test).is_none() {
+        if prod.compared().is_none() || test.compared().is_none() {
             return ResultClass::NotChecked;
         }
         let entry = self.fps.entry(fp_id).or_default();
@@ -572,8 +600,8 @@ impl ResultDivergence {
             entry.samples.push(ResultSample {
                 kind,
                 sql: cut(sql),
-                prod: SideSample::of(prod),
-                test: SideSample::of(test),
+                prod: SideSample::of(&prod),
+                test: SideSample::of(&test),
             });
         }
         class

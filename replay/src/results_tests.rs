@@ -68,6 +68,10 @@ fn err() -> Response {
     r.into_response()
 }
 
+fn side(r: &Response) -> ResultSide {
+    r.into()
+}
+
 const COLS: &[(&[u8], u8)] = &[(b"id", 3), (b"c", 254)];
 const INT: &[(&[u8], u8)] = &[(b"id", 3), (b"c", 3)];
 
@@ -92,15 +96,24 @@ fn each_class_from_real_hashes() {
     let cmp = Comparability::Comparable;
     // Same rows, another schema name (as under --db-map): match.
     let same = rs(b"app_copy", COLS, &rows(&[A, B, C]));
-    assert_eq!(classify(cmp, &prod, &same), ResultClass::Match);
+    assert_eq!(classify(cmp, side(&prod), side(&same)), ResultClass::Match);
     // Same rows, another order.
     let reordered = rs(b"app", COLS, &rows(&[C, A, B]));
-    assert_eq!(classify(cmp, &prod, &reordered), ResultClass::OrderOnly);
+    assert_eq!(
+        classify(cmp, side(&prod), side(&reordered)),
+        ResultClass::OrderOnly
+    );
     // One value changed; one row missing; a NULL instead of a value.
     let changed = rs(b"app", COLS, &rows(&[A, (b"2", b"BETA"), C]));
-    assert_eq!(classify(cmp, &prod, &changed), ResultClass::Mismatch);
+    assert_eq!(
+        classify(cmp, side(&prod), side(&changed)),
+        ResultClass::Mismatch
+    );
     let fewer = rs(b"app", COLS, &rows(&[A, C]));
-    assert_eq!(classify(cmp, &prod, &fewer), ResultClass::Mismatch);
+    assert_eq!(
+        classify(cmp, side(&prod), side(&fewer)),
+        ResultClass::Mismatch
+    );
     let null = rs(
         b"app",
         COLS,
@@ -110,24 +123,30 @@ fn each_class_from_real_hashes() {
             [Some(b"3"), Some(b"gamma")],
         ],
     );
-    assert_eq!(classify(cmp, &prod, &null), ResultClass::Mismatch);
+    assert_eq!(
+        classify(cmp, side(&prod), side(&null)),
+        ResultClass::Mismatch
+    );
     // Another column type, same bytes: metadata.
     let retyped = rs(b"app", INT, &rows(&[A, B, C]));
     assert_eq!(
-        classify(cmp, &prod, &retyped),
+        classify(cmp, side(&prod), side(&retyped)),
         ResultClass::MetadataMismatch
     );
     // Empty result on both sides is a match; against rows, a mismatch.
     let empty = rs(b"app", COLS, &[]);
     assert_eq!(
-        classify(cmp, &empty, &rs(b"x", COLS, &[])),
+        classify(cmp, side(&empty), side(&rs(b"x", COLS, &[]))),
         ResultClass::Match
     );
-    assert_eq!(classify(cmp, &prod, &empty), ResultClass::Mismatch);
+    assert_eq!(
+        classify(cmp, side(&prod), side(&empty)),
+        ResultClass::Mismatch
+    );
     // Not comparable, even when the hashes differ.
     let no = Comparability::NotComparable("now()");
     assert_eq!(
-        classify(no, &prod, &changed),
+        classify(no, side(&prod), side(&changed)),
         ResultClass::NotComparable("now()")
     );
     // No result set or an error on either side: not checked.
@@ -138,8 +157,8 @@ fn each_class_from_real_hashes() {
         (&err(), &err()),
         (&ok(), &ok()),
     ] {
-        assert_eq!(classify(cmp, p, t), ResultClass::NotChecked);
-        assert_eq!(classify(no, p, t), ResultClass::NotChecked);
+        assert_eq!(classify(cmp, side(p), side(t)), ResultClass::NotChecked);
+        assert_eq!(classify(no, side(p), side(t)), ResultClass::NotChecked);
     }
 }
 
@@ -152,18 +171,30 @@ fn accumulator_counts_samples_and_json() {
     let mut d = ResultDivergence::default();
     let sel = b"SELECT id, c FROM t WHERE k = 5 ORDER BY id";
     for _ in 0..10 {
-        assert_eq!(d.record(1, sel, &prod, &changed), ResultClass::Mismatch);
+        assert_eq!(
+            d.record(1, sel, side(&prod), side(&changed)),
+            ResultClass::Mismatch
+        );
     }
-    assert_eq!(d.record(1, sel, &prod, &prod), ResultClass::Match);
-    assert_eq!(d.record(1, sel, &prod, &reordered), ResultClass::OrderOnly);
     assert_eq!(
-        d.record(1, sel, &prod, &retyped),
+        d.record(1, sel, side(&prod), side(&prod)),
+        ResultClass::Match
+    );
+    assert_eq!(
+        d.record(1, sel, side(&prod), side(&reordered)),
+        ResultClass::OrderOnly
+    );
+    assert_eq!(
+        d.record(1, sel, side(&prod), side(&retyped)),
         ResultClass::MetadataMismatch
     );
-    assert_eq!(d.record(1, sel, &prod, &ok()), ResultClass::NotChecked);
+    assert_eq!(
+        d.record(1, sel, side(&prod), side(&ok())),
+        ResultClass::NotChecked
+    );
     let now = b"SELECT id, c, NOW() FROM t";
     assert_eq!(
-        d.record(2, now, &prod, &changed),
+        d.record(2, now, side(&prod), side(&changed)),
         ResultClass::NotComparable("now()")
     );
     let long = [
@@ -172,7 +203,7 @@ fn accumulator_counts_samples_and_json() {
         b"') ORDER BY c",
     ]
     .concat();
-    d.record(3, &long, &prod, &changed);
+    d.record(3, &long, side(&prod), side(&changed));
     assert_eq!(
         d.counts,
         ResultCounts {
@@ -542,7 +573,7 @@ fn sysbench_captures_compare_equal_to_themselves() {
         let mut differing = 0;
         for (sql, resp) in &rs {
             let id = mrte_capture::fingerprint::fingerprint_id(fp.fingerprint(sql));
-            let class = d.record(id, sql, resp, resp);
+            let class = d.record(id, sql, side(resp), side(resp));
             assert!(
                 matches!(class, ResultClass::Match | ResultClass::NotChecked),
                 "{file}: {class:?} {}",
@@ -561,7 +592,7 @@ fn sysbench_captures_compare_equal_to_themselves() {
                         });
                         other.rows = *rows0;
                         assert_eq!(
-                            classify(Comparability::Comparable, resp, &other),
+                            classify(Comparability::Comparable, side(resp), side(&other)),
                             ResultClass::Mismatch
                         );
                     }
