@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
-use mrte_capture::event::{Response, ResponseStatus};
+use mrte_capture::event::ResponseStatus;
 use serde::Serialize;
 
-use crate::results::{ResultClass, ResultDivergence, ResultSide};
+use crate::results::{ResultDivergence, ResultSide};
 use crate::Outcome;
 
 /// Examples kept per fingerprint and kind.
@@ -108,7 +108,8 @@ pub struct Comparison {
     pub outcomes: u64,
     /// Outcomes with a test response.
     pub replayed: u64,
-    /// Result checksum comparison, per fingerprint id ([`Comparison::record_result`]).
+    /// Result checksum comparison, per fingerprint id: outcomes whose prod response and
+    /// [`crate::TestResponse::checksum`] both have result sets.
     pub results: ResultDivergence,
 }
 
@@ -214,6 +215,18 @@ impl Comparison {
                     }
                     _ => None,
                 };
+                self.results.record_fingerprint(
+                    o.fingerprint_id,
+                    &o.fingerprint,
+                    &o.example,
+                    (&o.prod).into(),
+                    ResultSide {
+                        status: t.status,
+                        rows: t.rows,
+                        result_sets: t.result_sets,
+                        checksum: t.checksum,
+                    },
+                );
                 if let Some(kind) = kind {
                     let mut test = test_words();
                     if let Some(m) = &t.error_message {
@@ -236,22 +249,6 @@ impl Comparison {
                 fp.examples.push(e);
             }
         }
-    }
-
-    /// Compare the result checksums of one replayed command of fingerprint `fingerprint_id`
-    /// (as in its [`Outcome`]): `sql` is the statement as sent (for COM_STMT_EXECUTE the PREPARE
-    /// text), `prod` the captured [`Response`], `test` the test server's response as read by the
-    /// shared response reader (`mrte_capture::mysql::response`): a `&Response` or a
-    /// [`ResultSide`]. Only pairs where both sides returned result sets count.
-    pub fn record_result(
-        &mut self,
-        fingerprint_id: u64,
-        sql: &[u8],
-        prod: &Response,
-        test: impl Into<ResultSide>,
-    ) -> ResultClass {
-        self.results
-            .record(fingerprint_id, sql, prod.into(), test.into())
     }
 
     /// Fingerprints, in no particular order.

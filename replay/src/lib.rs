@@ -39,6 +39,12 @@ pub struct TestResponse {
     pub rows: u64,
     /// Affected rows.
     pub affected: u64,
+    /// Result sets returned.
+    pub result_sets: u32,
+    /// Checksums of the result sets as the shared response reader
+    /// (`mrte_capture::mysql::response`) computes them; `None` without result sets. Compared
+    /// with prod's by [`compare::Comparison::record`] ([`results`]).
+    pub checksum: Option<mrte_capture::event::ResultChecksum>,
     /// Send → response complete, microseconds.
     pub latency_us: u64,
 }

@@ -565,6 +565,12 @@ fn cut(sql: &[u8]) -> String {
     s
 }
 
+/// What comparability is judged on.
+enum Judge<'a> {
+    Sql(&'a [u8]),
+    Fingerprint(&'a str),
+}
+
 impl ResultDivergence {
     /// Record one prod/test pair of fingerprint `fp_id`; `sql` is the statement text (the
     /// PREPARE text for an EXECUTE). Comparability is judged once per fingerprint id. Returns
@@ -576,14 +582,45 @@ impl ResultDivergence {
         prod: ResultSide,
         test: ResultSide,
     ) -> ResultClass {
+        self.record_judged(fp_id, Judge::Sql(sql), sql, prod, test)
+    }
+
+    /// [`ResultDivergence::record`] for a caller that has the statement's fingerprint (as
+    /// [`Fingerprinter`] makes it) and a sample of the statement (kept in samples).
+    pub fn record_fingerprint(
+        &mut self,
+        fp_id: u64,
+        fingerprint: &str,
+        sample: &str,
+        prod: ResultSide,
+        test: ResultSide,
+    ) -> ResultClass {
+        self.record_judged(
+            fp_id,
+            Judge::Fingerprint(fingerprint),
+            sample.as_bytes(),
+            prod,
+            test,
+        )
+    }
+
+    fn record_judged(
+        &mut self,
+        fp_id: u64,
+        on: Judge<'_>,
+        sql: &[u8],
+        prod: ResultSide,
+        test: ResultSide,
+    ) -> ResultClass {
         // Cheap exit before any hashing or allocation.
         if prod.compared().is_none() || test.compared().is_none() {
             return ResultClass::NotChecked;
         }
         let entry = self.fps.entry(fp_id).or_default();
-        let comp = *entry
-            .comparability
-            .get_or_insert_with(|| comparability_with(&mut self.fingerprinter, sql));
+        let comp = *entry.comparability.get_or_insert_with(|| match on {
+            Judge::Sql(sql) => comparability_with(&mut self.fingerprinter, sql),
+            Judge::Fingerprint(fp) => judge(fp),
+        });
         if let Comparability::NotComparable(why) = comp {
             entry.not_comparable_reason = Some(why);
         }

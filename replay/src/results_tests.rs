@@ -446,7 +446,7 @@ fn comparability_never_panics_on_any_bytes() {
 }
 
 #[test]
-fn comparison_hook_feeds_every_report_format() {
+fn outcomes_with_test_checksums_feed_every_report_format() {
     use crate::compare::Comparison;
     use crate::engine::EngineStats;
     use crate::report::{FailOn, Report};
@@ -482,13 +482,14 @@ fn comparison_hook_feeds_every_report_format() {
             test: Some(TestResponse {
                 status: test.status,
                 rows: test.rows,
+                result_sets: test.result_sets,
+                checksum: test.checksum,
                 latency_us: 120,
                 ..TestResponse::default()
             }),
             failure: None,
             lag_us: 0,
         });
-        c.record_result(id, sql, &prod, test);
     }
     let eng = EngineStats::default();
     let cap = mrte_capture::stats::Stats::default();

@@ -103,6 +103,10 @@ impl Reply {
             error_message: self.error.as_ref().map(|e| e.1.clone()),
             rows: self.rows,
             affected: self.affected,
+            result_sets: self.result_sets,
+            // This reader's hashes are not the capture's: no result comparison until the
+            // shared ResponseReader reads replies (then `self.checksum`).
+            checksum: None,
             latency_us: self.latency_us,
         }
     }
