@@ -631,3 +631,21 @@ fn driver_captures_are_judged_without_panic() {
     }
     assert!(judged > 20, "{judged}");
 }
+
+#[test]
+fn wire_replies_carry_the_shared_checksum_to_the_comparison() {
+    use crate::wire::response::Reply;
+    let prod = rs(b"app", COLS, &rows(&[A, B, C]));
+    let test = Reply::from_response(rs(b"app_copy", COLS, &rows(&[C, B, A]))).to_test_response();
+    assert_eq!(test.result_sets, 1);
+    let t = ResultSide {
+        status: test.status,
+        rows: test.rows,
+        result_sets: test.result_sets,
+        checksum: test.checksum,
+    };
+    assert_eq!(
+        classify(Comparability::Comparable, side(&prod), t),
+        ResultClass::OrderOnly
+    );
+}

@@ -104,9 +104,7 @@ impl Reply {
             rows: self.rows,
             affected: self.affected,
             result_sets: self.result_sets,
-            // This reader's hashes are not the capture's: no result comparison until the
-            // shared ResponseReader reads replies (then `self.checksum`).
-            checksum: None,
+            checksum: self.checksum,
             latency_us: self.latency_us,
         }
     }
