@@ -92,6 +92,7 @@ impl Proto {
         let raw = if p.truncated || p.len > self.max_command {
             flags.too_large = true;
             self.emit(ConnEvent::Anomaly(Anomaly::TooLarge));
+            self.undecoded(super::Undecoded::TooLarge, p.len + 4);
             Bytes::new()
         } else {
             Bytes::copy_from_slice(p.payload)
