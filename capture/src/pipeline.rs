@@ -16,6 +16,7 @@
 //! counted, capture goes on.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::event::{
@@ -83,9 +84,52 @@ const MAX_HELD: usize = 64;
 /// Longest a segment is held (capture time) before the peer's hole is declared lost.
 const MAX_HOLD_US: u64 = 200_000;
 
+/// The table's key: a [`FlowKey`] in 36 bytes instead of 64 (IPv4 as IPv4-mapped IPv6).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    client: [u8; 16],
+    server: [u8; 16],
+    client_port: u16,
+    server_port: u16,
+}
+
+fn ip16(a: &SocketAddr) -> [u8; 16] {
+    match a.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn ip_of(b: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(b);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+impl Key {
+    #[inline]
+    fn new(k: &FlowKey) -> Self {
+        Self {
+            client: ip16(&k.client),
+            server: ip16(&k.server),
+            client_port: k.client.port(),
+            server_port: k.server.port(),
+        }
+    }
+
+    fn flow(&self) -> FlowKey {
+        FlowKey {
+            client: SocketAddr::new(ip_of(self.client), self.client_port),
+            server: SocketAddr::new(ip_of(self.server), self.server_port),
+        }
+    }
+}
+
 struct Session {
     id: SessionId,
-    key: FlowKey,
+    key: Key,
     held: VecDeque<Held>,
     conn: Connection,
     to_server: Stream,
@@ -137,7 +181,7 @@ pub(crate) const TEST_PANIC: &[u8] = b"\xffmrte-test-panic";
 pub struct Pipeline {
     cfg: PipelineConfig,
     stats: Stats,
-    table: Table<FlowKey, Session>,
+    table: Table<Key, Session>,
     /// Bytes buffered over all sessions (as last accounted).
     buffered: usize,
     next_id: SessionId,
@@ -232,7 +276,7 @@ impl Pipeline {
         if seg.missing > 0 {
             self.stats.skipped.truncated += 1;
         }
-        let key = match dir {
+        let flow = match dir {
             Direction::ToServer => FlowKey {
                 client: seg.src,
                 server: seg.dst,
@@ -242,6 +286,7 @@ impl Pipeline {
                 server: seg.src,
             },
         };
+        let key = Key::new(&flow);
         if let Some(i) = self.table.find(&key) {
             // A client SYN with a new initial sequence number: the addresses and ports were
             // reused by a new connection, which must not inherit the old one's decoder state.
@@ -283,7 +328,7 @@ impl Pipeline {
             id,
             SessionEvent::Open(Box::new(SessionOpen {
                 id,
-                key,
+                key: flow,
                 ts_us,
                 midstream,
             })),
@@ -304,6 +349,14 @@ impl Pipeline {
             }),
         );
         self.segment(i, dir, &seg, ts_us, sink);
+        // Most sessions opened mid-stream by one segment stay idle for long: give the buffers
+        // its first events needed back now (one free per session, not per packet).
+        if let Some(sess) = self.table.get_mut_checked(i) {
+            sess.shrink_idle();
+            let now = sess.buffered();
+            self.buffered = self.buffered - sess.mem + now;
+            sess.mem = now;
+        }
     }
 
     /// One segment of session `i`, panics contained; closes the session when it ends.
@@ -340,10 +393,12 @@ impl Pipeline {
         if now == sess.mem {
             return;
         }
+        let grew = now > sess.mem;
         self.buffered = self.buffered - sess.mem + now;
         sess.mem = now;
         self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(self.buffered as u64);
-        if self.cfg.max_memory == 0 || self.buffered <= self.cfg.max_memory {
+        // The session whose growth crossed the limit pays for it.
+        if !grew || self.cfg.max_memory == 0 || self.buffered <= self.cfg.max_memory {
             return;
         }
         self.stats.memory_drops += 1;
@@ -395,7 +450,7 @@ impl Pipeline {
         self.stats.active_sessions = self.stats.active_sessions.saturating_sub(1);
         tracing::error!(
             session = sess.id,
-            client = %key.client,
+            client = %key.flow().client,
             "decoder panicked; session dropped, capture goes on"
         );
         let id = sess.id;

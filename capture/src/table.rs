@@ -66,6 +66,13 @@ impl<K: Hash + Eq + Copy, T> Table<K, T> {
             .expect("live table index")
     }
 
+    /// The value at `i`, if live, mutably.
+    pub(crate) fn get_mut_checked(&mut self, i: u32) -> Option<&mut T> {
+        self.slots
+            .get_mut(i as usize)
+            .and_then(|s| s.val.as_deref_mut())
+    }
+
     /// The value at `i`, if live.
     pub(crate) fn get(&self, i: u32) -> Option<&T> {
         self.slots.get(i as usize).and_then(|s| s.val.as_deref())
