@@ -164,6 +164,7 @@ impl Framer {
 }
 
 /// The CLIENT_COMPRESS layer: compressed packets in, plain bytes out.
+#[derive(Default)]
 pub struct Inflater {
     hdr: [u8; 7],
     hdr_len: usize,
@@ -179,19 +180,6 @@ impl std::fmt::Debug for Inflater {
         f.debug_struct("Inflater")
             .field("buffered", &self.comp.len())
             .finish()
-    }
-}
-
-impl Default for Inflater {
-    fn default() -> Self {
-        Self {
-            hdr: [0; 7],
-            hdr_len: 0,
-            comp: Vec::new(),
-            need: 0,
-            out: Vec::new(),
-            z: None,
-        }
     }
 }
 
