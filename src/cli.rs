@@ -137,7 +137,6 @@ impl DecodeArgs {
             max_ooo_bytes: self.max_ooo_bytes,
             max_sessions: self.max_sessions,
             max_memory: self.max_memory.saturating_mul(1 << 20),
-            ..PipelineConfig::default()
         }
     }
 }
