@@ -368,6 +368,9 @@ impl Connection {
         if self.proto.events.is_empty() {
             self.proto.events = VecDeque::new();
         }
+        if self.proto.pending.is_empty() {
+            self.proto.pending = VecDeque::new();
+        }
         self.client.shrink_idle();
         self.server.shrink_idle();
     }
