@@ -116,6 +116,13 @@ pub struct DecodeArgs {
     /// Out-of-order bytes held per direction before a hole is declared lost.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_ooo_bytes: usize,
+    /// Most sessions tracked at once; beyond it the least recently used is evicted (counted).
+    #[arg(long, default_value_t = mrte_capture::pipeline::DEFAULT_MAX_SESSIONS)]
+    pub max_sessions: usize,
+    /// Budget in MiB for bytes held over all sessions (reassembly, held segments, partial and
+    /// large commands); the session that crosses it drops its buffers (counted). 0: no limit.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub max_memory: usize,
 }
 
 impl DecodeArgs {
@@ -128,7 +135,8 @@ impl DecodeArgs {
             },
             idle_timeout_us: self.idle_timeout.saturating_mul(1_000_000),
             max_ooo_bytes: self.max_ooo_bytes,
-            ..PipelineConfig::default()
+            max_sessions: self.max_sessions,
+            max_memory: self.max_memory.saturating_mul(1 << 20),
         }
     }
 }

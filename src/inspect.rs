@@ -58,6 +58,7 @@ pub struct InspectSink<W: Write> {
     fp: Fingerprinter,
     line: Vec<u8>,
     io_error: Option<io::Error>,
+    no_addr: Arc<str>,
 }
 
 impl<W: Write> InspectSink<W> {
@@ -71,6 +72,7 @@ impl<W: Write> InspectSink<W> {
             fp: Fingerprinter::default(),
             line: Vec::with_capacity(4096),
             io_error: None,
+            no_addr: Arc::from(""),
         }
     }
 
@@ -147,6 +149,9 @@ impl<W: Write> InspectSink<W> {
     }
 
     fn on_command(&mut self, id: SessionId, rec: &CommandRecord) {
+        if self.format == Format::Summary {
+            return;
+        }
         let Some(sess) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -262,12 +267,23 @@ fn digest_key_id(r: &DigestRow) -> u64 {
 impl<W: Write> EventSink for InspectSink<W> {
     fn push(&mut self, id: SessionId, event: SessionEvent) {
         match event {
+            // The summary needs no per-session state; the digest no addresses.
+            SessionEvent::Open(_) if self.format == Format::Summary => {}
             SessionEvent::Open(o) => {
+                let (client, server) = match self.format {
+                    Format::Text | Format::Jsonl => (
+                        Arc::from(o.key.client.to_string()),
+                        Arc::from(o.key.server.to_string()),
+                    ),
+                    Format::Summary | Format::Digest => {
+                        (self.no_addr.clone(), self.no_addr.clone())
+                    }
+                };
                 self.sessions.insert(
                     id,
                     SessionView {
-                        client: Arc::from(o.key.client.to_string()),
-                        server: Arc::from(o.key.server.to_string()),
+                        client,
+                        server,
                         midstream: o.midstream,
                         ..SessionView::default()
                     },

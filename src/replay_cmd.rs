@@ -257,6 +257,26 @@ impl Live {
                     "MySQL decode errors.",
                     c.decode_errors.load(r),
                 ),
+                (
+                    "undecoded_bytes_total",
+                    "Bytes seen on the server port but never decoded.",
+                    c.undecoded_bytes.load(r),
+                ),
+                (
+                    "decoder_panics_total",
+                    "Sessions whose decoding panicked (dropped; capture went on).",
+                    c.decoder_panics.load(r),
+                ),
+                (
+                    "evicted_sessions_total",
+                    "Sessions evicted from a full session table.",
+                    c.table_evicted.load(r),
+                ),
+                (
+                    "memory_drops_total",
+                    "Times a session dropped its buffers at the memory limit.",
+                    c.memory_drops.load(r),
+                ),
             ],
             replay: vec![
                 (
@@ -312,7 +332,7 @@ impl Live {
         let (pk, cm, rp) = (c.packets.load(r), c.commands.load(r), e.replayed);
         let dt = prev.3.elapsed().as_secs_f64().max(1e-3);
         let s = format!(
-            "capture {:>8.0} pps {:>7.0} cmd/s | replay {:>7.0} qps, {} sessions, lag {:.1} ms | drops kernel {} ring {} gaps {} | decode errs {} | test errs {} skipped {} lost {} failed {}",
+            "capture {:>8.0} pps {:>7.0} cmd/s | replay {:>7.0} qps, {} sessions, lag {:.1} ms | drops kernel {} ring {} gaps {} | decode errs {} undecoded {} B panics {} | test errs {} skipped {} lost {} failed {}",
             (pk - prev.0) as f64 / dt,
             (cm - prev.1) as f64 / dt,
             (rp - prev.2) as f64 / dt,
@@ -322,6 +342,8 @@ impl Live {
             c.ring_drops.load(r),
             c.gaps.load(r),
             c.decode_errors.load(r),
+            c.undecoded_bytes.load(r),
+            c.decoder_panics.load(r),
             e.test_errors,
             e.skipped,
             e.lost,

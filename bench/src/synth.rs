@@ -1,8 +1,10 @@
-//! Synthetic captures: many concurrent MySQL sessions (handshake, point selects with result sets,
-//! updates, quit), interleaved round-robin as a busy server would see them, written as pcap.
+//! Synthetic captures, written as pcap: many concurrent MySQL sessions (handshake, point selects
+//! with result sets, updates, quit) interleaved round-robin as a busy server would see them; a
+//! session flood (`--flood`: connections joined mid-stream that each send one query and never
+//! close); random bytes on the server port (`--random`: whole connections carrying noise).
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +28,14 @@ pub struct SynthArgs {
     /// Queries per session.
     #[arg(long, default_value_t = 100)]
     pub queries: u32,
+    /// Session flood: `--sessions` connections, each one frame (a query, mid-stream, no answer,
+    /// never closed).
+    #[arg(long, conflicts_with = "random")]
+    pub flood: bool,
+    /// `--sessions` connections (handshake, FIN) whose payload is random bytes, this many per
+    /// connection in each direction.
+    #[arg(long, value_name = "BYTES")]
+    pub random: Option<usize>,
 }
 
 const CAPS: u32 = caps::LONG_PASSWORD
@@ -191,6 +201,65 @@ impl Out {
     }
 }
 
+/// xorshift64*: reproducible noise without a dependency.
+struct Noise(u64);
+
+impl Noise {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+fn flow(i: u32) -> Flow {
+    Flow {
+        client: (
+            Ipv4Addr::new(198, 18, 0, 10 + (i / 50_000) as u8).octets(),
+            10_000 + (i % 50_000) as u16,
+        ),
+        server: (Ipv4Addr::new(198, 18, 0, 2).octets(), 3306),
+        cseq: 1_000_000u32.wrapping_mul(i + 1),
+        sseq: 4_000_000_000u32.wrapping_add(i * 7919),
+    }
+}
+
+fn flood(out: &mut Out, sessions: u32) -> Result<()> {
+    for i in 0..sessions {
+        let mut f = flow(i);
+        let sql = format!("SELECT c FROM sbtest1 WHERE id={}", i % 10_000 + 1);
+        out.data(&mut f, true, &query(sql.as_bytes()))?;
+    }
+    Ok(())
+}
+
+fn random(out: &mut Out, sessions: u32, bytes: usize) -> Result<()> {
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    let mut buf = vec![0u8; bytes];
+    let mut flows: Vec<Flow> = (0..sessions).map(flow).collect();
+    for f in flows.iter_mut() {
+        out.frame(f, true, 0x02, &[])?;
+        out.frame(f, false, 0x12, &[])?;
+        out.frame(f, true, 0x10, &[])?;
+    }
+    for f in flows.iter_mut() {
+        noise.fill(&mut buf);
+        out.data(f, false, &buf)?;
+        noise.fill(&mut buf);
+        out.data(f, true, &buf)?;
+    }
+    for f in flows.iter_mut() {
+        out.frame(f, true, 0x11, &[])?;
+        out.frame(f, false, 0x11, &[])?;
+        out.frame(f, true, 0x10, &[])?;
+    }
+    Ok(())
+}
+
 /// Write the synthetic capture.
 pub fn run(a: SynthArgs) -> Result<()> {
     let file =
@@ -206,18 +275,22 @@ pub fn run(a: SynthArgs) -> Result<()> {
         buf: Vec::with_capacity(2048),
         frames: 0,
     };
-    let server = (Ipv4Addr::new(198, 18, 0, 2).octets(), 3306);
-    let mut flows: Vec<Flow> = (0..a.sessions)
-        .map(|i| Flow {
-            client: (
-                Ipv4Addr::new(198, 18, 0, 10 + (i / 50_000) as u8).octets(),
-                10_000 + (i % 50_000) as u16,
-            ),
-            server,
-            cseq: 1_000_000u32.wrapping_mul(i + 1),
-            sseq: 4_000_000_000u32.wrapping_add(i * 7919),
-        })
-        .collect();
+    if a.flood || a.random.is_some() {
+        match a.random {
+            Some(n) => random(&mut out, a.sessions, n)?,
+            None => flood(&mut out, a.sessions)?,
+        }
+        out.w.into_writer().flush().context("writing pcap")?;
+        eprintln!(
+            "wrote {} frames, {} {} sessions to {}",
+            out.frames,
+            a.sessions,
+            if a.flood { "flood" } else { "random-bytes" },
+            a.output.display()
+        );
+        return Ok(());
+    }
+    let mut flows: Vec<Flow> = (0..a.sessions).map(flow).collect();
     for (i, f) in flows.iter_mut().enumerate() {
         out.frame(f, true, 0x02, &[])?;
         out.frame(f, false, 0x12, &[])?;

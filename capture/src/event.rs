@@ -92,6 +92,8 @@ pub enum CloseReason {
     Evicted,
     /// A new connection (client SYN with another initial sequence number) reused its addresses.
     Reused,
+    /// Decoding this session panicked; it was dropped (later bytes open a new, mid-stream session).
+    DecoderPanic,
 }
 
 /// End of a session.

@@ -12,4 +12,5 @@ pub mod pipeline;
 pub mod ring;
 pub mod source;
 pub mod stats;
+mod table;
 pub mod tcp;

@@ -1,23 +1,31 @@
-//! Frames in, session events out: slicing ([`crate::net`]), the session table, TCP reassembly
-//! ([`crate::tcp`]) and MySQL decoding ([`crate::mysql`]), pushing [`SessionEvent`]s into an
-//! [`EventSink`]. Sans-IO: time comes from the frame; no sockets, clocks or threads.
+//! Frames in, session events out: slicing ([`crate::net`]), the session table
+//! ([`crate::table`]), TCP reassembly ([`crate::tcp`]) and MySQL decoding ([`crate::mysql`]),
+//! pushing [`SessionEvent`]s into an [`EventSink`]. Sans-IO: time comes from the frame; no
+//! sockets, clocks or threads.
 //!
-//! Per frame the hot path does no allocation and takes no lock: a session-table lookup, the
-//! in-order reassembly fast path and the decoder. Sessions open on a SYN or on the first segment
-//! carrying payload (then mid-stream), close on FIN from both sides, RST, idleness, eviction or
-//! [`Pipeline::finish`].
+//! Per frame the hot path does no allocation and takes no lock: a session-table lookup, an O(1)
+//! move to the recent end of the least-recently-used list, the in-order reassembly fast path and
+//! the decoder. Sessions open on a SYN or on the first segment carrying payload (then
+//! mid-stream), close on FIN from both sides, RST, idleness, eviction or [`Pipeline::finish`].
+//!
+//! Bounds: at most `max_sessions` sessions (the least recently used is evicted, counted); idle
+//! sessions expire from the cold end of the list without scanning the table; sessions idle for
+//! [`COLD_US`] have their buffers freed; the bytes held in reassembly, held segments and decoder
+//! buffers of all sessions stay under `max_memory` (the session that crosses it drops its
+//! buffers, counted). A panic while decoding a session is caught: that session is dropped and
+//! counted, capture goes on.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
-
-use rustc_hash::FxHasher;
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::event::{
     CloseReason, EventSink, FlowKey, SessionClose, SessionEvent, SessionId, SessionOpen,
 };
-use crate::mysql::{Anomaly, ConnEvent, Connection, DecoderConfig, Direction};
+use crate::mysql::{Anomaly, ConnEvent, Connection, DecoderConfig, Direction, Undecoded};
 use crate::net::{slice_tcp, LinkType, Skip, TcpSegment};
 use crate::stats::Stats;
+use crate::table::Table;
 use crate::tcp::{seq_lt, Chunk, Stream};
 
 /// Pipeline settings.
@@ -27,23 +35,34 @@ pub struct PipelineConfig {
     pub ports: Vec<u16>,
     /// MySQL decoder settings.
     pub decoder: DecoderConfig,
-    /// Most sessions tracked at once; beyond it the idlest is evicted.
+    /// Most sessions tracked at once; beyond it the least recently used is evicted.
     pub max_sessions: usize,
     /// A session with no packet for this long is closed (microseconds of capture time).
     pub idle_timeout_us: u64,
     /// Out-of-order span buffered per direction before a hole is declared (a TCP window or more;
     /// rounded down to a power of two).
     pub max_ooo_bytes: usize,
+    /// Most bytes held at once over all sessions in reassembly buffers, held segments and
+    /// decoder buffers (partial and large commands); 0: no limit.
+    pub max_memory: usize,
 }
+
+/// Default `max_sessions`.
+pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
+/// Default `max_memory` (1 GiB).
+pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+/// Sessions without a packet for this long (capture time) have their buffers freed.
+pub const COLD_US: u64 = 2_000_000;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             ports: vec![3306],
             decoder: DecoderConfig::default(),
-            max_sessions: 1 << 20,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             idle_timeout_us: 600_000_000,
             max_ooo_bytes: 16 << 20,
+            max_memory: DEFAULT_MAX_MEMORY,
         }
     }
 }
@@ -65,13 +84,59 @@ const MAX_HELD: usize = 64;
 /// Longest a segment is held (capture time) before the peer's hole is declared lost.
 const MAX_HOLD_US: u64 = 200_000;
 
+/// The table's key: a [`FlowKey`] in 36 bytes instead of 64 (IPv4 as IPv4-mapped IPv6).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    client: [u8; 16],
+    server: [u8; 16],
+    client_port: u16,
+    server_port: u16,
+}
+
+fn ip16(a: &SocketAddr) -> [u8; 16] {
+    match a.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn ip_of(b: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(b);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+impl Key {
+    #[inline]
+    fn new(k: &FlowKey) -> Self {
+        Self {
+            client: ip16(&k.client),
+            server: ip16(&k.server),
+            client_port: k.client.port(),
+            server_port: k.server.port(),
+        }
+    }
+
+    fn flow(&self) -> FlowKey {
+        FlowKey {
+            client: SocketAddr::new(ip_of(self.client), self.client_port),
+            server: SocketAddr::new(ip_of(self.server), self.server_port),
+        }
+    }
+}
+
 struct Session {
     id: SessionId,
+    key: Key,
     held: VecDeque<Held>,
     conn: Connection,
     to_server: Stream,
     to_client: Stream,
     last_us: u64,
+    /// Bytes this session had buffered when last accounted.
+    mem: usize,
     tls: bool,
     compressed: bool,
 }
@@ -84,15 +149,41 @@ impl Session {
             Direction::ToClient => (&mut self.conn, &mut self.to_client),
         }
     }
+
+    /// Bytes buffered now (reassembly, held segments, decoder).
+    #[inline]
+    fn buffered(&self) -> usize {
+        let held: usize = if self.held.is_empty() {
+            0
+        } else {
+            self.held.iter().map(|h| h.payload.len()).sum()
+        };
+        self.to_server.held_bytes()
+            + self.to_client.held_bytes()
+            + held
+            + self.conn.buffered_bytes()
+    }
+
+    /// Free what an idle session does not need.
+    fn shrink_idle(&mut self) {
+        if self.held.is_empty() {
+            self.held = VecDeque::new();
+        }
+        self.conn.shrink_idle();
+    }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// Payload that makes the test build's decoder panic.
+#[cfg(test)]
+pub(crate) const TEST_PANIC: &[u8] = b"\xffmrte-test-panic";
 
 /// The decode path shared by live capture and pcap files.
 pub struct Pipeline {
     cfg: PipelineConfig,
     stats: Stats,
-    sessions: FastMap<FlowKey, Session>,
+    table: Table<Key, Session>,
+    /// Bytes buffered over all sessions (as last accounted).
+    buffered: usize,
     next_id: SessionId,
     id_step: SessionId,
     last_sweep_us: u64,
@@ -103,7 +194,8 @@ impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
             .field("cfg", &self.cfg)
-            .field("sessions", &self.sessions.len())
+            .field("sessions", &self.table.len())
+            .field("buffered", &self.buffered)
             .finish()
     }
 }
@@ -124,7 +216,8 @@ impl Pipeline {
         Self {
             cfg,
             stats: Stats::default(),
-            sessions: FastMap::default(),
+            table: Table::default(),
+            buffered: 0,
             next_id: 1,
             id_step: 1,
             last_sweep_us: 0,
@@ -183,7 +276,7 @@ impl Pipeline {
         if seg.missing > 0 {
             self.stats.skipped.truncated += 1;
         }
-        let key = match dir {
+        let flow = match dir {
             Direction::ToServer => FlowKey {
                 client: seg.src,
                 server: seg.dst,
@@ -193,34 +286,35 @@ impl Pipeline {
                 server: seg.src,
             },
         };
-        let max_ooo = self.cfg.max_ooo_bytes;
-        if let Some(sess) = self.sessions.get_mut(&key) {
+        let key = Key::new(&flow);
+        if let Some(i) = self.table.find(&key) {
             // A client SYN with a new initial sequence number: the addresses and ports were
             // reused by a new connection, which must not inherit the old one's decoder state.
             let reused = dir == Direction::ToServer
                 && seg.flags.syn
                 && !seg.flags.ack
-                && sess
+                && self
+                    .table
+                    .get_mut(i)
                     .to_server
                     .next_seq()
                     .is_some_and(|n| n != seg.seq.wrapping_add(1));
             if !reused {
-                if let Some(reason) =
-                    Self::on_segment(&mut self.stats, sess, dir, &seg, ts_us, max_ooo, sink)
-                {
-                    self.close(&key, ts_us, reason, sink);
-                }
+                self.table.touch(i);
+                self.segment(i, dir, &seg, ts_us, sink);
                 return;
             }
-            self.close(&key, ts_us, CloseReason::Reused, sink);
+            self.close(i, ts_us, CloseReason::Reused, sink);
         }
         let opening = seg.flags.syn || !seg.payload.is_empty() || seg.missing > 0;
         if !opening || seg.flags.rst {
             self.stats.skipped.untracked += 1;
             return;
         }
-        if self.sessions.len() >= self.cfg.max_sessions {
-            self.evict_idlest(ts_us, sink);
+        if self.table.len() >= self.cfg.max_sessions.max(1) {
+            if let Some(oldest) = self.table.oldest() {
+                self.close(oldest, ts_us, CloseReason::Evicted, sink);
+            }
         }
         let midstream = !seg.flags.syn;
         let id = self.next_id;
@@ -234,26 +328,141 @@ impl Pipeline {
             id,
             SessionEvent::Open(Box::new(SessionOpen {
                 id,
-                key,
+                key: flow,
                 ts_us,
                 midstream,
             })),
         );
-        let sess = self.sessions.entry(key).or_insert(Session {
-            id,
-            held: VecDeque::new(),
-            conn: Connection::new(self.cfg.decoder.clone(), midstream),
-            to_server: Stream::default(),
-            to_client: Stream::default(),
-            last_us: ts_us,
-            tls: false,
-            compressed: false,
-        });
-        if let Some(reason) =
-            Self::on_segment(&mut self.stats, sess, dir, &seg, ts_us, max_ooo, sink)
-        {
-            self.close(&key, ts_us, reason, sink);
+        let i = self.table.insert(
+            key,
+            Box::new(Session {
+                id,
+                key,
+                held: VecDeque::new(),
+                conn: Connection::new(self.cfg.decoder.clone(), midstream),
+                to_server: Stream::default(),
+                to_client: Stream::default(),
+                last_us: ts_us,
+                mem: 0,
+                tls: false,
+                compressed: false,
+            }),
+        );
+        self.segment(i, dir, &seg, ts_us, sink);
+        // Most sessions opened mid-stream by one segment stay idle for long: give the buffers
+        // its first events needed back now (one free per session, not per packet).
+        if let Some(sess) = self.table.get_mut_checked(i) {
+            sess.shrink_idle();
+            let now = sess.buffered();
+            self.buffered = self.buffered - sess.mem + now;
+            sess.mem = now;
         }
+    }
+
+    /// One segment of session `i`, panics contained; closes the session when it ends.
+    fn segment<S: EventSink>(
+        &mut self,
+        i: u32,
+        dir: Direction,
+        seg: &TcpSegment<'_>,
+        ts_us: u64,
+        sink: &mut S,
+    ) {
+        let max_ooo = self.cfg.max_ooo_bytes;
+        let Self { stats, table, .. } = self;
+        let sess = table.get_mut(i);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            Self::on_segment(stats, sess, dir, seg, ts_us, max_ooo, sink)
+        }));
+        match r {
+            Ok(close) => {
+                self.account(i, ts_us, sink);
+                if let Some(reason) = close {
+                    self.close(i, ts_us, reason, sink);
+                }
+            }
+            Err(_) => self.panicked(i, seg.payload.len(), ts_us, sink),
+        }
+    }
+
+    /// Update the memory books after session `i` changed; over the limit, it drops its buffers.
+    #[inline]
+    fn account<S: EventSink>(&mut self, i: u32, ts_us: u64, sink: &mut S) {
+        let sess = self.table.get_mut(i);
+        let now = sess.buffered();
+        if now == sess.mem {
+            return;
+        }
+        let grew = now > sess.mem;
+        self.buffered = self.buffered - sess.mem + now;
+        sess.mem = now;
+        self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(self.buffered as u64);
+        // The session whose growth crossed the limit pays for it.
+        if !grew || self.cfg.max_memory == 0 || self.buffered <= self.cfg.max_memory {
+            return;
+        }
+        self.stats.memory_drops += 1;
+        let max_ooo = self.cfg.max_ooo_bytes;
+        let Self { stats, table, .. } = self;
+        let sess = table.get_mut(i);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            release_held(sess, ts_us, max_ooo, true);
+            let Session {
+                conn,
+                to_server,
+                to_client,
+                ..
+            } = &mut *sess;
+            to_server.flush(&mut |c| feed(conn, Direction::ToServer, c, ts_us));
+            to_client.flush(&mut |c| feed(conn, Direction::ToClient, c, ts_us));
+            if conn.buffered_bytes() > 0 {
+                conn.handle_gap(Direction::ToServer, 0, ts_us);
+                conn.handle_gap(Direction::ToClient, 0, ts_us);
+            }
+            sess.shrink_idle();
+            Self::drain(stats, sess, sink);
+        }));
+        if r.is_err() {
+            self.panicked(i, 0, ts_us, sink);
+            return;
+        }
+        let sess = self.table.get_mut(i);
+        let now = sess.buffered();
+        self.buffered = self.buffered - sess.mem + now;
+        sess.mem = now;
+    }
+
+    /// Decoding session `i` panicked: drop it (its state is suspect), count it, go on.
+    #[cold]
+    fn panicked<S: EventSink>(&mut self, i: u32, bytes: usize, ts_us: u64, sink: &mut S) {
+        let Some(key) = self.table.get(i).map(|s| s.key) else {
+            return;
+        };
+        let Some(sess) = self.table.remove(&key, i) else {
+            return;
+        };
+        self.buffered -= sess.mem;
+        let lost = (bytes + sess.mem) as u64;
+        self.stats.decoder_panics += 1;
+        self.stats.undecoded.decoder_panic += lost;
+        self.stats.undecoded_bytes += lost;
+        self.stats.desyncs += 1;
+        self.stats.active_sessions = self.stats.active_sessions.saturating_sub(1);
+        tracing::error!(
+            session = sess.id,
+            client = %key.flow().client,
+            "decoder panicked; session dropped, capture goes on"
+        );
+        let id = sess.id;
+        // Its buffers may be inconsistent; dropping them must not take capture down either.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(sess)));
+        sink.push(
+            id,
+            SessionEvent::Close(SessionClose {
+                ts_us,
+                reason: CloseReason::DecoderPanic,
+            }),
+        );
     }
 
     /// One segment of a known session; the close reason when the session ends with it.
@@ -267,6 +476,10 @@ impl Pipeline {
         sink: &mut S,
     ) -> Option<CloseReason> {
         sess.last_us = ts_us;
+        #[cfg(test)]
+        if seg.payload.starts_with(TEST_PANIC) {
+            panic!("forced decoder panic (test)");
+        }
         let peer_next = match dir {
             Direction::ToServer => sess.to_client.next_seq(),
             Direction::ToClient => sess.to_server.next_seq(),
@@ -314,7 +527,7 @@ impl Pipeline {
     fn drain<S: EventSink>(stats: &mut Stats, sess: &mut Session, sink: &mut S) {
         while let Some(ev) = sess.conn.poll_event() {
             match ev {
-                ConnEvent::Login(l) => sink.push(sess.id, SessionEvent::Login(Box::new(l))),
+                ConnEvent::Login(l) => sink.push(sess.id, SessionEvent::Login(l)),
                 ConnEvent::Command(c) => {
                     stats.commands.add(c.command.code());
                     sink.push(sess.id, SessionEvent::Command(c));
@@ -337,33 +550,50 @@ impl Pipeline {
                             stats.compressed_sessions += 1;
                         }
                     }
+                    Anomaly::Undecoded(why, n) => {
+                        stats.undecoded_bytes += n;
+                        let u = &mut stats.undecoded;
+                        match why {
+                            Undecoded::Unsynced => u.unsynced += n,
+                            Undecoded::AfterGap => u.after_gap += n,
+                            Undecoded::Tls => u.tls += n,
+                            Undecoded::TooLarge => u.too_large += n,
+                            Undecoded::Incomplete => u.incomplete += n,
+                        }
+                    }
                 },
             }
         }
     }
 
-    fn close<S: EventSink>(
-        &mut self,
-        key: &FlowKey,
-        ts_us: u64,
-        reason: CloseReason,
-        sink: &mut S,
-    ) {
-        let Some(mut sess) = self.sessions.remove(key) else {
+    fn close<S: EventSink>(&mut self, i: u32, ts_us: u64, reason: CloseReason, sink: &mut S) {
+        let Some(key) = self.table.get(i).map(|s| s.key) else {
             return;
         };
-        release_held(&mut sess, ts_us, self.cfg.max_ooo_bytes, true);
-        {
+        let max_ooo = self.cfg.max_ooo_bytes;
+        let Self { stats, table, .. } = self;
+        let sess = table.get_mut(i);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            release_held(sess, ts_us, max_ooo, true);
             let Session {
                 conn,
                 to_server,
                 to_client,
                 ..
-            } = &mut sess;
+            } = &mut *sess;
             to_server.flush(&mut |c| feed(conn, Direction::ToServer, c, ts_us));
             to_client.flush(&mut |c| feed(conn, Direction::ToClient, c, ts_us));
             conn.handle_close(ts_us);
+            Self::drain(stats, sess, sink);
+        }));
+        if r.is_err() {
+            self.panicked(i, 0, ts_us, sink);
+            return;
         }
+        let Some(sess) = self.table.remove(&key, i) else {
+            return;
+        };
+        self.buffered -= sess.mem;
         for s in [&sess.to_server.stats, &sess.to_client.stats] {
             self.stats.gaps += s.gaps;
             self.stats.gap_bytes += s.gap_bytes;
@@ -371,7 +601,6 @@ impl Pipeline {
             self.stats.out_of_order += s.out_of_order;
             self.stats.ooo_overflow += s.ooo_overflow;
         }
-        Self::drain(&mut self.stats, &mut sess, sink);
         self.stats.active_sessions = self.stats.active_sessions.saturating_sub(1);
         match reason {
             CloseReason::Idle => self.stats.idle_evicted += 1,
@@ -381,39 +610,36 @@ impl Pipeline {
         sink.push(sess.id, SessionEvent::Close(SessionClose { ts_us, reason }));
     }
 
-    fn evict_idlest<S: EventSink>(&mut self, ts_us: u64, sink: &mut S) {
-        if let Some(key) = self
-            .sessions
-            .iter()
-            .min_by_key(|(_, s)| s.last_us)
-            .map(|(k, _)| *k)
-        {
-            self.close(&key, ts_us, CloseReason::Evicted, sink);
-        }
-    }
-
-    /// Close sessions idle for longer than the timeout, as of `now_us` (capture time).
+    /// Close sessions idle for longer than the timeout and free the buffers of sessions idle for
+    /// [`COLD_US`], as of `now_us` (capture time). Walks only the cold end of the table.
     pub fn handle_timeout<S: EventSink>(&mut self, now_us: u64, sink: &mut S) {
         let limit = self.cfg.idle_timeout_us;
-        let idle: Vec<FlowKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| now_us.saturating_sub(s.last_us) > limit)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in idle {
-            let last = self.sessions.get(&k).map_or(now_us, |s| s.last_us);
-            self.close(&k, last, CloseReason::Idle, sink);
+        while let Some(i) = self.table.oldest() {
+            let last = self.table.get(i).map_or(now_us, |s| s.last_us);
+            if now_us.saturating_sub(last) <= limit {
+                break;
+            }
+            self.close(i, last, CloseReason::Idle, sink);
+        }
+        while let Some(i) = self.table.next_cold() {
+            let sess = self.table.get_mut(i);
+            if now_us.saturating_sub(sess.last_us) < COLD_US {
+                break;
+            }
+            sess.shrink_idle();
+            let now = sess.buffered();
+            self.buffered = self.buffered - sess.mem + now;
+            sess.mem = now;
+            self.table.mark_cold(i);
         }
     }
 
     /// End of capture: flush and close every session.
     pub fn finish<S: EventSink>(&mut self, ts_us: u64, sink: &mut S) {
-        let mut keys: Vec<(SessionId, FlowKey)> =
-            self.sessions.iter().map(|(k, s)| (s.id, *k)).collect();
-        keys.sort_unstable_by_key(|(id, _)| *id);
-        for (_, k) in keys {
-            self.close(&k, ts_us, CloseReason::EndOfCapture, sink);
+        let mut open: Vec<(SessionId, u32)> = self.table.iter().map(|(i, s)| (s.id, i)).collect();
+        open.sort_unstable_by_key(|(id, _)| *id);
+        for (_, i) in open {
+            self.close(i, ts_us, CloseReason::EndOfCapture, sink);
         }
     }
 
@@ -429,7 +655,12 @@ impl Pipeline {
 
     /// Sessions currently tracked.
     pub fn open_sessions(&self) -> usize {
-        self.sessions.len()
+        self.table.len()
+    }
+
+    /// Bytes currently buffered over all sessions (reassembly, held segments, decoder).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 }
 
@@ -819,5 +1050,152 @@ mod tests {
         assert_eq!(p.stats().gaps, 1);
         assert_eq!(p.stats().gap_bytes, 7);
         assert_eq!(p.stats().out_of_order, 1);
+    }
+
+    fn commands(ev: &[(SessionId, SessionEvent)]) -> Vec<(SessionId, Vec<u8>)> {
+        ev.iter()
+            .filter_map(|(id, e)| match e {
+                SessionEvent::Command(c) => {
+                    Some((*id, c.command.sql().unwrap_or_default().to_vec()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_decoder_panic_closes_that_session_and_capture_goes_on() {
+        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        let q = |sql: &[u8]| mysql(0, &[b"\x03", sql].concat());
+        let ok = mysql(1, &[0, 0, 0, 2, 0, 0, 0]);
+        let one = |p: &mut Pipeline, ev: &mut Vec<_>, port, sql: &[u8], t| {
+            let q = q(sql);
+            p.handle_frame(LinkType::Ethernet, &data(port, true, 100, 900, &q), t, ev);
+            let after = 100 + q.len() as u32;
+            p.handle_frame(
+                LinkType::Ethernet,
+                &data(port, false, 900, after, &ok),
+                t + 1,
+                ev,
+            );
+        };
+        one(&mut p, &mut ev, 10, b"SELECT 1", 10);
+        p.handle_frame(
+            LinkType::Ethernet,
+            &data(11, true, 100, 900, TEST_PANIC),
+            20,
+            &mut ev,
+        );
+        assert_eq!(p.stats().decoder_panics, 1);
+        assert_eq!(p.stats().undecoded.decoder_panic, TEST_PANIC.len() as u64);
+        assert_eq!(p.open_sessions(), 1, "the panicking session is gone");
+        one(&mut p, &mut ev, 12, b"SELECT 3", 30);
+        // The same connection goes on: it is picked up again mid-stream.
+        one(&mut p, &mut ev, 11, b"SELECT 2", 40);
+        p.finish(50, &mut ev);
+        let sqls: Vec<Vec<u8>> = commands(&ev).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(
+            sqls,
+            vec![
+                b"SELECT 1".to_vec(),
+                b"SELECT 3".to_vec(),
+                b"SELECT 2".to_vec()
+            ]
+        );
+        let (opens, closes) = opens_closes(&ev);
+        assert_eq!(opens, 4);
+        assert_eq!(
+            closes
+                .iter()
+                .filter(|r| **r == CloseReason::DecoderPanic)
+                .count(),
+            1
+        );
+        assert_eq!(p.stats().decoder_panics, 1);
+        assert_eq!(p.stats().active_sessions, 0);
+    }
+
+    #[test]
+    fn the_memory_limit_drops_the_buffers_of_the_session_crossing_it() {
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        let hole = |p: &mut Pipeline, ev: &mut Vec<_>, port, t| {
+            p.handle_frame(
+                LinkType::Ethernet,
+                &frame(port, true, 100, "", b"abc"),
+                t,
+                ev,
+            );
+            p.handle_frame(
+                LinkType::Ethernet,
+                &frame(port, true, 200, "", &[7; 600]),
+                t + 1,
+                ev,
+            );
+        };
+        let mut free = Pipeline::new(PipelineConfig::default());
+        hole(&mut free, &mut ev, 5, 1);
+        let one = free.buffered_bytes();
+        assert!(one >= 600, "{one}");
+        let mut p = Pipeline::new(PipelineConfig {
+            max_memory: one + one / 2,
+            ..PipelineConfig::default()
+        });
+        hole(&mut p, &mut ev, 5, 1);
+        assert_eq!((p.buffered_bytes(), p.stats().memory_drops), (one, 0));
+        hole(&mut p, &mut ev, 6, 3);
+        assert_eq!(p.stats().memory_drops, 1);
+        assert_eq!(
+            p.buffered_bytes(),
+            one,
+            "the crossing session let go of its buffer"
+        );
+        assert_eq!(p.stats().peak_buffered_bytes, 2 * one as u64);
+        p.finish(5, &mut ev);
+        assert_eq!(p.buffered_bytes(), 0);
+        assert_eq!(p.stats().gaps, 2);
+    }
+
+    #[test]
+    fn idle_sessions_expire_from_the_cold_end_without_a_scan() {
+        let mut p = Pipeline::new(PipelineConfig {
+            idle_timeout_us: 10_000_000,
+            max_sessions: 3,
+            ..PipelineConfig::default()
+        });
+        let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
+        let t0 = 1_000_000_000;
+        for (k, port) in [1u16, 2, 3].into_iter().enumerate() {
+            p.handle_frame(
+                LinkType::Ethernet,
+                &frame(port, true, 1, "", b"q"),
+                t0 + k as u64,
+                &mut ev,
+            );
+        }
+        // Session 1 is used again: session 2 is now the least recently used.
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(1, true, 2, "", b"q"),
+            t0 + 5,
+            &mut ev,
+        );
+        p.handle_frame(
+            LinkType::Ethernet,
+            &frame(4, true, 1, "", b"q"),
+            t0 + 6,
+            &mut ev,
+        );
+        let closed: Vec<SessionId> = ev
+            .iter()
+            .filter_map(|(id, e)| matches!(e, SessionEvent::Close(_)).then_some(*id))
+            .collect();
+        assert_eq!(closed, vec![2]);
+        assert_eq!(p.stats().table_evicted, 1);
+        p.handle_timeout(t0 + 10_000_004, &mut ev);
+        assert_eq!(p.open_sessions(), 2, "only session 3 was idle long enough");
+        p.handle_timeout(t0 + 10_000_007, &mut ev);
+        assert_eq!(p.open_sessions(), 0);
+        assert_eq!(p.stats().idle_evicted, 3);
     }
 }

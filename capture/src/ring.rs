@@ -138,10 +138,20 @@ pub struct RingStats {
     pub overflowed_sessions: u64,
     /// Sessions whose consumer went away before the end (events discarded, not counted as drops).
     pub orphaned_sessions: u64,
+    /// Sessions given a smaller ring than `--ring` because the ring memory budget was reached.
+    pub budget_limited_sessions: u64,
+    /// Bytes of ring slots allocated now.
+    pub slot_bytes: u64,
 }
+
+/// Bytes of one ring slot.
+pub const SLOT_BYTES: usize = std::mem::size_of::<SessionEvent>();
+/// Fewest slots a ring gets, however tight the budget.
+pub const MIN_RING: usize = 256;
 
 struct Producer {
     ring: rtrb::Producer<SessionEvent>,
+    slots: usize,
     shared: Arc<SessionShared>,
     overflowed: bool,
 }
@@ -153,6 +163,8 @@ pub struct RingSink {
     tx: Sender<SessionStream>,
     stats: RingStats,
     wait_when_full: bool,
+    /// Most bytes of ring slots over all open rings (0: no limit).
+    budget: usize,
 }
 
 impl std::fmt::Debug for RingSink {
@@ -181,6 +193,33 @@ impl RingSink {
             tx,
             stats: RingStats::default(),
             wait_when_full: false,
+            budget: 0,
+        }
+    }
+
+    /// Bound the bytes of ring slots over all open rings: a session opened when a full-size ring
+    /// would not fit gets what is left (at least [`MIN_RING`] slots), counted as
+    /// `budget_limited_sessions`; a smaller ring fills sooner and drops (counted) sooner.
+    pub fn set_memory_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
+    fn slots_for_new_ring(&mut self) -> usize {
+        let want = self.capacity;
+        if self.budget == 0 {
+            return want;
+        }
+        let left = self.budget.saturating_sub(self.stats.slot_bytes as usize) / SLOT_BYTES;
+        if left >= want {
+            return want;
+        }
+        self.stats.budget_limited_sessions += 1;
+        left.clamp(MIN_RING.min(want), want)
+    }
+
+    fn forget(&mut self, id: SessionId) {
+        if let Some(p) = self.producers.remove(&id) {
+            self.stats.slot_bytes -= (p.slots * SLOT_BYTES) as u64;
         }
     }
 
@@ -203,6 +242,7 @@ impl RingSink {
 
     /// Mark every open session closed (end of capture); consumers drain what is left.
     pub fn close_all(&mut self) {
+        self.stats.slot_bytes = 0;
         for (_, p) in self.producers.drain() {
             p.shared.closed.store(true, Ordering::Release);
             p.shared.waker.wake();
@@ -213,7 +253,8 @@ impl RingSink {
 impl EventSink for RingSink {
     fn push(&mut self, id: SessionId, event: SessionEvent) {
         if let SessionEvent::Open(open) = &event {
-            let (ring, consumer) = rtrb::RingBuffer::new(self.capacity);
+            let slots = self.slots_for_new_ring();
+            let (ring, consumer) = rtrb::RingBuffer::new(slots);
             let shared = Arc::new(SessionShared::default());
             let stream = SessionStream {
                 open: (**open).clone(),
@@ -225,10 +266,12 @@ impl EventSink for RingSink {
                 return;
             }
             self.stats.sessions += 1;
+            self.stats.slot_bytes += (slots * SLOT_BYTES) as u64;
             self.producers.insert(
                 id,
                 Producer {
                     ring,
+                    slots,
                     shared,
                     overflowed: false,
                 },
@@ -240,7 +283,7 @@ impl EventSink for RingSink {
         };
         if p.ring.is_abandoned() {
             self.stats.orphaned_sessions += 1;
-            self.producers.remove(&id);
+            self.forget(id);
             return;
         }
         if self.wait_when_full && p.ring.is_full() {
@@ -258,7 +301,7 @@ impl EventSink for RingSink {
             p.shared.resume_at.store(0, Ordering::Release);
             if p.ring.is_abandoned() {
                 self.stats.orphaned_sessions += 1;
-                self.producers.remove(&id);
+                self.forget(id);
                 return;
             }
         }
@@ -281,7 +324,7 @@ impl EventSink for RingSink {
         }
         p.shared.waker.wake();
         if closing {
-            self.producers.remove(&id);
+            self.forget(id);
         }
     }
 }
@@ -394,5 +437,47 @@ mod tests {
         sink.close_all();
         assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
         assert!(s.is_finished());
+    }
+
+    #[test]
+    fn the_slot_budget_shrinks_new_rings_and_counts_them() {
+        let (mut sink, rx) = RingSink::new(1024);
+        sink.set_memory_budget(1600 * SLOT_BYTES);
+        for id in 1..=3 {
+            sink.push(id, open(id));
+        }
+        let st = sink.stats();
+        assert_eq!(st.budget_limited_sessions, 2);
+        assert_eq!(st.slot_bytes, ((1024 + 576 + MIN_RING) * SLOT_BYTES) as u64);
+        let caps: Vec<usize> = rx
+            .try_iter()
+            .map(|s| s.consumer.buffer().capacity())
+            .collect();
+        assert_eq!(caps, vec![1024, 576, MIN_RING]);
+        sink.push(
+            1,
+            SessionEvent::Close(SessionClose {
+                ts_us: 2,
+                reason: CloseReason::Fin,
+            }),
+        );
+        assert_eq!(
+            sink.stats().slot_bytes,
+            ((576 + MIN_RING) * SLOT_BYTES) as u64
+        );
+        sink.push(
+            2,
+            SessionEvent::Close(SessionClose {
+                ts_us: 2,
+                reason: CloseReason::Fin,
+            }),
+        );
+        assert_eq!(sink.stats().slot_bytes, (MIN_RING * SLOT_BYTES) as u64);
+        sink.push(4, open(4));
+        assert_eq!(
+            sink.stats().budget_limited_sessions,
+            2,
+            "room again for a full ring"
+        );
     }
 }

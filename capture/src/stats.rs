@@ -28,6 +28,44 @@ pub struct Skipped {
     pub untracked: u64,
 }
 
+/// Bytes seen on server-port TCP but never decoded, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UndecodedBytes {
+    /// Never synchronised on a command boundary (mid-stream start, or not MySQL at all).
+    pub unsynced: u64,
+    /// Waiting for a command boundary again after a TCP gap or a desync.
+    pub after_gap: u64,
+    /// Encrypted (the session switched to TLS).
+    pub tls: u64,
+    /// Commands over the size cap.
+    pub too_large: u64,
+    /// Packets cut off by the end of their connection.
+    pub incomplete: u64,
+    /// Segments being decoded when the decoder panicked, and bytes that session still held.
+    pub decoder_panic: u64,
+}
+
+impl UndecodedBytes {
+    /// All reasons together.
+    pub fn total(&self) -> u64 {
+        self.unsynced
+            + self.after_gap
+            + self.tls
+            + self.too_large
+            + self.incomplete
+            + self.decoder_panic
+    }
+
+    fn merge(&mut self, o: &Self) {
+        self.unsynced += o.unsynced;
+        self.after_gap += o.after_gap;
+        self.tls += o.tls;
+        self.too_large += o.too_large;
+        self.incomplete += o.incomplete;
+        self.decoder_panic += o.decoder_panic;
+    }
+}
+
 /// Everything the capture side counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -72,8 +110,18 @@ pub struct Stats {
     pub unknown_commands: u64,
     /// Sessions evicted for idleness.
     pub idle_evicted: u64,
-    /// Sessions evicted because the table was full.
+    /// Sessions evicted because the table was full (least recently used first).
     pub table_evicted: u64,
+    /// Sessions whose decoding panicked; the session was closed and capture went on.
+    pub decoder_panics: u64,
+    /// Bytes seen but never decoded (sum of `undecoded`).
+    pub undecoded_bytes: u64,
+    /// Undecoded bytes by reason.
+    pub undecoded: UndecodedBytes,
+    /// Times a session's buffers were dropped because `--max-memory` was reached.
+    pub memory_drops: u64,
+    /// Most bytes held at once in reassembly, held segments and decoder buffers.
+    pub peak_buffered_bytes: u64,
     /// Sessions seen on more than one RX queue (asymmetric RSS).
     pub multi_queue_sessions: u64,
     /// Frames the kernel or NIC dropped before the source got them (source-reported).
@@ -149,6 +197,11 @@ impl Stats {
         self.unknown_commands += o.unknown_commands;
         self.idle_evicted += o.idle_evicted;
         self.table_evicted += o.table_evicted;
+        self.decoder_panics += o.decoder_panics;
+        self.undecoded_bytes += o.undecoded_bytes;
+        self.undecoded.merge(&o.undecoded);
+        self.memory_drops += o.memory_drops;
+        self.peak_buffered_bytes += o.peak_buffered_bytes;
         self.multi_queue_sessions += o.multi_queue_sessions;
         self.kernel_drops += o.kernel_drops;
         self.filtered_in_kernel += o.filtered_in_kernel;
@@ -196,6 +249,14 @@ pub struct LiveStats {
     pub tls_sessions: AtomicU64,
     /// Connections seen on more than one RX queue.
     pub multi_queue_sessions: AtomicU64,
+    /// Decoder panics contained.
+    pub decoder_panics: AtomicU64,
+    /// Bytes seen but never decoded.
+    pub undecoded_bytes: AtomicU64,
+    /// Sessions evicted from a full table.
+    pub table_evicted: AtomicU64,
+    /// Buffer drops at the memory limit.
+    pub memory_drops: AtomicU64,
 }
 
 impl LiveStats {
@@ -214,5 +275,9 @@ impl LiveStats {
         self.decode_errors.store(s.decode_errors, r);
         self.multi_queue_sessions.store(s.multi_queue_sessions, r);
         self.tls_sessions.store(s.tls_sessions, r);
+        self.decoder_panics.store(s.decoder_panics, r);
+        self.undecoded_bytes.store(s.undecoded_bytes, r);
+        self.table_evicted.store(s.table_evicted, r);
+        self.memory_drops.store(s.memory_drops, r);
     }
 }

@@ -86,6 +86,16 @@ pub struct Captured {
     pub desyncs: u64,
     /// Connections seen on more than one RX queue (asymmetric RSS: responses lost).
     pub multi_queue_sessions: u64,
+    /// Bytes seen on the server port but never decoded.
+    pub undecoded_bytes: u64,
+    /// Undecoded bytes by reason.
+    pub undecoded: mrte_capture::stats::UndecodedBytes,
+    /// Sessions whose decoding panicked (dropped; capture went on).
+    pub decoder_panics: u64,
+    /// Sessions evicted from a full session table.
+    pub evicted_sessions: u64,
+    /// Times a session dropped its buffers at the memory limit.
+    pub memory_drops: u64,
 }
 
 /// `replayed` section.
@@ -301,6 +311,11 @@ impl Report {
                 decode_errors: cap.decode_errors,
                 desyncs: cap.desyncs,
                 multi_queue_sessions: cap.multi_queue_sessions,
+                undecoded_bytes: cap.undecoded_bytes,
+                undecoded: cap.undecoded,
+                decoder_panics: cap.decoder_panics,
+                evicted_sessions: cap.table_evicted,
+                memory_drops: cap.memory_drops,
             },
             replayed: Replayed {
                 commands: eng.replayed,
@@ -379,6 +394,14 @@ impl Report {
             "losses:   kernel {}  ring {}  gaps {} ({} bytes)  decode errors {}  desyncs {}  lost {}  skipped {}",
             self.drops.kernel, self.drops.ring, self.drops.gaps, self.drops.gap_bytes, c.decode_errors, c.desyncs, lost, skipped
         );
+        if c.undecoded_bytes + c.decoder_panics + c.evicted_sessions + c.memory_drops > 0 {
+            let u = &c.undecoded;
+            let _ = writeln!(
+                s,
+                "          undecoded {} bytes (unsynced {}, after gap {}, TLS {}, too large {}, incomplete {}, decoder panic {})  decoder panics {}  evicted sessions {}  memory drops {}",
+                c.undecoded_bytes, u.unsynced, u.after_gap, u.tls, u.too_large, u.incomplete, u.decoder_panic, c.decoder_panics, c.evicted_sessions, c.memory_drops
+            );
+        }
         if c.multi_queue_sessions > 0 {
             let _ = writeln!(
                 s,
@@ -534,6 +557,8 @@ impl Report {
             ("kernel drops", self.drops.kernel),
             ("ring drops", self.drops.ring),
             ("gaps", self.drops.gaps),
+            ("undecoded bytes", self.captured.undecoded_bytes),
+            ("decoder panics", self.captured.decoder_panics),
             ("lost", lost),
             ("failed", self.failed.values().sum::<u64>()),
             ("reconnects", self.replayed.reconnects),

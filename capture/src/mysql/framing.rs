@@ -76,6 +76,27 @@ impl Framer {
         self.hdr_len > 0 || self.in_packet
     }
 
+    /// Bytes of the packet being received so far (header included; kept or not).
+    pub fn partial_bytes(&self) -> usize {
+        if self.in_packet || self.continuing {
+            self.total + 4
+        } else {
+            self.hdr_len
+        }
+    }
+
+    /// Bytes held in the reassembly buffer.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Free the buffer when no packet is in progress.
+    pub fn shrink_idle(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Feed bytes; each complete logical packet goes to `out`.
     pub fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(Packet<'_>)) {
         loop {
@@ -143,13 +164,15 @@ impl Framer {
 }
 
 /// The CLIENT_COMPRESS layer: compressed packets in, plain bytes out.
+#[derive(Default)]
 pub struct Inflater {
     hdr: [u8; 7],
     hdr_len: usize,
     comp: Vec<u8>,
     need: usize,
     out: Vec<u8>,
-    z: Decompress,
+    /// Created on the first compressed packet that needs inflating.
+    z: Option<Decompress>,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -160,25 +183,22 @@ impl std::fmt::Debug for Inflater {
     }
 }
 
-impl Default for Inflater {
-    fn default() -> Self {
-        Self {
-            hdr: [0; 7],
-            hdr_len: 0,
-            comp: Vec::new(),
-            need: 0,
-            out: Vec::new(),
-            z: Decompress::new(true),
-        }
-    }
-}
-
 impl Inflater {
     /// Drop any partial compressed packet.
     pub fn reset(&mut self) {
         self.hdr_len = 0;
         self.comp.clear();
         self.need = 0;
+    }
+
+    /// No compressed packet is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.hdr_len == 0
+    }
+
+    /// Bytes held in buffers.
+    pub fn buffered_bytes(&self) -> usize {
+        self.comp.capacity() + self.out.capacity()
     }
 
     /// Feed compressed bytes; plain bytes of each complete compressed packet go to `out`.
@@ -214,11 +234,9 @@ impl Inflater {
             }
             self.out.clear();
             self.out.reserve(plain_len);
-            self.z.reset(true);
-            match self
-                .z
-                .decompress_vec(&self.comp, &mut self.out, FlushDecompress::Finish)
-            {
+            let z = self.z.get_or_insert_with(|| Decompress::new(true));
+            z.reset(true);
+            match z.decompress_vec(&self.comp, &mut self.out, FlushDecompress::Finish) {
                 Ok(Status::StreamEnd) | Ok(Status::Ok) | Ok(Status::BufError) => {}
                 Err(_) => return Err(FrameError::Inflate),
             }

@@ -75,7 +75,7 @@ impl Proto {
             self.login.ts_us = ts_us;
             self.login.capabilities = negotiated;
             self.emit(ConnEvent::Anomaly(Anomaly::Tls));
-            self.emit(ConnEvent::Login(self.login.clone()));
+            self.emit(ConnEvent::Login(Box::new(self.login.clone())));
             return;
         }
         self.caps = negotiated;
@@ -147,6 +147,6 @@ impl Proto {
         self.login.capabilities = self.caps;
         self.user = self.login.user.as_deref().map(Arc::from);
         self.db = self.login.db.as_deref().map(Arc::from);
-        self.emit(ConnEvent::Login(self.login.clone()));
+        self.emit(ConnEvent::Login(Box::new(self.login.clone())));
     }
 }

@@ -71,13 +71,30 @@ pub enum Anomaly {
     Tls,
     /// CLIENT_COMPRESS was negotiated.
     Compressed,
+    /// Bytes seen but not decoded, and why.
+    Undecoded(Undecoded, u64),
+}
+
+/// Why seen bytes were not decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undecoded {
+    /// Never synchronised on a command boundary (mid-stream start, or not MySQL at all).
+    Unsynced,
+    /// Waiting for a command boundary after a TCP gap or a desync.
+    AfterGap,
+    /// Encrypted (after an SSLRequest).
+    Tls,
+    /// A command over the size cap.
+    TooLarge,
+    /// Part of a packet cut off by the end of the connection.
+    Incomplete,
 }
 
 /// What the decoder yields.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConnEvent {
     /// Handshake done (or inferred mid-stream).
-    Login(Login),
+    Login(Box<Login>),
     /// A command paired with its response.
     Command(Box<CommandRecord>),
     /// Something to count.
@@ -99,7 +116,8 @@ enum Phase {
 #[derive(Debug)]
 struct DirState {
     framer: Framer,
-    inflater: Inflater,
+    /// Allocated when CLIENT_COMPRESS is first used (an idle plain session holds none).
+    inflater: Option<Box<Inflater>>,
     compressed: bool,
     synced: bool,
 }
@@ -108,7 +126,7 @@ impl DirState {
     fn new(keep: usize) -> Self {
         Self {
             framer: Framer::new(keep),
-            inflater: Inflater::default(),
+            inflater: None,
             compressed: false,
             synced: true,
         }
@@ -116,7 +134,20 @@ impl DirState {
 
     fn reset(&mut self) {
         self.framer.reset();
-        self.inflater.reset();
+        if let Some(i) = self.inflater.as_mut() {
+            i.reset();
+        }
+    }
+
+    fn shrink_idle(&mut self) {
+        self.framer.shrink_idle();
+        if self.inflater.as_ref().is_some_and(|i| i.is_idle()) {
+            self.inflater = None;
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.framer.buffered_bytes() + self.inflater.as_ref().map_or(0, |i| i.buffered_bytes())
     }
 }
 
@@ -214,7 +245,11 @@ impl Connection {
 
     /// Feed in-order bytes of one direction, with the timestamp of the segment that carried them.
     pub fn handle_data(&mut self, dir: Direction, data: &[u8], ts_us: u64) {
-        if data.is_empty() || self.proto.phase == Phase::Tls {
+        if data.is_empty() {
+            return;
+        }
+        if self.proto.phase == Phase::Tls {
+            self.proto.undecoded(Undecoded::Tls, data.len());
             return;
         }
         let Connection {
@@ -235,6 +270,7 @@ impl Connection {
             match dir {
                 Direction::ToServer => {
                     if !proto.try_sync_client(d, data) {
+                        proto.undecoded_unsynced(data.len());
                         return;
                     }
                     d.synced = true;
@@ -248,10 +284,13 @@ impl Connection {
                         proto.login.compressed = d.compressed;
                         proto
                             .events
-                            .push_back(ConnEvent::Login(proto.login.clone()));
+                            .push_back(ConnEvent::Login(Box::new(proto.login.clone())));
                     }
                 }
-                Direction::ToClient => return,
+                Direction::ToClient => {
+                    proto.undecoded_unsynced(data.len());
+                    return;
+                }
             }
         }
         feed_dir(proto, d, dir, data, ts_us);
@@ -283,6 +322,11 @@ impl Connection {
             self.proto.deprecate_eof_known = false;
             self.proto.caps |= caps::PROTOCOL_41 | caps::SECURE_CONNECTION;
         }
+        let partial = match dir {
+            Direction::ToServer => self.client.framer.partial_bytes(),
+            Direction::ToClient => self.server.framer.partial_bytes(),
+        };
+        self.proto.undecoded(Undecoded::AfterGap, partial);
         match dir {
             Direction::ToServer => {
                 self.client.reset();
@@ -302,6 +346,8 @@ impl Connection {
         if self.proto.phase != Phase::Tls
             && (self.client.framer.is_mid_packet() || self.server.framer.is_mid_packet())
         {
+            let partial = self.client.framer.partial_bytes() + self.server.framer.partial_bytes();
+            self.proto.undecoded(Undecoded::Incomplete, partial);
             self.proto
                 .events
                 .push_back(ConnEvent::Anomaly(Anomaly::DecodeError(
@@ -315,6 +361,24 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.proto.events.pop_front()
     }
+
+    /// Free buffers an idle connection does not need (event queue, framer and inflater
+    /// buffers); they are allocated again on next use.
+    pub fn shrink_idle(&mut self) {
+        if self.proto.events.is_empty() {
+            self.proto.events = VecDeque::new();
+        }
+        if self.proto.pending.is_empty() {
+            self.proto.pending = VecDeque::new();
+        }
+        self.client.shrink_idle();
+        self.server.shrink_idle();
+    }
+
+    /// Bytes held in framer and inflater buffers (partial packets, large commands).
+    pub fn buffered_bytes(&self) -> usize {
+        self.client.buffered_bytes() + self.server.buffered_bytes()
+    }
 }
 
 fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts_us: u64) {
@@ -322,6 +386,7 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
         let DirState {
             framer, inflater, ..
         } = d;
+        let inflater = inflater.get_or_insert_with(Box::default);
         let r = inflater.feed(data, &mut |plain| {
             framer.feed(plain, &mut |p| {
                 proto.on_packet(dir, p, ts_us);
@@ -348,6 +413,22 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
 impl Proto {
     fn emit(&mut self, ev: ConnEvent) {
         self.events.push_back(ev);
+    }
+
+    fn undecoded(&mut self, why: Undecoded, n: usize) {
+        if n > 0 {
+            self.emit(ConnEvent::Anomaly(Anomaly::Undecoded(why, n as u64)));
+        }
+    }
+
+    /// Bytes dropped while waiting for a command boundary.
+    fn undecoded_unsynced(&mut self, n: usize) {
+        let why = if self.after_gap {
+            Undecoded::AfterGap
+        } else {
+            Undecoded::Unsynced
+        };
+        self.undecoded(why, n);
     }
 
     /// Is `data` (client bytes at an unknown position) the start of a whole, plausible command?

@@ -92,6 +92,7 @@ impl Proto {
         let raw = if p.truncated || p.len > self.max_command {
             flags.too_large = true;
             self.emit(ConnEvent::Anomaly(Anomaly::TooLarge));
+            self.undecoded(super::Undecoded::TooLarge, p.len + 4);
             Bytes::new()
         } else {
             Bytes::copy_from_slice(p.payload)
@@ -113,6 +114,11 @@ impl Proto {
             self.give_up_front(ts_us);
         }
         self.pending_bytes += raw.len();
+        if self.pending.capacity() == 0 {
+            // One in flight is the common case: a session idle with one command waiting for
+            // its answer should not hold room for four.
+            self.pending.reserve_exact(1);
+        }
         self.pending.push_back(Pending {
             seq: self.next_seq,
             ts_us,

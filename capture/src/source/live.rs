@@ -230,6 +230,7 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
     };
     let (mut cap, mut link) = open_pcap(&cfg)?;
     let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
+    sink.set_memory_budget(cfg.pipeline.max_memory);
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
@@ -512,8 +513,10 @@ fn run_xdp_queue(
     shared: &QueueShared,
 ) -> Stats {
     let nq = cfg.queues.max(1);
+    let mut ring = RingSink::with_sender(cfg.ring_capacity, tx);
+    ring.set_memory_budget(cfg.pipeline.max_memory / nq as usize);
     let mut sink = QueueSink {
-        ring: RingSink::with_sender(cfg.ring_capacity, tx),
+        ring,
         queue: q,
         shared: (nq > 1).then_some(shared),
         keys: HashMap::new(),

@@ -1,0 +1,234 @@
+//! The session table: values in a slab of boxed slots, looked up by flow key, threaded on an
+//! intrusive doubly-linked least-recently-used list over slab indices.
+//!
+//! Every operation is O(1): lookup, insert, remove, touch (move to the most recent end), the
+//! least recently used entry (for eviction and idle expiry, without scanning), and a cursor that
+//! walks the list from its cold end once (for freeing idle buffers). It knows nothing of TCP or
+//! MySQL.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash};
+
+use rustc_hash::FxHasher;
+
+const NIL: u32 = u32::MAX;
+
+struct Slot<T> {
+    val: Option<Box<T>>,
+    prev: u32,
+    next: u32,
+}
+
+/// Slab + hash index + LRU list.
+pub(crate) struct Table<K, T> {
+    map: HashMap<K, u32, BuildHasherDefault<FxHasher>>,
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    /// Least recently used.
+    head: u32,
+    /// Most recently used.
+    tail: u32,
+    /// Last entry of the prefix (from `head`) already visited by [`Table::next_cold`], or NIL.
+    cold: u32,
+}
+
+impl<K: Hash + Eq + Copy, T> Default for Table<K, T> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            cold: NIL,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Copy, T> Table<K, T> {
+    /// Entries.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Index of `k`.
+    #[inline]
+    pub(crate) fn find(&self, k: &K) -> Option<u32> {
+        self.map.get(k).copied()
+    }
+
+    /// The value at `i` (a live index).
+    #[inline]
+    pub(crate) fn get_mut(&mut self, i: u32) -> &mut T {
+        self.slots[i as usize]
+            .val
+            .as_deref_mut()
+            .expect("live table index")
+    }
+
+    /// The value at `i`, if live, mutably.
+    pub(crate) fn get_mut_checked(&mut self, i: u32) -> Option<&mut T> {
+        self.slots
+            .get_mut(i as usize)
+            .and_then(|s| s.val.as_deref_mut())
+    }
+
+    /// The value at `i`, if live.
+    pub(crate) fn get(&self, i: u32) -> Option<&T> {
+        self.slots.get(i as usize).and_then(|s| s.val.as_deref())
+    }
+
+    /// Insert `v` under `k` (not present) as the most recently used; its index.
+    pub(crate) fn insert(&mut self, k: K, v: Box<T>) -> u32 {
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize].val = Some(v);
+                i
+            }
+            None => {
+                self.slots.push(Slot {
+                    val: Some(v),
+                    prev: NIL,
+                    next: NIL,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.map.insert(k, i);
+        self.link_tail(i);
+        i
+    }
+
+    /// Remove the entry `i` under key `k`.
+    pub(crate) fn remove(&mut self, k: &K, i: u32) -> Option<Box<T>> {
+        let v = self.slots.get_mut(i as usize)?.val.take()?;
+        self.map.remove(k);
+        self.unlink(i);
+        self.free.push(i);
+        Some(v)
+    }
+
+    /// Mark `i` most recently used.
+    #[inline]
+    pub(crate) fn touch(&mut self, i: u32) {
+        if self.cold == i {
+            self.cold = self.slots[i as usize].prev;
+        }
+        if self.tail != i {
+            self.unlink(i);
+            self.link_tail(i);
+        }
+    }
+
+    /// The least recently used entry.
+    pub(crate) fn oldest(&self) -> Option<u32> {
+        (self.head != NIL).then_some(self.head)
+    }
+
+    /// The next entry after the visited cold prefix, oldest first; `mark_cold` it to move on.
+    pub(crate) fn next_cold(&self) -> Option<u32> {
+        let i = if self.cold == NIL {
+            self.head
+        } else {
+            self.slots[self.cold as usize].next
+        };
+        (i != NIL).then_some(i)
+    }
+
+    /// Extend the visited cold prefix to `i` (the entry `next_cold` returned).
+    pub(crate) fn mark_cold(&mut self, i: u32) {
+        self.cold = i;
+    }
+
+    /// Live entries (any order).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.val.as_deref().map(|v| (i as u32, v)))
+    }
+
+    fn link_tail(&mut self, i: u32) {
+        let s = &mut self.slots[i as usize];
+        s.prev = self.tail;
+        s.next = NIL;
+        if self.tail == NIL {
+            self.head = i;
+        } else {
+            self.slots[self.tail as usize].next = i;
+        }
+        self.tail = i;
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let s = &self.slots[i as usize];
+            (s.prev, s.next)
+        };
+        if self.cold == i {
+            self.cold = prev;
+        }
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+        let s = &mut self.slots[i as usize];
+        s.prev = NIL;
+        s.next = NIL;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(t: &Table<u32, u32>) -> Vec<u32> {
+        let mut v = Vec::new();
+        let mut i = t.head;
+        while i != NIL {
+            v.push(*t.get(i).unwrap());
+            i = t.slots[i as usize].next;
+        }
+        v
+    }
+
+    #[test]
+    fn lru_order_reuse_and_cold_cursor() {
+        let mut t: Table<u32, u32> = Table::default();
+        let ix: Vec<u32> = (0..5).map(|k| t.insert(k, Box::new(k))).collect();
+        assert_eq!(order(&t), vec![0, 1, 2, 3, 4]);
+        t.touch(ix[1]);
+        t.touch(ix[4]);
+        assert_eq!(order(&t), vec![0, 2, 3, 1, 4]);
+        assert_eq!(t.oldest(), Some(ix[0]));
+        // Visit the two coldest.
+        for want in [0, 2] {
+            let i = t.next_cold().unwrap();
+            assert_eq!(*t.get(i).unwrap(), want);
+            t.mark_cold(i);
+        }
+        // Touching a visited entry takes it out of the visited prefix; the cursor stays valid.
+        t.touch(ix[2]);
+        assert_eq!(order(&t), vec![0, 3, 1, 4, 2]);
+        assert_eq!(t.next_cold().map(|i| *t.get(i).unwrap()), Some(3));
+        // Removing the cursor's entry moves the cursor back.
+        t.remove(&0, ix[0]);
+        assert_eq!(t.next_cold().map(|i| *t.get(i).unwrap()), Some(3));
+        let j = t.insert(9, Box::new(9));
+        assert_eq!(j, ix[0], "freed slots are reused");
+        assert_eq!(order(&t), vec![3, 1, 4, 2, 9]);
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.find(&9), Some(j));
+        for k in [3, 4, 1, 2, 9] {
+            let i = t.find(&k).unwrap();
+            t.remove(&k, i);
+        }
+        assert_eq!((t.len(), t.oldest(), t.next_cold()), (0, None, None));
+    }
+}
