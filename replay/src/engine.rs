@@ -111,6 +111,10 @@ use crate::resilience::{CatchUnwind, ProdState};
 use crate::target::{Identities, ProdLookup, TargetDsn};
 use crate::{Outcome, TestResponse};
 
+#[path = "exec.rs"]
+mod exec;
+pub use exec::ConnKind;
+
 /// Everything the engine needs to know.
 #[derive(Clone, Debug)]
 pub struct ReplayConfig {
@@ -143,6 +147,8 @@ pub struct ReplayConfig {
     pub reconnect_for: Option<Duration>,
     /// Longest example statement kept in an Outcome, bytes.
     pub example_len: usize,
+    /// The replay connection (`--conn`).
+    pub conn: ConnKind,
 }
 
 impl ReplayConfig {
@@ -164,6 +170,7 @@ impl ReplayConfig {
             backoff_max: Duration::from_millis(500),
             reconnect_for: None,
             example_len: 512,
+            conn: ConnKind::default(),
         }
     }
 }
@@ -641,6 +648,9 @@ impl Drop for ActiveGuard {
 async fn session_task(ctx: Arc<Ctx>, mut stream: SessionStream, mut sd: watch::Receiver<bool>) {
     ctx.live.active_sessions.fetch_add(1, Ordering::Relaxed);
     let _guard = ActiveGuard(ctx.live.clone());
+    if ctx.cfg.conn == ConnKind::Wire {
+        return exec::session_task(ctx, stream, sd).await;
+    }
     let mut s = Session::new(ctx.clone(), &stream);
     let mut shut = false;
     let mut panicked_at = false;

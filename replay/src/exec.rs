@@ -1,0 +1,875 @@
+//! The executor (`--conn wire`): one task per captured session that runs a [`Planner`] and
+//! carries out its [`Action`]s on a [`WireConn`], with the engine's pacing, lag, reconnect
+//! backoff, `--target-timeout`, panic containment and counters.
+//!
+//! # What it does
+//! - Feeds the session's events to the planner, paced as the engine paces them (the command's
+//!   scheduled time, lag recorded); looks up prod's processlist for sessions open before capture
+//!   when the planner asks.
+//! - Sends each payload as planned. A pipelined send goes out without reading the outstanding
+//!   responses first; responses are read in send order and each command's latency runs from
+//!   its own send to the end of its own response. Outstanding responses are read before a
+//!   command that was not pipelined, before a pacing wait, and as soon as the session has no
+//!   event ready (so an idle gap never counts as latency).
+//! - Counts every captured command exactly once: replayed (one [`Outcome`] each; commands
+//!   without a response on the wire are `replayed_no_response`), skipped (the planner's
+//!   [`crate::filter::SkipReason`]), lost (the planner's [`crate::plan::LoseReason`], or sent
+//!   with its fate unknown: `connection_lost`, `target_unavailable`, `shutdown`,
+//!   `session_panic`), failed (`connect_refused`, `connect_timeout`, `connect_error`, `timeout`,
+//!   `driver_error`).
+//! - Connects lazily (the planner's Connect), reconnects with the engine's capped exponential
+//!   backoff and `--reconnect-for`; a command met while waiting to retry gets the last connect
+//!   error. A broken connection, a timeout, or a protocol error drops the connection: commands
+//!   sent on it and not answered are lost (`connection_lost`), the timed-out one failed.
+//! - Runs each step inside `catch_unwind`: a panic drops the connection and counts the
+//!   session's unfinished commands and the rest of its stream as lost (`session_panic`).
+//!
+//! # What it does not do
+//! No statement logic (the planner's), no response decoding (the wire connection's), no
+//! comparison or report (it hands [`Outcome`]s to the engine's sink). Results are not
+//! compared yet: the reply's row hashes are not put in the Outcome.
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mrte_capture::event::{ResponseStatus, SessionEvent};
+use mrte_capture::ring::SessionStream;
+use tokio::sync::watch;
+
+use super::{bump, wait_shutdown, Ctx, EngineStats};
+use crate::filter::SkipReason;
+use crate::pacing::{lag_us, Pacing, SessionClock};
+use crate::plan::{Action, ChangeUserPlan, CmdInfo, ConnectPlan, Origin, PlanConfig, Planner};
+use crate::resilience::{CatchUnwind, ProdState};
+use crate::wire::{ConnectParams, Reply, WireConn, WireError};
+use crate::{Outcome, TestResponse};
+
+/// Which connection replays the sessions (`--conn`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnKind {
+    /// mysql_async (the engine's own session task).
+    #[default]
+    MysqlAsync,
+    /// The planner and the wire connection (this module).
+    Wire,
+}
+
+impl ConnKind {
+    /// Its name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnKind::MysqlAsync => "mysql-async",
+            ConnKind::Wire => "wire",
+        }
+    }
+}
+
+impl FromStr for ConnKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "wire" => Ok(ConnKind::Wire),
+            "mysql-async" | "mysql_async" => Ok(ConnKind::MysqlAsync),
+            o => Err(format!("unknown connection {o:?} (wire, mysql-async)")),
+        }
+    }
+}
+
+/// A command's fate when it got no answer.
+#[derive(Clone, Debug)]
+enum Fail {
+    /// Not sent, or sent with its fate unknown.
+    Lost(String),
+    /// Tried, no server answer.
+    Failed(String),
+}
+
+/// What a response on the wire belongs to.
+enum Want {
+    /// A send without an answer (QUIT, STMT_CLOSE, LONG_DATA): the connection hands back an
+    /// empty reply, already counted.
+    Nothing,
+    /// The planner's own send (re-PREPARE, orphan close).
+    Synthetic,
+    /// A captured command.
+    Captured(Box<CmdInfo>),
+}
+
+struct Pending {
+    want: Want,
+    sent: Instant,
+}
+
+/// A step of the session loop.
+enum Step {
+    /// Feed this event and run what it plans.
+    Event(SessionEvent),
+    /// Read every outstanding response.
+    Drain,
+}
+
+struct Exec {
+    ctx: Arc<Ctx>,
+    id: u64,
+    client: std::net::SocketAddr,
+    planner: Planner,
+    conn: Option<WireConn>,
+    pending: VecDeque<Pending>,
+    identity_checked: bool,
+    ever_connected: bool,
+    idle_closed: bool,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    retry_err: Option<Fail>,
+    down_since: Option<Instant>,
+    down_epoch: u64,
+    gave_up: bool,
+    prod_state: ProdState,
+    clock: Option<SessionClock>,
+    last_lag_us: u64,
+    lag: Option<Vec<u64>>,
+    /// Capture time the previous command's prod response ended.
+    prev_end_us: u64,
+    stats: EngineStats,
+}
+
+/// The session task of `--conn wire` (called by the engine's session task).
+pub(super) async fn session_task(
+    ctx: Arc<Ctx>,
+    mut stream: SessionStream,
+    mut sd: watch::Receiver<bool>,
+) {
+    let mut s = Exec::new(ctx, &stream);
+    let mut shut = false;
+    let mut panicked = false;
+    loop {
+        let step = if !s.pending.is_empty() {
+            match stream.try_pop() {
+                Some(ev) => Step::Event(ev),
+                None => Step::Drain,
+            }
+        } else {
+            let next = async {
+                if s.conn.is_some() {
+                    tokio::time::timeout(s.ctx.cfg.idle_timeout, stream.next()).await
+                } else {
+                    Ok(stream.next().await)
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = wait_shutdown(&mut sd) => { shut = true; break; }
+                ev = next => match ev {
+                    Err(_idle) => {
+                        s.stats.idle_closes += 1;
+                        s.idle_closed = true;
+                        s.close().await;
+                        s.connection_gone("connection_lost");
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(ev)) => Step::Event(ev),
+                },
+            }
+        };
+        let mut sd2 = sd.clone();
+        let done = tokio::select! {
+            biased;
+            r = CatchUnwind::new(s.step(step, &mut sd)) => Some(r),
+            _ = wait_shutdown(&mut sd2) => None,
+        };
+        match done {
+            Some(Ok(false)) => {}
+            Some(Ok(true)) => {
+                shut = true;
+                break;
+            }
+            Some(Err(msg)) => {
+                tracing::error!(session = s.id, panic = %msg,
+                    "replaying a command panicked: the rest of this session is counted as lost (session_panic)");
+                s.stats.sessions_command_panicked += 1;
+                s.abandon("session_panic");
+                panicked = true;
+                break;
+            }
+            None => {
+                s.abandon("shutdown");
+                shut = true;
+                break;
+            }
+        }
+    }
+    if !shut && !panicked {
+        let mut sd2 = sd.clone();
+        let done = tokio::select! {
+            biased;
+            r = CatchUnwind::new(s.finish_stream()) => Some(r),
+            _ = wait_shutdown(&mut sd2) => None,
+        };
+        match done {
+            Some(Ok(())) => {}
+            Some(Err(msg)) => {
+                tracing::error!(session = s.id, panic = %msg, "replaying a session's end panicked");
+                s.stats.sessions_command_panicked += 1;
+                s.abandon("session_panic");
+            }
+            None => {
+                s.abandon("shutdown");
+                shut = true;
+            }
+        }
+    }
+    if panicked {
+        loop {
+            let ev = tokio::select! {
+                biased;
+                _ = wait_shutdown(&mut sd) => { shut = true; break; }
+                ev = stream.next() => ev,
+            };
+            match ev {
+                Some(SessionEvent::Command(_)) => {
+                    s.seen();
+                    s.lose("session_panic");
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    if shut {
+        while let Some(ev) = stream.try_pop() {
+            if matches!(ev, SessionEvent::Command(_)) {
+                s.seen();
+                s.skip(SkipReason::Shutdown);
+            }
+        }
+    }
+    s.close().await;
+    let dropped = stream.dropped();
+    if dropped > 0 {
+        s.stats.sessions_overflowed += 1;
+        s.stats.ring_dropped_events += dropped;
+        s.stats.ring_dropped_commands += stream.dropped_commands();
+    }
+    s.finish();
+}
+
+fn plan_config(ctx: &Ctx) -> PlanConfig {
+    let cfg = &ctx.cfg;
+    let mut p = PlanConfig::new(cfg.target.clone());
+    p.identities = cfg.identities.clone();
+    p.default_db = cfg.default_db.clone().or_else(|| cfg.target.db.clone());
+    p.filters = cfg.filters.clone();
+    p.example_len = cfg.example_len;
+    p
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A connection-level error (the connection cannot be used any more).
+fn is_unreachable(e: &WireError) -> bool {
+    match e {
+        WireError::Closed => true,
+        WireError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::NotConnected
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::AddrNotAvailable
+        ),
+        _ => false,
+    }
+}
+
+impl Exec {
+    fn new(ctx: Arc<Ctx>, stream: &SessionStream) -> Self {
+        let open = &stream.open;
+        let clock = match ctx.cfg.pacing {
+            Pacing::Offline {
+                speed: Some(speed),
+                skip_idle,
+            } => {
+                let (anchor, offset) = ctx.timeline.open_session(open.ts_us, Instant::now());
+                Some(SessionClock::new(
+                    anchor, offset, open.ts_us, speed, skip_idle,
+                ))
+            }
+            Pacing::Offline { speed: None, .. } => {
+                ctx.timeline.open_session(open.ts_us, Instant::now());
+                None
+            }
+            Pacing::Live => None,
+        };
+        let lag = if matches!(ctx.cfg.pacing, Pacing::Offline { speed: None, .. }) {
+            None
+        } else {
+            Some(Vec::new())
+        };
+        let mut stats = EngineStats::default();
+        if open.midstream {
+            stats.sessions_midstream = 1;
+        }
+        Self {
+            planner: Planner::new(Arc::new(plan_config(&ctx)), open),
+            id: open.id,
+            client: open.key.client,
+            conn: None,
+            pending: VecDeque::new(),
+            identity_checked: false,
+            ever_connected: false,
+            idle_closed: false,
+            backoff: ctx.cfg.backoff_min,
+            retry_at: None,
+            retry_err: None,
+            down_since: None,
+            down_epoch: 0,
+            gave_up: false,
+            prod_state: ProdState::default(),
+            clock,
+            last_lag_us: 0,
+            lag,
+            prev_end_us: 0,
+            stats,
+            ctx,
+        }
+    }
+
+    fn finish(mut self) {
+        if self.stats.replayed + self.stats.replayed_no_response > 0 {
+            self.stats.sessions_replayed = 1;
+        }
+        if self.stats.lost_total() > 0 {
+            self.stats.sessions_with_losses = 1;
+        }
+        let mut g = self.ctx.totals.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.merge(&self.stats);
+        for v in self.lag.take().unwrap_or_default() {
+            g.1.saturating_record(v);
+        }
+    }
+
+    fn record_lag(&mut self, lag: u64) {
+        self.last_lag_us = lag;
+        if let Some(buf) = self.lag.as_mut() {
+            buf.push(lag.max(1));
+            if buf.len() >= 256 {
+                let mut g = self.ctx.totals.lock().unwrap_or_else(|e| e.into_inner());
+                for v in buf.drain(..) {
+                    g.1.saturating_record(v);
+                }
+            }
+        }
+        self.ctx.live.lag_last_us.store(lag, Ordering::Relaxed);
+        self.ctx.live.lag_max_us.fetch_max(lag, Ordering::Relaxed);
+    }
+
+    fn seen(&mut self) {
+        self.stats.commands_seen += 1;
+        self.ctx.live.commands_seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn skip(&mut self, r: SkipReason) {
+        bump(&mut self.stats.skipped, r.as_str());
+        self.ctx.live.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lose(&mut self, reason: &str) {
+        bump(&mut self.stats.lost, reason);
+        self.ctx.live.lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Commands taken and not yet given a fate.
+    fn unaccounted(&self) -> u64 {
+        self.stats
+            .commands_seen
+            .saturating_sub(self.stats.accounted())
+    }
+
+    /// Give up the session's work in progress (panic, shutdown): the connection is dropped and
+    /// every command taken without a fate is lost for `reason`.
+    fn abandon(&mut self, reason: &str) {
+        self.pending.clear();
+        self.drop_conn();
+        let _ = self.planner.handle_connection_lost();
+        for _ in 0..self.unaccounted() {
+            self.lose(reason);
+        }
+    }
+
+    /// One step of the session loop; true when shutdown interrupted it.
+    async fn step(&mut self, step: Step, sd: &mut watch::Receiver<bool>) -> bool {
+        match step {
+            Step::Drain => {
+                self.drain().await;
+                false
+            }
+            Step::Event(ev) => self.event(ev, sd).await,
+        }
+    }
+
+    async fn event(&mut self, ev: SessionEvent, sd: &mut watch::Receiver<bool>) -> bool {
+        let is_command = if let SessionEvent::Command(rec) = &ev {
+            self.seen();
+            if rec.flags.after_gap {
+                self.stats.commands_after_gap += 1;
+            }
+            let pipelined = rec.ts_us < self.prev_end_us;
+            self.prev_end_us = rec.response.last_byte_us.unwrap_or(rec.ts_us);
+            if let Some(due) = self.clock.as_mut().map(|c| c.due(rec.ts_us)) {
+                if !pipelined {
+                    self.drain().await;
+                }
+                tokio::select! {
+                    biased;
+                    _ = wait_shutdown(sd) => {
+                        self.skip(SkipReason::Shutdown);
+                        return true;
+                    }
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+                self.record_lag(lag_us(due, Instant::now()));
+            } else if self.ctx.cfg.pacing == Pacing::Live {
+                self.record_lag(now_us().saturating_sub(rec.ts_us));
+            }
+            true
+        } else {
+            false
+        };
+        self.planner.handle_event(ev);
+        if is_command && !self.identity_checked && self.planner.needs_identity() {
+            self.identity_checked = true;
+            self.resolve_identity().await;
+        }
+        self.run_actions().await;
+        false
+    }
+
+    /// The end of the session's stream: what is planned runs, responses are read, the
+    /// connection closes.
+    async fn finish_stream(&mut self) {
+        self.run_actions().await;
+        self.drain().await;
+        self.close().await;
+        let _ = self.planner.handle_connection_lost();
+        for _ in 0..self.unaccounted() {
+            tracing::warn!(session = self.id, "a command was left without a fate");
+            self.lose("unplanned");
+        }
+    }
+
+    async fn resolve_identity(&mut self) {
+        let Some(prod) = &self.ctx.prod else {
+            return;
+        };
+        let found =
+            tokio::time::timeout(self.ctx.cfg.connect_timeout * 2, prod.lookup(self.client)).await;
+        match found {
+            Err(_) => tracing::warn!(session = self.id, "prod processlist lookup timed out"),
+            Ok(Ok(Some(info))) => {
+                self.stats.sessions_processlist_resolved += 1;
+                self.planner.set_identity(info.user, info.db);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(session = self.id, error = %e, "prod processlist lookup failed")
+            }
+        }
+    }
+
+    /// Poll the planner until it has nothing to do, reading responses when it waits.
+    async fn run_actions(&mut self) {
+        loop {
+            while let Some(a) = self.planner.poll_action() {
+                self.act(a).await;
+            }
+            if !self.planner.is_waiting() {
+                return;
+            }
+            if self.pending.is_empty() || self.conn.is_none() {
+                // Nothing will answer: the planner's view and ours disagree.
+                self.broken(None);
+            } else {
+                self.read_one().await;
+            }
+        }
+    }
+
+    async fn act(&mut self, a: Action) {
+        match a {
+            Action::Connect(p) | Action::Reconnect(p) => {
+                if let Err(f) = self.connect(p).await {
+                    for c in self.planner.handle_connection_lost() {
+                        self.fail(&c, f.clone());
+                    }
+                }
+            }
+            Action::Send(s) => {
+                if !s.pipelined {
+                    self.drain().await;
+                }
+                let want = match s.origin {
+                    Origin::Captured(c) if s.expects_response => Want::Captured(c),
+                    Origin::Captured(c) => {
+                        if self.conn.is_none() {
+                            self.fail(&c, Fail::Lost("connection_lost".into()));
+                            return;
+                        }
+                        self.stats.replayed_no_response += 1;
+                        Want::Nothing
+                    }
+                    Origin::Synthetic(_) if s.expects_response => Want::Synthetic,
+                    Origin::Synthetic(_) => Want::Nothing,
+                };
+                let Some(conn) = self.conn.as_mut() else {
+                    if let Want::Captured(c) = want {
+                        self.fail(&c, Fail::Lost("connection_lost".into()));
+                    }
+                    return;
+                };
+                if s.payload.first() == Some(&crate::wire::com::QUERY) {
+                    self.prod_state.observe(&s.payload[1..]);
+                }
+                let infile = s.local_infile.map(|b| b.to_vec());
+                let sent = Instant::now();
+                let r = match conn.queue(&s.payload, infile) {
+                    Ok(()) => {
+                        tokio::time::timeout(self.ctx.cfg.command_timeout, conn.flush_queued())
+                            .await
+                    }
+                    Err(e) => Ok(Err(e)),
+                };
+                self.pending.push_back(Pending { want, sent });
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(session = self.id, error = %e, "send failed");
+                        self.broken(None);
+                    }
+                    Err(_) => self.broken(None),
+                }
+            }
+            Action::ChangeUser(cu) => self.change_user(cu).await,
+            Action::Disconnect => self.close().await,
+            Action::Skip { reason, .. } => self.skip(reason),
+            Action::Lose { cmd, reason } => self.fail(&cmd, Fail::Lost(reason.as_str().into())),
+        }
+    }
+
+    async fn change_user(&mut self, cu: ChangeUserPlan) {
+        self.drain().await;
+        let Some(conn) = self.conn.as_mut() else {
+            self.fail(&cu.cmd, Fail::Lost("connection_lost".into()));
+            return;
+        };
+        let sent = Instant::now();
+        let pw = cu.password.as_deref().unwrap_or("");
+        let r = tokio::time::timeout(
+            self.ctx.cfg.command_timeout,
+            conn.change_user(&cu.user, pw, cu.db.as_deref()),
+        )
+        .await;
+        match r {
+            Ok(Ok(reply)) => {
+                self.prod_state = ProdState::default();
+                self.done(&cu.cmd, &reply, sent.elapsed().as_micros() as u64);
+            }
+            Ok(Err(e)) => {
+                self.fail(&cu.cmd, self.error_fate(&e));
+                self.broken(None);
+            }
+            Err(_) => {
+                self.fail(&cu.cmd, self.timeout_fate());
+                self.broken(None);
+            }
+        }
+    }
+
+    fn timeout_fate(&self) -> Fail {
+        Fail::Failed(format!(
+            "timeout: no answer in {:?}",
+            self.ctx.cfg.command_timeout
+        ))
+    }
+
+    fn error_fate(&self, e: &WireError) -> Fail {
+        if is_unreachable(e) {
+            Fail::Lost("connection_lost".into())
+        } else {
+            Fail::Failed(format!("driver_error: {e}"))
+        }
+    }
+
+    /// Read the oldest outstanding response.
+    async fn read_one(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            self.broken(None);
+            return;
+        };
+        let r = tokio::time::timeout(self.ctx.cfg.command_timeout, conn.read_response()).await;
+        let Some(p) = self.pending.pop_front() else {
+            return;
+        };
+        let latency_us = p.sent.elapsed().as_micros() as u64;
+        match r {
+            Ok(Ok(reply)) => match p.want {
+                Want::Nothing => {}
+                Want::Synthetic => self
+                    .planner
+                    .handle_response(reply.status, reply.prepare.as_ref()),
+                Want::Captured(c) => {
+                    self.planner
+                        .handle_response(reply.status, reply.prepare.as_ref());
+                    self.done(&c, &reply, latency_us);
+                }
+            },
+            Ok(Err(e)) => {
+                tracing::debug!(session = self.id, error = %e, "test connection lost");
+                let f = self.error_fate(&e);
+                self.broken(Some((p, f)));
+            }
+            Err(_) => {
+                tracing::debug!(session = self.id, "command timed out on the test server");
+                let f = self.timeout_fate();
+                self.broken(Some((p, f)));
+            }
+        }
+    }
+
+    /// Read every outstanding response.
+    async fn drain(&mut self) {
+        while !self.pending.is_empty() {
+            if self.conn.is_none() {
+                self.broken(None);
+                return;
+            }
+            self.read_one().await;
+        }
+    }
+
+    /// The connection broke (or cannot be trusted): `first` gets its own fate, the other
+    /// unanswered commands and those planned on it are lost.
+    fn broken(&mut self, first: Option<(Pending, Fail)>) {
+        if let Some((Pending {
+            want: Want::Captured(c),
+            ..
+        }, f)) = first
+        {
+            self.fail(&c, f);
+        }
+        for p in std::mem::take(&mut self.pending) {
+            if let Want::Captured(c) = p.want {
+                self.fail(&c, Fail::Lost("connection_lost".into()));
+            }
+        }
+        self.drop_conn();
+        self.connection_gone("connection_lost");
+    }
+
+    /// Tell the planner the connection is gone; what it had planned on it is lost.
+    fn connection_gone(&mut self, reason: &str) {
+        for c in self.planner.handle_connection_lost() {
+            self.fail(&c, Fail::Lost(reason.into()));
+        }
+    }
+
+    fn drop_conn(&mut self) {
+        if self.conn.take().is_some() {
+            self.stats.connections_lost += 1;
+            self.ctx
+                .live
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Read what is outstanding and close the connection (COM_QUIT).
+    async fn close(&mut self) {
+        self.drain().await;
+        if let Some(c) = self.conn.take() {
+            self.ctx
+                .live
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.quit()).await;
+        }
+    }
+
+    /// A replayed command's answer.
+    fn done(&mut self, c: &CmdInfo, r: &Reply, latency_us: u64) {
+        self.stats.replayed += 1;
+        self.ctx.live.replayed.fetch_add(1, Ordering::Relaxed);
+        if r.status == ResponseStatus::Err {
+            self.stats.test_errors += 1;
+            self.ctx.live.test_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if c.prod.status == ResponseStatus::Err {
+            self.stats.prod_errors += 1;
+        }
+        let test = TestResponse {
+            status: r.status,
+            error_code: r.error.as_ref().map(|e| e.0),
+            error_message: r.error.as_ref().map(|e| e.1.clone()),
+            rows: r.rows,
+            affected: r.affected,
+            latency_us,
+        };
+        self.emit(c, Some(test), None);
+    }
+
+    /// A command without an answer.
+    fn fail(&mut self, c: &CmdInfo, f: Fail) {
+        let reason = match f {
+            Fail::Lost(r) => {
+                self.lose(r.split(':').next().unwrap_or("lost"));
+                r
+            }
+            Fail::Failed(r) => {
+                bump(&mut self.stats.failed, r.split(':').next().unwrap_or("failed"));
+                self.ctx.live.failed.fetch_add(1, Ordering::Relaxed);
+                r
+            }
+        };
+        self.emit(c, None, Some(reason));
+    }
+
+    fn emit(&mut self, c: &CmdInfo, test: Option<TestResponse>, failure: Option<String>) {
+        let o = Outcome {
+            session: self.id,
+            command: c.name(),
+            fingerprint: c.fingerprint.clone(),
+            fingerprint_id: c.fingerprint_id,
+            example: c.example.clone(),
+            prod: c.prod.clone(),
+            prod_us: c.prod_us,
+            test,
+            failure,
+            lag_us: self.last_lag_us,
+        };
+        let mut sink = self.ctx.sink.lock().unwrap_or_else(|e| e.into_inner());
+        (*sink)(o);
+    }
+
+    /// Log in (the planner's Connect / Reconnect), with the engine's backoff.
+    async fn connect(&mut self, p: ConnectPlan) -> Result<(), Fail> {
+        self.drop_conn();
+        if self.gave_up {
+            return Err(Fail::Lost(
+                "target_unavailable: stopped reconnecting (--reconnect-for)".into(),
+            ));
+        }
+        if let Some(t) = self.retry_at {
+            let back = self.ctx.up_epoch.load(Ordering::Relaxed) != self.down_epoch;
+            if Instant::now() < t && !back {
+                return Err(self
+                    .retry_err
+                    .clone()
+                    .unwrap_or_else(|| Fail::Lost("target_unavailable".into())));
+            }
+        }
+        let ctx = self.ctx.clone();
+        let cfg = &ctx.cfg;
+        let mut params = ConnectParams::new(
+            &p.user,
+            p.password.as_deref().unwrap_or(""),
+            p.db.as_deref(),
+        );
+        if let Some(caps) = p.capabilities {
+            params.capabilities = caps;
+        }
+        if let Some(c) = p.collation {
+            params.collation = c;
+        }
+        params.mariadb_capabilities = p.mariadb_capabilities;
+        let addr = format!("{}:{}", cfg.target.host, cfg.target.port);
+        let r =
+            tokio::time::timeout(cfg.connect_timeout, WireConn::connect(addr.as_str(), params))
+                .await;
+        let err = match r {
+            Ok(Ok(c)) => {
+                self.stats.connects += 1;
+                if self.idle_closed {
+                    self.stats.reopened_after_idle += 1;
+                    self.idle_closed = false;
+                } else if self.ever_connected {
+                    self.stats.reconnects += 1;
+                    ctx.live.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.note_state_lost();
+                }
+                self.prod_state = ProdState::default();
+                ctx.live.connections_open.fetch_add(1, Ordering::Relaxed);
+                self.ever_connected = true;
+                if ctx.target_down.swap(false, Ordering::Relaxed) {
+                    ctx.up_epoch.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target = %cfg.target, "test server reachable again");
+                }
+                self.backoff = cfg.backoff_min;
+                self.retry_at = None;
+                self.retry_err = None;
+                self.down_since = None;
+                self.conn = Some(c);
+                return Ok(());
+            }
+            Ok(Err(WireError::Auth { code, message })) => {
+                tracing::warn!(session = self.id, code, message = %message, "connect to target refused");
+                Fail::Failed(format!("connect_refused: {code} {message}"))
+            }
+            Ok(Err(e)) if is_unreachable(&e) => {
+                if !ctx.target_down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(target = %cfg.target, error = %e,
+                        "test server unreachable: commands are counted as lost (target_unavailable) until it is back");
+                }
+                Fail::Lost(format!("target_unavailable: {e}"))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(session = self.id, error = %e, "connect to target failed");
+                Fail::Failed(format!("connect_error: {e}"))
+            }
+            Err(_) => Fail::Failed(format!(
+                "connect_timeout: no handshake in {:?}",
+                cfg.connect_timeout
+            )),
+        };
+        self.stats.connect_failures += 1;
+        let now = Instant::now();
+        let since = *self.down_since.get_or_insert(now);
+        if cfg.reconnect_for.is_some_and(|d| now.duration_since(since) >= d) {
+            tracing::warn!(
+                session = self.id,
+                "target unreachable for longer than --reconnect-for: this session stops reconnecting"
+            );
+            self.gave_up = true;
+            self.stats.sessions_gave_up = 1;
+        }
+        self.retry_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(cfg.backoff_max);
+        self.down_epoch = ctx.up_epoch.load(Ordering::Relaxed);
+        self.retry_err = Some(err.clone());
+        Err(err)
+    }
+
+    /// After a reconnect: count the production state the new connection lacks.
+    fn note_state_lost(&mut self) {
+        let reasons = self.prod_state.reasons();
+        if reasons.is_empty() {
+            return;
+        }
+        tracing::warn!(session = self.id, state = ?reasons,
+            "reconnected, but production's session state cannot be rebuilt: replay of this session may diverge");
+        self.stats.sessions_state_lost = 1;
+        for r in reasons {
+            bump(&mut self.stats.state_lost, r);
+        }
+    }
+}
