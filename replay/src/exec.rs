@@ -427,10 +427,11 @@ impl Exec {
             }
             let pipelined = rec.ts_us < self.prev_end_us;
             self.prev_end_us = rec.response.last_byte_us.unwrap_or(rec.ts_us);
+            if !pipelined {
+                // Before the planner plans it: a connection that breaks meanwhile is reopened.
+                self.drain().await;
+            }
             if let Some(due) = self.clock.as_mut().map(|c| c.due(rec.ts_us)) {
-                if !pipelined {
-                    self.drain().await;
-                }
                 tokio::select! {
                     biased;
                     _ = wait_shutdown(sd) => {
