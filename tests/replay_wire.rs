@@ -55,7 +55,10 @@ fn replay_fixture(name: &str) {
         serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
     let books = &v["accounting"];
     assert_eq!(books["balanced"], true, "{name}: {books}");
-    assert!(books["replayed"].as_u64().unwrap_or(0) > 0, "{name}: {books}");
+    assert!(
+        books["replayed"].as_u64().unwrap_or(0) > 0,
+        "{name}: {books}"
+    );
     assert_eq!(books["skipped"], 0, "{name}: {}", v["skipped"]);
     assert_eq!(books["failed"], 0, "{name}: {}", v["failed"]);
     assert_eq!(books["lost"], 0, "{name}: {books}\n{stdout}");

@@ -662,10 +662,13 @@ impl Exec {
     /// The connection broke (or cannot be trusted): `first` gets its own fate, the other
     /// unanswered commands and those planned on it are lost.
     fn broken(&mut self, first: Option<(Pending, Fail)>) {
-        if let Some((Pending {
-            want: Want::Captured(c),
-            ..
-        }, f)) = first
+        if let Some((
+            Pending {
+                want: Want::Captured(c),
+                ..
+            },
+            f,
+        )) = first
         {
             self.fail(&c, f);
         }
@@ -737,7 +740,10 @@ impl Exec {
                 r
             }
             Fail::Failed(r) => {
-                bump(&mut self.stats.failed, r.split(':').next().unwrap_or("failed"));
+                bump(
+                    &mut self.stats.failed,
+                    r.split(':').next().unwrap_or("failed"),
+                );
                 self.ctx.live.failed.fetch_add(1, Ordering::Relaxed);
                 r
             }
@@ -794,9 +800,11 @@ impl Exec {
         }
         params.mariadb_capabilities = p.mariadb_capabilities;
         let addr = format!("{}:{}", cfg.target.host, cfg.target.port);
-        let r =
-            tokio::time::timeout(cfg.connect_timeout, WireConn::connect(addr.as_str(), params))
-                .await;
+        let r = tokio::time::timeout(
+            cfg.connect_timeout,
+            WireConn::connect(addr.as_str(), params),
+        )
+        .await;
         let err = match r {
             Ok(Ok(c)) => {
                 self.stats.connects += 1;
@@ -845,7 +853,10 @@ impl Exec {
         self.stats.connect_failures += 1;
         let now = Instant::now();
         let since = *self.down_since.get_or_insert(now);
-        if cfg.reconnect_for.is_some_and(|d| now.duration_since(since) >= d) {
+        if cfg
+            .reconnect_for
+            .is_some_and(|d| now.duration_since(since) >= d)
+        {
             tracing::warn!(
                 session = self.id,
                 "target unreachable for longer than --reconnect-for: this session stops reconnecting"
