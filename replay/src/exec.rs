@@ -26,8 +26,8 @@
 //!
 //! # What it does not do
 //! No statement logic (the planner's), no response decoding (the wire connection's), no
-//! comparison or report (it hands [`Outcome`]s to the engine's sink). Results are not
-//! compared yet: the reply's row hashes are not put in the Outcome.
+//! comparison or report (it hands [`Outcome`]s to the engine's sink; the test side carries the
+//! reply's result checksum, which the report compares with prod's).
 
 use std::collections::VecDeque;
 use std::str::FromStr;
@@ -707,14 +707,9 @@ impl Exec {
         if c.prod.status == ResponseStatus::Err {
             self.stats.prod_errors += 1;
         }
-        let test = TestResponse {
-            status: r.status,
-            error_code: r.error.as_ref().map(|e| e.0),
-            error_message: r.error.as_ref().map(|e| e.1.clone()),
-            rows: r.rows,
-            affected: r.affected,
-            latency_us,
-        };
+        // The wire reply carries the result checksum: the report compares it with prod's.
+        let mut test = r.to_test_response();
+        test.latency_us = latency_us;
         self.emit(c, Some(test), None);
     }
 
