@@ -1,7 +1,8 @@
 //! `mrte replay --conn wire` of each driver capture (tests/fixtures: Connector/J x2, mysql2,
 //! PyMySQL, mysql-connector-python) onto its schema as it was when the capture began, on a
 //! throwaway MariaDB: every table ends with prod's row count and CHECKSUM TABLE (truth.json),
-//! the books balance, nothing is skipped, lost or failed. Skipped loudly when MariaDB is missing.
+//! the books balance, nothing is skipped, lost or failed, and no compared result differs from
+//! prod's. Skipped loudly when MariaDB is missing.
 
 #[path = "../replay/tests/common/mod.rs"]
 mod common;
@@ -53,6 +54,12 @@ fn replay_fixture(name: &str) {
     assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let results = &v["results"];
+    assert!(
+        results["compared"].as_u64().unwrap_or(0) > 0,
+        "{name}: {results}"
+    );
+    assert_eq!(results["mismatch"], 0, "{name}: {results}");
     let books = &v["accounting"];
     assert_eq!(books["balanced"], true, "{name}: {books}");
     assert!(
