@@ -59,7 +59,14 @@ fn replay_fixture(name: &str) {
         results["compared"].as_u64().unwrap_or(0) > 0,
         "{name}: {results}"
     );
-    assert_eq!(results["mismatch"], 0, "{name}: {results}");
+    let diverged: Vec<String> = v["fingerprints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["results"]["mismatch"].as_u64().unwrap_or(0) > 0)
+        .map(|f| format!("{} {}", f["fingerprint"], f["result_samples"]))
+        .collect();
+    assert_eq!(results["mismatch"], 0, "{name}: {results}\n{diverged:#?}");
     let books = &v["accounting"];
     assert_eq!(books["balanced"], true, "{name}: {books}");
     assert!(

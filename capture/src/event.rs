@@ -60,6 +60,9 @@ pub struct Login {
     pub capabilities: u32,
     /// Authentication plugin name the client used.
     pub auth_plugin: Option<String>,
+    /// Collation id the client asked for in HandshakeResponse41 (None mid-stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collation: Option<u8>,
     /// Server version string from the initial handshake.
     pub server_version: Option<String>,
     /// Connection id the server assigned (thread id).

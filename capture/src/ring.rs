@@ -353,6 +353,7 @@ mod tests {
             db: None,
             capabilities: 0,
             auth_plugin: None,
+            collation: None,
             server_version: None,
             connection_id: None,
             tls: false,

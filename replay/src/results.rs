@@ -100,6 +100,18 @@ const SYSVARS: &[&str] = &[
     "version*",
     "gtid_*",
     "wsrep_*",
+    "max_allowed_packet",
+    "max_connections",
+    "system_time_zone",
+    "time_zone",
+    "auto_increment_*",
+    "innodb_*",
+    "character_set_server",
+    "collation_server",
+    "lower_case_table_names",
+    "wait_timeout",
+    "interactive_timeout",
+    "net_*",
 ];
 
 /// `SHOW` statements whose output depends on the server's state (second word, or third after

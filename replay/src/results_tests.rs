@@ -306,6 +306,10 @@ fn comparability_of_time_random_and_server_state() {
         no(b"select @@version_comment limit 1"),
         "@@variable that differs per server or connection"
     );
+    assert_eq!(
+        no(b"SELECT @@max_allowed_packet,@@system_time_zone,@@time_zone,@@auto_increment_increment"),
+        "@@variable that differs per server or connection"
+    );
     yes(b"select @@session.autocommit, @@sql_mode");
     yes(b"SELECT @@tx_isolation");
     assert_eq!(no(b"SHOW PROCESSLIST"), "show of server state");

@@ -80,12 +80,14 @@ impl Proto {
         }
         self.caps = negotiated;
         self.phase = Phase::Auth;
-        if r.take(4 + 1 + 23, "handshake response").is_err() {
+        let collation = r.take(4 + 1, "handshake response").map(|b| b[4]);
+        if collation.is_err() || r.take(23, "handshake response").is_err() {
             self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                 "short handshake response",
             )));
             return;
         }
+        self.login.collation = collation.ok().filter(|&c| c != 0);
         let user = lossy(r.nul_str());
         let auth_ok = if c & caps::PLUGIN_AUTH_LENENC != 0 {
             r.lenenc_bytes("auth response").is_ok()

@@ -221,6 +221,7 @@ impl Connection {
                     db: None,
                     capabilities: 0,
                     auth_plugin: None,
+                    collation: None,
                     server_version: None,
                     connection_id: None,
                     tls: false,

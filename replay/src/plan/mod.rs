@@ -42,8 +42,8 @@
 //! Pacing, timeouts, reconnect backoff, prod processlist look-ups (the executor's; see
 //! [`Planner::needs_identity`]), response comparison, counting. It has no timers, so it takes
 //! no clock. `USE` is rewritten only as the first statement of a text; schema names inside
-//! other SQL (`db.table`) are not. The login's collation is not in the capture yet
-//! ([`ConnectPlan::collation`] is `None`: the executor's default).
+//! other SQL (`db.table`) are not. The login's collation comes from the captured
+//! HandshakeResponse41 (`None` mid-stream: the executor's default).
 
 mod action;
 mod payload;
@@ -372,6 +372,9 @@ impl Planner {
         }
         if !l.midstream {
             self.capabilities = Some(l.capabilities);
+        }
+        if let Some(c) = l.collation {
+            self.collation = Some(u16::from(c));
         }
         if self.skip_all == Some(SkipReason::SampledOut) {
             return;

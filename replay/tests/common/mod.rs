@@ -289,6 +289,7 @@ pub fn login(user: &str, db: Option<&str>) -> SessionEvent {
         db: db.map(str::to_owned),
         capabilities: 0,
         auth_plugin: None,
+        collation: None,
         server_version: None,
         connection_id: Some(1),
         tls: false,

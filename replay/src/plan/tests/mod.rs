@@ -34,6 +34,7 @@ fn login(user: &str, db: Option<&str>) -> Login {
         db: db.map(Into::into),
         capabilities: 0x000f_a20f,
         auth_plugin: None,
+        collation: None,
         server_version: None,
         connection_id: Some(9),
         tls: false,
