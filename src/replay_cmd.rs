@@ -44,7 +44,7 @@ pub struct ReplayArgs {
     pub drain_timeout: f64,
     /// Replay connection: `wire` (the planner on mrte's own MySQL wire connection: commands
     /// byte for byte, pipelining, every command type) or `mysql-async` (the older driver path).
-    #[arg(long, default_value = "mysql-async", value_name = "wire|mysql-async")]
+    #[arg(long, default_value = "wire", value_name = "wire|mysql-async")]
     pub conn: ConnKind,
     /// Replay threads, each driving its share of the sessions (0: one thread for everything).
     #[arg(long, default_value_t = 0, value_name = "N")]

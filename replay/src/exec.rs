@@ -55,9 +55,9 @@ use connect::is_unreachable;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConnKind {
     /// mysql_async (the engine's own session task).
-    #[default]
     MysqlAsync,
     /// The planner and the wire connection (this module).
+    #[default]
     Wire,
 }
 

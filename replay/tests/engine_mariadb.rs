@@ -123,7 +123,7 @@ async fn general_log_shows_exactly_the_statements_in_order() {
         ("Query", "SELECT 1"),
         ("Query", "INSERT INTO t VALUES (1)"),
         ("Query", "SELECT a FROM t /* s1 */"),
-        ("Query", "USE `other`"),
+        ("Init DB", "other"),
         ("Query", "SELECT DATABASE()"),
         ("Quit", ""),
     ];
@@ -910,7 +910,7 @@ async fn user_and_db_maps_apply_at_connect_init_db_and_change_user() {
         ("Connect", "tapp@localhost on shop_test using TCP/IP")
     );
     assert_eq!(seq[1], ("Query", "SELECT CURRENT_USER(), DATABASE()"));
-    assert_eq!(seq[2], ("Query", "USE `crm_test`"));
+    assert_eq!(seq[2], ("Init DB", "crm_test"));
     assert_eq!(seq[3].0, "Change user");
     assert!(
         seq[3].1.starts_with("tcrm@localhost on shop_test"),

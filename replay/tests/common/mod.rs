@@ -281,13 +281,33 @@ pub fn open(id: u64, port: u16) -> SessionEvent {
     }))
 }
 
+/// What the mariadb command-line client negotiates with MariaDB (multi-statements included).
+pub const CLIENT_CAPS: u32 = {
+    use mrte_capture::mysql::caps::*;
+    LONG_PASSWORD
+        | FOUND_ROWS
+        | LONG_FLAG
+        | CONNECT_WITH_DB
+        | LOCAL_FILES
+        | PROTOCOL_41
+        | TRANSACTIONS
+        | SECURE_CONNECTION
+        | MULTI_STATEMENTS
+        | MULTI_RESULTS
+        | PS_MULTI_RESULTS
+        | PLUGIN_AUTH
+        | CONNECT_ATTRS
+        | PLUGIN_AUTH_LENENC
+        | SESSION_TRACK
+};
+
 /// Successful login as `user` with default db `db`.
 pub fn login(user: &str, db: Option<&str>) -> SessionEvent {
     SessionEvent::Login(Box::new(Login {
         ts_us: 1_700_000_000_000_100,
         user: Some(user.to_owned()),
         db: db.map(str::to_owned),
-        capabilities: 0,
+        capabilities: CLIENT_CAPS,
         auth_plugin: None,
         collation: None,
         server_version: None,
