@@ -406,15 +406,7 @@ impl Pipeline {
         let Self { stats, table, .. } = self;
         let sess = table.get_mut(i);
         let r = catch_unwind(AssertUnwindSafe(|| {
-            release_held(sess, ts_us, max_ooo, true);
-            let Session {
-                conn,
-                to_server,
-                to_client,
-                ..
-            } = &mut *sess;
-            to_server.flush(&mut |c| feed(conn, Direction::ToServer, c, ts_us));
-            to_client.flush(&mut |c| feed(conn, Direction::ToClient, c, ts_us));
+            let conn = flush_all(sess, ts_us, max_ooo);
             if conn.buffered_bytes() > 0 {
                 conn.handle_gap(Direction::ToServer, 0, ts_us);
                 conn.handle_gap(Direction::ToClient, 0, ts_us);
@@ -574,16 +566,7 @@ impl Pipeline {
         let Self { stats, table, .. } = self;
         let sess = table.get_mut(i);
         let r = catch_unwind(AssertUnwindSafe(|| {
-            release_held(sess, ts_us, max_ooo, true);
-            let Session {
-                conn,
-                to_server,
-                to_client,
-                ..
-            } = &mut *sess;
-            to_server.flush(&mut |c| feed(conn, Direction::ToServer, c, ts_us));
-            to_client.flush(&mut |c| feed(conn, Direction::ToClient, c, ts_us));
-            conn.handle_close(ts_us);
+            flush_all(sess, ts_us, max_ooo).handle_close(ts_us);
             Self::drain(stats, sess, sink);
         }));
         if r.is_err() {
@@ -681,6 +664,20 @@ fn process(
     stream.handle_segment(seq, syn, fin, payload, missing, max_ooo, &mut |c| {
         feed(conn, dir, c, ts_us)
     });
+}
+
+/// Release held segments and flush both streams into the decoder, declaring every hole lost.
+fn flush_all(sess: &mut Session, ts_us: u64, max_ooo: usize) -> &mut Connection {
+    release_held(sess, ts_us, max_ooo, true);
+    let Session {
+        conn,
+        to_server,
+        to_client,
+        ..
+    } = sess;
+    to_server.flush(&mut |c| feed(conn, Direction::ToServer, c, ts_us));
+    to_client.flush(&mut |c| feed(conn, Direction::ToClient, c, ts_us));
+    conn
 }
 
 /// Process held segments whose acknowledged peer bytes have now been seen, in arrival order. When
