@@ -228,6 +228,9 @@ pub struct Report {
     pub lag_us: Lag,
     /// Per fingerprint, by test total time.
     pub fingerprints: Vec<FingerprintReport>,
+    /// Commit-order synchronisation (`--sync commit`) and the snapshot check (`--snapshot-pos`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::SyncReport>,
     /// Overall CDFs.
     #[serde(skip)]
     pub cdf: (Cdf, Cdf),
@@ -353,6 +356,7 @@ impl Report {
                 .into_iter()
                 .map(|f| fp_report(f, &cmp.results))
                 .collect(),
+            sync: crate::sync::SyncReport::of(eng),
             cdf: (cdf(&cmp.prod), cdf(&cmp.test)),
         }
     }
@@ -435,6 +439,9 @@ impl Report {
             e.test_only, e.prod_only, e.code_mismatch, e.replay_failed, self.rows_mismatch
         );
         s.push_str(&self.results.summary_line());
+        if let Some(y) = &self.sync {
+            s.push_str(&y.text());
+        }
         let _ = writeln!(
             s,
             "lag behind schedule: p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
