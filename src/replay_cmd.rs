@@ -17,7 +17,7 @@ use mrte_replay::engine::{ConnKind, Engine, EngineStats, LiveCounters, ReplayCon
 use mrte_replay::filter::{FilterArgs, Filters};
 use mrte_replay::pacing::Pacing;
 use mrte_replay::report::{prometheus, FailOn, MetricsSnapshot, Report};
-use mrte_replay::sync::{SyncConfig, SyncMode};
+use mrte_replay::sync::{SnapshotCheck, SyncConfig, SyncMode};
 use mrte_replay::target::TargetDsn;
 
 use crate::cli::{CaptureArgs, DecodeArgs};
@@ -442,8 +442,12 @@ fn finish(
     cap: &Stats,
     out: &ReportArgs,
     interrupted: bool,
+    snapshot: Option<SnapshotCheck>,
 ) -> Result<ExitCode> {
     let mut report = Report::build(mode, target, started.elapsed().as_secs_f64(), cmp, eng, cap);
+    if let Some(c) = snapshot {
+        report.sync.get_or_insert_with(Default::default).snapshot = Some(c);
+    }
     if interrupted {
         report.mark_interrupted(eng);
     }
@@ -629,6 +633,12 @@ pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
         &cap,
         &a.out,
         interrupted.load(Ordering::Acquire),
+        a.replay.snapshot_pos.as_deref().map(|p| {
+            mrte_replay::sync::snapshot::check(
+                p,
+                Err("offline replay: prod's position when the capture started is unknown; compare it with scripts/snapshot.sh pos run then".into()),
+            )
+        }),
     )
 }
 
@@ -671,6 +681,17 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
     crate::cli::stop_on_sigint(signalled.clone());
     let cmp2 = cmp.clone();
     let rt = runtime()?;
+    // Prod's position now that the capture runs: equal to the snapshot's, nothing was missed.
+    let snapshot = a.replay.snapshot_pos.as_deref().map(|p| {
+        let at_start = match &a.replay.prod {
+            Some(prod) => match TargetDsn::parse_no_env(prod) {
+                Ok(dsn) => rt.block_on(mrte_replay::sync::snapshot::prod_position(&dsn, p)),
+                Err(e) => Err(format!("--prod: {e}")),
+            },
+            None => Err("no --prod to read prod's position at capture start".into()),
+        };
+        mrte_replay::sync::snapshot::check(p, at_start)
+    });
     let workers = Workers::start(a.replay.replay_threads)?;
     let engine = engine.with_workers(workers.handles.clone());
     let sig2 = signalled.clone();
@@ -718,5 +739,6 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
         &cap,
         &a.out,
         signalled.load(Ordering::Acquire),
+        snapshot,
     )
 }

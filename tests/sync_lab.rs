@@ -191,15 +191,8 @@ fn sync_commit_replay_ends_where_prod_ended() {
         let timeouts = gate["sync_timeouts"]
             .as_u64()
             .expect("sync_timeouts counted");
-        assert_eq!(
-            timeouts,
-            gate["timeout_samples"]
-                .as_array()
-                .unwrap()
-                .len()
-                .min(10) as u64
-                .max(timeouts.min(10)),
-        );
+        let samples = gate["timeout_samples"].as_array().map_or(0, |a| a.len());
+        assert_eq!(samples as u64, timeouts.min(10), "{gate}");
         assert_eq!(r["errors"]["test_only"], 0, "{threads} threads: {text}");
         assert_eq!(r["errors"]["replay_failed"], 0, "{text}");
         assert_eq!(r["rows_mismatch"], 0, "{threads} threads: {text}");

@@ -22,6 +22,7 @@
 //! talk to a server (the executor calls it around its sends).
 
 pub mod gate;
+pub mod snapshot;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
