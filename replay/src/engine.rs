@@ -63,7 +63,7 @@
 //! # What it does not do
 //! It does not decode packets, compare prod with test, or format reports (see
 //! [`crate::compare`] and [`crate::report`]). It never blocks the capture thread: it only pops
-//! rings. Cross-session ordering (commit order) is not enforced.
+//! rings. Cross-session commit order (`--sync commit`) is the executor's, through [`crate::sync`].
 //!
 //! # Use
 //! ```no_run
