@@ -17,6 +17,7 @@ use mrte_replay::engine::{ConnKind, Engine, EngineStats, LiveCounters, ReplayCon
 use mrte_replay::filter::{FilterArgs, Filters};
 use mrte_replay::pacing::Pacing;
 use mrte_replay::report::{prometheus, FailOn, MetricsSnapshot, Report};
+use mrte_replay::sync::{SnapshotCheck, SyncConfig, SyncMode};
 use mrte_replay::target::TargetDsn;
 
 use crate::cli::{CaptureArgs, DecodeArgs};
@@ -46,6 +47,23 @@ pub struct ReplayArgs {
     /// byte for byte, pipelining, every command type) or `mysql-async` (the older driver path).
     #[arg(long, default_value = "wire", value_name = "wire|mysql-async")]
     pub conn: ConnKind,
+    /// Commit-order synchronisation: `commit` sends a command only after every prod commit that
+    /// had completed before it (on prod) is done on test, so commits land in prod's order;
+    /// `none` lets sessions run free. Default: `commit`, or `none` with --read-only.
+    #[arg(long, value_name = "none|commit")]
+    pub sync: Option<SyncMode>,
+    /// Longest wait at the commit gate; then the commits it waits for are released in prod
+    /// order (counted as sync_timeouts in the report).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub sync_timeout: f64,
+    /// Gate a command only on the commits before its prod request, not also on those before
+    /// its prod response (the wire hint that keeps lock waits in prod's order).
+    #[arg(long)]
+    pub sync_no_hint: bool,
+    /// The position scripts/snapshot.sh printed for the snapshot test was started from; the
+    /// report says whether it matches prod's position when the capture started (needs --prod).
+    #[arg(long, value_name = "POS")]
+    pub snapshot_pos: Option<String>,
     /// Replay threads, each driving its share of the sessions (0: one thread for everything).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub replay_threads: usize,
@@ -180,6 +198,21 @@ fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
     })
     .map_err(|e| anyhow::anyhow!("filters: {e}"))?;
     cfg.pacing = pacing;
+    let mode = a
+        .sync
+        .unwrap_or(if a.read_only || a.conn == ConnKind::MysqlAsync {
+            SyncMode::None
+        } else {
+            SyncMode::Commit
+        });
+    if mode == SyncMode::Commit && a.conn == ConnKind::MysqlAsync {
+        anyhow::bail!("--sync commit needs --conn wire");
+    }
+    cfg.sync = SyncConfig {
+        mode,
+        timeout: secs("--sync-timeout", a.sync_timeout)?,
+        hint: !a.sync_no_hint,
+    };
     Ok(cfg)
 }
 
@@ -409,8 +442,12 @@ fn finish(
     cap: &Stats,
     out: &ReportArgs,
     interrupted: bool,
+    snapshot: Option<SnapshotCheck>,
 ) -> Result<ExitCode> {
     let mut report = Report::build(mode, target, started.elapsed().as_secs_f64(), cmp, eng, cap);
+    if let Some(c) = snapshot {
+        report.sync.get_or_insert_with(Default::default).snapshot = Some(c);
+    }
     if interrupted {
         report.mark_interrupted(eng);
     }
@@ -596,6 +633,12 @@ pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
         &cap,
         &a.out,
         interrupted.load(Ordering::Acquire),
+        a.replay.snapshot_pos.as_deref().map(|p| {
+            mrte_replay::sync::snapshot::check(
+                p,
+                Err("offline replay: prod's position when the capture started is unknown; compare it with scripts/snapshot.sh pos run then".into()),
+            )
+        }),
     )
 }
 
@@ -638,6 +681,17 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
     crate::cli::stop_on_sigint(signalled.clone());
     let cmp2 = cmp.clone();
     let rt = runtime()?;
+    // Prod's position now that the capture runs: equal to the snapshot's, nothing was missed.
+    let snapshot = a.replay.snapshot_pos.as_deref().map(|p| {
+        let at_start = match &a.replay.prod {
+            Some(prod) => match TargetDsn::parse_no_env(prod) {
+                Ok(dsn) => rt.block_on(mrte_replay::sync::snapshot::prod_position(&dsn, p)),
+                Err(e) => Err(format!("--prod: {e}")),
+            },
+            None => Err("no --prod to read prod's position at capture start".into()),
+        };
+        mrte_replay::sync::snapshot::check(p, at_start)
+    });
     let workers = Workers::start(a.replay.replay_threads)?;
     let engine = engine.with_workers(workers.handles.clone());
     let sig2 = signalled.clone();
@@ -685,5 +739,6 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
         &cap,
         &a.out,
         signalled.load(Ordering::Acquire),
+        snapshot,
     )
 }

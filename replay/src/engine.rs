@@ -63,7 +63,7 @@
 //! # What it does not do
 //! It does not decode packets, compare prod with test, or format reports (see
 //! [`crate::compare`] and [`crate::report`]). It never blocks the capture thread: it only pops
-//! rings. Cross-session ordering (commit order) is not enforced.
+//! rings. Cross-session commit order (`--sync commit`) is the executor's, through [`crate::sync`].
 //!
 //! # Use
 //! ```no_run
@@ -149,6 +149,8 @@ pub struct ReplayConfig {
     pub example_len: usize,
     /// The replay connection (`--conn`).
     pub conn: ConnKind,
+    /// Commit-order synchronisation (`--sync`, `--sync-timeout`; `--conn wire` only).
+    pub sync: crate::sync::SyncConfig,
 }
 
 impl ReplayConfig {
@@ -171,6 +173,7 @@ impl ReplayConfig {
             reconnect_for: None,
             example_len: 512,
             conn: ConnKind::default(),
+            sync: crate::sync::SyncConfig::default(),
         }
     }
 }
@@ -334,6 +337,9 @@ pub struct EngineStats {
     pub connections_lost: u64,
     /// Lag behind schedule (offline: behind captured pacing; live: behind packet time).
     pub lag_us: LagStats,
+    /// What the commit gate did (`--sync commit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::SyncStats>,
 }
 
 impl EngineStats {
@@ -418,6 +424,8 @@ struct Ctx {
     up_epoch: AtomicU64,
     /// Statement facts by exact text, shared by the sessions of one run.
     sql_memo: Mutex<HashMap<Box<[u8]>, SqlFacts>>,
+    /// The commit gate (`--sync commit`).
+    sync: Option<Arc<crate::sync::CommitGate>>,
 }
 
 /// What the engine works out from a statement's text alone: the filter/safety verdict and the
@@ -485,6 +493,8 @@ impl Engine {
             target_down: AtomicBool::new(false),
             up_epoch: AtomicU64::new(0),
             sql_memo: Mutex::new(HashMap::new()),
+            sync: (self.cfg.sync.mode == crate::sync::SyncMode::Commit)
+                .then(|| Arc::new(crate::sync::CommitGate::new(self.cfg.sync))),
             cfg: self.cfg,
             live: self.live,
             totals: Mutex::new((EngineStats::default(), new_lag_histogram())),
@@ -582,6 +592,7 @@ impl Engine {
             (g.0.clone(), g.1.clone())
         };
         stats.sessions = ctx.live.sessions.load(Ordering::Relaxed);
+        stats.sync = ctx.sync.as_ref().map(|g| g.stats());
         stats.sessions_panicked = panicked;
         stats.sessions_not_started = not_started;
         stats.ring_dropped_events += unstarted_dropped.0;

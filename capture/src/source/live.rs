@@ -367,6 +367,7 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
             let shared = Arc::new(QueueShared {
                 slots: Mutex::new(vec![Stats::default(); nq as usize]),
                 map: Mutex::new(HashMap::new()),
+                commits: Default::default(),
             });
             let mut others = Vec::new();
             for (i, src) in sources.drain(1..).enumerate() {
@@ -436,6 +437,8 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
 struct QueueShared {
     slots: Mutex<Vec<Stats>>,
     map: Mutex<HashMap<crate::event::FlowKey, (u32, bool)>>,
+    /// One commit order across the queues' pipelines (issue 11).
+    commits: crate::commit::SharedCommitClock,
 }
 
 #[cfg(feature = "xdp")]
@@ -524,6 +527,7 @@ fn run_xdp_queue(
     };
     let mut p = Pipeline::new(cfg.pipeline.clone());
     p.set_session_ids(u64::from(q) + 1, u64::from(nq));
+    p.set_commit_clock(shared.commits.clone());
     let started = Instant::now();
     let mut last_pub = Instant::now();
     let mut last_clock = Instant::now();
