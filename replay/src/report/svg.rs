@@ -134,7 +134,9 @@ pub(super) fn svg_spectrum(
     );
     for d in 0..=span {
         let px = l + f64::from(d) / f64::from(span) * pw;
-        let _ = write!(s, "<line x1=\"{px:.1}\" y1=\"{t}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#e4e4e4\"/><text class=\"xtick\" x=\"{px:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>", t + ph, t + ph + 13.0, pct_label(d));
+        // 0% starts at the corner, clear of the lowest latency label.
+        let anchor = if d == 0 { "start" } else { "middle" };
+        let _ = write!(s, "<line x1=\"{px:.1}\" y1=\"{t}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#e4e4e4\"/><text class=\"xtick\" x=\"{px:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{}</text>", t + ph, t + ph + 13.0, pct_label(d));
     }
     // Decade ticks; with at most two decades also 2x and 5x.
     let minor = yhi - ylo <= 2.0;
