@@ -1,15 +1,13 @@
 //! The report model: the [`Report`] (serialised as the JSON report, schema in `replay/REPORT.md`)
 //! built from what [`crate::compare::Comparison`], the engine and the capture counted, and
 //! `--fail-on` thresholds. Renderings live in the submodules: [`json`] (the JSON report), [`text`]
-//! (the final text report), [`html`] (a self-contained HTML page); Prometheus text exposition of
-//! live counters in [`prometheus`].
+//! (the final text report), [`html`] (a self-contained HTML page).
 //!
 //! It only formats what was counted elsewhere; it measures nothing.
 
 mod fail_on;
 pub mod html;
 pub mod json;
-mod prometheus;
 mod svg;
 #[cfg(test)]
 mod tests;
@@ -27,7 +25,6 @@ use crate::engine::EngineStats;
 use crate::results::{ResultCounts, ResultDivergence, ResultSample};
 
 pub use fail_on::{FailOn, METRICS};
-pub use prometheus::{prometheus, MetricsSnapshot};
 
 /// CDF points: (latency µs, cumulative fraction).
 pub type Cdf = Vec<(u64, f64)>;

@@ -145,7 +145,10 @@ fn every_fingerprint_has_a_percentile_spectrum_of_both_sides() {
     let &(q, v) = f.test_spectrum.last().expect("points");
     assert!((q - 0.98).abs() < 1e-9, "{q}");
     assert_eq!(v, f.test.max);
-    assert!(f.test_spectrum.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    assert!(f
+        .test_spectrum
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
     // Latency grows with q: prod 100..5000 µs.
     assert_eq!(f.prod_spectrum[0].1, 100);
 }
@@ -185,16 +188,4 @@ fn html_renders_in_headless_chromium() {
     assert!(dom.contains("id=\"spectrum-overall\""));
     assert_eq!(dom.matches("class=\"spectrum\"").count(), 3);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn prometheus_text() {
-    let m = MetricsSnapshot {
-        capture: vec![("captured_packets_total", "Frames captured.", 5)],
-        replay: vec![("replayed_commands_total", "Commands replayed.", 3)],
-        latency: vec![("prod", 0.5, 0.001)],
-    };
-    let s = prometheus(&m);
-    assert!(s.contains("mrte_captured_packets_total 5\n"));
-    assert!(s.contains("mrte_latency_seconds{side=\"prod\",quantile=\"0.5\"} 0.001\n"));
 }
