@@ -16,7 +16,7 @@ use mrte_replay::compare::Comparison;
 use mrte_replay::engine::{ConnKind, Engine, EngineStats, LiveCounters, ReplayConfig};
 use mrte_replay::filter::{FilterArgs, Filters};
 use mrte_replay::pacing::Pacing;
-use mrte_replay::report::{prometheus, FailOn, MetricsSnapshot, Report};
+use mrte_replay::report::{FailOn, Report};
 use mrte_replay::sync::{SnapshotCheck, SyncConfig, SyncMode};
 use mrte_replay::target::TargetDsn;
 
@@ -253,116 +253,6 @@ struct Live {
 }
 
 impl Live {
-    fn metrics(&self) -> MetricsSnapshot {
-        let r = Ordering::Relaxed;
-        let c = &self.capture;
-        let e = self.engine.snapshot();
-        let mut m = MetricsSnapshot {
-            capture: vec![
-                (
-                    "captured_packets_total",
-                    "Frames captured.",
-                    c.packets.load(r),
-                ),
-                ("captured_bytes_total", "Bytes captured.", c.bytes.load(r)),
-                (
-                    "captured_commands_total",
-                    "Commands decoded.",
-                    c.commands.load(r),
-                ),
-                (
-                    "captured_sessions_total",
-                    "Sessions seen.",
-                    c.sessions.load(r),
-                ),
-                (
-                    "kernel_drops_total",
-                    "Frames dropped by the kernel or NIC.",
-                    c.kernel_drops.load(r),
-                ),
-                (
-                    "ring_drops_total",
-                    "Events dropped on full session rings.",
-                    c.ring_drops.load(r),
-                ),
-                (
-                    "tcp_gaps_total",
-                    "TCP holes that never filled.",
-                    c.gaps.load(r),
-                ),
-                (
-                    "decode_errors_total",
-                    "MySQL decode errors.",
-                    c.decode_errors.load(r),
-                ),
-                (
-                    "undecoded_bytes_total",
-                    "Bytes seen on the server port but never decoded.",
-                    c.undecoded_bytes.load(r),
-                ),
-                (
-                    "decoder_panics_total",
-                    "Sessions whose decoding panicked (dropped; capture went on).",
-                    c.decoder_panics.load(r),
-                ),
-                (
-                    "evicted_sessions_total",
-                    "Sessions evicted from a full session table.",
-                    c.table_evicted.load(r),
-                ),
-                (
-                    "memory_drops_total",
-                    "Times a session dropped its buffers at the memory limit.",
-                    c.memory_drops.load(r),
-                ),
-            ],
-            replay: vec![
-                (
-                    "replayed_commands_total",
-                    "Commands replayed with a response.",
-                    e.replayed,
-                ),
-                (
-                    "replay_test_errors_total",
-                    "Replayed commands answered with ERR.",
-                    e.test_errors,
-                ),
-                (
-                    "replay_skipped_total",
-                    "Commands skipped by filters or rules.",
-                    e.skipped,
-                ),
-                (
-                    "replay_lost_total",
-                    "Commands that could not be replayed.",
-                    e.lost,
-                ),
-                (
-                    "replay_failed_total",
-                    "Commands tried that failed without an answer (refused, timeout).",
-                    e.failed,
-                ),
-                (
-                    "replay_reconnects_total",
-                    "Reconnects to the test server.",
-                    e.reconnects,
-                ),
-            ],
-            latency: Vec::new(),
-        };
-        if let Ok(cmp) = self.cmp.lock() {
-            for (side, h) in [("prod", &cmp.prod), ("test", &cmp.test)] {
-                if !h.is_empty() {
-                    for q in [0.5, 0.9, 0.99] {
-                        m.latency
-                            .push((side, q, h.value_at_quantile(q) as f64 / 1e6));
-                    }
-                }
-            }
-        }
-        m
-    }
-
     fn line(&self, prev: &mut (u64, u64, u64, Instant)) -> String {
         let r = Ordering::Relaxed;
         let c = &self.capture;
@@ -395,40 +285,17 @@ impl Live {
     }
 }
 
-fn serve_metrics(addr: &str, live: Arc<Live>) -> Result<()> {
-    let addr = if addr.parse::<u16>().is_ok() {
-        format!("127.0.0.1:{addr}")
-    } else {
-        addr.to_string()
-    };
-    let listener =
-        std::net::TcpListener::bind(&addr).with_context(|| format!("--metrics {addr}"))?;
-    if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
-        tracing::warn!(
-            "--metrics {addr} is reachable from other hosts (give a bare port for 127.0.0.1 only)"
-        );
-    }
-    tracing::info!("Prometheus metrics on http://{addr}/metrics");
-    std::thread::Builder::new().name("mrte-metrics".into()).spawn(move || {
-        use std::io::{Read, Write};
-        for conn in listener.incoming().flatten() {
-            let mut conn = conn;
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /metrics") {
-                ("200 OK", prometheus(&live.metrics()))
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    })?;
+/// `--metrics`: the capture's and the player's collectors on one endpoint.
+fn serve_metrics(addr: &str, live: &Live) -> Result<()> {
+    let registry = crate::metrics::registry(vec![
+        Box::new(crate::metrics::CaptureCollector::new(live.capture.clone())),
+        Box::new(crate::metrics::ReplayCollector::new(
+            live.engine.clone(),
+            Some(live.capture.clone()),
+            live.cmp.clone(),
+        )),
+    ])?;
+    crate::metrics::serve(addr, registry)?;
     Ok(())
 }
 
@@ -578,7 +445,7 @@ pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
         cmp: cmp.clone(),
     });
     if let Some(m) = &a.out.metrics {
-        serve_metrics(m, live.clone())?;
+        serve_metrics(m, &live)?;
     }
     let started = Instant::now();
     let (mut sink, rx) = RingSink::new(4096);
@@ -670,7 +537,7 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
         cmp: cmp.clone(),
     });
     if let Some(m) = &a.out.metrics {
-        serve_metrics(m, live.clone())?;
+        serve_metrics(m, &live)?;
     }
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,11 @@
 
 use std::fmt::Write as _;
 
+use super::svg::{svg_cdf, svg_spectrum};
 use super::Report;
+
+/// Fingerprints with a percentile spectrum on the page (the first by test total time).
+pub const SPECTRUM_FINGERPRINTS: usize = 20;
 
 impl Report {
     /// A self-contained HTML page (inline CSS and SVG, no external resources).
@@ -62,10 +66,18 @@ impl Report {
                 self.accounting.unaccounted, self.accounting.sessions_died
             );
         }
-        h.push_str(
-            "<h2>Latency CDF, all replayed commands (blue prod, red test)</h2><div class=\"card\">",
-        );
-        h.push_str(&svg_cdf("overall", &self.cdf.0, &self.cdf.1, 640, 300));
+        h.push_str("<h2>Latency, all replayed commands (blue prod, red test)</h2><div class=\"grid\"><div class=\"card\">");
+        h.push_str(&svg_spectrum(
+            "overall",
+            &self.spectrum.0,
+            &self.spectrum.1,
+            (self.latency_count("prod"), self.latency_count("test")),
+            560,
+            300,
+        ));
+        h.push_str("</div><div class=\"card\">");
+        h.push_str(&svg_cdf("overall", &self.cdf.0, &self.cdf.1, 560, 300));
+        h.push_str("</div>");
         h.push_str("</div><h2>Top fingerprints by test total time</h2><table id=\"top\"><tr><th>count</th><th>prod p50 ms</th><th>test p50 ms</th><th>prod p99 ms</th><th>test p99 ms</th><th>test/prod p50</th><th>errors</th><th>rows</th><th class=\"l\">fingerprint</th></tr>");
         for f in self.fingerprints.iter().take(10) {
             let cls = if f.ratio_p50 > 1.5 {
@@ -87,17 +99,25 @@ impl Report {
                 esc(&f.fingerprint)
             );
         }
-        h.push_str("</table><h2>Latency CDF per fingerprint (blue prod, red test)</h2><div class=\"grid\">");
-        for (i, f) in self.fingerprints.iter().take(10).enumerate() {
-            let _ = write!(h, "<div class=\"card fp\"><div class=\"l\" style=\"max-width:420px;font-family:monospace;font-size:12px\">{}</div>", esc(&f.fingerprint));
-            h.push_str(&svg_cdf(
-                &format!("fp{i}"),
-                &f.prod_cdf,
-                &f.test_cdf,
-                420,
-                200,
+        let _ = write!(h, "</table><h2>Latency percentile spectrum per fingerprint (blue prod, red test; the first {SPECTRUM_FINGERPRINTS} by test total time)</h2><div class=\"grid\">");
+        for f in self.fingerprints.iter().take(SPECTRUM_FINGERPRINTS) {
+            let _ = write!(h, "<div class=\"card fp\"><div class=\"l\" style=\"max-width:460px;font-family:monospace;font-size:12px\">{}</div>", esc(&f.fingerprint));
+            h.push_str(&svg_spectrum(
+                &f.id,
+                &f.prod_spectrum,
+                &f.test_spectrum,
+                (f.prod.count, f.test.count),
+                460,
+                250,
             ));
             h.push_str("</div>");
+        }
+        if self.fingerprints.len() > SPECTRUM_FINGERPRINTS {
+            let _ = write!(
+                h,
+                "<p>{} more fingerprints not plotted (see the JSON report).</p>",
+                self.fingerprints.len() - SPECTRUM_FINGERPRINTS
+            );
         }
         h.push_str("</div><h2>Divergence</h2><table id=\"divergence\"><tr><th class=\"l\">kind</th><th class=\"l\">fingerprint</th><th class=\"l\">prod</th><th class=\"l\">test</th><th class=\"l\">statement</th></tr>");
         for f in &self.fingerprints {
@@ -154,63 +174,8 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A CDF chart of prod (blue) and test (red) on a log-scaled latency axis, as inline SVG.
-fn svg_cdf(id: &str, prod: &[(u64, f64)], test: &[(u64, f64)], w: u32, hgt: u32) -> String {
-    let (l, r, t, b) = (50.0, 10.0, 10.0, 30.0);
-    let (wf, hf) = (f64::from(w), f64::from(hgt));
-    let all = prod.iter().chain(test.iter()).map(|p| p.0.max(1));
-    let lo = all.clone().min().unwrap_or(1) as f64;
-    let hi = (all.max().unwrap_or(10) as f64).max(lo * 10.0);
-    let (llo, lhi) = (lo.log10().floor(), hi.log10().ceil());
-    let x = |v: u64| l + ((v.max(1) as f64).log10() - llo) / (lhi - llo) * (wf - l - r);
-    let y = |q: f64| t + (1.0 - q) * (hf - t - b);
-    let mut s = format!("<svg id=\"cdf-{id}\" width=\"{w}\" height=\"{hgt}\" viewBox=\"0 0 {w} {hgt}\" xmlns=\"http://www.w3.org/2000/svg\">");
-    let _ = write!(
-        s,
-        "<rect x=\"{l}\" y=\"{t}\" width=\"{}\" height=\"{}\" fill=\"#fafafa\" stroke=\"#ccc\"/>",
-        wf - l - r,
-        hf - t - b
-    );
-    let mut d = llo as i32;
-    while f64::from(d) <= lhi {
-        let v = 10f64.powi(d);
-        let px = l + (f64::from(d) - llo) / (lhi - llo) * (wf - l - r);
-        let label = if v >= 1000.0 {
-            format!("{}ms", v / 1000.0)
-        } else {
-            format!("{v}µs")
-        };
-        let _ = write!(s, "<line x1=\"{px:.1}\" y1=\"{t}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/><text x=\"{px:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{label}</text>", hf - b, hf - b + 14.0);
-        d += 1;
+impl Report {
+    fn latency_count(&self, side: &str) -> u64 {
+        self.latency_us.get(side).map_or(0, |p| p.count)
     }
-    for q in [0.5, 0.9, 0.99] {
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">p{}</text>",
-            l - 4.0,
-            y(q) + 3.0,
-            q * 100.0
-        );
-    }
-    for (cls, pts) in [("prod", prod), ("test", test)] {
-        if pts.is_empty() {
-            continue;
-        }
-        let mut p = String::new();
-        for (i, &(v, q)) in pts.iter().enumerate() {
-            let _ = write!(
-                p,
-                "{}{:.1},{:.1}",
-                if i == 0 { "M" } else { " L" },
-                x(v),
-                y(q)
-            );
-        }
-        let _ = write!(
-            s,
-            "<path class=\"{cls}\" d=\"{p}\"><title>{cls}</title></path>"
-        );
-    }
-    s.push_str("</svg>");
-    s
 }

@@ -1,15 +1,14 @@
 //! The report model: the [`Report`] (serialised as the JSON report, schema in `replay/REPORT.md`)
 //! built from what [`crate::compare::Comparison`], the engine and the capture counted, and
 //! `--fail-on` thresholds. Renderings live in the submodules: [`json`] (the JSON report), [`text`]
-//! (the final text report), [`html`] (a self-contained HTML page); Prometheus text exposition of
-//! live counters in [`prometheus`].
+//! (the final text report), [`html`] (a self-contained HTML page).
 //!
 //! It only formats what was counted elsewhere; it measures nothing.
 
 mod fail_on;
 pub mod html;
 pub mod json;
-mod prometheus;
+mod svg;
 #[cfg(test)]
 mod tests;
 pub mod text;
@@ -26,10 +25,19 @@ use crate::engine::EngineStats;
 use crate::results::{ResultCounts, ResultDivergence, ResultSample};
 
 pub use fail_on::{FailOn, METRICS};
-pub use prometheus::{prometheus, MetricsSnapshot};
 
 /// CDF points: (latency µs, cumulative fraction).
 pub type Cdf = Vec<(u64, f64)>;
+
+/// Percentile spectrum points: (quantile q, latency µs), q spaced evenly in log10(1/(1-q)) from
+/// 0 up to 1 - 1/count, where the largest sample is plotted (HdrHistogram's percentile
+/// distribution).
+pub type Spectrum = Vec<(f64, u64)>;
+
+/// Points per decade of 1/(1-q) in a [`Spectrum`].
+pub const SPECTRUM_STEPS_PER_DECADE: u32 = 20;
+/// The spectrum stops at 1/(1-q) = 10^this (q = 99.9999%) even with more samples.
+pub const SPECTRUM_MAX_DECADES: u32 = 6;
 
 /// Latency percentiles, µs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -193,6 +201,12 @@ pub struct FingerprintReport {
     /// CDF points of test latency.
     #[serde(skip)]
     pub test_cdf: Cdf,
+    /// Percentile spectrum of prod latency.
+    #[serde(skip)]
+    pub prod_spectrum: Spectrum,
+    /// Percentile spectrum of test latency.
+    #[serde(skip)]
+    pub test_spectrum: Spectrum,
 }
 
 /// Lag behind schedule, µs.
@@ -247,9 +261,13 @@ pub struct Report {
     /// Overall CDFs.
     #[serde(skip)]
     pub cdf: (Cdf, Cdf),
+    /// Overall percentile spectra (prod, test).
+    #[serde(skip)]
+    pub spectrum: (Spectrum, Spectrum),
 }
 
-fn cdf(h: &Histogram<u64>) -> Cdf {
+/// CDF points of a histogram: 101 evenly spaced quantiles (none when it is empty).
+pub fn cdf(h: &Histogram<u64>) -> Cdf {
     if h.is_empty() {
         return Vec::new();
     }
@@ -260,6 +278,34 @@ fn cdf(h: &Histogram<u64>) -> Cdf {
             (h.value_at_quantile(q), q)
         })
         .collect()
+}
+
+/// The percentile spectrum of a histogram (none when it is empty): q at
+/// [`SPECTRUM_STEPS_PER_DECADE`] points per decade of 1/(1-q), while 1/(1-q) <= count (beyond
+/// that the samples say nothing), ending with the largest sample at q = 1 - 1/count.
+pub fn spectrum(h: &Histogram<u64>) -> Spectrum {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let steps = f64::from(SPECTRUM_STEPS_PER_DECADE);
+    let top = (h.len() as f64)
+        .log10()
+        .min(f64::from(SPECTRUM_MAX_DECADES));
+    let q_of = |x: f64| 1.0 - 10f64.powf(-x);
+    let mut out = Vec::new();
+    let mut k = 0u32;
+    while f64::from(k) / steps < top - 1e-9 {
+        let q = q_of(f64::from(k) / steps);
+        out.push((q, h.value_at_quantile(q)));
+        k += 1;
+    }
+    let last = if top < f64::from(SPECTRUM_MAX_DECADES) {
+        h.max()
+    } else {
+        h.value_at_quantile(q_of(top))
+    };
+    out.push((q_of(top), last));
+    out
 }
 
 fn fp_report(f: &FingerprintStats, results: &ResultDivergence) -> FingerprintReport {
@@ -286,6 +332,8 @@ fn fp_report(f: &FingerprintStats, results: &ResultDivergence) -> FingerprintRep
         sample: f.sample.to_string(),
         prod_cdf: cdf(&f.prod),
         test_cdf: cdf(&f.test),
+        prod_spectrum: spectrum(&f.prod),
+        test_spectrum: spectrum(&f.test),
     }
 }
 
@@ -371,6 +419,7 @@ impl Report {
                 .collect(),
             sync: crate::sync::SyncReport::of(eng),
             cdf: (cdf(&cmp.prod), cdf(&cmp.test)),
+            spectrum: (spectrum(&cmp.prod), spectrum(&cmp.test)),
         }
     }
 

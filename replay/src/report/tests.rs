@@ -103,6 +103,56 @@ fn text_and_html_render() {
     );
 }
 
+/// The `<svg ...>...</svg>` element whose id is `id`.
+fn svg_by_id<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("<svg id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no svg {id}"));
+    let len = html[start..].find("</svg>").expect("svg closed") + "</svg>".len();
+    &html[start..start + len]
+}
+
+#[test]
+fn every_fingerprint_has_a_percentile_spectrum_of_both_sides() {
+    let r = sample_report();
+    let h = r.to_html();
+    assert_eq!(r.fingerprints.len(), 2);
+    for id in r
+        .fingerprints
+        .iter()
+        .map(|f| f.id.as_str())
+        .chain(["overall"])
+    {
+        let svg = svg_by_id(&h, &format!("spectrum-{id}"));
+        for want in [
+            "<path class=\"prod\"",
+            "<path class=\"test\"",
+            ">percentile (log scale of 1/(1-q))</text>",
+            ">latency (log scale)</text>",
+            ">0%</text>",
+            ">90%</text>",
+            ">99%</text>",
+            ">99.9%</text>",
+            ">99.99%</text>",
+            "class=\"legend\"",
+        ] {
+            assert!(svg.contains(want), "{id}: no {want} in {svg}");
+        }
+        assert!(!svg.contains("NaN"), "{svg}");
+    }
+    // 50 samples a side: the spectrum reaches 1/(1-q) = 50 and ends at the largest sample.
+    let f = &r.fingerprints[0];
+    let &(q, v) = f.test_spectrum.last().expect("points");
+    assert!((q - 0.98).abs() < 1e-9, "{q}");
+    assert_eq!(v, f.test.max);
+    assert!(f
+        .test_spectrum
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    // Latency grows with q: prod 100..5000 µs.
+    assert_eq!(f.prod_spectrum[0].1, 100);
+}
+
 #[test]
 fn html_renders_in_headless_chromium() {
     let chromium = std::path::Path::new("/usr/bin/chromium");
@@ -135,17 +185,7 @@ fn html_renders_in_headless_chromium() {
     assert_eq!(dom.matches("class=\"card fp\"").count(), 2);
     assert!(dom.matches("<path class=\"test\"").count() >= 3);
     assert!(dom.contains("id=\"divergence\""));
+    assert!(dom.contains("id=\"spectrum-overall\""));
+    assert_eq!(dom.matches("class=\"spectrum\"").count(), 3);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn prometheus_text() {
-    let m = MetricsSnapshot {
-        capture: vec![("captured_packets_total", "Frames captured.", 5)],
-        replay: vec![("replayed_commands_total", "Commands replayed.", 3)],
-        latency: vec![("prod", 0.5, 0.001)],
-    };
-    let s = prometheus(&m);
-    assert!(s.contains("mrte_captured_packets_total 5\n"));
-    assert!(s.contains("mrte_latency_seconds{side=\"prod\",quantile=\"0.5\"} 0.001\n"));
 }
