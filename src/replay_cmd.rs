@@ -13,7 +13,7 @@ use mrte_capture::pipeline::Pipeline;
 use mrte_capture::ring::RingSink;
 use mrte_capture::stats::{LiveStats, Stats};
 use mrte_replay::compare::Comparison;
-use mrte_replay::engine::{ConnKind, Engine, EngineStats, LiveCounters, ReplayConfig};
+use mrte_replay::engine::{Engine, EngineStats, LiveCounters, ReplayConfig};
 use mrte_replay::filter::{FilterArgs, Filters};
 use mrte_replay::pacing::Pacing;
 use mrte_replay::report::{FailOn, Report};
@@ -43,10 +43,15 @@ pub struct ReplayArgs {
     /// as skipped (shutdown). At the end of --duration/--count everything queued is replayed.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub drain_timeout: f64,
-    /// Replay connection: `wire` (the planner on mrte's own MySQL wire connection: commands
-    /// byte for byte, pipelining, every command type) or `mysql-async` (the older driver path).
-    #[arg(long, default_value = "wire", value_name = "wire|mysql-async")]
-    pub conn: ConnKind,
+    /// Replay connection: `wire`, the only one (the planner on mrte's own MySQL wire connection:
+    /// commands byte for byte, pipelining, every command type). Kept so scripts that name it
+    /// still run; the mysql_async session path is gone.
+    #[arg(long, default_value = "wire", value_name = "wire", value_parser = ["wire"], hide = true)]
+    pub conn: String,
+    /// Most sessions replayed at once; a session that opens while this many are replayed is
+    /// not replayed (its commands are counted as lost, `replay_backlog`). 0: no bound.
+    #[arg(long, default_value_t = mrte_replay::engine::DEFAULT_MAX_REPLAY_SESSIONS, value_name = "N")]
+    pub max_replay_sessions: usize,
     /// Commit-order synchronisation: `commit` sends a command only after every prod commit that
     /// had completed before it (on prod) is done on test, so commits land in prod's order;
     /// `none` lets sessions run free. Default: `commit`, or `none` with --read-only.
@@ -167,7 +172,7 @@ fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
     }
     let mut cfg = ReplayConfig::new(target);
     cfg.command_timeout = secs("--target-timeout", a.target_timeout)?;
-    cfg.conn = a.conn;
+    cfg.max_replay_sessions = a.max_replay_sessions;
     cfg.reconnect_for = a
         .reconnect_for
         .map(|s| secs("--reconnect-for", s))
@@ -200,14 +205,11 @@ fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
     cfg.pacing = pacing;
     let mode = a
         .sync
-        .unwrap_or(if a.read_only || a.conn == ConnKind::MysqlAsync {
+        .unwrap_or(if a.read_only {
             SyncMode::None
         } else {
             SyncMode::Commit
         });
-    if mode == SyncMode::Commit && a.conn == ConnKind::MysqlAsync {
-        anyhow::bail!("--sync commit needs --conn wire");
-    }
     cfg.sync = SyncConfig {
         mode,
         timeout: secs("--sync-timeout", a.sync_timeout)?,

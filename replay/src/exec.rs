@@ -1,4 +1,4 @@
-//! The executor (`--conn wire`): one task per captured session that runs a [`Planner`] and
+//! The executor: one task per captured session that runs a [`Planner`] and
 //! carries out its [`Action`]s on a [`WireConn`], with the engine's pacing, lag, reconnect
 //! backoff, `--target-timeout`, panic containment and counters.
 //!
@@ -30,7 +30,6 @@
 //! reply's result checksum, which the report compares with prod's).
 
 use std::collections::VecDeque;
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,7 +38,7 @@ use mrte_capture::event::{ResponseStatus, SessionEvent};
 use mrte_capture::ring::SessionStream;
 use tokio::sync::watch;
 
-use super::{bump, wait_shutdown, Ctx, EngineStats};
+use crate::engine::{bump, wait_shutdown, Ctx, EngineStats};
 use crate::filter::SkipReason;
 use crate::pacing::{lag_us, Pacing, SessionClock};
 use crate::plan::{Action, ChangeUserPlan, CmdInfo, Origin, PlanConfig, Planner};
@@ -51,38 +50,6 @@ use crate::{Outcome, TestResponse};
 #[path = "exec_connect.rs"]
 mod connect;
 use connect::is_unreachable;
-
-/// Which connection replays the sessions (`--conn`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ConnKind {
-    /// mysql_async (the engine's own session task).
-    MysqlAsync,
-    /// The planner and the wire connection (this module).
-    #[default]
-    Wire,
-}
-
-impl ConnKind {
-    /// Its name on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnKind::MysqlAsync => "mysql-async",
-            ConnKind::Wire => "wire",
-        }
-    }
-}
-
-impl FromStr for ConnKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "wire" => Ok(ConnKind::Wire),
-            "mysql-async" | "mysql_async" => Ok(ConnKind::MysqlAsync),
-            o => Err(format!("unknown connection {o:?} (wire, mysql-async)")),
-        }
-    }
-}
 
 /// A command's fate when it got no answer.
 #[derive(Clone, Debug)]
@@ -144,8 +111,8 @@ struct Exec {
     owed: VecDeque<(u64, u64)>,
 }
 
-/// The session task of `--conn wire` (called by the engine's session task).
-pub(super) async fn session_task(
+/// A session's task (called by the engine's session task).
+pub(crate) async fn session_task(
     ctx: Arc<Ctx>,
     mut stream: SessionStream,
     mut sd: watch::Receiver<bool>,

@@ -61,6 +61,8 @@ pub struct LiveConfig {
     pub xdp_mode: XdpMode,
     /// Events per session ring.
     pub ring_capacity: usize,
+    /// Most events queued over all rings (`RingSink::set_queue_limit`; 0: no bound).
+    pub max_queued_events: usize,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop after this many frames.
@@ -231,6 +233,7 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
     let (mut cap, mut link) = open_pcap(&cfg)?;
     let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
     sink.set_memory_budget(cfg.pipeline.max_memory);
+    sink.set_queue_limit(cfg.max_queued_events);
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
@@ -518,6 +521,7 @@ fn run_xdp_queue(
     let nq = cfg.queues.max(1);
     let mut ring = RingSink::with_sender(cfg.ring_capacity, tx);
     ring.set_memory_budget(cfg.pipeline.max_memory / nq as usize);
+    ring.set_queue_limit(cfg.max_queued_events.div_ceil(nq as usize));
     let mut sink = QueueSink {
         ring,
         queue: q,
