@@ -490,3 +490,50 @@ pub fn serve(addr: &str, registry: Registry) -> Result<SocketAddr> {
         })?;
     Ok(local)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_port_binds_loopback_only() {
+        assert_eq!(listen_addr("9977"), "127.0.0.1:9977");
+        assert_eq!(listen_addr("0.0.0.0:9977"), "0.0.0.0:9977");
+        let a = serve("0", registry(Vec::new()).unwrap()).unwrap();
+        assert!(a.ip().is_loopback(), "{a}");
+    }
+
+    #[test]
+    fn fingerprint_labels_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(100);
+        let l = fingerprint_label(&long);
+        assert!(
+            l.len() <= FINGERPRINT_LABEL_MAX && l.ends_with("..."),
+            "{l}"
+        );
+        assert_eq!(fingerprint_label("select ?"), "select ?");
+    }
+
+    #[test]
+    fn capture_counters_render_with_their_reasons() {
+        let live = Arc::new(LiveStats::default());
+        live.packets.store(7, Ordering::Relaxed);
+        live.undecoded_reasons[2].store(40, Ordering::Relaxed);
+        let r = registry(vec![Box::new(CaptureCollector::new(live))]).unwrap();
+        let text = render(&r);
+        assert!(
+            text.contains(
+                "# TYPE mrte_captured_packets_total counter\nmrte_captured_packets_total 7\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mrte_undecoded_bytes_by_reason_total{reason=\"tls\"} 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mrte_undecoded_bytes_by_reason_total{reason=\"unsynced\"} 0\n"),
+            "{text}"
+        );
+    }
+}
