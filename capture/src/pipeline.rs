@@ -52,6 +52,9 @@ pub struct PipelineConfig {
 pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
 /// Default `max_memory` (1 GiB).
 pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+/// The session table is sized once for `max_sessions`, up to this many (9 bytes of index and 56
+/// of slab per entry, the slab reserved but touched only as used).
+const MAX_PRESIZE: usize = 1 << 17;
 /// Sessions without a packet for this long (capture time) have their buffers freed.
 pub const COLD_US: u64 = 2_000_000;
 
@@ -130,7 +133,6 @@ impl Key {
 
 struct Session {
     id: SessionId,
-    key: Key,
     held: VecDeque<Held>,
     conn: Connection,
     to_server: Stream,
@@ -227,10 +229,11 @@ impl Pipeline {
         for &p in &cfg.ports {
             port_bitmap[usize::from(p >> 6)] |= 1 << (p & 63);
         }
+        let table = Table::with_hint(cfg.max_sessions.min(MAX_PRESIZE));
         Self {
             cfg,
             stats: Stats::default(),
-            table: Table::default(),
+            table,
             buffered: 0,
             next_id: 1,
             id_step: 1,
@@ -352,7 +355,6 @@ impl Pipeline {
             key,
             Box::new(Session {
                 id,
-                key,
                 held: VecDeque::new(),
                 conn: Connection::new(self.cfg.decoder.clone(), midstream),
                 to_server: Stream::default(),
@@ -452,10 +454,10 @@ impl Pipeline {
     /// Decoding session `i` panicked: drop it (its state is suspect), count it, go on.
     #[cold]
     fn panicked<S: EventSink>(&mut self, i: u32, bytes: usize, ts_us: u64, sink: &mut S) {
-        let Some(key) = self.table.get(i).map(|s| s.key) else {
+        let Some(key) = self.table.key(i) else {
             return;
         };
-        let Some(sess) = self.table.remove(&key, i) else {
+        let Some(sess) = self.table.remove(i) else {
             return;
         };
         self.buffered -= sess.mem;
@@ -592,9 +594,6 @@ impl Pipeline {
     }
 
     fn close<S: EventSink>(&mut self, i: u32, ts_us: u64, reason: CloseReason, sink: &mut S) {
-        let Some(key) = self.table.get(i).map(|s| s.key) else {
-            return;
-        };
         let max_ooo = self.cfg.max_ooo_bytes;
         let Self {
             stats,
@@ -602,7 +601,9 @@ impl Pipeline {
             commits,
             ..
         } = self;
-        let sess = table.get_mut(i);
+        let Some(sess) = table.get_mut_checked(i) else {
+            return;
+        };
         let r = catch_unwind(AssertUnwindSafe(|| {
             flush_all(sess, ts_us, max_ooo).handle_close(ts_us);
             Self::drain(stats, commits, sess, sink);
@@ -611,11 +612,11 @@ impl Pipeline {
             self.panicked(i, 0, ts_us, sink);
             return;
         }
-        let Some(sess) = self.table.remove(&key, i) else {
+        let Some(sess) = self.table.remove(i) else {
             return;
         };
         self.buffered -= sess.mem;
-        for s in [&sess.to_server.stats, &sess.to_client.stats] {
+        for s in [sess.to_server.stats(), sess.to_client.stats()] {
             self.stats.gaps += s.gaps;
             self.stats.gap_bytes += s.gap_bytes;
             self.stats.retransmitted_bytes += s.retransmitted_bytes;
@@ -659,6 +660,7 @@ impl Pipeline {
     pub fn finish<S: EventSink>(&mut self, ts_us: u64, sink: &mut S) {
         let mut open: Vec<(SessionId, u32)> = self.table.iter().map(|(i, s)| (s.id, i)).collect();
         open.sort_unstable_by_key(|(id, _)| *id);
+        self.table.forget_keys();
         for (_, i) in open {
             self.close(i, ts_us, CloseReason::EndOfCapture, sink);
         }

@@ -255,6 +255,9 @@ pub struct Report {
     pub lag_us: Lag,
     /// Per fingerprint, by test total time.
     pub fingerprints: Vec<FingerprintReport>,
+    /// Commit-order synchronisation (`--sync commit`) and the snapshot check (`--snapshot-pos`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::SyncReport>,
     /// Overall CDFs.
     #[serde(skip)]
     pub cdf: (Cdf, Cdf),
@@ -414,6 +417,7 @@ impl Report {
                 .into_iter()
                 .map(|f| fp_report(f, &cmp.results))
                 .collect(),
+            sync: crate::sync::SyncReport::of(eng),
             cdf: (cdf(&cmp.prod), cdf(&cmp.test)),
             spectrum: (spectrum(&cmp.prod), spectrum(&cmp.test)),
         }

@@ -75,6 +75,9 @@ impl Report {
             e.test_only, e.prod_only, e.code_mismatch, e.replay_failed, self.rows_mismatch
         );
         s.push_str(&self.results.summary_line());
+        if let Some(y) = &self.sync {
+            s.push_str(&y.text());
+        }
         let _ = writeln!(
             s,
             "lag behind schedule: p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
