@@ -1272,7 +1272,7 @@ impl Session {
                 };
                 self.skip(r);
             }
-            Command::StmtPrepare { sql } => self.prepare(&rec, sql.clone()).await,
+            Command::StmtPrepare { sql } => self.prepare(&rec, sql[..].into()).await,
             Command::StmtExecute { .. } => self.execute(&rec).await,
             Command::StmtSendLongData {
                 stmt_id,

@@ -363,7 +363,7 @@ pub fn query(seq: u64, sql: &str) -> SessionEvent {
     cmd(
         seq,
         Command::Query {
-            sql: sql.as_bytes().into(),
+            sql: bytes::Bytes::copy_from_slice(sql.as_bytes()),
             attributes: Vec::new(),
         },
         ok(),
