@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod inspect;
+mod metrics;
 mod replay_cmd;
 
 use std::process::ExitCode;

@@ -144,6 +144,9 @@ pub struct CommandRecord {
     /// LOCAL INFILE: the file bytes the client sent (its packets' payloads joined, without the
     /// final empty packet).
     pub infile: Option<Bytes>,
+    /// Commit-order marks: whether this command ended a transaction on prod, its commit's global
+    /// order, and how many prod commits had completed before it (see [`crate::commit`]).
+    pub commit: crate::commit::CommitMarks,
 }
 
 /// A client command (`COM_*`), named as the MySQL manual does.

@@ -17,6 +17,7 @@ use super::command::parse_command_shared;
 use super::consts::{caps, com};
 use super::response::{Expect, ResponseReader, Step};
 use super::{use_statement, Anomaly, ConnEvent, Packet, Proto};
+use crate::commit::CommitMarks;
 use crate::event::{Command, CommandFlags, CommandRecord, Response, ResponseStatus};
 
 /// Most commands outstanding at once, and most payload bytes they may hold (a capture that sees
@@ -296,6 +297,13 @@ impl Proto {
                 self.emit(ConnEvent::Anomaly(Anomaly::UnknownCommand(code)));
             }
         }
+        let prepared = match &command {
+            Command::StmtExecute { stmt_id, .. } => {
+                self.stmts.get(*stmt_id).and_then(|s| s.sql.as_deref())
+            }
+            _ => None,
+        };
+        let end = self.trx.observe(&command, prepared, &response);
         let rec = CommandRecord {
             seq,
             ts_us: sent_us,
@@ -306,6 +314,10 @@ impl Proto {
             flags,
             raw,
             infile: infile.map(Bytes::from),
+            commit: CommitMarks {
+                end,
+                ..CommitMarks::default()
+            },
         };
         if rec.response.status == ResponseStatus::Ok {
             self.apply(&rec);

@@ -57,6 +57,8 @@ pub struct LiveConfig {
     pub xdp_mode: XdpMode,
     /// Events per session ring.
     pub ring_capacity: usize,
+    /// Most events queued over all rings (`RingSink::set_queue_limit`; 0: no bound).
+    pub max_queued_events: usize,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop after this many frames.
@@ -271,6 +273,7 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
     let (cap, link) = open_pcap(&cfg)?;
     let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
     sink.set_memory_budget(cfg.pipeline.max_memory);
+    sink.set_queue_limit(cfg.max_queued_events);
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
@@ -474,6 +477,7 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
             let shared = Arc::new(QueueShared {
                 slots: Mutex::new(vec![Stats::default(); nq as usize]),
                 map: Mutex::new(HashMap::new()),
+                commits: Default::default(),
             });
             let mut others = Vec::new();
             for (i, src) in sources.drain(1..).enumerate() {
@@ -543,6 +547,8 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
 struct QueueShared {
     slots: Mutex<Vec<Stats>>,
     map: Mutex<HashMap<crate::event::FlowKey, (u32, bool)>>,
+    /// One commit order across the queues' pipelines (issue 11).
+    commits: crate::commit::SharedCommitClock,
 }
 
 #[cfg(feature = "xdp")]
@@ -622,6 +628,7 @@ fn run_xdp_queue(
     let nq = cfg.queues.max(1);
     let mut ring = RingSink::with_sender(cfg.ring_capacity, tx);
     ring.set_memory_budget(cfg.pipeline.max_memory / nq as usize);
+    ring.set_queue_limit(cfg.max_queued_events.div_ceil(nq as usize));
     let mut sink = QueueSink {
         ring,
         queue: q,
@@ -631,6 +638,7 @@ fn run_xdp_queue(
     };
     let mut p = Pipeline::new(cfg.pipeline.clone());
     p.set_session_ids(u64::from(q) + 1, u64::from(nq));
+    p.set_commit_clock(shared.commits.clone());
     let mut src = XdpQueue::new(cfg, q, src);
     let ring_counters = |st: &mut Stats, sink: &QueueSink| {
         let r = sink.ring.stats();

@@ -355,6 +355,7 @@ pub fn cmd(seq: u64, command: Command, response: Response) -> SessionEvent {
         flags: CommandFlags::default(),
         raw: Default::default(),
         infile: None,
+        commit: Default::default(),
     }))
 }
 

@@ -72,6 +72,7 @@ fn rec(seq: u64, ts: u64, end: Option<u64>, command: Command) -> Box<CommandReco
         flags: CommandFlags::default(),
         raw: Bytes::new(),
         infile: None,
+        commit: Default::default(),
     })
 }
 
