@@ -321,7 +321,7 @@ mod tests {
 
     fn q(sql: &str) -> Command {
         Command::Query {
-            sql: sql.as_bytes().into(),
+            sql: sql.as_bytes().to_vec().into(),
             attributes: Vec::new(),
         }
     }

@@ -154,8 +154,8 @@ pub struct CommandRecord {
 pub enum Command {
     /// COM_QUERY: SQL text (raw bytes, not necessarily UTF-8) and query attributes.
     Query {
-        /// The statement text.
-        sql: Box<[u8]>,
+        /// The statement text (a slice of the record's `raw` payload, not a copy).
+        sql: Bytes,
         /// CLIENT_QUERY_ATTRIBUTES name/value pairs, if any.
         attributes: Vec<(String, Value)>,
     },
@@ -184,8 +184,8 @@ pub enum Command {
     },
     /// COM_STMT_PREPARE.
     StmtPrepare {
-        /// The statement text.
-        sql: Box<[u8]>,
+        /// The statement text (a slice of the record's `raw` payload, not a copy).
+        sql: Bytes,
     },
     /// COM_STMT_EXECUTE with decoded binary parameters.
     StmtExecute {

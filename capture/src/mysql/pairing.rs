@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::command::parse_command;
+use super::command::parse_command_shared;
 use super::consts::{caps, com};
 use super::response::{Expect, ResponseReader, Step};
 use super::{use_statement, Anomaly, ConnEvent, Packet, Proto};
@@ -273,16 +273,16 @@ impl Proto {
         let command = if flags.too_large {
             match code {
                 com::QUERY => Command::Query {
-                    sql: Box::default(),
+                    sql: Bytes::new(),
                     attributes: Vec::new(),
                 },
                 com::STMT_PREPARE => Command::StmtPrepare {
-                    sql: Box::default(),
+                    sql: Bytes::new(),
                 },
                 _ => Command::Unknown { code, len },
             }
         } else {
-            match parse_command(&raw, self.caps, &mut self.stmts) {
+            match parse_command_shared(&raw, self.caps, &mut self.stmts) {
                 Ok(c) => c,
                 Err(_) => {
                     self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(

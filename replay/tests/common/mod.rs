@@ -364,7 +364,7 @@ pub fn query(seq: u64, sql: &str) -> SessionEvent {
     cmd(
         seq,
         Command::Query {
-            sql: sql.as_bytes().into(),
+            sql: sql.as_bytes().to_vec().into(),
             attributes: Vec::new(),
         },
         ok(),
