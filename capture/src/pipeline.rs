@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use crate::commit::SharedCommitClock;
 use crate::event::{
     CloseReason, EventSink, FlowKey, SessionClose, SessionEvent, SessionId, SessionOpen,
 };
@@ -190,6 +191,9 @@ pub struct Pipeline {
     id_step: SessionId,
     last_sweep_us: u64,
     port_bitmap: Box<[u64; 1024]>,
+    /// Numbers prod commits and marks each command's commit watermarks (shared by the pipelines
+    /// of a multi-queue capture).
+    commits: SharedCommitClock,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -209,6 +213,16 @@ impl Pipeline {
         self.id_step = step.max(1);
     }
 
+    /// Share `clock` with other pipelines (one per RX queue): commits are numbered across all.
+    pub fn set_commit_clock(&mut self, clock: SharedCommitClock) {
+        self.commits = clock;
+    }
+
+    /// The commit clock (commits and rollbacks seen so far).
+    pub fn commit_clock(&self) -> &SharedCommitClock {
+        &self.commits
+    }
+
     /// A pipeline with an empty session table.
     pub fn new(cfg: PipelineConfig) -> Self {
         let mut port_bitmap = Box::new([0u64; 1024]);
@@ -225,6 +239,7 @@ impl Pipeline {
             id_step: 1,
             last_sweep_us: 0,
             port_bitmap,
+            commits: SharedCommitClock::default(),
         }
     }
 
@@ -371,10 +386,15 @@ impl Pipeline {
         sink: &mut S,
     ) {
         let max_ooo = self.cfg.max_ooo_bytes;
-        let Self { stats, table, .. } = self;
+        let Self {
+            stats,
+            table,
+            commits,
+            ..
+        } = self;
         let sess = table.get_mut(i);
         let r = catch_unwind(AssertUnwindSafe(|| {
-            Self::on_segment(stats, sess, dir, seg, ts_us, max_ooo, sink)
+            Self::on_segment(stats, commits, sess, dir, seg, ts_us, max_ooo, sink)
         }));
         match r {
             Ok(close) => {
@@ -405,7 +425,12 @@ impl Pipeline {
         }
         self.stats.memory_drops += 1;
         let max_ooo = self.cfg.max_ooo_bytes;
-        let Self { stats, table, .. } = self;
+        let Self {
+            stats,
+            table,
+            commits,
+            ..
+        } = self;
         let sess = table.get_mut(i);
         let r = catch_unwind(AssertUnwindSafe(|| {
             let conn = flush_all(sess, ts_us, max_ooo);
@@ -414,7 +439,7 @@ impl Pipeline {
                 conn.handle_gap(Direction::ToClient, 0, ts_us);
             }
             sess.shrink_idle();
-            Self::drain(stats, sess, sink);
+            Self::drain(stats, commits, sess, sink);
         }));
         if r.is_err() {
             self.panicked(i, 0, ts_us, sink);
@@ -460,8 +485,10 @@ impl Pipeline {
     }
 
     /// One segment of a known session; the close reason when the session ends with it.
+    #[allow(clippy::too_many_arguments)]
     fn on_segment<S: EventSink>(
         stats: &mut Stats,
+        commits: &SharedCommitClock,
         sess: &mut Session,
         dir: Direction,
         seg: &TcpSegment<'_>,
@@ -510,7 +537,7 @@ impl Pipeline {
         release_held(sess, ts_us, max_ooo, false);
         let done =
             rst || (sess.held.is_empty() && sess.to_server.finished && sess.to_client.finished);
-        Self::drain(stats, sess, sink);
+        Self::drain(stats, commits, sess, sink);
         done.then_some(if seg.flags.rst {
             CloseReason::Rst
         } else {
@@ -518,11 +545,17 @@ impl Pipeline {
         })
     }
 
-    fn drain<S: EventSink>(stats: &mut Stats, sess: &mut Session, sink: &mut S) {
+    fn drain<S: EventSink>(
+        stats: &mut Stats,
+        commits: &SharedCommitClock,
+        sess: &mut Session,
+        sink: &mut S,
+    ) {
         while let Some(ev) = sess.conn.poll_event() {
             match ev {
                 ConnEvent::Login(l) => sink.push(sess.id, SessionEvent::Login(l)),
-                ConnEvent::Command(c) => {
+                ConnEvent::Command(mut c) => {
+                    commits.mark(&mut c);
                     stats.commands.add(c.command.code());
                     sink.push(sess.id, SessionEvent::Command(c));
                 }
@@ -562,13 +595,18 @@ impl Pipeline {
 
     fn close<S: EventSink>(&mut self, i: u32, ts_us: u64, reason: CloseReason, sink: &mut S) {
         let max_ooo = self.cfg.max_ooo_bytes;
-        let Self { stats, table, .. } = self;
+        let Self {
+            stats,
+            table,
+            commits,
+            ..
+        } = self;
         let Some(sess) = table.get_mut_checked(i) else {
             return;
         };
         let r = catch_unwind(AssertUnwindSafe(|| {
             flush_all(sess, ts_us, max_ooo).handle_close(ts_us);
-            Self::drain(stats, sess, sink);
+            Self::drain(stats, commits, sess, sink);
         }));
         if r.is_err() {
             self.panicked(i, 0, ts_us, sink);
