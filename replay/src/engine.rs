@@ -46,7 +46,8 @@
 //! # What it does not do
 //! It does not decode packets, compare prod with test, or format reports (see
 //! [`crate::compare`] and [`crate::report`]). It never blocks the capture thread: it only pops
-//! rings. Cross-session ordering (commit order) is not enforced here. mysql_async is used only
+//! rings. Cross-session commit order (`--sync commit`) is the executor's, through [`crate::sync`].
+//! mysql_async is used only
 //! for control-plane queries (prod's processlist, [`crate::target`]), never to replay.
 //!
 //! # Use
@@ -127,6 +128,8 @@ pub struct ReplayConfig {
     /// arrives while this many are replayed is not replayed: its commands are taken from its
     /// ring as they come and counted as lost, reason `replay_backlog` (`sessions_shed`).
     pub max_replay_sessions: usize,
+    /// Commit-order synchronisation (`--sync`, `--sync-timeout`).
+    pub sync: crate::sync::SyncConfig,
 }
 
 impl ReplayConfig {
@@ -149,6 +152,7 @@ impl ReplayConfig {
             reconnect_for: None,
             example_len: 512,
             max_replay_sessions: DEFAULT_MAX_REPLAY_SESSIONS,
+            sync: crate::sync::SyncConfig::default(),
         }
     }
 }
@@ -170,6 +174,8 @@ pub(crate) struct Ctx {
     /// Bumped each time a connect succeeds after the target was down: sessions waiting out a
     /// backoff retry at once instead of at their next scheduled attempt.
     pub(crate) up_epoch: AtomicU64,
+    /// The commit gate (`--sync commit`).
+    pub(crate) sync: Option<Arc<crate::sync::CommitGate>>,
 }
 
 /// The replay engine: configuration and live counters; [`Engine::run`] does the work.
@@ -222,6 +228,8 @@ impl Engine {
             prod: self.cfg.prod.clone().map(ProdLookup::new),
             target_down: AtomicBool::new(false),
             up_epoch: AtomicU64::new(0),
+            sync: (self.cfg.sync.mode == crate::sync::SyncMode::Commit)
+                .then(|| Arc::new(crate::sync::CommitGate::new(self.cfg.sync))),
             cfg: self.cfg,
             live: self.live,
             totals: Mutex::new((EngineStats::default(), new_lag_histogram())),
@@ -327,6 +335,7 @@ impl Engine {
             (g.0.clone(), g.1.clone())
         };
         stats.sessions = ctx.live.sessions.load(Ordering::Relaxed);
+        stats.sync = ctx.sync.as_ref().map(|g| g.stats());
         stats.sessions_panicked = panicked;
         stats.sessions_not_started = not_started;
         stats.ring_dropped_events += unstarted_dropped.0;

@@ -43,6 +43,7 @@ use crate::filter::SkipReason;
 use crate::pacing::{lag_us, Pacing, SessionClock};
 use crate::plan::{Action, ChangeUserPlan, CmdInfo, Origin, PlanConfig, Planner};
 use crate::resilience::{CatchUnwind, ProdState};
+use crate::sync::Settled;
 use crate::wire::{Reply, WireConn, WireError};
 use crate::{Outcome, TestResponse};
 
@@ -106,6 +107,8 @@ struct Exec {
     /// Capture time the previous command's prod response ended.
     prev_end_us: u64,
     stats: EngineStats,
+    /// Commits taken and not settled on the gate yet: (seq, global order).
+    owed: VecDeque<(u64, u64)>,
 }
 
 /// A session's task (called by the engine's session task).
@@ -295,11 +298,13 @@ impl Exec {
             lag,
             prev_end_us: 0,
             stats,
+            owed: VecDeque::new(),
             ctx,
         }
     }
 
     fn finish(mut self) {
+        self.settle_all();
         if self.stats.replayed + self.stats.replayed_no_response > 0 {
             self.stats.sessions_replayed = 1;
         }
@@ -396,6 +401,25 @@ impl Exec {
                 self.record_lag(lag_us(due, Instant::now()));
             } else if self.ctx.cfg.pacing == Pacing::Live {
                 self.record_lag(now_us().saturating_sub(rec.ts_us));
+            }
+            if let Some(gate) = self.ctx.sync.clone() {
+                if rec.commit.order > 0 {
+                    gate.note_commit();
+                    self.owed.push_back((rec.seq, rec.commit.order));
+                }
+                let w = gate.watermark(&rec.commit);
+                if !gate.ready(w) {
+                    // Our own commits must be read before we wait for others'.
+                    self.drain().await;
+                    tokio::select! {
+                        biased;
+                        _ = wait_shutdown(sd) => {
+                            self.skip(SkipReason::Shutdown);
+                            return true;
+                        }
+                        _ = gate.wait(w, self.id, rec.seq) => {}
+                    }
+                }
             }
             true
         } else {
@@ -516,7 +540,10 @@ impl Exec {
             }
             Action::ChangeUser(cu) => self.change_user(cu).await,
             Action::Disconnect => self.close().await,
-            Action::Skip { reason, .. } => self.skip(reason),
+            Action::Skip { reason, seq, .. } => {
+                self.skip(reason);
+                self.settle(seq, Settled::GivenUp);
+            }
             Action::Lose { cmd, reason } => self.fail(&cmd, Fail::Lost(reason.as_str().into())),
         }
     }
@@ -674,6 +701,7 @@ impl Exec {
         if c.prod.status == ResponseStatus::Err {
             self.stats.prod_errors += 1;
         }
+        self.settle(c.seq, Settled::Replied);
         // The wire reply carries the result checksum: the report compares it with prod's.
         let mut test = r.to_test_response();
         test.latency_us = latency_us;
@@ -682,6 +710,7 @@ impl Exec {
 
     /// A command without an answer.
     fn fail(&mut self, c: &CmdInfo, f: Fail) {
+        self.settle(c.seq, Settled::GivenUp);
         let reason = match f {
             Fail::Lost(r) => {
                 self.lose(r.split(':').next().unwrap_or("lost"));
@@ -697,6 +726,25 @@ impl Exec {
             }
         };
         self.emit(c, None, Some(reason));
+    }
+
+    /// The command `seq` of this session is settled: if it was a prod commit, the gate knows.
+    fn settle(&mut self, seq: u64, how: Settled) {
+        let Some(i) = self.owed.iter().position(|&(s, _)| s == seq) else {
+            return;
+        };
+        if let (Some((_, k)), Some(g)) = (self.owed.remove(i), self.ctx.sync.as_ref()) {
+            g.settle(k, how);
+        }
+    }
+
+    /// The session ends: commits it never settled will not come.
+    fn settle_all(&mut self) {
+        for (_, k) in std::mem::take(&mut self.owed) {
+            if let Some(g) = self.ctx.sync.as_ref() {
+                g.settle(k, Settled::GivenUp);
+            }
+        }
     }
 
     fn emit(&mut self, c: &CmdInfo, test: Option<TestResponse>, failure: Option<String>) {

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod report;
 pub mod resilience;
 pub mod results;
+pub mod sync;
 pub mod target;
 pub mod wire;
 

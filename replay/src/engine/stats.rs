@@ -170,6 +170,9 @@ pub struct EngineStats {
     pub connections_lost: u64,
     /// Lag behind schedule (offline: behind captured pacing; live: behind packet time).
     pub lag_us: LagStats,
+    /// What the commit gate did (`--sync commit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::SyncStats>,
 }
 
 impl EngineStats {
