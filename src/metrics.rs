@@ -33,7 +33,13 @@ pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 const FINGERPRINT_LABEL_MAX: usize = 80;
 
 /// The metric families of one scrape, as they are filled.
-struct Families(Vec<MetricFamily>);
+struct Families {
+    spec: &'static [FamilySpec],
+    out: Vec<MetricFamily>,
+}
+
+/// `(name without the mrte_ prefix, help, label names)` of a metric family.
+type FamilySpec = (&'static str, &'static str, &'static [&'static str]);
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
@@ -48,21 +54,31 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
 }
 
 impl Families {
-    fn family(&mut self, name: &str, help: &str, t: MetricType, metrics: Vec<Metric>) {
+    fn new(spec: &'static [FamilySpec]) -> Self {
+        Self {
+            spec,
+            out: Vec::new(),
+        }
+    }
+
+    /// A family of `spec` (its help from there; a name missing from `spec` is a bug the tests
+    /// catch: [`descs`] would not describe it).
+    fn family(&mut self, name: &str, t: MetricType, metrics: Vec<Metric>) {
+        let help = self.spec.iter().find(|s| s.0 == name).map_or("", |s| s.1);
         let mut f = MetricFamily::default();
         f.set_name(format!("mrte_{name}"));
         f.set_help(help.to_string());
         f.set_field_type(t);
         f.set_metric(metrics);
-        self.0.push(f);
+        self.out.push(f);
     }
 
-    fn counter(&mut self, name: &str, help: &str, v: u64) {
-        self.counters(name, help, "", &[("", v)]);
+    fn counter(&mut self, name: &str, v: u64) {
+        self.counters(name, "", &[("", v)]);
     }
 
     /// One counter per label value (`label` empty: a single unlabelled counter).
-    fn counters(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+    fn counters(&mut self, name: &str, label: &str, values: &[(&str, u64)]) {
         let metrics = values
             .iter()
             .map(|(lv, v)| {
@@ -77,22 +93,17 @@ impl Families {
                 m
             })
             .collect();
-        self.family(name, help, MetricType::COUNTER, metrics);
+        self.family(name, MetricType::COUNTER, metrics);
     }
 
-    fn gauge(&mut self, name: &str, help: &str, v: f64) {
+    fn gauge(&mut self, name: &str, v: f64) {
         let mut g = Gauge::default();
         g.set_value(v);
-        self.family(name, help, MetricType::GAUGE, vec![Metric::from_gauge(g)]);
+        self.family(name, MetricType::GAUGE, vec![Metric::from_gauge(g)]);
     }
 
     /// A summary per label set, from a histogram of µs (exported in seconds) and its exact sum.
-    fn summaries(
-        &mut self,
-        name: &str,
-        help: &str,
-        series: Vec<(Vec<LabelPair>, &Histogram<u64>, u64)>,
-    ) {
+    fn summaries(&mut self, name: &str, series: Vec<(Vec<LabelPair>, &Histogram<u64>, u64)>) {
         let metrics = series
             .into_iter()
             .map(|(l, h, sum_us)| {
@@ -119,12 +130,12 @@ impl Families {
                 m
             })
             .collect();
-        self.family(name, help, MetricType::SUMMARY, metrics);
+        self.family(name, MetricType::SUMMARY, metrics);
     }
 }
 
 /// Descriptors for the families a collector emits (the registry checks names are unique).
-fn descs(families: &[(&str, &str, &[&str])]) -> Vec<Desc> {
+fn descs(families: &[FamilySpec]) -> Vec<Desc> {
     families
         .iter()
         .filter_map(|(name, help, labels)| {
@@ -140,7 +151,7 @@ fn descs(families: &[(&str, &str, &[&str])]) -> Vec<Desc> {
 }
 
 /// `(name, help, label names)` of every family [`CaptureCollector`] emits.
-const CAPTURE_FAMILIES: &[(&str, &str, &[&str])] = &[
+const CAPTURE_FAMILIES: &[FamilySpec] = &[
     ("captured_packets_total", "Frames captured.", &[]),
     ("captured_bytes_total", "Bytes captured.", &[]),
     ("captured_commands_total", "Commands decoded.", &[]),
@@ -232,49 +243,35 @@ impl Collector for CaptureCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let c = &self.live;
-        let mut f = Families(Vec::new());
-        let h = |i: usize| CAPTURE_FAMILIES[i].1;
-        f.counter("captured_packets_total", h(0), l(&c.packets));
-        f.counter("captured_bytes_total", h(1), l(&c.bytes));
-        f.counter("captured_commands_total", h(2), l(&c.commands));
-        f.counter("captured_sessions_total", h(3), l(&c.sessions));
-        f.gauge(
-            "capture_active_sessions",
-            h(4),
-            l(&c.active_sessions) as f64,
-        );
-        f.counter("kernel_drops_total", h(5), l(&c.kernel_drops));
-        f.counter("ring_drops_total", h(6), l(&c.ring_drops));
-        f.counter("tcp_gaps_total", h(7), l(&c.gaps));
-        f.counter("decode_errors_total", h(8), l(&c.decode_errors));
-        f.counter("desyncs_total", h(9), l(&c.desyncs));
-        f.counter("tls_sessions_total", h(10), l(&c.tls_sessions));
-        f.counter(
-            "multi_queue_sessions_total",
-            h(11),
-            l(&c.multi_queue_sessions),
-        );
-        f.counter("undecoded_bytes_total", h(12), l(&c.undecoded_bytes));
+        let mut f = Families::new(CAPTURE_FAMILIES);
+        f.counter("captured_packets_total", l(&c.packets));
+        f.counter("captured_bytes_total", l(&c.bytes));
+        f.counter("captured_commands_total", l(&c.commands));
+        f.counter("captured_sessions_total", l(&c.sessions));
+        f.gauge("capture_active_sessions", l(&c.active_sessions) as f64);
+        f.counter("kernel_drops_total", l(&c.kernel_drops));
+        f.counter("ring_drops_total", l(&c.ring_drops));
+        f.counter("tcp_gaps_total", l(&c.gaps));
+        f.counter("decode_errors_total", l(&c.decode_errors));
+        f.counter("desyncs_total", l(&c.desyncs));
+        f.counter("tls_sessions_total", l(&c.tls_sessions));
+        f.counter("multi_queue_sessions_total", l(&c.multi_queue_sessions));
+        f.counter("undecoded_bytes_total", l(&c.undecoded_bytes));
         let by_reason: Vec<(&str, u64)> = c
             .undecoded_by_reason()
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect();
-        f.counters(
-            "undecoded_bytes_by_reason_total",
-            h(13),
-            "reason",
-            &by_reason,
-        );
-        f.counter("decoder_panics_total", h(14), l(&c.decoder_panics));
-        f.counter("evicted_sessions_total", h(15), l(&c.table_evicted));
-        f.counter("memory_drops_total", h(16), l(&c.memory_drops));
-        f.0
+        f.counters("undecoded_bytes_by_reason_total", "reason", &by_reason);
+        f.counter("decoder_panics_total", l(&c.decoder_panics));
+        f.counter("evicted_sessions_total", l(&c.table_evicted));
+        f.counter("memory_drops_total", l(&c.memory_drops));
+        f.out
     }
 }
 
 /// `(name, help, label names)` of every family [`ReplayCollector`] emits.
-const REPLAY_FAMILIES: &[(&str, &str, &[&str])] = &[
+const REPLAY_FAMILIES: &[FamilySpec] = &[
     ("replayed_commands_total", "Commands replayed with a response.", &[]),
     ("replay_test_errors_total", "Replayed commands answered with ERR.", &[]),
     ("replay_skipped_total", "Commands skipped by filters or rules.", &[]),
@@ -335,19 +332,18 @@ impl Collector for ReplayCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let e = self.engine.snapshot();
-        let mut f = Families(Vec::new());
-        let h = |i: usize| REPLAY_FAMILIES[i].1;
-        f.counter("replayed_commands_total", h(0), e.replayed);
-        f.counter("replay_test_errors_total", h(1), e.test_errors);
-        f.counter("replay_skipped_total", h(2), e.skipped);
-        f.counter("replay_lost_total", h(3), e.lost);
-        f.counter("replay_failed_total", h(4), e.failed);
-        f.counter("replay_reconnects_total", h(5), e.reconnects);
-        f.counter("replay_sessions_total", h(6), e.sessions);
-        f.gauge("replay_active_sessions", h(7), e.active_sessions as f64);
-        f.gauge("replay_connections_open", h(8), e.connections_open as f64);
-        f.gauge("replay_lag_seconds", h(9), e.lag_last_us as f64 / 1e6);
-        f.gauge("replay_lag_max_seconds", h(10), e.lag_max_us as f64 / 1e6);
+        let mut f = Families::new(REPLAY_FAMILIES);
+        f.counter("replayed_commands_total", e.replayed);
+        f.counter("replay_test_errors_total", e.test_errors);
+        f.counter("replay_skipped_total", e.skipped);
+        f.counter("replay_lost_total", e.lost);
+        f.counter("replay_failed_total", e.failed);
+        f.counter("replay_reconnects_total", e.reconnects);
+        f.counter("replay_sessions_total", e.sessions);
+        f.gauge("replay_active_sessions", e.active_sessions as f64);
+        f.gauge("replay_connections_open", e.connections_open as f64);
+        f.gauge("replay_lag_seconds", e.lag_last_us as f64 / 1e6);
+        f.gauge("replay_lag_max_seconds", e.lag_max_us as f64 / 1e6);
         let mut books = Vec::new();
         if let Some(c) = &self.capture {
             books.push(("captured", c.commands.load(Ordering::Relaxed)));
@@ -359,9 +355,9 @@ impl Collector for ReplayCollector {
             ("lost", e.lost),
             ("failed", e.failed),
         ]);
-        f.counters("books_commands_total", h(11), "fate", &books);
+        f.counters("books_commands_total", "fate", &books);
         let Ok(cmp) = self.cmp.lock() else {
-            return f.0;
+            return f.out;
         };
         let top = cmp.top_by_test_time(TOP_FINGERPRINTS);
         let (prod_sum, test_sum) = cmp.fingerprints().fold((0, 0), |(p, t), x| {
@@ -369,7 +365,6 @@ impl Collector for ReplayCollector {
         });
         f.summaries(
             "latency_seconds",
-            h(12),
             vec![
                 (labels(&[("side", "prod")]), &cmp.prod, prod_sum),
                 (labels(&[("side", "test")]), &cmp.test, test_sum),
@@ -393,9 +388,9 @@ impl Collector for ReplayCollector {
             }
             errors.push((id.as_str(), x.errors.total()));
         }
-        f.summaries("fingerprint_latency_seconds", h(13), series);
-        f.counters("fingerprint_errors_total", h(14), "fingerprint_id", &errors);
-        f.0
+        f.summaries("fingerprint_latency_seconds", series);
+        f.counters("fingerprint_errors_total", "fingerprint_id", &errors);
+        f.out
     }
 }
 
@@ -489,4 +484,77 @@ pub fn serve(addr: &str, registry: Registry) -> Result<SocketAddr> {
             });
         })?;
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_port_binds_loopback_only() {
+        assert_eq!(listen_addr("9977"), "127.0.0.1:9977");
+        assert_eq!(listen_addr("0.0.0.0:9977"), "0.0.0.0:9977");
+        let a = serve("0", registry(Vec::new()).unwrap()).unwrap();
+        assert!(a.ip().is_loopback(), "{a}");
+    }
+
+    #[test]
+    fn fingerprint_labels_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(100);
+        let l = fingerprint_label(&long);
+        assert!(
+            l.len() <= FINGERPRINT_LABEL_MAX && l.ends_with("..."),
+            "{l}"
+        );
+        assert_eq!(fingerprint_label("select ?"), "select ?");
+    }
+
+    #[test]
+    fn capture_counters_render_with_their_reasons() {
+        let live = Arc::new(LiveStats::default());
+        live.packets.store(7, Ordering::Relaxed);
+        live.undecoded_reasons[2].store(40, Ordering::Relaxed);
+        let r = registry(vec![Box::new(CaptureCollector::new(live))]).unwrap();
+        let text = render(&r);
+        assert!(
+            text.contains(
+                "# TYPE mrte_captured_packets_total counter\nmrte_captured_packets_total 7\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mrte_undecoded_bytes_by_reason_total{reason=\"tls\"} 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mrte_undecoded_bytes_by_reason_total{reason=\"unsynced\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn collectors_emit_exactly_the_families_they_describe() {
+        let spec_names = |spec: &[FamilySpec]| -> Vec<String> {
+            let mut v: Vec<String> = spec.iter().map(|s| format!("mrte_{}", s.0)).collect();
+            v.sort();
+            v
+        };
+        let names = |fams: Vec<MetricFamily>| -> Vec<String> {
+            let mut v: Vec<String> = fams.iter().map(|f| f.name().to_string()).collect();
+            v.sort();
+            v
+        };
+        let live = Arc::new(LiveStats::default());
+        let c = CaptureCollector::new(live.clone());
+        assert_eq!(names(c.collect()), spec_names(CAPTURE_FAMILIES));
+        assert_eq!(c.desc().len(), CAPTURE_FAMILIES.len());
+        let r = ReplayCollector::new(
+            Arc::new(LiveCounters::default()),
+            Some(live),
+            Arc::new(Mutex::new(Comparison::default())),
+        );
+        assert_eq!(names(r.collect()), spec_names(REPLAY_FAMILIES));
+        assert_eq!(r.desc().len(), REPLAY_FAMILIES.len());
+        assert!(r.collect().iter().all(|f| !f.help().is_empty()));
+    }
 }

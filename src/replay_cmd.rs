@@ -57,8 +57,8 @@ pub struct ReplayArgs {
     /// `none` lets sessions run free. Default: `commit`, or `none` with --read-only.
     #[arg(long, value_name = "none|commit")]
     pub sync: Option<SyncMode>,
-    /// Longest wait at the commit gate; then the commits it waits for are released in prod
-    /// order (counted as sync_timeouts in the report).
+    /// A command held at the commit gate while no commit completes on test for SECS: the
+    /// commits it waits for are released in prod order (counted as sync_timeouts in the report).
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub sync_timeout: f64,
     /// Gate a command only on the commits before its prod request, not also on those before
@@ -203,13 +203,11 @@ fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
     })
     .map_err(|e| anyhow::anyhow!("filters: {e}"))?;
     cfg.pacing = pacing;
-    let mode = a
-        .sync
-        .unwrap_or(if a.read_only {
-            SyncMode::None
-        } else {
-            SyncMode::Commit
-        });
+    let mode = a.sync.unwrap_or(if a.read_only {
+        SyncMode::None
+    } else {
+        SyncMode::Commit
+    });
     cfg.sync = SyncConfig {
         mode,
         timeout: secs("--sync-timeout", a.sync_timeout)?,

@@ -130,7 +130,8 @@ impl<K: Hash + Eq + Copy, T> Table<K, T> {
         if self.live == PRESIZE_AT && self.hint > PRESIZE_AT {
             let more = self.hint - self.live;
             self.index.reserve(more, |&(_, h)| spread(h));
-            self.slots.reserve_exact(self.hint.saturating_sub(self.slots.len()));
+            self.slots
+                .reserve_exact(self.hint.saturating_sub(self.slots.len()));
         }
         let i = match self.free.pop() {
             Some(i) => {

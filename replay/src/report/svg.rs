@@ -187,9 +187,12 @@ pub(super) fn svg_spectrum(
     }
     // Legend, top left: a spectrum climbs to the right, so that corner stays clear.
     let (lx, ly) = (l + 8.0, t + 8.0);
+    // Wide enough for the longer "side (n=COUNT)" at 10 px (0.62 em a character, generous).
+    let chars = 9 + counts.0.max(counts.1).to_string().len();
+    let lw = 29.0 + chars as f64 * 6.2 + 6.0;
     let _ = write!(
         s,
-        "<g class=\"legend\"><rect x=\"{lx}\" y=\"{ly}\" width=\"118\" height=\"38\" fill=\"#fff\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>"
+        "<g class=\"legend\"><rect x=\"{lx}\" y=\"{ly}\" width=\"{lw:.0}\" height=\"38\" fill=\"#fff\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>"
     );
     for (i, (name, color, n)) in [("prod", PROD, counts.0), ("test", TEST, counts.1)]
         .into_iter()
@@ -221,5 +224,73 @@ mod tests {
         assert!(s.starts_with("<svg id=\"spectrum-x\""));
         assert!(s.contains("<circle class=\"test\""));
         assert!(!s.contains("NaN") && !s.contains("inf"), "{s}");
+    }
+
+    /// Every `<text>` of `svg` (x, y, anchor, font size, content), rotated ones excluded.
+    fn texts(svg: &str) -> Vec<(f64, f64, String, f64, String)> {
+        let attr = |t: &str, k: &str| {
+            t.split(&format!(" {k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        };
+        svg.split("<text")
+            .skip(1)
+            .filter(|t| !t.contains("rotate("))
+            .map(|t| {
+                let (head, rest) = t.split_once('>').unwrap();
+                let content = rest.split("</text>").next().unwrap().to_string();
+                let num = |k| attr(head, k).unwrap().parse::<f64>().unwrap();
+                let anchor = attr(head, "text-anchor").unwrap_or_else(|| "start".into());
+                (num("x"), num("y"), anchor, num("font-size"), content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn labels_fit_inside_the_chart() {
+        // Six decades of samples and latencies from 3 µs to 40 s: the widest labels there are.
+        let pts: Vec<(f64, u64)> = (0..=120u32)
+            .map(|k| {
+                let k64 = u64::from(k);
+                (
+                    1.0 - 10f64.powf(-f64::from(k) / 20.0),
+                    3 + 23 * k64 * k64 * k64,
+                )
+            })
+            .collect();
+        let (w, h) = (460u32, 250u32);
+        let svg = svg_spectrum("wide", &pts, &pts[..60], (2_000_000, 1000), w, h);
+        assert!(svg.contains(">99.9999%</text>"), "{svg}");
+        let all = texts(&svg);
+        assert!(all.len() >= 12, "{all:?}");
+        let legend: f64 = svg
+            .split("<g class=\"legend\"><rect x=\"")
+            .nth(1)
+            .and_then(|r| r.split("width=\"").nth(1))
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .expect("legend box");
+        for (x, y, anchor, size, content) in all {
+            // A generous width estimate: 0.62 em per character.
+            let width = content.chars().count() as f64 * size * 0.62;
+            let (lo, hi) = match anchor.as_str() {
+                "middle" => (x - width / 2.0, x + width / 2.0),
+                "end" => (x - width, x),
+                _ => (x, x + width),
+            };
+            assert!(
+                lo >= 0.0 && hi <= f64::from(w),
+                "{content:?} spans {lo:.0}..{hi:.0}"
+            );
+            assert!(y - size >= 0.0 && y <= f64::from(h), "{content:?} at y {y}");
+            if content.contains("(n=") {
+                // The legend box starts 8 px right of the plot's left edge (64).
+                assert!(
+                    hi <= 72.0 + legend,
+                    "{content:?} ends at {hi:.0}, past the legend box"
+                );
+            }
+        }
     }
 }
