@@ -115,6 +115,8 @@ pub struct ResponseReader {
     state: State,
     resp: Response,
     sum: ResultChecksum,
+    /// A result set came without its column definitions (MariaDB's cached metadata).
+    metadata_skipped: bool,
     anomaly: Option<&'static str>,
     broken: bool,
     next_seq: u8,
@@ -138,6 +140,7 @@ impl ResponseReader {
             },
             resp: Response::default(),
             sum: ResultChecksum::default(),
+            metadata_skipped: false,
             anomaly: None,
             broken: false,
             next_seq: cmd_seq.wrapping_add(1),
@@ -170,7 +173,11 @@ impl ResponseReader {
 
     fn set_checksum(&mut self) {
         if self.resp.result_sets > 0 || self.resp.rows > 0 || self.expect == Expect::FieldList {
-            self.resp.checksum = Some(self.sum);
+            let mut sum = self.sum;
+            if self.metadata_skipped {
+                sum.columns = ResultChecksum::COLUMNS_UNKNOWN;
+            }
+            self.resp.checksum = Some(sum);
         }
     }
 
@@ -376,6 +383,7 @@ impl ResponseReader {
                             }
                             self.sum.columns =
                                 (self.sum.columns ^ n).wrapping_mul(MIX).rotate_left(29);
+                            self.metadata_skipped |= !metadata_follows;
                             self.state = if metadata_follows {
                                 State::Columns {
                                     left: n,

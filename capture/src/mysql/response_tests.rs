@@ -262,3 +262,30 @@ fn change_user_exchange_and_garbage() {
     assert!(r.is_broken());
     assert_eq!(r.take_anomaly(), Some("unexpected response"));
 }
+
+#[test]
+fn cached_metadata_leaves_the_columns_unknown() {
+    // COM_STMT_EXECUTE answered with MariaDB's cached metadata: column count, then 0 (no
+    // column definitions follow), binary rows, EOF as OK.
+    let dep = caps::DEPRECATE_EOF;
+    let mut r = ResponseReader::new(Expect::Execute, dep, 0);
+    let steps = run(
+        &mut r,
+        &[
+            (1, vec![1, 0]),
+            (2, vec![0, 0, 1, b'x']),
+            (3, vec![0xfe, 0, 0, 2, 0, 0, 0]),
+        ],
+    );
+    assert_eq!(*steps.last().unwrap(), Step::Done);
+    let resp = r.into_response();
+    assert_eq!(resp.rows, 1);
+    let c = resp.checksum.unwrap();
+    assert_eq!(c.columns, ResultChecksum::COLUMNS_UNKNOWN);
+    // With the definitions, the columns are known.
+    let (full, _) = sum(dep, &text_rows(b"prod", &[b"x"], true));
+    assert_ne!(
+        full.checksum.unwrap().columns,
+        ResultChecksum::COLUMNS_UNKNOWN
+    );
+}
