@@ -203,13 +203,11 @@ fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
     })
     .map_err(|e| anyhow::anyhow!("filters: {e}"))?;
     cfg.pacing = pacing;
-    let mode = a
-        .sync
-        .unwrap_or(if a.read_only {
-            SyncMode::None
-        } else {
-            SyncMode::Commit
-        });
+    let mode = a.sync.unwrap_or(if a.read_only {
+        SyncMode::None
+    } else {
+        SyncMode::Commit
+    });
     cfg.sync = SyncConfig {
         mode,
         timeout: secs("--sync-timeout", a.sync_timeout)?,

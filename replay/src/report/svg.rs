@@ -284,6 +284,13 @@ mod tests {
                 "{content:?} spans {lo:.0}..{hi:.0}"
             );
             assert!(y - size >= 0.0 && y <= f64::from(h), "{content:?} at y {y}");
+            if content.contains("(n=") {
+                // The legend box starts 8 px right of the plot's left edge (64).
+                assert!(
+                    hi <= 72.0 + legend,
+                    "{content:?} ends at {hi:.0}, past the legend box"
+                );
+            }
         }
     }
 }
