@@ -198,6 +198,8 @@ pub struct LiveCounters {
     pub failed: AtomicU64,
     /// Reconnects after a lost connection.
     pub reconnects: AtomicU64,
+    /// Commands replayed that expect no response (QUIT, STMT_CLOSE, SEND_LONG_DATA).
+    pub replayed_no_response: AtomicU64,
     /// Lag of the latest command, µs.
     pub lag_last_us: AtomicU64,
     /// Largest lag so far, µs.
@@ -255,7 +257,7 @@ impl LiveCounters {
 }
 
 /// Lag behind schedule, µs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LagStats {
     /// Commands measured.
     pub count: u64,
@@ -268,7 +270,7 @@ pub struct LagStats {
 }
 
 /// Final engine counters, for the report (alongside the comparison).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EngineStats {
     /// Sessions received from capture.
     pub sessions: u64,
@@ -362,7 +364,9 @@ impl EngineStats {
             + self.failed_total()
     }
 
-    fn merge(&mut self, o: &EngineStats) {
+    /// Add another worker's (or player's) counters; `sessions`, `sessions_panicked`,
+    /// `sessions_not_started` and lag are left to the caller.
+    pub fn merge(&mut self, o: &EngineStats) {
         self.sessions_replayed += o.sessions_replayed;
         self.sessions_midstream += o.sessions_midstream;
         self.sessions_processlist_resolved += o.sessions_processlist_resolved;
@@ -1241,6 +1245,7 @@ impl Session {
             Command::Quit => {
                 if self.conn.is_some() {
                     self.stats.replayed_no_response += 1;
+                    self.ctx.live.replayed_no_response.fetch_add(1, Ordering::Relaxed);
                 } else {
                     self.skip(SkipReason::NothingToSend);
                 }
@@ -1285,6 +1290,7 @@ impl Session {
                         .or_default()
                         .extend_from_slice(data);
                     self.stats.replayed_no_response += 1;
+                    self.ctx.live.replayed_no_response.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(e) => {
                     let r = e.skip.unwrap_or(SkipReason::StatementSkipped);
@@ -1313,6 +1319,7 @@ impl Session {
                                     .unwrap_or(false);
                             if ok {
                                 self.stats.replayed_no_response += 1;
+                    self.ctx.live.replayed_no_response.fetch_add(1, Ordering::Relaxed);
                             } else {
                                 self.drop_conn();
                                 self.lose("connection_lost");
