@@ -40,6 +40,10 @@ pub struct PlayArgs {
     /// Seconds between checkpoints (counters and positions stored, messages acknowledged).
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     pub checkpoint: f64,
+    /// Most commands handed to the engine and not yet replayed (a checkpoint waits for them;
+    /// a command replayed after the last checkpoint is sent again if the player is killed).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_ahead: u64,
     /// Keep waiting for messages after the publisher's end of capture.
     #[arg(long)]
     pub follow: bool,
@@ -102,6 +106,7 @@ pub fn play(a: PlayArgs) -> Result<ExitCode> {
         follow: a.follow,
         target: target.clone(),
         replicas: a.replicas,
+        max_ahead: a.max_ahead,
     };
     let engine = Engine::new(rcfg);
     let live = engine.live();
@@ -157,7 +162,7 @@ pub fn play(a: PlayArgs) -> Result<ExitCode> {
     let out = out?;
     let s = &out.state;
     println!(
-        "player {name} (partitions {:?}) on {target}: {} commands fed this run in {:.1} s; runs {}, \
+        "player {name} (partitions {:?}) on {target}: {} commands fed over all runs, this run {:.1} s; runs {}, \
          checkpoints {}, duplicates skipped {}, gaps {}, sessions resumed {}",
         s.partitions,
         s.fed_commands,

@@ -13,7 +13,7 @@
 //! restored counters, so the report counts each command once); a short `checkpoint` keeps that
 //! window small. This module does not decode packets or speak MySQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,8 @@ pub struct PlayConfig {
     pub target: String,
     /// Bucket replicas.
     pub replicas: usize,
+    /// Most commands fed to the engine and not yet replayed; a checkpoint waits for them.
+    pub max_ahead: u64,
 }
 
 /// What a player ends with.
@@ -232,11 +234,28 @@ pub async fn open(cfg: PlayConfig) -> Result<Session, DistError> {
     let mut consumers = Vec::new();
     for &k in &cfg.partitions {
         let durable = format!("{}-p{k}", cfg.name);
-        let deliver_policy = match cfg.start {
+        let mut deliver_policy = match cfg.start {
             Start::FromStart => consumer::DeliverPolicy::All,
             Start::Since(t) => consumer::DeliverPolicy::ByStartTime { start_time: t },
             Start::New => consumer::DeliverPolicy::New,
         };
+        // A consumer left by an earlier run holds the messages it delivered and never saw
+        // acknowledged until their ack wait ends: recreate it right after its ack floor so they
+        // come again now (the per-session positions skip what was already replayed).
+        if let Ok(info) = stream.consumer_info(&durable).await {
+            let floor = info.ack_floor.stream_sequence;
+            stream
+                .delete_consumer(&durable)
+                .await
+                .map_err(|e| DistError::Nats(format!("resetting consumer {durable}: {e}")))?;
+            deliver_policy = if floor == 0 {
+                deliver_policy
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: floor + 1,
+                }
+            };
+        }
         let c: consumer::PullConsumer = stream
             .get_or_create_consumer(
                 &durable,
@@ -312,19 +331,55 @@ impl Session {
             streams.push(m.map(move |r| (k, r)).boxed());
         }
         let mut all = futures::stream::select_all(streams);
+        // Messages fully fed (acknowledged at the next checkpoint), per partition.
         let mut last: HashMap<u32, jetstream::Message> = HashMap::new();
         let mut ended: HashMap<u32, bool> = HashMap::new();
+        // Received and not yet fully fed, per partition: (origin, records left, message).
+        type Queued = (u64, VecDeque<wire::Record>, jetstream::Message);
+        let mut queues: HashMap<u32, VecDeque<Queued>> = HashMap::new();
         let mut tick = tokio::time::interval(self.cfg.checkpoint);
         tick.tick().await;
+        let ahead = self.cfg.max_ahead.max(1);
         loop {
+            // Feed while the engine is less than `ahead` commands behind, earliest event first
+            // over the partitions (capture order), in order within each.
+            loop {
+                let mut best: Option<(u64, u32)> = None;
+                for (k, q) in queues.iter_mut() {
+                    while q.front().is_some_and(|(_, r, _)| r.is_empty()) {
+                        if let Some((_, _, m)) = q.pop_front() {
+                            last.insert(*k, m);
+                        }
+                    }
+                    if let Some(ts) = q.front().and_then(|(_, r, _)| r.front()).map(|r| r.event.ts_us()) {
+                        if best.map_or(true, |(b, _)| ts < b) {
+                            best = Some((ts, *k));
+                        }
+                    }
+                }
+                let Some((_, k)) = best else { break };
+                if feeder.fed.saturating_sub(done(live)) >= ahead {
+                    break;
+                }
+                if let Some((origin, records, _)) = queues.get_mut(&k).and_then(|q| q.front_mut()) {
+                    if let Some(r) = records.pop_front() {
+                        feeder.push(*origin, r);
+                    }
+                }
+            }
+            let queued: usize = queues.values().map(VecDeque::len).sum();
             if stop.load(Ordering::Acquire) {
                 break;
             }
-            if !self.cfg.follow && self.cfg.partitions.iter().all(|k| ended.get(k) == Some(&true)) {
+            if !self.cfg.follow
+                && queued == 0
+                && self.cfg.partitions.iter().all(|k| ended.get(k) == Some(&true))
+            {
                 break;
             }
+            let waiting = queued > 0;
             tokio::select! {
-                m = all.next() => {
+                m = all.next(), if queued < 16 => {
                     let Some((k, m)) = m else { break };
                     let m = match m {
                         Ok(m) => m,
@@ -336,27 +391,20 @@ impl Session {
                     let pending = m.info().map(|i| i.pending).unwrap_or(1);
                     match wire::decode(&m.payload) {
                         Ok(b) => {
-                            if b.end {
-                                ended.insert(k, pending == 0);
-                            } else {
-                                ended.insert(k, false);
-                            }
-                            let origin = b.origin;
-                            for r in b.records {
-                                feeder.push(origin, r);
-                            }
+                            ended.insert(k, b.end && pending == 0);
+                            queues.entry(k).or_default().push_back((b.origin, b.records.into(), m));
                         }
-                        Err(e) => tracing::warn!("p{k}: a message does not decode ({e}); skipped"),
+                        Err(e) => {
+                            tracing::warn!("p{k}: a message does not decode ({e}); skipped");
+                            ended.insert(k, false);
+                            queues.entry(k).or_default().push_back((0, VecDeque::new(), m));
+                        }
                     }
-                    if pending == 0 && ended.get(&k) != Some(&true) {
-                        ended.insert(k, false);
-                    }
-                    last.insert(k, m);
                 }
                 _ = tick.tick() => {
                     self.checkpoint(feeder, live, cmp, &mut last, None).await?;
                 }
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(if waiting { 1 } else { 200 })) => {}
             }
         }
         Ok(last.into_iter().collect())

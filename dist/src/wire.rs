@@ -535,6 +535,15 @@ impl Ev {
         }
     }
 
+    /// Time of the event, µs since the epoch.
+    pub fn ts_us(&self) -> u64 {
+        match self {
+            Ev::Open { ts_us, .. } | Ev::Close { ts_us, .. } => *ts_us,
+            Ev::Login(l) => l.ts_us,
+            Ev::Command(c) => c.ts_us,
+        }
+    }
+
     /// Is this a command?
     pub fn is_command(&self) -> bool {
         matches!(self, Ev::Command(_))
