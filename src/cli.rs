@@ -69,6 +69,11 @@ pub struct CaptureArgs {
     /// Events each per-session ring holds; a full ring drops (counted), never blocks capture.
     #[arg(long, default_value_t = 65536)]
     pub ring: usize,
+    /// Most events queued over all session rings (the replay's backlog while the test server
+    /// lags). Past it, a session holding more than its share drops new events (counted as ring
+    /// drops, `queue_limited_events`); sessions that keep up lose nothing. 0: no bound.
+    #[arg(long, default_value_t = mrte_capture::ring::DEFAULT_QUEUE_LIMIT, value_name = "N")]
+    pub max_queued_events: usize,
     /// Core to pin the capture thread to.
     #[arg(long)]
     pub core: Option<usize>,
@@ -243,6 +248,7 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         duration: a.duration,
         count: None,
         ring: 65536,
+        max_queued_events: mrte_capture::ring::DEFAULT_QUEUE_LIMIT,
         core: None,
     };
     let handle = start_capture(&cap, &a.decode)?;
@@ -299,6 +305,7 @@ fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
             _ => XdpMode::Auto,
         },
         ring_capacity: c.ring,
+        max_queued_events: c.max_queued_events,
         duration: c.duration.map(std::time::Duration::from_secs_f64),
         count: c.count,
         core: c.core,

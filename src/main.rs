@@ -8,12 +8,18 @@
 mod cli;
 mod config;
 mod inspect;
+mod metrics;
 mod play;
 mod publish;
 mod replay_cmd;
 mod report_cmd;
 
 use std::process::ExitCode;
+
+/// mimalloc: per-command records are allocated on the capture thread and freed on the consumer's,
+/// which glibc malloc handles slowly (arena locks, consolidation); see bench/README.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 

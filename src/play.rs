@@ -70,7 +70,18 @@ pub fn play(a: PlayArgs) -> Result<ExitCode> {
         speed,
         skip_idle: a.skip_idle.map(Duration::from_secs_f64),
     };
-    let rcfg = replay_config(&a.replay, pacing)?;
+    // Commit-order sync needs every session's commits; a player sees only its partitions, so it
+    // is off unless asked for (then commits of other players' sessions time out, counted).
+    let mut ra = a.replay.clone();
+    match ra.sync {
+        None => ra.sync = Some(mrte_replay::sync::SyncMode::None),
+        Some(mrte_replay::sync::SyncMode::Commit) => tracing::warn!(
+            "--sync commit on a player: commits of sessions in other players' partitions are never \
+             seen here and are released only by --sync-timeout"
+        ),
+        Some(_) => {}
+    }
+    let rcfg = replay_config(&ra, pacing)?;
     let target = rcfg.target.to_string();
     let start = match (&a.since, a.new) {
         (Some(t), _) => Start::Since(

@@ -222,6 +222,7 @@ pub fn publish(a: PublishArgs) -> Result<ExitCode> {
             duration: a.duration,
             count: None,
             ring: 65536,
+            max_queued_events: mrte_capture::ring::DEFAULT_QUEUE_LIMIT,
             core: None,
         };
         let handle = crate::cli::start_capture(&cap, &a.decode)?;

@@ -13,10 +13,11 @@ use mrte_capture::pipeline::Pipeline;
 use mrte_capture::ring::RingSink;
 use mrte_capture::stats::{LiveStats, Stats};
 use mrte_replay::compare::Comparison;
-use mrte_replay::engine::{ConnKind, Engine, EngineStats, LiveCounters, ReplayConfig};
+use mrte_replay::engine::{Engine, EngineStats, LiveCounters, ReplayConfig};
 use mrte_replay::filter::{FilterArgs, Filters};
 use mrte_replay::pacing::Pacing;
-use mrte_replay::report::{prometheus, FailOn, MetricsSnapshot, Report};
+use mrte_replay::report::{FailOn, Report};
+use mrte_replay::sync::{SnapshotCheck, SyncConfig, SyncMode};
 use mrte_replay::target::TargetDsn;
 
 use crate::cli::{CaptureArgs, DecodeArgs};
@@ -42,10 +43,32 @@ pub struct ReplayArgs {
     /// as skipped (shutdown). At the end of --duration/--count everything queued is replayed.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub drain_timeout: f64,
-    /// Replay connection: `wire` (the planner on mrte's own MySQL wire connection: commands
-    /// byte for byte, pipelining, every command type) or `mysql-async` (the older driver path).
-    #[arg(long, default_value = "wire", value_name = "wire|mysql-async")]
-    pub conn: ConnKind,
+    /// Replay connection: `wire`, the only one (the planner on mrte's own MySQL wire connection:
+    /// commands byte for byte, pipelining, every command type). Kept so scripts that name it
+    /// still run; the mysql_async session path is gone.
+    #[arg(long, default_value = "wire", value_name = "wire", value_parser = ["wire"], hide = true)]
+    pub conn: String,
+    /// Most sessions replayed at once; a session that opens while this many are replayed is
+    /// not replayed (its commands are counted as lost, `replay_backlog`). 0: no bound.
+    #[arg(long, default_value_t = mrte_replay::engine::DEFAULT_MAX_REPLAY_SESSIONS, value_name = "N")]
+    pub max_replay_sessions: usize,
+    /// Commit-order synchronisation: `commit` sends a command only after every prod commit that
+    /// had completed before it (on prod) is done on test, so commits land in prod's order;
+    /// `none` lets sessions run free. Default: `commit`, or `none` with --read-only.
+    #[arg(long, value_name = "none|commit")]
+    pub sync: Option<SyncMode>,
+    /// A command held at the commit gate while no commit completes on test for SECS: the
+    /// commits it waits for are released in prod order (counted as sync_timeouts in the report).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub sync_timeout: f64,
+    /// Gate a command only on the commits before its prod request, not also on those before
+    /// its prod response (the wire hint that keeps lock waits in prod's order).
+    #[arg(long)]
+    pub sync_no_hint: bool,
+    /// The position scripts/snapshot.sh printed for the snapshot test was started from; the
+    /// report says whether it matches prod's position when the capture started (needs --prod).
+    #[arg(long, value_name = "POS")]
+    pub snapshot_pos: Option<String>,
     /// Replay threads, each driving its share of the sessions (0: one thread for everything).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub replay_threads: usize,
@@ -149,7 +172,7 @@ pub(crate) fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConf
     }
     let mut cfg = ReplayConfig::new(target);
     cfg.command_timeout = secs("--target-timeout", a.target_timeout)?;
-    cfg.conn = a.conn;
+    cfg.max_replay_sessions = a.max_replay_sessions;
     cfg.reconnect_for = a
         .reconnect_for
         .map(|s| secs("--reconnect-for", s))
@@ -180,6 +203,16 @@ pub(crate) fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConf
     })
     .map_err(|e| anyhow::anyhow!("filters: {e}"))?;
     cfg.pacing = pacing;
+    let mode = a.sync.unwrap_or(if a.read_only {
+        SyncMode::None
+    } else {
+        SyncMode::Commit
+    });
+    cfg.sync = SyncConfig {
+        mode,
+        timeout: secs("--sync-timeout", a.sync_timeout)?,
+        hint: !a.sync_no_hint,
+    };
     Ok(cfg)
 }
 
@@ -220,116 +253,6 @@ struct Live {
 }
 
 impl Live {
-    fn metrics(&self) -> MetricsSnapshot {
-        let r = Ordering::Relaxed;
-        let c = &self.capture;
-        let e = self.engine.snapshot();
-        let mut m = MetricsSnapshot {
-            capture: vec![
-                (
-                    "captured_packets_total",
-                    "Frames captured.",
-                    c.packets.load(r),
-                ),
-                ("captured_bytes_total", "Bytes captured.", c.bytes.load(r)),
-                (
-                    "captured_commands_total",
-                    "Commands decoded.",
-                    c.commands.load(r),
-                ),
-                (
-                    "captured_sessions_total",
-                    "Sessions seen.",
-                    c.sessions.load(r),
-                ),
-                (
-                    "kernel_drops_total",
-                    "Frames dropped by the kernel or NIC.",
-                    c.kernel_drops.load(r),
-                ),
-                (
-                    "ring_drops_total",
-                    "Events dropped on full session rings.",
-                    c.ring_drops.load(r),
-                ),
-                (
-                    "tcp_gaps_total",
-                    "TCP holes that never filled.",
-                    c.gaps.load(r),
-                ),
-                (
-                    "decode_errors_total",
-                    "MySQL decode errors.",
-                    c.decode_errors.load(r),
-                ),
-                (
-                    "undecoded_bytes_total",
-                    "Bytes seen on the server port but never decoded.",
-                    c.undecoded_bytes.load(r),
-                ),
-                (
-                    "decoder_panics_total",
-                    "Sessions whose decoding panicked (dropped; capture went on).",
-                    c.decoder_panics.load(r),
-                ),
-                (
-                    "evicted_sessions_total",
-                    "Sessions evicted from a full session table.",
-                    c.table_evicted.load(r),
-                ),
-                (
-                    "memory_drops_total",
-                    "Times a session dropped its buffers at the memory limit.",
-                    c.memory_drops.load(r),
-                ),
-            ],
-            replay: vec![
-                (
-                    "replayed_commands_total",
-                    "Commands replayed with a response.",
-                    e.replayed,
-                ),
-                (
-                    "replay_test_errors_total",
-                    "Replayed commands answered with ERR.",
-                    e.test_errors,
-                ),
-                (
-                    "replay_skipped_total",
-                    "Commands skipped by filters or rules.",
-                    e.skipped,
-                ),
-                (
-                    "replay_lost_total",
-                    "Commands that could not be replayed.",
-                    e.lost,
-                ),
-                (
-                    "replay_failed_total",
-                    "Commands tried that failed without an answer (refused, timeout).",
-                    e.failed,
-                ),
-                (
-                    "replay_reconnects_total",
-                    "Reconnects to the test server.",
-                    e.reconnects,
-                ),
-            ],
-            latency: Vec::new(),
-        };
-        if let Ok(cmp) = self.cmp.lock() {
-            for (side, h) in [("prod", &cmp.prod), ("test", &cmp.test)] {
-                if !h.is_empty() {
-                    for q in [0.5, 0.9, 0.99] {
-                        m.latency
-                            .push((side, q, h.value_at_quantile(q) as f64 / 1e6));
-                    }
-                }
-            }
-        }
-        m
-    }
-
     fn line(&self, prev: &mut (u64, u64, u64, Instant)) -> String {
         let r = Ordering::Relaxed;
         let c = &self.capture;
@@ -362,40 +285,17 @@ impl Live {
     }
 }
 
-fn serve_metrics(addr: &str, live: Arc<Live>) -> Result<()> {
-    let addr = if addr.parse::<u16>().is_ok() {
-        format!("127.0.0.1:{addr}")
-    } else {
-        addr.to_string()
-    };
-    let listener =
-        std::net::TcpListener::bind(&addr).with_context(|| format!("--metrics {addr}"))?;
-    if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
-        tracing::warn!(
-            "--metrics {addr} is reachable from other hosts (give a bare port for 127.0.0.1 only)"
-        );
-    }
-    tracing::info!("Prometheus metrics on http://{addr}/metrics");
-    std::thread::Builder::new().name("mrte-metrics".into()).spawn(move || {
-        use std::io::{Read, Write};
-        for conn in listener.incoming().flatten() {
-            let mut conn = conn;
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /metrics") {
-                ("200 OK", prometheus(&live.metrics()))
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    })?;
+/// `--metrics`: the capture's and the player's collectors on one endpoint.
+fn serve_metrics(addr: &str, live: &Live) -> Result<()> {
+    let registry = crate::metrics::registry(vec![
+        Box::new(crate::metrics::CaptureCollector::new(live.capture.clone())),
+        Box::new(crate::metrics::ReplayCollector::new(
+            live.engine.clone(),
+            Some(live.capture.clone()),
+            live.cmp.clone(),
+        )),
+    ])?;
+    crate::metrics::serve(addr, registry)?;
     Ok(())
 }
 
@@ -409,8 +309,12 @@ fn finish(
     cap: &Stats,
     out: &ReportArgs,
     interrupted: bool,
+    snapshot: Option<SnapshotCheck>,
 ) -> Result<ExitCode> {
     let mut report = Report::build(mode, target, started.elapsed().as_secs_f64(), cmp, eng, cap);
+    if let Some(c) = snapshot {
+        report.sync.get_or_insert_with(Default::default).snapshot = Some(c);
+    }
     if interrupted {
         report.mark_interrupted(eng);
     }
@@ -541,7 +445,7 @@ pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
         cmp: cmp.clone(),
     });
     if let Some(m) = &a.out.metrics {
-        serve_metrics(m, live.clone())?;
+        serve_metrics(m, &live)?;
     }
     let started = Instant::now();
     let (mut sink, rx) = RingSink::new(4096);
@@ -596,6 +500,12 @@ pub fn replay_file(a: ReplayFileArgs) -> Result<ExitCode> {
         &cap,
         &a.out,
         interrupted.load(Ordering::Acquire),
+        a.replay.snapshot_pos.as_deref().map(|p| {
+            mrte_replay::sync::snapshot::check(
+                p,
+                Err("offline replay: prod's position when the capture started is unknown; compare it with scripts/snapshot.sh pos run then".into()),
+            )
+        }),
     )
 }
 
@@ -627,7 +537,7 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
         cmp: cmp.clone(),
     });
     if let Some(m) = &a.out.metrics {
-        serve_metrics(m, live.clone())?;
+        serve_metrics(m, &live)?;
     }
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
@@ -638,6 +548,17 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
     crate::cli::stop_on_sigint(signalled.clone());
     let cmp2 = cmp.clone();
     let rt = runtime()?;
+    // Prod's position now that the capture runs: equal to the snapshot's, nothing was missed.
+    let snapshot = a.replay.snapshot_pos.as_deref().map(|p| {
+        let at_start = match &a.replay.prod {
+            Some(prod) => match TargetDsn::parse_no_env(prod) {
+                Ok(dsn) => rt.block_on(mrte_replay::sync::snapshot::prod_position(&dsn, p)),
+                Err(e) => Err(format!("--prod: {e}")),
+            },
+            None => Err("no --prod to read prod's position at capture start".into()),
+        };
+        mrte_replay::sync::snapshot::check(p, at_start)
+    });
     let workers = Workers::start(a.replay.replay_threads)?;
     let engine = engine.with_workers(workers.handles.clone());
     let sig2 = signalled.clone();
@@ -685,5 +606,6 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
         &cap,
         &a.out,
         signalled.load(Ordering::Acquire),
+        snapshot,
     )
 }

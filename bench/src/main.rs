@@ -6,6 +6,11 @@ mod send;
 mod synth;
 
 use anyhow::Result;
+
+/// mimalloc: per-command records are allocated on the capture thread and freed on the consumer's,
+/// which glibc malloc handles slowly (arena locks, consolidation); see bench/README.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 /// Benchmarks and load tools for mrte.

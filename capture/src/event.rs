@@ -144,6 +144,9 @@ pub struct CommandRecord {
     /// LOCAL INFILE: the file bytes the client sent (its packets' payloads joined, without the
     /// final empty packet).
     pub infile: Option<Bytes>,
+    /// Commit-order marks: whether this command ended a transaction on prod, its commit's global
+    /// order, and how many prod commits had completed before it (see [`crate::commit`]).
+    pub commit: crate::commit::CommitMarks,
 }
 
 /// A client command (`COM_*`), named as the MySQL manual does.
@@ -151,8 +154,8 @@ pub struct CommandRecord {
 pub enum Command {
     /// COM_QUERY: SQL text (raw bytes, not necessarily UTF-8) and query attributes.
     Query {
-        /// The statement text.
-        sql: Box<[u8]>,
+        /// The statement text (a slice of the record's `raw` payload, not a copy).
+        sql: Bytes,
         /// CLIENT_QUERY_ATTRIBUTES name/value pairs, if any.
         attributes: Vec<(String, Value)>,
     },
@@ -181,8 +184,8 @@ pub enum Command {
     },
     /// COM_STMT_PREPARE.
     StmtPrepare {
-        /// The statement text.
-        sql: Box<[u8]>,
+        /// The statement text (a slice of the record's `raw` payload, not a copy).
+        sql: Bytes,
     },
     /// COM_STMT_EXECUTE with decoded binary parameters.
     StmtExecute {

@@ -4,6 +4,7 @@
 //! Live capture and pcap files go through the very same [`pipeline::Pipeline`]; it never touches
 //! sockets, clocks or threads: time comes from the packet.
 
+pub mod commit;
 pub mod event;
 pub mod fingerprint;
 pub mod mysql;

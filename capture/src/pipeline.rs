@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use crate::commit::SharedCommitClock;
 use crate::event::{
     CloseReason, EventSink, FlowKey, SessionClose, SessionEvent, SessionId, SessionOpen,
 };
@@ -51,6 +52,9 @@ pub struct PipelineConfig {
 pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
 /// Default `max_memory` (1 GiB).
 pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+/// The session table is sized once for `max_sessions`, up to this many (9 bytes of index and 56
+/// of slab per entry, the slab reserved but touched only as used).
+const MAX_PRESIZE: usize = 1 << 17;
 /// Sessions without a packet for this long (capture time) have their buffers freed.
 pub const COLD_US: u64 = 2_000_000;
 
@@ -129,7 +133,6 @@ impl Key {
 
 struct Session {
     id: SessionId,
-    key: Key,
     held: VecDeque<Held>,
     conn: Connection,
     to_server: Stream,
@@ -188,6 +191,9 @@ pub struct Pipeline {
     id_step: SessionId,
     last_sweep_us: u64,
     port_bitmap: Box<[u64; 1024]>,
+    /// Numbers prod commits and marks each command's commit watermarks (shared by the pipelines
+    /// of a multi-queue capture).
+    commits: SharedCommitClock,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -207,21 +213,33 @@ impl Pipeline {
         self.id_step = step.max(1);
     }
 
+    /// Share `clock` with other pipelines (one per RX queue): commits are numbered across all.
+    pub fn set_commit_clock(&mut self, clock: SharedCommitClock) {
+        self.commits = clock;
+    }
+
+    /// The commit clock (commits and rollbacks seen so far).
+    pub fn commit_clock(&self) -> &SharedCommitClock {
+        &self.commits
+    }
+
     /// A pipeline with an empty session table.
     pub fn new(cfg: PipelineConfig) -> Self {
         let mut port_bitmap = Box::new([0u64; 1024]);
         for &p in &cfg.ports {
             port_bitmap[usize::from(p >> 6)] |= 1 << (p & 63);
         }
+        let table = Table::with_hint(cfg.max_sessions.min(MAX_PRESIZE));
         Self {
             cfg,
             stats: Stats::default(),
-            table: Table::default(),
+            table,
             buffered: 0,
             next_id: 1,
             id_step: 1,
             last_sweep_us: 0,
             port_bitmap,
+            commits: SharedCommitClock::default(),
         }
     }
 
@@ -337,7 +355,6 @@ impl Pipeline {
             key,
             Box::new(Session {
                 id,
-                key,
                 held: VecDeque::new(),
                 conn: Connection::new(self.cfg.decoder.clone(), midstream),
                 to_server: Stream::default(),
@@ -369,10 +386,15 @@ impl Pipeline {
         sink: &mut S,
     ) {
         let max_ooo = self.cfg.max_ooo_bytes;
-        let Self { stats, table, .. } = self;
+        let Self {
+            stats,
+            table,
+            commits,
+            ..
+        } = self;
         let sess = table.get_mut(i);
         let r = catch_unwind(AssertUnwindSafe(|| {
-            Self::on_segment(stats, sess, dir, seg, ts_us, max_ooo, sink)
+            Self::on_segment(stats, commits, sess, dir, seg, ts_us, max_ooo, sink)
         }));
         match r {
             Ok(close) => {
@@ -403,7 +425,12 @@ impl Pipeline {
         }
         self.stats.memory_drops += 1;
         let max_ooo = self.cfg.max_ooo_bytes;
-        let Self { stats, table, .. } = self;
+        let Self {
+            stats,
+            table,
+            commits,
+            ..
+        } = self;
         let sess = table.get_mut(i);
         let r = catch_unwind(AssertUnwindSafe(|| {
             let conn = flush_all(sess, ts_us, max_ooo);
@@ -412,7 +439,7 @@ impl Pipeline {
                 conn.handle_gap(Direction::ToClient, 0, ts_us);
             }
             sess.shrink_idle();
-            Self::drain(stats, sess, sink);
+            Self::drain(stats, commits, sess, sink);
         }));
         if r.is_err() {
             self.panicked(i, 0, ts_us, sink);
@@ -427,10 +454,10 @@ impl Pipeline {
     /// Decoding session `i` panicked: drop it (its state is suspect), count it, go on.
     #[cold]
     fn panicked<S: EventSink>(&mut self, i: u32, bytes: usize, ts_us: u64, sink: &mut S) {
-        let Some(key) = self.table.get(i).map(|s| s.key) else {
+        let Some(key) = self.table.key(i) else {
             return;
         };
-        let Some(sess) = self.table.remove(&key, i) else {
+        let Some(sess) = self.table.remove(i) else {
             return;
         };
         self.buffered -= sess.mem;
@@ -458,8 +485,10 @@ impl Pipeline {
     }
 
     /// One segment of a known session; the close reason when the session ends with it.
+    #[allow(clippy::too_many_arguments)]
     fn on_segment<S: EventSink>(
         stats: &mut Stats,
+        commits: &SharedCommitClock,
         sess: &mut Session,
         dir: Direction,
         seg: &TcpSegment<'_>,
@@ -508,7 +537,7 @@ impl Pipeline {
         release_held(sess, ts_us, max_ooo, false);
         let done =
             rst || (sess.held.is_empty() && sess.to_server.finished && sess.to_client.finished);
-        Self::drain(stats, sess, sink);
+        Self::drain(stats, commits, sess, sink);
         done.then_some(if seg.flags.rst {
             CloseReason::Rst
         } else {
@@ -516,11 +545,17 @@ impl Pipeline {
         })
     }
 
-    fn drain<S: EventSink>(stats: &mut Stats, sess: &mut Session, sink: &mut S) {
+    fn drain<S: EventSink>(
+        stats: &mut Stats,
+        commits: &SharedCommitClock,
+        sess: &mut Session,
+        sink: &mut S,
+    ) {
         while let Some(ev) = sess.conn.poll_event() {
             match ev {
                 ConnEvent::Login(l) => sink.push(sess.id, SessionEvent::Login(l)),
-                ConnEvent::Command(c) => {
+                ConnEvent::Command(mut c) => {
+                    commits.mark(&mut c);
                     stats.commands.add(c.command.code());
                     sink.push(sess.id, SessionEvent::Command(c));
                 }
@@ -559,25 +594,29 @@ impl Pipeline {
     }
 
     fn close<S: EventSink>(&mut self, i: u32, ts_us: u64, reason: CloseReason, sink: &mut S) {
-        let Some(key) = self.table.get(i).map(|s| s.key) else {
+        let max_ooo = self.cfg.max_ooo_bytes;
+        let Self {
+            stats,
+            table,
+            commits,
+            ..
+        } = self;
+        let Some(sess) = table.get_mut_checked(i) else {
             return;
         };
-        let max_ooo = self.cfg.max_ooo_bytes;
-        let Self { stats, table, .. } = self;
-        let sess = table.get_mut(i);
         let r = catch_unwind(AssertUnwindSafe(|| {
             flush_all(sess, ts_us, max_ooo).handle_close(ts_us);
-            Self::drain(stats, sess, sink);
+            Self::drain(stats, commits, sess, sink);
         }));
         if r.is_err() {
             self.panicked(i, 0, ts_us, sink);
             return;
         }
-        let Some(sess) = self.table.remove(&key, i) else {
+        let Some(sess) = self.table.remove(i) else {
             return;
         };
         self.buffered -= sess.mem;
-        for s in [&sess.to_server.stats, &sess.to_client.stats] {
+        for s in [sess.to_server.stats(), sess.to_client.stats()] {
             self.stats.gaps += s.gaps;
             self.stats.gap_bytes += s.gap_bytes;
             self.stats.retransmitted_bytes += s.retransmitted_bytes;
@@ -621,6 +660,7 @@ impl Pipeline {
     pub fn finish<S: EventSink>(&mut self, ts_us: u64, sink: &mut S) {
         let mut open: Vec<(SessionId, u32)> = self.table.iter().map(|(i, s)| (s.id, i)).collect();
         open.sort_unstable_by_key(|(id, _)| *id);
+        self.table.forget_keys();
         for (_, i) in open {
             self.close(i, ts_us, CloseReason::EndOfCapture, sink);
         }

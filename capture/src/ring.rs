@@ -142,19 +142,30 @@ pub struct RingStats {
     pub budget_limited_sessions: u64,
     /// Bytes of ring slots allocated now.
     pub slot_bytes: u64,
+    /// Of `dropped_events`, those dropped because the events queued over all rings reached the
+    /// queue bound ([`RingSink::set_queue_limit`]) while their session held more than its share.
+    pub queue_limited_events: u64,
 }
 
 /// Bytes of one ring slot.
 pub const SLOT_BYTES: usize = std::mem::size_of::<SessionEvent>();
 /// Fewest slots a ring gets, however tight the budget.
 pub const MIN_RING: usize = 256;
+/// Default bound on the events queued over all rings (`--max-queued-events`).
+pub const DEFAULT_QUEUE_LIMIT: usize = 1 << 18;
 
 struct Producer {
     ring: rtrb::Producer<SessionEvent>,
     slots: usize,
     shared: Arc<SessionShared>,
     overflowed: bool,
+    /// Events queued in this ring when the producer last looked (for [`RingSink::queued`]).
+    seen_queued: usize,
 }
+
+/// Pushes between two exact recounts of the events queued over all rings (at least; at most
+/// one per open session).
+const RESCAN_PUSHES: usize = 4096;
 
 /// Producer side: one ring per session, consumers handed out on a channel.
 pub struct RingSink {
@@ -165,6 +176,13 @@ pub struct RingSink {
     wait_when_full: bool,
     /// Most bytes of ring slots over all open rings (0: no limit).
     budget: usize,
+    /// Most events queued over all rings before sessions above their share drop (0: no limit).
+    queue_limit: usize,
+    /// Events queued over all rings, as last counted (exact at each rescan, kept up to date
+    /// with this producer's pushes and the pops it has seen since).
+    queued: usize,
+    /// Pushes since the last rescan.
+    since_rescan: usize,
 }
 
 impl std::fmt::Debug for RingSink {
@@ -194,6 +212,9 @@ impl RingSink {
             stats: RingStats::default(),
             wait_when_full: false,
             budget: 0,
+            queue_limit: 0,
+            queued: 0,
+            since_rescan: 0,
         }
     }
 
@@ -220,7 +241,35 @@ impl RingSink {
     fn forget(&mut self, id: SessionId) {
         if let Some(p) = self.producers.remove(&id) {
             self.stats.slot_bytes -= (p.slots * SLOT_BYTES) as u64;
+            self.queued = self.queued.saturating_sub(p.seen_queued);
         }
+    }
+
+    /// Bound the events queued over all rings (events pushed and not yet taken by the
+    /// consumers: the replay's backlog when the test server lags). Once `events` are queued, an
+    /// event for a session holding more than its share (`events` / open sessions, at least
+    /// [`MIN_RING`]) is dropped and counted like a full ring's (`dropped_events`, the session
+    /// overflowed) and in `queue_limited_events`; sessions that keep up are not affected. The
+    /// queue stays under about twice `events`. Opens and closes are never dropped. Not applied
+    /// in [`RingSink::set_wait_when_full`] mode (the reader waits instead). 0: no bound.
+    pub fn set_queue_limit(&mut self, events: usize) {
+        self.queue_limit = events;
+    }
+
+    /// Events queued over all rings, as last counted.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Recount the events queued over all rings.
+    fn rescan(&mut self) {
+        let mut total = 0;
+        for p in self.producers.values_mut() {
+            p.seen_queued = p.slots - p.ring.slots();
+            total += p.seen_queued;
+        }
+        self.queued = total;
+        self.since_rescan = 0;
     }
 
     /// Backpressure mode for offline readers: when a ring is full, `push` parks the thread until
@@ -274,10 +323,12 @@ impl EventSink for RingSink {
                     slots,
                     shared,
                     overflowed: false,
+                    seen_queued: 0,
                 },
             );
         }
         let closing = matches!(event, SessionEvent::Close(_));
+        let open_rings = self.producers.len().max(1);
         let Some(p) = self.producers.get_mut(&id) else {
             return;
         };
@@ -305,8 +356,32 @@ impl EventSink for RingSink {
                 return;
             }
         }
-        match p.ring.push(event) {
-            Ok(()) => self.stats.pushed += 1,
+        let mut over_limit = false;
+        if self.queue_limit > 0 && !self.wait_when_full {
+            // Pops this session's consumer made since we last looked.
+            let now = p.slots - p.ring.slots();
+            self.queued = (self.queued + now).saturating_sub(p.seen_queued);
+            p.seen_queued = now;
+            let share = (self.queue_limit / open_rings).max(MIN_RING);
+            over_limit = self.queued >= self.queue_limit
+                && now >= share
+                && !closing
+                && !matches!(event, SessionEvent::Open(_));
+        }
+        let pushed = if over_limit {
+            self.stats.queue_limited_events += 1;
+            Err(rtrb::PushError::Full(event))
+        } else {
+            p.ring.push(event)
+        };
+        match pushed {
+            Ok(()) => {
+                self.stats.pushed += 1;
+                if self.queue_limit > 0 {
+                    p.seen_queued += 1;
+                    self.queued += 1;
+                }
+            }
             Err(rtrb::PushError::Full(ev)) => {
                 self.stats.dropped_events += 1;
                 p.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -325,6 +400,12 @@ impl EventSink for RingSink {
         p.shared.waker.wake();
         if closing {
             self.forget(id);
+        }
+        if self.queue_limit > 0 {
+            self.since_rescan += 1;
+            if self.since_rescan >= RESCAN_PUSHES.max(self.producers.len()) {
+                self.rescan();
+            }
         }
     }
 }
@@ -428,6 +509,43 @@ mod tests {
         sink.push(4, login());
         assert_eq!(sink.stats().orphaned_sessions, 1);
         assert_eq!(sink.open_sessions(), 0);
+    }
+
+    #[test]
+    fn the_queue_bound_drops_from_the_laggard_only_and_counts() {
+        // Bound 600 over two rings of 4096: the session nobody drains is cut at its share
+        // (600 / 2 = 300 events, MIN_RING 256 < 300), the one that keeps up loses nothing.
+        let (mut sink, rx) = RingSink::new(4096);
+        sink.set_queue_limit(600);
+        sink.push(1, open(1));
+        sink.push(2, open(2));
+        let _lagging = rx.try_recv().unwrap();
+        let mut fast = rx.try_recv().unwrap();
+        let mut fast_got = 0;
+        for _ in 0..2000 {
+            sink.push(1, login());
+            sink.push(2, login());
+            while fast.try_pop().is_some() {
+                fast_got += 1;
+            }
+        }
+        sink.push(1, close());
+        sink.push(2, close());
+        while fast.try_pop().is_some() {
+            fast_got += 1;
+        }
+        let st = sink.stats();
+        assert_eq!(fast_got, 2002, "open + 2000 + close, nothing dropped");
+        assert_eq!(fast.dropped(), 0);
+        assert_eq!(_lagging.dropped(), st.dropped_events);
+        assert_eq!(st.queue_limited_events, st.dropped_events);
+        // The laggard holds its open and logins up to the bound (the other ring is empty), plus
+        // its close, which is never dropped.
+        let kept = 2 + 2000 - st.dropped_events;
+        assert!((600..=601).contains(&kept), "kept {kept}");
+        assert_eq!(st.overflowed_sessions, 1);
+        assert_eq!(sink.open_sessions(), 0);
+        assert_eq!(sink.queued(), 0);
     }
 
     #[test]

@@ -56,6 +56,18 @@ impl UndecodedBytes {
             + self.decoder_panic
     }
 
+    /// Each reason with its name (as in the JSON report), in a fixed order.
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("unsynced", self.unsynced),
+            ("after_gap", self.after_gap),
+            ("tls", self.tls),
+            ("too_large", self.too_large),
+            ("incomplete", self.incomplete),
+            ("decoder_panic", self.decoder_panic),
+        ]
+    }
+
     fn merge(&mut self, o: &Self) {
         self.unsynced += o.unsynced;
         self.after_gap += o.after_gap;
@@ -257,6 +269,8 @@ pub struct LiveStats {
     pub table_evicted: AtomicU64,
     /// Buffer drops at the memory limit.
     pub memory_drops: AtomicU64,
+    /// Undecoded bytes by reason, in [`UndecodedBytes::named`] order.
+    pub undecoded_reasons: [AtomicU64; 6],
 }
 
 impl LiveStats {
@@ -279,5 +293,17 @@ impl LiveStats {
         self.undecoded_bytes.store(s.undecoded_bytes, r);
         self.table_evicted.store(s.table_evicted, r);
         self.memory_drops.store(s.memory_drops, r);
+        for (a, (_, v)) in self.undecoded_reasons.iter().zip(s.undecoded.named()) {
+            a.store(v, r);
+        }
+    }
+
+    /// Undecoded bytes by reason (names as in [`UndecodedBytes::named`]).
+    pub fn undecoded_by_reason(&self) -> [(&'static str, u64); 6] {
+        let mut out = UndecodedBytes::default().named();
+        for (o, a) in out.iter_mut().zip(&self.undecoded_reasons) {
+            o.1 = a.load(Ordering::Relaxed);
+        }
+        out
     }
 }

@@ -6,24 +6,37 @@
 //! walks the list from its cold end once (for freeing idle buffers). It knows nothing of TCP or
 //! MySQL.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 
+use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 
 const NIL: u32 = u32::MAX;
 
-struct Slot<T> {
+/// Below this many entries the index grows by doubling; crossing it, it is sized once for the
+/// whole capacity hint (no rehash on the way up to it; small tables, as in tests and fuzzing,
+/// stay small).
+const PRESIZE_AT: usize = 4096;
+
+struct Slot<K, T> {
+    key: K,
     val: Option<Box<T>>,
     prev: u32,
     next: u32,
 }
 
 /// Slab + hash index + LRU list.
+///
+/// The index holds 8 bytes per bucket (slot number and a 32-bit hash of its key), so growing it
+/// never touches the keys, and removal finds the bucket by slot number without comparing keys.
 pub(crate) struct Table<K, T> {
-    map: HashMap<K, u32, BuildHasherDefault<FxHasher>>,
-    slots: Vec<Slot<T>>,
+    index: HashTable<(u32, u32)>,
+    slots: Vec<Slot<K, T>>,
     free: Vec<u32>,
+    live: usize,
+    /// Most entries expected (the session limit): the index and slab are sized for it once
+    /// [`PRESIZE_AT`] entries are live.
+    hint: usize,
     /// Least recently used.
     head: u32,
     /// Most recently used.
@@ -34,27 +47,53 @@ pub(crate) struct Table<K, T> {
 
 impl<K: Hash + Eq + Copy, T> Default for Table<K, T> {
     fn default() -> Self {
+        Self::with_hint(0)
+    }
+}
+
+/// The 32-bit hash of a key, spread over 64 bits so that hashbrown's bucket bits (low) and tag
+/// bits (top 7) both come from it.
+#[inline]
+fn spread(h: u32) -> u64 {
+    u64::from(h) << 32 | u64::from(h)
+}
+
+impl<K: Hash + Eq + Copy, T> Table<K, T> {
+    /// An empty table expecting up to `hint` entries.
+    pub(crate) fn with_hint(hint: usize) -> Self {
         Self {
-            map: HashMap::default(),
+            index: HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
+            live: 0,
+            hint,
             head: NIL,
             tail: NIL,
             cold: NIL,
         }
     }
-}
 
-impl<K: Hash + Eq + Copy, T> Table<K, T> {
+    #[inline]
+    fn hash(k: &K) -> u32 {
+        let h = BuildHasherDefault::<FxHasher>::default().hash_one(k);
+        (h ^ h >> 32) as u32
+    }
+
     /// Entries.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.live
     }
 
     /// Index of `k`.
     #[inline]
     pub(crate) fn find(&self, k: &K) -> Option<u32> {
-        self.map.get(k).copied()
+        let h = Self::hash(k);
+        let slots = &self.slots;
+        self.index
+            .find(spread(h), |&(i, hi)| {
+                hi == h && slots.get(i as usize).is_some_and(|s| s.key == *k)
+            })
+            .map(|&(i, _)| i)
     }
 
     /// The value at `i` (a live index).
@@ -78,15 +117,32 @@ impl<K: Hash + Eq + Copy, T> Table<K, T> {
         self.slots.get(i as usize).and_then(|s| s.val.as_deref())
     }
 
+    /// The key of the live entry `i`.
+    pub(crate) fn key(&self, i: u32) -> Option<K> {
+        self.slots
+            .get(i as usize)
+            .filter(|s| s.val.is_some())
+            .map(|s| s.key)
+    }
+
     /// Insert `v` under `k` (not present) as the most recently used; its index.
     pub(crate) fn insert(&mut self, k: K, v: Box<T>) -> u32 {
+        if self.live == PRESIZE_AT && self.hint > PRESIZE_AT {
+            let more = self.hint - self.live;
+            self.index.reserve(more, |&(_, h)| spread(h));
+            self.slots
+                .reserve_exact(self.hint.saturating_sub(self.slots.len()));
+        }
         let i = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize].val = Some(v);
+                let s = &mut self.slots[i as usize];
+                s.key = k;
+                s.val = Some(v);
                 i
             }
             None => {
                 self.slots.push(Slot {
+                    key: k,
                     val: Some(v),
                     prev: NIL,
                     next: NIL,
@@ -94,18 +150,32 @@ impl<K: Hash + Eq + Copy, T> Table<K, T> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.map.insert(k, i);
+        let h = Self::hash(&k);
+        self.index
+            .insert_unique(spread(h), (i, h), |&(_, h)| spread(h));
+        self.live += 1;
         self.link_tail(i);
         i
     }
 
-    /// Remove the entry `i` under key `k`.
-    pub(crate) fn remove(&mut self, k: &K, i: u32) -> Option<Box<T>> {
-        let v = self.slots.get_mut(i as usize)?.val.take()?;
-        self.map.remove(k);
+    /// Remove the entry `i`.
+    pub(crate) fn remove(&mut self, i: u32) -> Option<Box<T>> {
+        let s = self.slots.get_mut(i as usize)?;
+        let v = s.val.take()?;
+        let h = Self::hash(&s.key);
+        if let Ok(e) = self.index.find_entry(spread(h), |&(j, _)| j == i) {
+            e.remove();
+        }
+        self.live -= 1;
         self.unlink(i);
         self.free.push(i);
         Some(v)
+    }
+
+    /// Drop the key index at once (end of capture: every entry is about to be removed, and
+    /// [`Table::find`] is not called again until they all are). Removals then cost no lookup.
+    pub(crate) fn forget_keys(&mut self) {
+        self.index = HashTable::new();
     }
 
     /// Mark `i` most recently used.
@@ -218,7 +288,7 @@ mod tests {
         assert_eq!(order(&t), vec![0, 3, 1, 4, 2]);
         assert_eq!(t.next_cold().map(|i| *t.get(i).unwrap()), Some(3));
         // Removing the cursor's entry moves the cursor back.
-        t.remove(&0, ix[0]);
+        t.remove(ix[0]);
         assert_eq!(t.next_cold().map(|i| *t.get(i).unwrap()), Some(3));
         let j = t.insert(9, Box::new(9));
         assert_eq!(j, ix[0], "freed slots are reused");
@@ -227,7 +297,7 @@ mod tests {
         assert_eq!(t.find(&9), Some(j));
         for k in [3, 4, 1, 2, 9] {
             let i = t.find(&k).unwrap();
-            t.remove(&k, i);
+            t.remove(i);
         }
         assert_eq!((t.len(), t.oldest(), t.next_cold()), (0, None, None));
     }

@@ -99,6 +99,7 @@ fn capture_session(source: SourceKind, ring_capacity: usize) -> Run {
         source,
         xdp_mode: live::XdpMode::Auto,
         ring_capacity,
+        max_queued_events: 0,
         duration: Some(Duration::from_secs(30)),
         count: None,
         core: None,

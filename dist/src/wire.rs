@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use mrte_capture::commit::{CommitMarks, TrxEnd};
 use mrte_capture::event::{
     CloseReason, Command, CommandFlags, CommandRecord, FlowKey, Login, Param, PrepareOk, Response,
     ResponseStatus, ResultChecksum, SessionClose, SessionEvent, SessionOpen, Value,
@@ -118,6 +119,9 @@ pub struct WCommand {
     #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
     pub infile: Option<serde_bytes::ByteBuf>,
+    /// Commit marks: end (0 none, 1 commit, 2 rollback, 3 read-only), order, commits before the
+    /// request, commits before the response.
+    pub commit: (u8, u64, u64, u64),
 }
 
 /// Mirror of [`Command`].
@@ -527,6 +531,17 @@ impl Ev {
                     .infile
                     .as_ref()
                     .map(|b| serde_bytes::ByteBuf::from(b.to_vec())),
+                commit: (
+                    match c.commit.end {
+                        None => 0,
+                        Some(TrxEnd::Commit) => 1,
+                        Some(TrxEnd::Rollback) => 2,
+                        Some(TrxEnd::ReadOnly) => 3,
+                    },
+                    c.commit.order,
+                    c.commit.before_request,
+                    c.commit.before_response,
+                ),
             })),
             SessionEvent::Close(c) => Ev::Close {
                 ts_us: c.ts_us,
@@ -595,6 +610,17 @@ impl Ev {
                     },
                     raw: Bytes::from(c.raw),
                     infile: c.infile.map(|b| Bytes::from(b.into_vec())),
+                    commit: CommitMarks {
+                        end: match c.commit.0 {
+                            1 => Some(TrxEnd::Commit),
+                            2 => Some(TrxEnd::Rollback),
+                            3 => Some(TrxEnd::ReadOnly),
+                            _ => None,
+                        },
+                        order: c.commit.1,
+                        before_request: c.commit.2,
+                        before_response: c.commit.3,
+                    },
                 }))
             }
             Ev::Close { ts_us, reason } => SessionEvent::Close(SessionClose {
@@ -716,6 +742,12 @@ mod tests {
                 },
                 raw: Bytes::from_static(b"\x17\x01\x00\x00\x00"),
                 infile: Some(Bytes::from_static(b"a,b\n")),
+                commit: CommitMarks {
+                    end: Some(TrxEnd::Commit),
+                    order: 3,
+                    before_request: 1,
+                    before_response: 2,
+                },
             })),
             SessionEvent::Close(SessionClose {
                 ts_us: 9,

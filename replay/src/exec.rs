@@ -1,4 +1,4 @@
-//! The executor (`--conn wire`): one task per captured session that runs a [`Planner`] and
+//! The executor: one task per captured session that runs a [`Planner`] and
 //! carries out its [`Action`]s on a [`WireConn`], with the engine's pacing, lag, reconnect
 //! backoff, `--target-timeout`, panic containment and counters.
 //!
@@ -30,7 +30,6 @@
 //! reply's result checksum, which the report compares with prod's).
 
 use std::collections::VecDeque;
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,49 +38,18 @@ use mrte_capture::event::{ResponseStatus, SessionEvent};
 use mrte_capture::ring::SessionStream;
 use tokio::sync::watch;
 
-use super::{bump, wait_shutdown, Ctx, EngineStats};
+use crate::engine::{bump, wait_shutdown, Ctx, EngineStats};
 use crate::filter::SkipReason;
 use crate::pacing::{lag_us, Pacing, SessionClock};
 use crate::plan::{Action, ChangeUserPlan, CmdInfo, Origin, PlanConfig, Planner};
 use crate::resilience::{CatchUnwind, ProdState};
+use crate::sync::Settled;
 use crate::wire::{Reply, WireConn, WireError};
 use crate::{Outcome, TestResponse};
 
 #[path = "exec_connect.rs"]
 mod connect;
 use connect::is_unreachable;
-
-/// Which connection replays the sessions (`--conn`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ConnKind {
-    /// mysql_async (the engine's own session task).
-    MysqlAsync,
-    /// The planner and the wire connection (this module).
-    #[default]
-    Wire,
-}
-
-impl ConnKind {
-    /// Its name on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnKind::MysqlAsync => "mysql-async",
-            ConnKind::Wire => "wire",
-        }
-    }
-}
-
-impl FromStr for ConnKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "wire" => Ok(ConnKind::Wire),
-            "mysql-async" | "mysql_async" => Ok(ConnKind::MysqlAsync),
-            o => Err(format!("unknown connection {o:?} (wire, mysql-async)")),
-        }
-    }
-}
 
 /// A command's fate when it got no answer.
 #[derive(Clone, Debug)]
@@ -139,10 +107,12 @@ struct Exec {
     /// Capture time the previous command's prod response ended.
     prev_end_us: u64,
     stats: EngineStats,
+    /// Commits taken and not settled on the gate yet: (seq, global order).
+    owed: VecDeque<(u64, u64)>,
 }
 
-/// The session task of `--conn wire` (called by the engine's session task).
-pub(super) async fn session_task(
+/// A session's task (called by the engine's session task).
+pub(crate) async fn session_task(
     ctx: Arc<Ctx>,
     mut stream: SessionStream,
     mut sd: watch::Receiver<bool>,
@@ -328,11 +298,13 @@ impl Exec {
             lag,
             prev_end_us: 0,
             stats,
+            owed: VecDeque::new(),
             ctx,
         }
     }
 
     fn finish(mut self) {
+        self.settle_all();
         if self.stats.replayed + self.stats.replayed_no_response > 0 {
             self.stats.sessions_replayed = 1;
         }
@@ -429,6 +401,25 @@ impl Exec {
                 self.record_lag(lag_us(due, Instant::now()));
             } else if self.ctx.cfg.pacing == Pacing::Live {
                 self.record_lag(now_us().saturating_sub(rec.ts_us));
+            }
+            if let Some(gate) = self.ctx.sync.clone() {
+                if rec.commit.order > 0 {
+                    gate.note_commit();
+                    self.owed.push_back((rec.seq, rec.commit.order));
+                }
+                let w = gate.watermark(&rec.commit);
+                if !gate.ready(w) {
+                    // Our own commits must be read before we wait for others'.
+                    self.drain().await;
+                    tokio::select! {
+                        biased;
+                        _ = wait_shutdown(sd) => {
+                            self.skip(SkipReason::Shutdown);
+                            return true;
+                        }
+                        _ = gate.wait(w, self.id, rec.seq) => {}
+                    }
+                }
             }
             true
         } else {
@@ -553,7 +544,10 @@ impl Exec {
             }
             Action::ChangeUser(cu) => self.change_user(cu).await,
             Action::Disconnect => self.close().await,
-            Action::Skip { reason, .. } => self.skip(reason),
+            Action::Skip { reason, seq, .. } => {
+                self.skip(reason);
+                self.settle(seq, Settled::GivenUp);
+            }
             Action::Lose { cmd, reason } => self.fail(&cmd, Fail::Lost(reason.as_str().into())),
         }
     }
@@ -711,6 +705,7 @@ impl Exec {
         if c.prod.status == ResponseStatus::Err {
             self.stats.prod_errors += 1;
         }
+        self.settle(c.seq, Settled::Replied);
         // The wire reply carries the result checksum: the report compares it with prod's.
         let mut test = r.to_test_response();
         test.latency_us = latency_us;
@@ -719,6 +714,7 @@ impl Exec {
 
     /// A command without an answer.
     fn fail(&mut self, c: &CmdInfo, f: Fail) {
+        self.settle(c.seq, Settled::GivenUp);
         let reason = match f {
             Fail::Lost(r) => {
                 self.lose(r.split(':').next().unwrap_or("lost"));
@@ -734,6 +730,25 @@ impl Exec {
             }
         };
         self.emit(c, None, Some(reason));
+    }
+
+    /// The command `seq` of this session is settled: if it was a prod commit, the gate knows.
+    fn settle(&mut self, seq: u64, how: Settled) {
+        let Some(i) = self.owed.iter().position(|&(s, _)| s == seq) else {
+            return;
+        };
+        if let (Some((_, k)), Some(g)) = (self.owed.remove(i), self.ctx.sync.as_ref()) {
+            g.settle(k, how);
+        }
+    }
+
+    /// The session ends: commits it never settled will not come.
+    fn settle_all(&mut self) {
+        for (_, k) in std::mem::take(&mut self.owed) {
+            if let Some(g) = self.ctx.sync.as_ref() {
+                g.settle(k, Settled::GivenUp);
+            }
+        }
     }
 
     fn emit(&mut self, c: &CmdInfo, test: Option<TestResponse>, failure: Option<String>) {

@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::super::bump;
 use super::{Exec, Fail};
+use crate::engine::bump;
 use crate::plan::ConnectPlan;
 use crate::resilience::ProdState;
 use crate::wire::{ConnectParams, WireConn, WireError};

@@ -1,8 +1,9 @@
 //! Replay side of mrte: drains per-session rings, replays each session on its own connection to the
 //! test server, and compares production with test latency, errors and row counts.
 //!
-//! - [`engine`]: tokio workers, one test-server connection per captured session, mapping, filters,
-//!   safety classification, pacing, reconnects.
+//! - [`engine`]: tokio workers, one test-server connection per captured session (the executor:
+//!   the sans-IO [`plan`]ner carried out on mrte's own [`wire`] connection), mapping, filters,
+//!   safety classification, pacing, reconnects; counters in [`engine::EngineStats`].
 //!   Its parts: [`target`] (DSN, user/db maps, prod processlist lookup), [`filter`] (filters,
 //!   sampling, safety rules, skip reasons), [`classify`] (read-only / write / dangerous SQL
 //!   classifier), [`pacing`] (live/offline schedule and lag).
@@ -13,6 +14,7 @@ pub mod accounting;
 pub mod classify;
 pub mod compare;
 pub mod engine;
+mod exec;
 pub mod filter;
 pub mod pacing;
 pub mod plan;
@@ -20,6 +22,7 @@ pub mod report;
 pub mod report_merge;
 pub mod resilience;
 pub mod results;
+pub mod sync;
 pub mod target;
 pub mod wire;
 

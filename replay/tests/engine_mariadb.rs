@@ -295,7 +295,7 @@ async fn prepared_statements_round_trip_every_parameter_type() {
             cmd(
                 0,
                 Command::StmtPrepare {
-                    sql: insert.as_bytes().into(),
+                    sql: bytes::Bytes::copy_from_slice(insert.as_bytes()),
                 },
                 prepare_ok(7, 12),
             ),

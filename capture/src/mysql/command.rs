@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+
 use crate::event::{Command, Param, Value};
 use crate::mysql::consts::caps::{
     PLUGIN_AUTH as CLIENT_PLUGIN_AUTH, QUERY_ATTRIBUTES as CLIENT_QUERY_ATTRIBUTES,
@@ -43,7 +45,7 @@ pub struct StmtInfo {
     /// Parameter types (type, unsigned) of the last execute that sent them.
     pub param_types: Vec<(u8, bool)>,
     /// The PREPARE text, if seen.
-    pub sql: Option<Box<[u8]>>,
+    pub sql: Option<Bytes>,
 }
 
 /// Prepared statements of one connection, by server-assigned id.
@@ -57,7 +59,7 @@ pub struct StmtTable {
 
 impl StmtTable {
     /// Remember a statement from its PREPARE text and PREPARE_OK.
-    pub fn on_prepare_ok(&mut self, stmt_id: u32, num_params: u16, sql: Option<Box<[u8]>>) {
+    pub fn on_prepare_ok(&mut self, stmt_id: u32, num_params: u16, sql: Option<Bytes>) {
         self.last_prepared = Some(stmt_id);
         self.stmts.insert(
             stmt_id,
@@ -124,12 +126,22 @@ pub fn parse_command(
     caps: u32,
     stmts: &mut StmtTable,
 ) -> Result<Command, CommandError> {
+    parse_command_shared(&Bytes::copy_from_slice(payload), caps, stmts)
+}
+
+/// [`parse_command`] of a payload already in a [`Bytes`]: statement texts are slices of it.
+pub fn parse_command_shared(
+    raw: &Bytes,
+    caps: u32,
+    stmts: &mut StmtTable,
+) -> Result<Command, CommandError> {
+    let payload = &raw[..];
     let (&code, body) = payload.split_first().ok_or(CommandError::Empty)?;
     let mut r = Reader::new(body);
     Ok(match code {
         com::QUIT => Command::Quit,
         com::INIT_DB => Command::InitDb { schema: text(body) },
-        com::QUERY => parse_query(body, caps)?,
+        com::QUERY => parse_query(raw, body, caps)?,
         com::FIELD_LIST => {
             let table = text(r.nul_str());
             Command::FieldList {
@@ -145,7 +157,9 @@ pub fn parse_command(
         com::CHANGE_USER => parse_change_user(body, caps)?,
         com::BINLOG_DUMP => Command::BinlogDump { gtid: false },
         com::BINLOG_DUMP_GTID => Command::BinlogDump { gtid: true },
-        com::STMT_PREPARE => Command::StmtPrepare { sql: body.into() },
+        com::STMT_PREPARE => Command::StmtPrepare {
+            sql: raw.slice(1..),
+        },
         com::STMT_EXECUTE => parse_execute(body, caps, stmts)?,
         com::STMT_SEND_LONG_DATA => {
             let stmt_id = r.u32("COM_STMT_SEND_LONG_DATA")?;
@@ -188,10 +202,10 @@ pub fn parse_command(
     })
 }
 
-fn parse_query(body: &[u8], caps: u32) -> Result<Command, CommandError> {
+fn parse_query(raw: &Bytes, body: &[u8], caps: u32) -> Result<Command, CommandError> {
     if caps & CLIENT_QUERY_ATTRIBUTES == 0 {
         return Ok(Command::Query {
-            sql: body.into(),
+            sql: raw.slice(1..),
             attributes: Vec::new(),
         });
     }
@@ -226,7 +240,7 @@ fn parse_query(body: &[u8], caps: u32) -> Result<Command, CommandError> {
         }
     }
     Ok(Command::Query {
-        sql: r.rest().into(),
+        sql: raw.slice_ref(r.rest()),
         attributes,
     })
 }
@@ -255,11 +269,12 @@ fn parse_change_user(body: &[u8], caps: u32) -> Result<Command, CommandError> {
     })
 }
 
-/// Decoded parameters and the (type, unsigned) list they used.
-type Decoded = (Vec<Param>, Vec<(u8, bool)>);
+/// Decoded parameters, and whether the execute sent their types (else the remembered ones were
+/// used); each parameter carries its (type, unsigned).
+type Decoded = (Vec<Param>, bool);
 
 /// Decode the parameter block of an execute for exactly `n` parameters; `Ok(None)` if `known`
-/// types are needed but absent.
+/// types are needed but absent. Types sent with the execute are read in place (no copy).
 fn decode_params(
     r: &mut Reader<'_>,
     n: usize,
@@ -268,31 +283,38 @@ fn decode_params(
     long: &[(u16, Vec<u8>)],
 ) -> Result<Option<Decoded>, CommandError> {
     if n == 0 {
-        return Ok(Some((Vec::new(), Vec::new())));
+        return Ok(Some((Vec::new(), false)));
     }
     let bitmap = r.take(n.div_ceil(8), "COM_STMT_EXECUTE null bitmap")?;
     let bound = r.u8("COM_STMT_EXECUTE new params bound flag")?;
-    let types_now: Vec<(u8, bool)> = if bound == 1 {
-        let mut t = Vec::with_capacity(n);
-        for _ in 0..n {
-            let ty = r.u8("param type")?;
-            let flags = r.u8("param flags")?;
-            if caps & CLIENT_QUERY_ATTRIBUTES != 0 {
-                r.lenenc_bytes("param name")?;
-            }
-            t.push((ty, flags & 0x80 != 0));
+    let names = caps & CLIENT_QUERY_ATTRIBUTES != 0;
+    let read_type = |t: &mut Reader<'_>| -> Result<(u8, bool), CommandError> {
+        let ty = t.u8("param type")?;
+        let flags = t.u8("param flags")?;
+        if names {
+            t.lenenc_bytes("param name")?;
         }
-        t
+        Ok((ty, flags & 0x80 != 0))
+    };
+    let mut sent = None;
+    if bound == 1 {
+        sent = Some(*r);
+        for _ in 0..n {
+            read_type(r)?;
+        }
     } else if bound == 0 {
         if known.len() != n {
             return Ok(None);
         }
-        known.to_vec()
     } else {
         return Err(CommandError::Invalid("new params bound flag"));
-    };
+    }
     let mut params = Vec::with_capacity(n);
-    for (i, &(ty, unsigned)) in types_now.iter().enumerate() {
+    for i in 0..n {
+        let (ty, unsigned) = match sent.as_mut() {
+            Some(t) => read_type(t)?,
+            None => known[i],
+        };
         let value = if bitmap[i / 8] & (1 << (i % 8)) != 0 || ty == types::NULL {
             Value::Null
         } else if let Some((_, d)) = long.iter().find(|(p, _)| usize::from(*p) == i) {
@@ -306,7 +328,14 @@ fn decode_params(
             value,
         });
     }
-    Ok(Some((params, types_now)))
+    Ok(Some((params, sent.is_some())))
+}
+
+/// Remember the parameter types `params` were sent with (in place: no allocation once the
+/// statement's list has room).
+fn remember_types(into: &mut Vec<(u8, bool)>, params: &[Param]) {
+    into.clear();
+    into.extend(params.iter().map(|p| (p.column_type, p.unsigned)));
 }
 
 fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Command, CommandError> {
@@ -319,63 +348,61 @@ fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Comman
     if caps & CLIENT_QUERY_ATTRIBUTES != 0 && flags & 0x08 == 0 {
         caps_eff &= !CLIENT_QUERY_ATTRIBUTES;
     }
-    let info = stmts.stmts.get(&key).cloned();
-    let long = stmts.long_data.remove(&key).unwrap_or_default();
-    let (num, known) = match &info {
-        Some(i) => (i.num_params, i.param_types.clone()),
-        None => (None, Vec::new()),
+    // Only statements that sent long data have an entry: no map probe otherwise.
+    let long = if stmts.long_data.is_empty() {
+        Vec::new()
+    } else {
+        stmts.long_data.remove(&key).unwrap_or_default()
     };
     let mut result = None;
-    if let Some(n) = num {
-        let n = usize::from(n);
+    if let Some(info) = stmts.stmts.get_mut(&key).filter(|i| i.num_params.is_some()) {
+        let n = usize::from(info.num_params.unwrap_or_default());
         let mut rr = r;
         if caps_eff & CLIENT_QUERY_ATTRIBUTES != 0 && n > 0 {
             rr.lenenc_int("parameter count")?;
         }
-        result = decode_params(&mut rr, n, caps_eff, &known, &long)?;
+        if let Some((params, sent)) = decode_params(&mut rr, n, caps_eff, &info.param_types, &long)? {
+            if sent {
+                remember_types(&mut info.param_types, &params);
+            }
+            result = Some(params);
+        }
     } else {
-        let mut found: Option<(usize, Decoded)> = None;
+        let mut found: Option<(usize, Vec<Param>)> = None;
         let mut ambiguous = false;
         for n in 0..=body.len().min(512) {
             let mut rr = r;
-            if let Ok(Some((p, t))) = decode_params(&mut rr, n, caps_eff, &[], &long) {
+            if let Ok(Some((p, _))) = decode_params(&mut rr, n, caps_eff, &[], &long) {
                 if rr.remaining() == 0 && (n > 0 || r.remaining() == 0) {
                     if found.is_some() {
                         ambiguous = true;
                         break;
                     }
-                    found = Some((n, (p, t)));
+                    found = Some((n, p));
                 }
             }
         }
-        if let (Some((n, (p, t))), false) = (found, ambiguous) {
+        if let (Some((n, p)), false) = (found, ambiguous) {
             let e = stmts.stmts.entry(key).or_default();
             e.num_params = Some(n as u16);
-            e.param_types = t.clone();
-            result = Some((p, t));
+            remember_types(&mut e.param_types, &p);
+            result = Some(p);
         }
     }
-    match result {
-        Some((params, t)) => {
-            if !t.is_empty() {
-                if let Some(e) = stmts.stmts.get_mut(&key) {
-                    e.param_types = t;
-                }
-            }
-            Ok(Command::StmtExecute {
-                stmt_id,
-                flags,
-                params,
-                params_unknown: false,
-            })
-        }
-        None => Ok(Command::StmtExecute {
+    Ok(match result {
+        Some(params) => Command::StmtExecute {
+            stmt_id,
+            flags,
+            params,
+            params_unknown: false,
+        },
+        None => Command::StmtExecute {
             stmt_id,
             flags,
             params: Vec::new(),
             params_unknown: true,
-        }),
-    }
+        },
+    })
 }
 
 /// Encode a COM_STMT_EXECUTE payload (with types sent) for `params`; the inverse of parsing.

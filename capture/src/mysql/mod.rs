@@ -170,6 +170,8 @@ struct Proto {
     after_gap: bool,
     enable_compress: bool,
     max_command: usize,
+    /// Transaction state for commit points (issue 11).
+    trx: crate::commit::TrxTracker,
 }
 
 /// Decoder state for one connection.
@@ -240,6 +242,7 @@ impl Connection {
                 after_gap: false,
                 enable_compress: false,
                 max_command: cfg.max_command_bytes,
+                trx: crate::commit::TrxTracker::new(midstream),
             },
         }
     }

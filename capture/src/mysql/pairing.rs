@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::command::parse_command;
+use super::command::parse_command_shared;
 use super::consts::{caps, com};
 use super::response::{Expect, ResponseReader, Step};
 use super::{use_statement, Anomaly, ConnEvent, Packet, Proto};
+use crate::commit::CommitMarks;
 use crate::event::{Command, CommandFlags, CommandRecord, Response, ResponseStatus};
 
 /// Most commands outstanding at once, and most payload bytes they may hold (a capture that sees
@@ -272,16 +273,16 @@ impl Proto {
         let command = if flags.too_large {
             match code {
                 com::QUERY => Command::Query {
-                    sql: Box::default(),
+                    sql: Bytes::new(),
                     attributes: Vec::new(),
                 },
                 com::STMT_PREPARE => Command::StmtPrepare {
-                    sql: Box::default(),
+                    sql: Bytes::new(),
                 },
                 _ => Command::Unknown { code, len },
             }
         } else {
-            match parse_command(&raw, self.caps, &mut self.stmts) {
+            match parse_command_shared(&raw, self.caps, &mut self.stmts) {
                 Ok(c) => c,
                 Err(_) => {
                     self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
@@ -296,6 +297,13 @@ impl Proto {
                 self.emit(ConnEvent::Anomaly(Anomaly::UnknownCommand(code)));
             }
         }
+        let prepared = match &command {
+            Command::StmtExecute { stmt_id, .. } => {
+                self.stmts.get(*stmt_id).and_then(|s| s.sql.as_deref())
+            }
+            _ => None,
+        };
+        let end = self.trx.observe(&command, prepared, &response);
         let rec = CommandRecord {
             seq,
             ts_us: sent_us,
@@ -306,6 +314,10 @@ impl Proto {
             flags,
             raw,
             infile: infile.map(Bytes::from),
+            commit: CommitMarks {
+                end,
+                ..CommitMarks::default()
+            },
         };
         if rec.response.status == ResponseStatus::Ok {
             self.apply(&rec);

@@ -1,26 +1,37 @@
 //! Live capture: capture threads that each own a [`Pipeline`] and a [`RingSink`], fed by AF_XDP
 //! (one socket and one pinned thread per RX queue, sockets from `xdp`) or by libpcap (the
-//! fallback, one thread), with counters published for live readers every 100 ms and kernel drops
-//! taken from the sockets' statistics. With several queues, a connection seen on more than one is
+//! fallback, one thread). Both are [`FrameSource`]s run by the one loop of [`frames`]
+//! ([`run_capture`], [`run_record`]), which publishes counters every 100 ms and re-binds a
+//! source whose interface went away. With several queues, a connection seen on more than one is
 //! counted (`multi_queue_sessions`); `record` writes a pcap from one queue or from libpcap.
 //!
 //! It does not replay or print anything; consumers take [`SessionStream`]s from
 //! [`LiveHandle::sessions`].
 
+#[cfg(feature = "xdp")]
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(feature = "xdp")]
+use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "xdp")]
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
 use crate::net::LinkType;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::ring::{RingSink, SessionStream};
+use crate::source::frames::{
+    self, run_capture, run_record, FrameSource, Limits, RecordError, SourceCounters, SourceLost,
+};
 use crate::source::pcap::PcapFileWriter;
 use crate::stats::{LiveStats, Stats};
+
+pub use crate::source::frames::XdpMode;
 
 /// Which packet source to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,21 +42,6 @@ pub enum SourceKind {
     Xdp,
     /// libpcap only.
     Pcap,
-}
-
-/// Which XDP attach mode to ask for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum XdpMode {
-    /// Zero-copy driver mode, else driver copy mode, else generic mode (generic first on a
-    /// virtual interface).
-    #[default]
-    Auto,
-    /// Driver mode, zero-copy only.
-    ZeroCopy,
-    /// Driver mode, copy.
-    Driver,
-    /// Generic (SKB) mode.
-    Skb,
 }
 
 /// Live capture settings.
@@ -61,6 +57,8 @@ pub struct LiveConfig {
     pub xdp_mode: XdpMode,
     /// Events per session ring.
     pub ring_capacity: usize,
+    /// Most events queued over all rings (`RingSink::set_queue_limit`; 0: no bound).
+    pub max_queued_events: usize,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop after this many frames.
@@ -176,36 +174,80 @@ fn open_pcap(cfg: &LiveConfig) -> Result<(pcap::Capture<pcap::Active>, LinkType)
     Ok((cap, link))
 }
 
-/// How long a libpcap capture whose interface went away tries to open it again.
-const REBIND_FOR: Duration = Duration::from_secs(30);
+/// libpcap on the live interface as a [`FrameSource`] (re-opened after a loss).
+struct PcapLive<'a> {
+    cfg: &'a LiveConfig,
+    cap: pcap::Capture<pcap::Active>,
+    link: LinkType,
+    /// Counters of the handles before the last re-open.
+    carried: SourceCounters,
+    now: SourceCounters,
+}
 
-/// After a libpcap error (interface deleted, driver reset): open the interface again, every
-/// 250 ms for up to [`REBIND_FOR`] or until `stop`; `None` when it could not.
-fn rebind_pcap(
-    cfg: &LiveConfig,
-    stop: &AtomicBool,
-    e: &pcap::Error,
-) -> Option<(pcap::Capture<pcap::Active>, LinkType)> {
-    tracing::warn!(
-        "libpcap on {}: {e}; re-opening the interface for up to {REBIND_FOR:?}",
-        cfg.iface
-    );
-    let until = Instant::now() + REBIND_FOR;
-    while Instant::now() < until && !stop.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(250));
-        match open_pcap(cfg) {
-            Ok(c) => {
-                tracing::warn!("libpcap on {}: re-bound, capturing again", cfg.iface);
-                return Some(c);
-            }
-            Err(err) => tracing::debug!("re-bind {}: {err}", cfg.iface),
-        }
+impl<'a> PcapLive<'a> {
+    fn open(cfg: &'a LiveConfig) -> Result<Self, LiveError> {
+        let (cap, link) = open_pcap(cfg)?;
+        Ok(Self {
+            cfg,
+            cap,
+            link,
+            carried: SourceCounters::default(),
+            now: SourceCounters::default(),
+        })
     }
-    tracing::error!(
-        "libpcap on {}: {e}; could not re-open it within {REBIND_FOR:?}: capture stops",
-        cfg.iface
-    );
-    None
+}
+
+impl FrameSource for PcapLive<'_> {
+    fn link(&self) -> LinkType {
+        self.link
+    }
+
+    fn next_batch<F: FnMut(&[u8], u64)>(&mut self, mut f: F) -> Result<usize, SourceLost> {
+        let mut n = 0;
+        while n < 256 {
+            match self.cap.next_packet() {
+                Ok(pkt) => {
+                    let ts = pkt.header.ts.tv_sec as u64 * 1_000_000 + pkt.header.ts.tv_usec as u64;
+                    f(pkt.data, ts);
+                    n += 1;
+                }
+                Err(pcap::Error::TimeoutExpired) => {
+                    if n == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    break;
+                }
+                Err(e) => return Err(SourceLost(format!("libpcap: {e}"))),
+            }
+        }
+        Ok(n)
+    }
+
+    fn poll(&mut self) -> Result<SourceCounters, SourceLost> {
+        if let Ok(s) = self.cap.stats() {
+            self.now.kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);
+        }
+        Ok(self.carried.plus(self.now))
+    }
+
+    fn reopen(&mut self) -> Result<(), String> {
+        let (cap, link) = open_pcap(self.cfg).map_err(|e| e.to_string())?;
+        self.carried = self.carried.plus(self.now);
+        self.now = SourceCounters::default();
+        (self.cap, self.link) = (cap, link);
+        Ok(())
+    }
+
+    fn iface(&self) -> &str {
+        &self.cfg.iface
+    }
+}
+
+fn limits(cfg: &LiveConfig) -> Limits {
+    Limits {
+        duration: cfg.duration,
+        count: cfg.count,
+    }
 }
 
 fn pin(core: Option<usize>) {
@@ -228,9 +270,10 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
             Err(e) => format!("libpcap, because AF_XDP did not bind: {e}"),
         },
     };
-    let (mut cap, mut link) = open_pcap(&cfg)?;
+    let (cap, link) = open_pcap(&cfg)?;
     let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
     sink.set_memory_budget(cfg.pipeline.max_memory);
+    sink.set_queue_limit(cfg.max_queued_events);
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
@@ -239,58 +282,34 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
         .name("mrte-capture".into())
         .spawn(move || {
             pin(cfg.core);
+            let mut src = PcapLive {
+                cfg: &cfg,
+                cap,
+                link,
+                carried: SourceCounters::default(),
+                now: SourceCounters::default(),
+            };
             let mut p = Pipeline::new(cfg.pipeline.clone());
-            let started = Instant::now();
-            let mut last_pub = Instant::now();
-            let mut last_ts = 0;
-            let mut frames = 0u64;
-            loop {
-                if stop2.load(Ordering::Acquire)
-                    || cfg.duration.is_some_and(|d| started.elapsed() >= d)
-                    || cfg.count.is_some_and(|n| frames >= n)
-                {
-                    break;
-                }
-                match cap.next_packet() {
-                    Ok(pkt) => {
-                        let ts =
-                            pkt.header.ts.tv_sec as u64 * 1_000_000 + pkt.header.ts.tv_usec as u64;
-                        last_ts = ts;
-                        frames += 1;
-                        p.handle_frame(link, pkt.data, ts, &mut sink);
-                    }
-                    Err(pcap::Error::TimeoutExpired) => {
-                        std::thread::sleep(Duration::from_micros(200))
-                    }
-                    Err(e) => match rebind_pcap(&cfg, &stop2, &e) {
-                        Some((c, l)) => (cap, link) = (c, l),
-                        None => break,
-                    },
-                }
-                if last_pub.elapsed() >= Duration::from_millis(100) {
-                    last_pub = Instant::now();
-                    if let Ok(s) = cap.stats() {
-                        p.stats_mut().kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);
-                    }
+            let st = run_capture(
+                &mut src,
+                &mut p,
+                &mut sink,
+                limits(&cfg),
+                &stop2,
+                |st, sink: &RingSink| {
                     let r = sink.stats();
-                    p.stats_mut().ring_drops = r.dropped_events;
-                    p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
-                    live2.publish(p.stats());
-                }
-            }
-            if let Ok(s) = cap.stats() {
-                p.stats_mut().kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);
-            }
-            let now_us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(last_ts, |d| d.as_micros() as u64);
-            p.finish(now_us.max(last_ts), &mut sink);
+                    st.ring_drops = r.dropped_events;
+                    st.ring_overflow_sessions = r.overflowed_sessions;
+                    live2.publish(st);
+                },
+            );
             sink.close_all();
+            let mut st = st;
             let r = sink.stats();
-            p.stats_mut().ring_drops = r.dropped_events;
-            p.stats_mut().ring_overflow_sessions = r.overflowed_sessions;
-            live2.publish(p.stats());
-            Ok(p.stats().clone())
+            st.ring_drops = r.dropped_events;
+            st.ring_overflow_sessions = r.overflowed_sessions;
+            live2.publish(&st);
+            Ok(st)
         })
         .map_err(|_| LiveError::Panicked)?;
     tracing::info!("capture source on {iface}: {note}");
@@ -311,13 +330,104 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     })
 }
 
-/// Copy the AF_XDP socket's and XDP program's counters into `st`.
+/// One AF_XDP RX queue as a [`FrameSource`]. With one queue, a lost interface is bound again
+/// (new socket, program attached again); with several, the queues share one program, and a
+/// loss stops capture with that said.
 #[cfg(feature = "xdp")]
-fn xdp_counters(src: &mut crate::source::xdp::XdpSource, st: &mut Stats) {
-    st.kernel_drops = src.drops();
-    let c = src.program_counters();
-    st.filtered_in_kernel = c.passed;
-    st.untimed_frames = c.untimed;
+struct XdpQueue<'a> {
+    cfg: &'a LiveConfig,
+    queue: u32,
+    src: Option<crate::source::xdp::XdpSource>,
+    ifindex: i32,
+    /// The program's counters cover every queue: queue 0 reports them.
+    program: bool,
+    carried: SourceCounters,
+    now: SourceCounters,
+    last_clock: Instant,
+}
+
+#[cfg(feature = "xdp")]
+impl<'a> XdpQueue<'a> {
+    fn new(cfg: &'a LiveConfig, queue: u32, src: crate::source::xdp::XdpSource) -> Self {
+        Self {
+            cfg,
+            queue,
+            ifindex: src.ifindex(),
+            src: Some(src),
+            program: queue == 0,
+            carried: SourceCounters::default(),
+            now: SourceCounters::default(),
+            last_clock: Instant::now(),
+        }
+    }
+}
+
+#[cfg(feature = "xdp")]
+impl FrameSource for XdpQueue<'_> {
+    fn link(&self) -> LinkType {
+        LinkType::Ethernet
+    }
+
+    fn next_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, SourceLost> {
+        let Some(src) = self.src.as_mut() else {
+            return Err(SourceLost("no socket".into()));
+        };
+        src.recv_batch(f)
+            .map_err(|e| SourceLost(format!("AF_XDP queue {}: {e}", self.queue)))
+    }
+
+    fn poll(&mut self) -> Result<SourceCounters, SourceLost> {
+        let Some(src) = self.src.as_mut() else {
+            return Err(SourceLost("no socket".into()));
+        };
+        if self.last_clock.elapsed() >= Duration::from_secs(1) {
+            self.last_clock = Instant::now();
+            src.refresh_clock();
+        }
+        self.now.kernel_drops = src.drops();
+        if self.program {
+            let c = src.program_counters();
+            self.now.filtered_in_kernel = c.passed;
+            self.now.untimed_frames = c.untimed;
+        }
+        let total = self.carried.plus(self.now);
+        // A deleted interface leaves the socket bound to nothing: no error, no frames.
+        match crate::source::xdp::ifindex_of(&self.cfg.iface) {
+            Ok(i) if i == self.ifindex => Ok(total),
+            Ok(_) => Err(SourceLost(format!(
+                "AF_XDP: {} was deleted and created again",
+                self.cfg.iface
+            ))),
+            Err(_) => Err(SourceLost(format!("AF_XDP: {} went away", self.cfg.iface))),
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), String> {
+        use crate::source::xdp::XdpSource;
+        if self.cfg.queues > 1 {
+            return Err(format!(
+                "{} RX queues share one XDP program and are not re-bound one by one; restart mrte",
+                self.cfg.queues
+            ));
+        }
+        if self.src.take().is_some() {
+            self.carried = self.carried.plus(self.now);
+            self.now = SourceCounters::default();
+        }
+        let cfg = self.cfg;
+        let mut s = XdpSource::open(&cfg.iface, self.queue, cfg.xdp_mode, &cfg.pipeline.ports)?;
+        if cfg.busy_poll_usecs > 0 {
+            s.set_busy_poll(cfg.busy_poll_usecs, 64)
+                .map_err(|e| format!("busy polling: {e}"))?;
+        }
+        self.ifindex = s.ifindex();
+        self.src = Some(s);
+        Ok(())
+    }
+
+    fn iface(&self) -> &str {
+        &self.cfg.iface
+    }
 }
 
 /// AF_XDP on RX queue 0 with mrte's XDP program, in the configured attach mode.
@@ -367,6 +477,7 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
             let shared = Arc::new(QueueShared {
                 slots: Mutex::new(vec![Stats::default(); nq as usize]),
                 map: Mutex::new(HashMap::new()),
+                commits: Default::default(),
             });
             let mut others = Vec::new();
             for (i, src) in sources.drain(1..).enumerate() {
@@ -436,6 +547,8 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
 struct QueueShared {
     slots: Mutex<Vec<Stats>>,
     map: Mutex<HashMap<crate::event::FlowKey, (u32, bool)>>,
+    /// One commit order across the queues' pipelines (issue 11).
+    commits: crate::commit::SharedCommitClock,
 }
 
 #[cfg(feature = "xdp")]
@@ -504,7 +617,7 @@ impl crate::event::EventSink for QueueSink<'_> {
 /// rings, until stopped; returns its counters.
 #[cfg(feature = "xdp")]
 fn run_xdp_queue(
-    mut src: crate::source::xdp::XdpSource,
+    src: crate::source::xdp::XdpSource,
     q: u32,
     cfg: &LiveConfig,
     tx: crossbeam_channel::Sender<SessionStream>,
@@ -515,6 +628,7 @@ fn run_xdp_queue(
     let nq = cfg.queues.max(1);
     let mut ring = RingSink::with_sender(cfg.ring_capacity, tx);
     ring.set_memory_budget(cfg.pipeline.max_memory / nq as usize);
+    ring.set_queue_limit(cfg.max_queued_events.div_ceil(nq as usize));
     let mut sink = QueueSink {
         ring,
         queue: q,
@@ -524,59 +638,28 @@ fn run_xdp_queue(
     };
     let mut p = Pipeline::new(cfg.pipeline.clone());
     p.set_session_ids(u64::from(q) + 1, u64::from(nq));
-    let started = Instant::now();
-    let mut last_pub = Instant::now();
-    let mut last_clock = Instant::now();
-    let mut frames = 0u64;
-    let link = LinkType::Ethernet;
-    let counters = |src: &mut crate::source::xdp::XdpSource, st: &mut Stats, sink: &QueueSink| {
-        // The program's counters cover every queue: queue 0's thread reports them.
-        if q == 0 {
-            xdp_counters(src, st);
-        } else {
-            st.kernel_drops = src.drops();
-        }
+    p.set_commit_clock(shared.commits.clone());
+    let mut src = XdpQueue::new(cfg, q, src);
+    let ring_counters = |st: &mut Stats, sink: &QueueSink| {
         let r = sink.ring.stats();
         st.ring_drops = r.dropped_events;
         st.ring_overflow_sessions = r.overflowed_sessions;
         st.multi_queue_sessions = sink.multi;
     };
-    while !stop.load(Ordering::Acquire)
-        && cfg.duration.is_none_or(|d| started.elapsed() < d)
-        && cfg.count.is_none_or(|n| frames < n)
-    {
-        let r = src.recv_batch(|f, ts| {
-            frames += 1;
-            p.handle_frame(link, f, ts, &mut sink);
-        });
-        if let Err(e) = r {
-            tracing::error!("AF_XDP on {} queue {q}: {e}", cfg.iface);
-            break;
+    let mut st = run_capture(&mut src, &mut p, &mut sink, limits(cfg), stop, |st, sink| {
+        ring_counters(st, sink);
+        if nq == 1 {
+            live.publish(st);
+        } else {
+            shared.publish(q, st, live);
         }
-        if last_pub.elapsed() >= Duration::from_millis(100) {
-            last_pub = Instant::now();
-            if last_clock.elapsed() >= Duration::from_secs(1) {
-                last_clock = last_pub;
-                src.refresh_clock();
-            }
-            counters(&mut src, p.stats_mut(), &sink);
-            if nq == 1 {
-                live.publish(p.stats());
-            } else {
-                shared.publish(q, p.stats(), live);
-            }
-        }
-    }
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    p.finish(now_us, &mut sink);
+    });
     sink.ring.close_all();
-    counters(&mut src, p.stats_mut(), &sink);
+    ring_counters(&mut st, &sink);
     if nq > 1 {
-        shared.publish(q, p.stats(), live);
+        shared.publish(q, &st, live);
     }
-    p.stats().clone()
+    st
 }
 
 /// Counters of `mrte record`.
@@ -614,48 +697,40 @@ pub fn record(
             Err(e) => format!("libpcap, because AF_XDP did not bind: {e}"),
         },
     };
-    let (mut cap, link) = open_pcap(cfg)?;
+    let mut src = PcapLive::open(cfg)?;
     tracing::info!("recording {} to {} with {note}", cfg.iface, path.display());
-    let mut w = PcapFileWriter::create(path, link)?;
-    let mut st = RecordStats {
-        source: note,
-        ..RecordStats::default()
+    let mut w = PcapFileWriter::create(path, src.link)?;
+    let r = run_record(&mut src, &mut w, limits(cfg), &stop);
+    let r = finish_record(r, w, note, |msg| LiveError::Pcap {
+        iface: cfg.iface.clone(),
+        msg,
+    })?;
+    Ok(r)
+}
+
+/// The file of a recording finished (also after an error, so that what was written stays a
+/// valid pcap), and its counters.
+fn finish_record<W: std::io::Write>(
+    r: Result<frames::Recorded, RecordError>,
+    w: PcapFileWriter<W>,
+    source: String,
+    lost: impl FnOnce(String) -> LiveError,
+) -> Result<RecordStats, LiveError> {
+    let done = w.finish();
+    let r = match r {
+        Ok(r) => r,
+        Err(RecordError::File(e)) => return Err(e.into()),
+        Err(RecordError::Lost(msg)) => return Err(lost(msg)),
     };
-    let started = Instant::now();
-    while !stop.load(Ordering::Acquire)
-        && cfg.duration.is_none_or(|d| started.elapsed() < d)
-        && cfg.count.is_none_or(|n| st.frames < n)
-    {
-        match cap.next_packet() {
-            Ok(pkt) => {
-                let ts = pkt.header.ts.tv_sec as u64 * 1_000_000 + pkt.header.ts.tv_usec as u64;
-                w.write(pkt.data, ts)?;
-                st.frames += 1;
-                st.bytes += pkt.data.len() as u64;
-            }
-            Err(pcap::Error::TimeoutExpired) => std::thread::sleep(Duration::from_micros(200)),
-            Err(e) => match rebind_pcap(cfg, &stop, &e) {
-                Some((c, l)) if l == link => cap = c,
-                Some(_) => {
-                    return Err(LiveError::Pcap {
-                        iface: cfg.iface.clone(),
-                        msg: format!("{e}; re-opened with another link type"),
-                    })
-                }
-                None => {
-                    return Err(LiveError::Pcap {
-                        iface: cfg.iface.clone(),
-                        msg: format!("{e}; could not re-open it within {REBIND_FOR:?}"),
-                    })
-                }
-            },
-        }
-    }
-    if let Ok(s) = cap.stats() {
-        st.kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);
-    }
-    w.finish()?;
-    Ok(st)
+    done?;
+    Ok(RecordStats {
+        source,
+        frames: r.frames,
+        bytes: r.bytes,
+        kernel_drops: r.counters.kernel_drops,
+        filtered_in_kernel: r.counters.filtered_in_kernel,
+        untimed_frames: r.counters.untimed_frames,
+    })
 }
 
 #[cfg(not(feature = "xdp"))]
@@ -682,46 +757,11 @@ fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<Record
         )));
     }
     pin(cfg.cores.first().copied().or(cfg.core));
-    let mut src =
-        XdpSource::open(&cfg.iface, 0, cfg.xdp_mode, &cfg.pipeline.ports).map_err(xerr)?;
+    let src = XdpSource::open(&cfg.iface, 0, cfg.xdp_mode, &cfg.pipeline.ports).map_err(xerr)?;
     let note = format!("AF_XDP, {} mode, RX queue 0, mrte XDP program", src.mode);
     tracing::info!("recording {} to {} with {note}", cfg.iface, path.display());
     let mut w = PcapFileWriter::create(path, LinkType::Ethernet)?;
-    let mut st = RecordStats {
-        source: note,
-        ..RecordStats::default()
-    };
-    let started = Instant::now();
-    let mut last_clock = Instant::now();
-    let mut werr = None;
-    while !stop.load(Ordering::Acquire)
-        && cfg.duration.is_none_or(|d| started.elapsed() < d)
-        && cfg.count.is_none_or(|n| st.frames < n)
-        && werr.is_none()
-    {
-        src.recv_batch(|f, ts| {
-            if cfg.count.is_some_and(|n| st.frames >= n) {
-            } else if let Err(e) = w.write(f, ts) {
-                werr.get_or_insert(e);
-            } else {
-                st.frames += 1;
-                st.bytes += f.len() as u64;
-            }
-        })
-        .map_err(|e| xerr(e.to_string()))?;
-        if last_clock.elapsed() >= Duration::from_secs(1) {
-            last_clock = Instant::now();
-            src.refresh_clock();
-        }
-    }
-    if let Some(e) = werr {
-        return Err(e.into());
-    }
-    let mut s = Stats::default();
-    xdp_counters(&mut src, &mut s);
-    st.kernel_drops = s.kernel_drops;
-    st.filtered_in_kernel = s.filtered_in_kernel;
-    st.untimed_frames = s.untimed_frames;
-    w.finish()?;
-    Ok(st)
+    let mut src = XdpQueue::new(cfg, 0, src);
+    let r = run_record(&mut src, &mut w, limits(cfg), stop);
+    finish_record(r, w, note, xerr)
 }

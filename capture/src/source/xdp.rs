@@ -70,7 +70,7 @@ const META_LEN: usize = 16;
 /// `MRTE_META_MAGIC` of the XDP program.
 const META_MAGIC: u32 = 0x4d52_5445;
 
-pub use crate::source::live::XdpMode;
+pub use crate::source::frames::XdpMode;
 
 /// Counters kept by the XDP program, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -164,10 +164,7 @@ impl Program {
         // SAFETY: `prog` is a valid xdp_program; libxdp loads the object and attaches it.
         let rc = unsafe { sys::xdp_program__attach(prog, ifindex, mode, 0) };
         if rc < 0 {
-            return Err(format!(
-                "attaching the XDP program: {}",
-                io::Error::from_raw_os_error(-rc)
-            ));
+            return Err(attach_error(ifindex, mode, -rc));
         }
         p.attached = true;
         p.xsks_fd = map_fd(obj, "xsks")?;
@@ -239,6 +236,54 @@ impl Program {
             untimed: sum[2],
         }
     }
+}
+
+/// Why attaching failed, in words; for a program already attached (left behind by an mrte that
+/// was killed, or another tool's), its id and how to remove it: without CAP_SYS_ADMIN neither
+/// libxdp nor mrte may look at another program, so mrte never removes one by itself.
+fn attach_error(ifindex: i32, mode: sys::xdp_attach_mode, errno: i32) -> String {
+    let e = io::Error::from_raw_os_error(errno);
+    if errno != libc::EBUSY && errno != libc::EEXIST {
+        return format!("attaching the XDP program: {e}");
+    }
+    let iface = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|d| {
+            std::fs::read_to_string(d.path().join("ifindex"))
+                .is_ok_and(|s| s.trim() == ifindex.to_string())
+        })
+        .map_or_else(|| format!("ifindex {ifindex}"), |d| d.file_name().to_string_lossy().into_owned());
+    // The program in the way may sit in the other mode (generic and native exclude each other).
+    let query = |flag: i32| {
+        let mut id = 0u32;
+        // SAFETY: a netlink query that writes one u32 into the local it is given.
+        let rc = unsafe { sys::bpf_xdp_query_id(ifindex, flag, &mut id) };
+        (rc == 0 && id != 0).then_some(id)
+    };
+    let skb = (2, "xdpgeneric");
+    let drv = (4, "xdpdrv");
+    let tried = if mode == sys::xdp_attach_mode_XDP_MODE_SKB {
+        skb
+    } else {
+        drv
+    };
+    let (id, off) = match (query(skb.0), query(drv.0)) {
+        (Some(id), _) => (Some(id), skb.1),
+        (None, Some(id)) => (Some(id), drv.1),
+        (None, None) => (None, tried.1),
+    };
+    let which = id.map_or_else(
+        || "an XDP program".to_string(),
+        |id| format!("XDP program id {id}"),
+    );
+    format!(
+        "attaching the XDP program: {e}: {which} is already attached to {iface} ({off} mode), \
+         left behind by an mrte that was killed or belonging to another tool; if no other capture \
+         uses {iface}, remove it with `ip link set dev {iface} {off} off` (in the interface's \
+         network namespace) and start mrte again"
+    )
 }
 
 // SAFETY: the raw pointers are used only by `Drop` (which runs once, when the last `Arc` goes) and
@@ -340,7 +385,8 @@ impl std::fmt::Debug for XdpSource {
     }
 }
 
-fn ifindex_of(iface: &str) -> Result<i32, String> {
+/// The interface index of `iface` (in this network namespace).
+pub fn ifindex_of(iface: &str) -> Result<i32, String> {
     std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -657,6 +703,11 @@ impl XdpSource {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = bytes;
+    }
+
+    /// Index of the interface this source is bound to.
+    pub fn ifindex(&self) -> i32 {
+        self.program.ifindex
     }
 
     /// Re-read the offset between the realtime and monotonic clocks (call about once a second,

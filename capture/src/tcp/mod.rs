@@ -54,11 +54,21 @@ pub struct Stream {
     fin_at: Option<u32>,
     /// FIN seen and every byte before it delivered.
     pub finished: bool,
-    /// Counters.
-    pub stats: StreamStats,
+    /// Counters, allocated on the first nonzero one (most streams never need them).
+    stats: Option<Box<StreamStats>>,
 }
 
 impl Stream {
+    /// Reassembly counters so far.
+    pub fn stats(&self) -> StreamStats {
+        self.stats.as_deref().copied().unwrap_or_default()
+    }
+
+    #[inline]
+    fn stats_mut(&mut self) -> &mut StreamStats {
+        self.stats.get_or_insert_with(Box::default)
+    }
+
     /// Next expected sequence number, once known.
     pub fn next_seq(&self) -> Option<u32> {
         self.next
@@ -112,10 +122,10 @@ impl Stream {
             if d <= 0 {
                 let dup = d.unsigned_abs();
                 if dup >= total {
-                    self.stats.retransmitted_bytes += u64::from(total);
+                    self.stats_mut().retransmitted_bytes += u64::from(total);
                     return;
                 }
-                self.stats.retransmitted_bytes += u64::from(dup);
+                self.stats_mut().retransmitted_bytes += u64::from(dup);
                 let skip = (dup as usize).min(payload.len());
                 let rest_missing = missing - (dup - skip as u32);
                 self.deliver(&payload[skip..], rest_missing, out);
@@ -124,7 +134,7 @@ impl Stream {
             }
             if !counted {
                 counted = true;
-                self.stats.out_of_order += 1;
+                self.stats_mut().out_of_order += 1;
             }
             if missing > 0 {
                 // A truncated segment cannot be held: the bytes before it are lost.
@@ -141,13 +151,13 @@ impl Stream {
             };
             match stored {
                 Ok(dup) => {
-                    self.stats.retransmitted_bytes += dup;
+                    self.stats_mut().retransmitted_bytes += dup;
                     return;
                 }
                 Err(full) => {
-                    self.stats.ooo_overflow += 1;
+                    self.stats_mut().ooo_overflow += 1;
                     if full == Full::Holes {
-                        self.stats.hole_overflow += 1;
+                        self.stats_mut().hole_overflow += 1;
                     }
                     self.skip_hole(seq, out);
                 }
@@ -160,8 +170,8 @@ impl Stream {
             out(Chunk::Data(payload));
         }
         if missing > 0 {
-            self.stats.gaps += 1;
-            self.stats.gap_bytes += u64::from(missing);
+            self.stats_mut().gaps += 1;
+            self.stats_mut().gap_bytes += u64::from(missing);
             out(Chunk::Gap(u64::from(missing)));
         }
         if let Some(n) = self.next.as_mut() {
@@ -182,9 +192,11 @@ impl Stream {
                 break;
             }
             if !seq_lt(*next, e) {
-                stats.retransmitted_bytes += u64::from(e.wrapping_sub(s));
+                stats.get_or_insert_with(Box::default).retransmitted_bytes +=
+                    u64::from(e.wrapping_sub(s));
             } else {
-                stats.retransmitted_bytes += u64::from(next.wrapping_sub(s));
+                stats.get_or_insert_with(Box::default).retransmitted_bytes +=
+                    u64::from(next.wrapping_sub(s));
                 emit(a.bytes(*next, e), out);
                 *next = e;
             }
@@ -211,8 +223,8 @@ impl Stream {
         let Some(next) = self.next else { return };
         if seq_lt(next, to) {
             let lost = to.wrapping_sub(next);
-            self.stats.gaps += 1;
-            self.stats.gap_bytes += u64::from(lost);
+            self.stats_mut().gaps += 1;
+            self.stats_mut().gap_bytes += u64::from(lost);
             out(Chunk::Gap(u64::from(lost)));
             self.next = Some(to);
         }
@@ -358,9 +370,9 @@ mod tests {
         s.handle_segment(108, false, false, b"ijk", 0, 1 << 20, &mut f);
         drop(f);
         assert_eq!(bytes(&o), b"abcdefghijk");
-        assert_eq!(s.stats.out_of_order, 1);
-        assert_eq!(s.stats.retransmitted_bytes, 6 + 1);
-        assert_eq!(s.stats.gaps, 0);
+        assert_eq!(s.stats().out_of_order, 1);
+        assert_eq!(s.stats().retransmitted_bytes, 6 + 1);
+        assert_eq!(s.stats().gaps, 0);
     }
 
     #[test]
@@ -408,7 +420,7 @@ mod tests {
         );
         drop(f);
         assert_eq!(bytes(&o), b"abcxde");
-        assert_eq!(s.stats.retransmitted_bytes, 1);
+        assert_eq!(s.stats().retransmitted_bytes, 1);
         assert_eq!(s.next_seq(), Some(start.wrapping_add(6)));
     }
 
@@ -437,9 +449,9 @@ mod tests {
                 Out::D(b"123456789".to_vec()),
             ]
         );
-        assert_eq!(s.stats.gaps, 4);
-        assert_eq!(s.stats.gap_bytes, 19);
-        assert_eq!(s.stats.ooo_overflow, 2);
+        assert_eq!(s.stats().gaps, 4);
+        assert_eq!(s.stats().gap_bytes, 19);
+        assert_eq!(s.stats().ooo_overflow, 2);
     }
 
     #[test]
@@ -527,8 +539,8 @@ mod tests {
             drop(f);
             prop_assert!(o.iter().all(|x| matches!(x, Out::D(_))));
             prop_assert!(bytes(&o) == data, "bytes differ");
-            prop_assert_eq!(s.stats.gaps, 0);
-            prop_assert_eq!(s.stats.ooo_overflow, 0);
+            prop_assert_eq!(s.stats().gaps, 0);
+            prop_assert_eq!(s.stats().ooo_overflow, 0);
             prop_assert_eq!(s.held_bytes(), 0);
         }
 
@@ -580,8 +592,8 @@ mod tests {
                 }
             }
             prop_assert_eq!(pos, furthest);
-            prop_assert_eq!(s.stats.gaps, gaps);
-            prop_assert_eq!(s.stats.gap_bytes, gap_bytes);
+            prop_assert_eq!(s.stats().gaps, gaps);
+            prop_assert_eq!(s.stats().gap_bytes, gap_bytes);
             prop_assert_eq!(s.held_bytes(), 0);
         }
     }
@@ -610,14 +622,14 @@ mod tests {
         }
         drop(f);
         assert!(o.is_empty());
-        assert_eq!(s.stats.ooo_overflow, 0);
+        assert_eq!(s.stats().ooo_overflow, 0);
         let mut f = collect(&mut o);
         s.handle_segment(100, false, false, b"y", 0, 1 << 20, &mut f);
         drop(f);
         assert_eq!(o, vec![Out::G(1), Out::D(b"x".to_vec())]);
-        assert_eq!(s.stats.hole_overflow, 1);
-        assert_eq!(s.stats.ooo_overflow, 1);
-        assert_eq!(s.stats.gaps, 1);
+        assert_eq!(s.stats().hole_overflow, 1);
+        assert_eq!(s.stats().ooo_overflow, 1);
+        assert_eq!(s.stats().gaps, 1);
         let mut f = collect(&mut o);
         // The holes filled one by one: all the rest arrives whole.
         for k in 0..assembler::MAX_RANGES as u32 - 1 {
@@ -625,7 +637,7 @@ mod tests {
         }
         s.handle_segment(3 + 2 * 31, false, false, &[b'.'; 35], 0, 1 << 20, &mut f);
         drop(f);
-        assert_eq!(s.stats.gaps, 1);
+        assert_eq!(s.stats().gaps, 1);
         assert_eq!(bytes(&o).len(), 99);
         assert_eq!(bytes(&o).last(), Some(&b'y'));
         assert_eq!(s.next_seq(), Some(101));
@@ -667,6 +679,6 @@ mod tests {
         drop(f);
         assert_eq!(bytes(&o).len(), 1011 * 1000);
         assert_eq!(s.held_bytes(), 0, "freed once drained");
-        assert_eq!(s.stats.gaps, 0);
+        assert_eq!(s.stats().gaps, 0);
     }
 }

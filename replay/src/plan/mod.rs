@@ -183,6 +183,9 @@ pub struct Planner {
     waiting: bool,
     fp: Fingerprinter,
     memo: HashMap<Box<[u8]>, SqlFacts>,
+    /// Each fingerprint's shared text and id, so a repeated query shape with new literals costs
+    /// no MD5 and no allocation (bounded by `MEMO_MAX`, cleared when full).
+    fps: HashMap<Box<str>, (Arc<str>, u64)>,
     /// Facts of the command being planned (QUERY / PREPARE).
     facts: Option<SqlFacts>,
 }
@@ -214,6 +217,7 @@ impl Planner {
             waiting: false,
             fp: Fingerprinter::default(),
             memo: HashMap::new(),
+            fps: HashMap::new(),
             facts: None,
         }
     }

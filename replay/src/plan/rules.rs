@@ -19,10 +19,22 @@ impl Planner {
                 return f.clone();
             }
         }
-        let fingerprint: Arc<str> = Arc::from(self.fp.fingerprint(sql));
+        let fp = self.fp.fingerprint(sql);
+        let (fingerprint, fingerprint_id) = match self.fps.get(fp) {
+            Some((text, id)) => (text.clone(), *id),
+            None => {
+                if self.fps.len() >= MEMO_MAX {
+                    self.fps.clear();
+                }
+                let text: Arc<str> = Arc::from(fp);
+                let id = fingerprint_id(fp);
+                self.fps.insert(fp.into(), (text.clone(), id));
+                (text, id)
+            }
+        };
         let facts = SqlFacts {
             skip: self.cfg.filters.check_sql(sql),
-            fingerprint_id: fingerprint_id(&fingerprint),
+            fingerprint_id,
             fingerprint,
         };
         if memo {

@@ -355,6 +355,7 @@ pub fn cmd(seq: u64, command: Command, response: Response) -> SessionEvent {
         flags: CommandFlags::default(),
         raw: Default::default(),
         infile: None,
+        commit: Default::default(),
     }))
 }
 
@@ -363,7 +364,7 @@ pub fn query(seq: u64, sql: &str) -> SessionEvent {
     cmd(
         seq,
         Command::Query {
-            sql: sql.as_bytes().into(),
+            sql: sql.as_bytes().to_vec().into(),
             attributes: Vec::new(),
         },
         ok(),

@@ -72,6 +72,7 @@ fn rec(seq: u64, ts: u64, end: Option<u64>, command: Command) -> Box<CommandReco
         flags: CommandFlags::default(),
         raw: Bytes::new(),
         infile: None,
+        commit: Default::default(),
     })
 }
 
@@ -81,7 +82,7 @@ fn prepare(seq: u64, ts: u64, end: u64, sql: &str, prod_id: u32) -> Box<CommandR
         ts,
         Some(end),
         Command::StmtPrepare {
-            sql: sql.as_bytes().into(),
+            sql: bytes::Bytes::copy_from_slice(sql.as_bytes()),
         },
     );
     r.response.prepare_ok = Some(PrepareOk {
@@ -111,7 +112,7 @@ fn query(seq: u64, ts: u64, sql: &[u8]) -> Box<CommandRecord> {
         ts,
         Some(ts + 1),
         Command::Query {
-            sql: sql.into(),
+            sql: bytes::Bytes::copy_from_slice(sql),
             attributes: vec![],
         },
     )
