@@ -151,21 +151,19 @@ pub fn play(a: PlayArgs) -> Result<ExitCode> {
     let engine = engine.with_workers(workers.handles.clone());
     let cmp2 = cmp.clone();
     let started = Instant::now();
-    let out = mrte_dist::play::run(cfg, cmp, live, stop, move |rx| {
-        match runtime() {
-            Ok(rt) => rt.block_on(engine.run(
-                rx,
-                move |o| {
-                    if let Ok(mut c) = cmp2.lock() {
-                        c.record(&o);
-                    }
-                },
-                std::future::pending::<()>(),
-            )),
-            Err(e) => {
-                tracing::error!("replay runtime: {e}");
-                Default::default()
-            }
+    let out = mrte_dist::play::run(cfg, cmp, live, stop, move |rx| match runtime() {
+        Ok(rt) => rt.block_on(engine.run(
+            rx,
+            move |o| {
+                if let Ok(mut c) = cmp2.lock() {
+                    c.record(&o);
+                }
+            },
+            std::future::pending::<()>(),
+        )),
+        Err(e) => {
+            tracing::error!("replay runtime: {e}");
+            Default::default()
         }
     });
     done.store(true, Ordering::Release);

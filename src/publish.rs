@@ -20,7 +20,11 @@ use crate::cli::{CaptureArgs, DecodeArgs, XdpArgs};
 #[derive(Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma separated (nats://host:4222).
-    #[arg(long = "nats", value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats",
+        value_name = "URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub url: String,
     /// JetStream stream name (subjects NAME.p<k>).
     #[arg(long, value_name = "NAME", default_value = "mrte")]
@@ -31,7 +35,12 @@ pub struct NatsArgs {
 #[derive(Args, Debug)]
 pub struct PublishArgs {
     /// Capture file to read (pcap or pcapng).
-    #[arg(short = 'r', long = "read", value_name = "FILE", required_unless_present = "iface")]
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        required_unless_present = "iface"
+    )]
     pub file: Option<PathBuf>,
     /// Live interface (the mirror/SPAN port).
     #[arg(short = 'i', long = "iface", conflicts_with = "file")]
@@ -231,10 +240,7 @@ pub fn publish(a: PublishArgs) -> Result<ExitCode> {
         let mut streams: Vec<mrte_capture::ring::SessionStream> = Vec::new();
         loop {
             while let Ok(s) = rx.try_recv() {
-                sink.push(
-                    s.open.id,
-                    SessionEvent::Open(Box::new(s.open.clone())),
-                );
+                sink.push(s.open.id, SessionEvent::Open(Box::new(s.open.clone())));
                 streams.push(s);
             }
             let mut got = false;

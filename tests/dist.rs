@@ -83,7 +83,10 @@ impl Nats {
         self.child = Some(child);
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "nats-server did not start");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "nats-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -173,7 +176,15 @@ fn fingerprints(v: &serde_json::Value) -> std::collections::BTreeMap<String, (u6
 
 fn publish(nats: &Nats, stream: &str, extra: &[&str]) -> serde_json::Value {
     let out = mrte()
-        .args(["publish", "-q", "--nats", &nats.url(), "--stream", stream, "-r"])
+        .args([
+            "publish",
+            "-q",
+            "--nats",
+            &nats.url(),
+            "--stream",
+            stream,
+            "-r",
+        ])
         .arg(fixture("sysbench_text.pcap"))
         .args(extra)
         .output()
@@ -193,7 +204,16 @@ fn play(nats: &Nats, stream: &str, db: &MariaDb, parts: &str, extra: &[&str]) ->
 fn report(nats: &Nats, stream: &str, dir: &Path) -> serde_json::Value {
     let path = dir.join(format!("{stream}.json"));
     let out = mrte()
-        .args(["report", "--nats", &nats.url(), "--stream", stream, "-f", "json", "-o"])
+        .args([
+            "report",
+            "--nats",
+            &nats.url(),
+            "--stream",
+            stream,
+            "-f",
+            "json",
+            "-o",
+        ])
         .arg(&path)
         .output()
         .expect("run mrte report");
@@ -228,8 +248,12 @@ fn two_players_on_disjoint_partitions_equal_one_replay() {
     let p = publish(&nats, "two", &["--partitions", "4"]);
     assert_eq!(p["dropped_commands"], 0, "{p}");
     assert!(p["acked_commands"].as_u64().unwrap_or(0) > 0, "{p}");
-    let a = play(&nats, "two", &db, "0,1", &[]).spawn().expect("player a");
-    let b = play(&nats, "two", &db, "2,3", &[]).spawn().expect("player b");
+    let a = play(&nats, "two", &db, "0,1", &[])
+        .spawn()
+        .expect("player a");
+    let b = play(&nats, "two", &db, "2,3", &[])
+        .spawn()
+        .expect("player b");
     for (c, n) in [(a, "a"), (b, "b")] {
         ok(c.wait_with_output().expect("player"), n);
     }
@@ -261,7 +285,10 @@ fn two_players_on_disjoint_partitions_equal_one_replay() {
         .expect("players");
     assert_eq!(players.len(), 2, "{players:?}");
     // Both sessions were replayed, by two players or one: the sum is what matters.
-    assert_eq!(merged["captured"]["commands"], single["captured"]["commands"]);
+    assert_eq!(
+        merged["captured"]["commands"],
+        single["captured"]["commands"]
+    );
 }
 
 #[test]
@@ -353,7 +380,15 @@ fn nats_down_for_ten_seconds_drops_counted_and_publishing_resumes() {
     };
     // The 46 ms capture paced to ~23 s; a 64 KiB buffer fills while NATS is away.
     let child = mrte()
-        .args(["publish", "-q", "--nats", &nats.url(), "--stream", "down", "-r"])
+        .args([
+            "publish",
+            "-q",
+            "--nats",
+            &nats.url(),
+            "--stream",
+            "down",
+            "-r",
+        ])
         .arg(fixture("sysbench_text.pcap"))
         .args(["--speed", "0.002", "--buffer-kib", "64", "--batch-ms", "20"])
         .stdout(Stdio::piped())
@@ -375,13 +410,26 @@ fn nats_down_for_ten_seconds_drops_counted_and_publishing_resumes() {
         s["dropped_commands"].as_u64().unwrap_or(0),
         s["commands"].as_u64().unwrap_or(0),
     );
-    assert!(dropped > 0, "a 10 s outage with a 64 KiB buffer must drop: {s}");
-    assert_eq!(acked + dropped, total, "every command acknowledged or counted as dropped: {s}");
     assert!(
-        !s["dropped_by_session"].as_array().expect("per session").is_empty(),
+        dropped > 0,
+        "a 10 s outage with a 64 KiB buffer must drop: {s}"
+    );
+    assert_eq!(
+        acked + dropped,
+        total,
+        "every command acknowledged or counted as dropped: {s}"
+    );
+    assert!(
+        !s["dropped_by_session"]
+            .as_array()
+            .expect("per session")
+            .is_empty(),
         "{s}"
     );
-    assert!(after > before, "publishing resumed after the outage: {before} -> {after}");
+    assert!(
+        after > before,
+        "publishing resumed after the outage: {before} -> {after}"
+    );
 }
 
 /// Messages in a stream, asked of the server.

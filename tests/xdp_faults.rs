@@ -155,7 +155,16 @@ fn a_stale_xdp_program_gives_the_command_that_removes_it() {
     let file = dir.join("s.pcap");
     let mut first = ns
         .mrte()
-        .args(["record", "-i", "xa0", "--source", "xdp", "--duration", "30", "-w"])
+        .args([
+            "record",
+            "-i",
+            "xa0",
+            "--source",
+            "xdp",
+            "--duration",
+            "30",
+            "-w",
+        ])
         .arg(&file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -179,14 +188,26 @@ fn a_stale_xdp_program_gives_the_command_that_removes_it() {
     assert!(attached(), "the killed mrte's program stays attached");
     let again = |secs: &str| {
         ns.mrte()
-            .args(["record", "-i", "xa0", "--source", "xdp", "--duration", secs, "-w"])
+            .args([
+                "record",
+                "-i",
+                "xa0",
+                "--source",
+                "xdp",
+                "--duration",
+                secs,
+                "-w",
+            ])
             .arg(&file)
             .output()
             .expect("mrte")
     };
     let out = again("1");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "bound over a stale program: {stderr}");
+    assert!(
+        !out.status.success(),
+        "bound over a stale program: {stderr}"
+    );
     assert!(
         stderr.contains("ip link set dev xa0 xdpgeneric off"),
         "no command to remove it: {stderr}"

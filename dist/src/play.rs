@@ -216,7 +216,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("name", &self.cfg.name).finish()
+        f.debug_struct("Session")
+            .field("name", &self.cfg.name)
+            .finish()
     }
 }
 
@@ -351,8 +353,12 @@ impl Session {
                             last.insert(*k, m);
                         }
                     }
-                    if let Some(ts) = q.front().and_then(|(_, r, _)| r.front()).map(|r| r.event.ts_us()) {
-                        if best.map_or(true, |(b, _)| ts < b) {
+                    if let Some(ts) = q
+                        .front()
+                        .and_then(|(_, r, _)| r.front())
+                        .map(|r| r.event.ts_us())
+                    {
+                        if !matches!(best, Some((b, _)) if b <= ts) {
                             best = Some((ts, *k));
                         }
                     }
@@ -373,7 +379,11 @@ impl Session {
             }
             if !self.cfg.follow
                 && queued == 0
-                && self.cfg.partitions.iter().all(|k| ended.get(k) == Some(&true))
+                && self
+                    .cfg
+                    .partitions
+                    .iter()
+                    .all(|k| ended.get(k) == Some(&true))
             {
                 break;
             }
@@ -448,7 +458,7 @@ impl Session {
         s.checkpoints += 1;
         s.current = current;
         s.sessions = feeder.marks();
-        s.duplicates = s.duplicates.max(0) + feeder.duplicates;
+        s.duplicates += feeder.duplicates;
         s.gaps += feeder.gaps;
         s.resumed_sessions += feeder.resumed;
         s.fed_commands += feeder.fed;

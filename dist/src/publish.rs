@@ -251,7 +251,14 @@ impl PublishSink {
         self.send(k, payload, &sessions, commands, wait);
     }
 
-    fn send(&mut self, k: u32, payload: Vec<u8>, sessions: &[(u64, bool)], commands: u64, wait: bool) {
+    fn send(
+        &mut self,
+        k: u32,
+        payload: Vec<u8>,
+        sessions: &[(u64, bool)],
+        commands: u64,
+        wait: bool,
+    ) {
         let len = payload.len() as u64;
         let c = &self.counters;
         loop {
@@ -356,10 +363,7 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, DistError> {
 }
 
 /// Create the stream if it is missing (file storage).
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    cfg: &PublishConfig,
-) -> Result<(), DistError> {
+pub async fn ensure_stream(js: &jetstream::Context, cfg: &PublishConfig) -> Result<(), DistError> {
     js.get_or_create_stream(stream::Config {
         name: cfg.stream.clone(),
         subjects: vec![format!("{}.*", cfg.stream)],
@@ -541,7 +545,11 @@ async fn publish_loop(
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", m.msg_id.as_str());
             let sent = js
-                .publish_with_headers(subject(&cfg.stream, m.partition), headers, m.payload.clone())
+                .publish_with_headers(
+                    subject(&cfg.stream, m.partition),
+                    headers,
+                    m.payload.clone(),
+                )
                 .await;
             inflight.push_back(async move {
                 let r = match sent {

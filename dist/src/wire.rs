@@ -793,7 +793,10 @@ mod tests {
             records: vec![Record {
                 session: 1,
                 idx: 0,
-                event: Ev::Close { ts_us: 1, reason: 0 },
+                event: Ev::Close {
+                    ts_us: 1,
+                    reason: 0,
+                },
             }],
             end: true,
         });

@@ -490,7 +490,10 @@ mod tests {
             let g = m.fps.get(&f.id).expect("fingerprint kept");
             assert_eq!((g.count, g.replayed), (f.count, f.replayed));
             assert_eq!(g.errors, f.errors);
-            assert_eq!(g.test.value_at_quantile(0.99), f.test.value_at_quantile(0.99));
+            assert_eq!(
+                g.test.value_at_quantile(0.99),
+                f.test.value_at_quantile(0.99)
+            );
             assert_eq!(g.command, "COM_QUERY");
         }
         assert_eq!(pa.eng.sessions, 2);

@@ -361,7 +361,8 @@ fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Comman
         if caps_eff & CLIENT_QUERY_ATTRIBUTES != 0 && n > 0 {
             rr.lenenc_int("parameter count")?;
         }
-        if let Some((params, sent)) = decode_params(&mut rr, n, caps_eff, &info.param_types, &long)? {
+        if let Some((params, sent)) = decode_params(&mut rr, n, caps_eff, &info.param_types, &long)?
+        {
             if sent {
                 remember_types(&mut info.param_types, &params);
             }

@@ -276,9 +276,7 @@ impl Proto {
                     sql: Bytes::new(),
                     attributes: Vec::new(),
                 },
-                com::STMT_PREPARE => Command::StmtPrepare {
-                    sql: Bytes::new(),
-                },
+                com::STMT_PREPARE => Command::StmtPrepare { sql: Bytes::new() },
                 _ => Command::Unknown { code, len },
             }
         } else {

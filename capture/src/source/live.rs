@@ -646,14 +646,21 @@ fn run_xdp_queue(
         st.ring_overflow_sessions = r.overflowed_sessions;
         st.multi_queue_sessions = sink.multi;
     };
-    let mut st = run_capture(&mut src, &mut p, &mut sink, limits(cfg), stop, |st, sink| {
-        ring_counters(st, sink);
-        if nq == 1 {
-            live.publish(st);
-        } else {
-            shared.publish(q, st, live);
-        }
-    });
+    let mut st = run_capture(
+        &mut src,
+        &mut p,
+        &mut sink,
+        limits(cfg),
+        stop,
+        |st, sink| {
+            ring_counters(st, sink);
+            if nq == 1 {
+                live.publish(st);
+            } else {
+                shared.publish(q, st, live);
+            }
+        },
+    );
     sink.ring.close_all();
     ring_counters(&mut st, &sink);
     if nq > 1 {

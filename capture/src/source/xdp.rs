@@ -254,7 +254,10 @@ fn attach_error(ifindex: i32, mode: sys::xdp_attach_mode, errno: i32) -> String 
             std::fs::read_to_string(d.path().join("ifindex"))
                 .is_ok_and(|s| s.trim() == ifindex.to_string())
         })
-        .map_or_else(|| format!("ifindex {ifindex}"), |d| d.file_name().to_string_lossy().into_owned());
+        .map_or_else(
+            || format!("ifindex {ifindex}"),
+            |d| d.file_name().to_string_lossy().into_owned(),
+        );
     // The program in the way may sit in the other mode (generic and native exclude each other).
     let query = |flag: i32| {
         let mut id = 0u32;
