@@ -107,6 +107,10 @@ pub struct PublishCounters {
     pub buffered_bytes: AtomicU64,
     /// Not connected to NATS now.
     pub disconnected: AtomicBool,
+    /// Largest message the server takes (its max_payload; 1 MiB until connected).
+    pub max_payload: AtomicU64,
+    /// Messages dropped because they exceed `max_payload` (a command larger than it).
+    pub oversized_messages: AtomicU64,
 }
 
 /// What the publisher reports at the end (and stores in the stream's key-value bucket).
@@ -261,6 +265,19 @@ impl PublishSink {
     ) {
         let len = payload.len() as u64;
         let c = &self.counters;
+        let max = c.max_payload.load(Ordering::Relaxed);
+        if max > 0 && len > max {
+            // The server would refuse it on every retry: count it as dropped, per session.
+            c.oversized_messages.fetch_add(1, Ordering::Relaxed);
+            c.dropped_messages.fetch_add(1, Ordering::Relaxed);
+            c.dropped_events
+                .fetch_add(sessions.len() as u64, Ordering::Relaxed);
+            c.dropped_commands.fetch_add(commands, Ordering::Relaxed);
+            for (s, _) in sessions {
+                *self.dropped.entry(*s).or_default() += 1;
+            }
+            return;
+        }
         loop {
             let used = c.buffered_bytes.load(Ordering::Acquire);
             if used + len <= self.cfg.buffer_bytes as u64 || used == 0 {
@@ -315,6 +332,13 @@ impl EventSink for PublishSink {
         }
         let ev = Ev::of(&event);
         let k = partition_of(id, self.cfg.partitions);
+        // A large event goes in a message of its own rather than taking a batch down with it.
+        let big = ev.approx_len();
+        if !self.parts[k as usize].records.is_empty()
+            && self.parts[k as usize].bytes + big > self.cfg.batch_bytes
+        {
+            self.flush(k);
+        }
         let part = &mut self.parts[k as usize];
         part.bytes += ev.approx_len();
         part.since.get_or_insert_with(Instant::now);
@@ -391,6 +415,7 @@ impl Publisher {
             .unwrap_or(1);
         let counters = Arc::new(PublishCounters::default());
         counters.disconnected.store(true, Ordering::Relaxed);
+        counters.max_payload.store(1 << 20, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -510,6 +535,12 @@ async fn publish_loop(
     c: Arc<PublishCounters>,
 ) -> Result<(), DistError> {
     let client = connect(&cfg.url).await?;
+    let max = client.server_info().max_payload as u64;
+    if max > 0 {
+        // Room for the headers and the subject.
+        c.max_payload
+            .store(max.saturating_sub(512), Ordering::Relaxed);
+    }
     let js = jetstream::new(client.clone());
     loop {
         match ensure_stream(&js, &cfg).await {
