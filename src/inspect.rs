@@ -96,7 +96,12 @@ impl<W: Write> InspectSink<W> {
 
     fn write_digest(&mut self, stats: &Stats) -> io::Result<()> {
         let mut rows: Vec<&DigestRow> = self.digest.values().collect();
-        rows.sort_by(|a, b| b.total_us.cmp(&a.total_us).then(b.count.cmp(&a.count)));
+        rows.sort_by(|a, b| {
+            b.total_us
+                .cmp(&a.total_us)
+                .then(b.count.cmp(&a.count))
+                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
+        });
         let total: u64 = rows.iter().map(|r| r.total_us).sum();
         writeln!(
             self.out,

@@ -395,8 +395,15 @@ pub struct ResultChecksum {
     pub rows_ordered: u64,
     /// Rows as a multiset: equal when only the order differs.
     pub rows_unordered: u64,
-    /// Column definitions (table, names, character set, type, flags, decimals; not the schema).
+    /// Column definitions (table, names, character set, type, flags, decimals; not the schema);
+    /// [`ResultChecksum::COLUMNS_UNKNOWN`] when a result set came without them (a client with
+    /// MariaDB's cached metadata: COM_STMT_EXECUTE answers skip them).
     pub columns: u64,
+}
+
+impl ResultChecksum {
+    /// `columns` of a result whose column definitions were not sent: not compared.
+    pub const COLUMNS_UNKNOWN: u64 = 0;
 }
 
 /// The production server's response to one command.

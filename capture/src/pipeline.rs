@@ -52,8 +52,8 @@ pub struct PipelineConfig {
 pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
 /// Default `max_memory` (1 GiB).
 pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
-/// The session table is sized once for `max_sessions`, up to this many (9 bytes of index and 56
-/// of slab per entry, the slab reserved but touched only as used).
+/// The session table's index is sized once for `max_sessions`, up to this many (18 bytes per
+/// session: 8-byte buckets at most 7/8 full, rounded up to a power of two, plus a control byte).
 const MAX_PRESIZE: usize = 1 << 17;
 /// Sessions without a packet for this long (capture time) have their buffers freed.
 pub const COLD_US: u64 = 2_000_000;

@@ -15,7 +15,8 @@ const NIL: u32 = u32::MAX;
 
 /// Below this many entries the index grows by doubling; crossing it, it is sized once for the
 /// whole capacity hint (no rehash on the way up to it; small tables, as in tests and fuzzing,
-/// stay small).
+/// stay small). The slab grows by doubling: past the allocator's mmap threshold a larger slab
+/// is a remap, not a copy.
 const PRESIZE_AT: usize = 4096;
 
 struct Slot<K, T> {
@@ -34,7 +35,7 @@ pub(crate) struct Table<K, T> {
     slots: Vec<Slot<K, T>>,
     free: Vec<u32>,
     live: usize,
-    /// Most entries expected (the session limit): the index and slab are sized for it once
+    /// Most entries expected (the session limit): the index is sized for it once
     /// [`PRESIZE_AT`] entries are live.
     hint: usize,
     /// Least recently used.
@@ -130,8 +131,6 @@ impl<K: Hash + Eq + Copy, T> Table<K, T> {
         if self.live == PRESIZE_AT && self.hint > PRESIZE_AT {
             let more = self.hint - self.live;
             self.index.reserve(more, |&(_, h)| spread(h));
-            self.slots
-                .reserve_exact(self.hint.saturating_sub(self.slots.len()));
         }
         let i = match self.free.pop() {
             Some(i) => {

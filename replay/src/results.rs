@@ -408,7 +408,9 @@ pub fn classify(c: Comparability, prod: ResultSide, test: ResultSide) -> ResultC
     if let Comparability::NotComparable(why) = c {
         return ResultClass::NotComparable(why);
     }
-    if p.columns != t.columns || prod.result_sets != test.result_sets {
+    let unknown = mrte_capture::event::ResultChecksum::COLUMNS_UNKNOWN;
+    let columns_differ = p.columns != t.columns && p.columns != unknown && t.columns != unknown;
+    if columns_differ || prod.result_sets != test.result_sets {
         ResultClass::MetadataMismatch
     } else if p.rows_unordered != t.rows_unordered || prod.rows != test.rows {
         ResultClass::Mismatch

@@ -192,6 +192,20 @@ fn accumulator_counts_samples_and_json() {
         d.record(1, sel, side(&prod), side(&ok())),
         ResultClass::NotChecked
     );
+    // Prod's client cached the metadata (no column definitions on the wire): rows still compared.
+    let mut cached = prod.clone();
+    if let Some(c) = cached.checksum.as_mut() {
+        c.columns = mrte_capture::event::ResultChecksum::COLUMNS_UNKNOWN;
+    }
+    let mut d2 = ResultDivergence::default();
+    assert_eq!(
+        d2.record(1, sel, side(&cached), side(&prod)),
+        ResultClass::Match
+    );
+    assert_eq!(
+        d2.record(1, sel, side(&cached), side(&changed)),
+        ResultClass::Mismatch
+    );
     let now = b"SELECT id, c, NOW() FROM t";
     assert_eq!(
         d.record(2, now, side(&prod), side(&changed)),

@@ -2,7 +2,7 @@
 //! [`crate::event::Command`], and the per-connection prepared-statement table that binary
 //! parameter decoding needs. Does not do framing, compression or response pairing.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use bytes::Bytes;
 

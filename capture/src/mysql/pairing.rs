@@ -35,19 +35,54 @@ pub(super) struct Pending {
     len: usize,
     raw: Bytes,
     flags: CommandFlags,
-    reader: Option<ResponseReader>,
+    /// The response expected, if any, and how to read it: its reader is made on the first
+    /// byte of the response (a command still waiting, as in a flood of idle sessions, holds
+    /// ~100 bytes instead of ~400).
+    expect: Option<Expect>,
+    caps: u32,
+    last_seq: u8,
+    eof_unknown: bool,
+    reader: Option<Box<ResponseReader>>,
     infile: Option<Vec<u8>>,
 }
 
 impl Pending {
     /// No response is expected, or it is complete.
     fn is_done(&self) -> bool {
-        self.reader.as_ref().is_none_or(|r| r.is_done())
+        match &self.reader {
+            Some(r) => r.is_done(),
+            None => self.expect.is_none(),
+        }
+    }
+
+    fn new_reader(&self) -> Option<ResponseReader> {
+        let e = self.expect?;
+        let r = ResponseReader::new(e, self.caps, self.last_seq);
+        Some(if self.eof_unknown { r.eof_unknown() } else { r })
+    }
+
+    /// The response reader, made on first use; None when no response is expected.
+    fn reader(&mut self) -> Option<&mut ResponseReader> {
+        if self.reader.is_none() {
+            self.reader = self.new_reader().map(Box::new);
+        }
+        self.reader.as_deref_mut()
+    }
+
+    /// The sequence id of the response's first packet, while none has been read.
+    fn start_seq(&self) -> Option<u8> {
+        match &self.reader {
+            Some(r) => r.at_start().then(|| r.next_seq()),
+            None => self
+                .expect
+                .filter(|&e| e != Expect::Fetch)
+                .map(|_| self.last_seq.wrapping_add(1)),
+        }
     }
 
     /// A server byte for this command's response arrived at `ts_us`.
     pub(super) fn first_byte(&mut self, ts_us: u64) {
-        if let Some(r) = self.reader.as_mut() {
+        if let Some(r) = self.reader() {
             if !r.is_done() {
                 r.response_mut().first_byte_us.get_or_insert(ts_us);
             }
@@ -59,7 +94,7 @@ impl Proto {
     pub(super) fn on_client_packet(&mut self, p: Packet<'_>, ts_us: u64) {
         if p.seq != 0 {
             if let Some(pend) = self.pending.iter_mut().find(|q| !q.is_done()) {
-                if let Some(r) = pend.reader.as_mut() {
+                if let Some(r) = pend.reader() {
                     if r.in_local_infile() {
                         r.client_packet(p.seq);
                         if p.len > 0 {
@@ -100,14 +135,7 @@ impl Proto {
         };
         // A payload of 16 MiB or more came in several packets; the response follows the last.
         let last_seq = (p.len / 0xff_ffff) as u8;
-        let reader = Expect::for_command(code).map(|e| {
-            let r = ResponseReader::new(e, self.caps, last_seq);
-            if self.deprecate_eof_known {
-                r
-            } else {
-                r.eof_unknown()
-            }
-        });
+        let expect = Expect::for_command(code);
         while !self.pending.is_empty()
             && (self.pending.len() >= MAX_OUTSTANDING
                 || self.pending_bytes + raw.len() > MAX_OUTSTANDING_BYTES)
@@ -127,7 +155,11 @@ impl Proto {
             len: p.len,
             raw,
             flags,
-            reader,
+            expect,
+            caps: self.caps,
+            last_seq,
+            eof_unknown: !self.deprecate_eof_known,
+            reader: None,
             infile: None,
         });
         self.next_seq += 1;
@@ -145,7 +177,7 @@ impl Proto {
             }
             return;
         };
-        let Some(r) = front.reader.as_mut() else {
+        let Some(r) = front.reader() else {
             return self.on_server_packet_slow(p, ts_us);
         };
         if p.seq != r.next_seq() {
@@ -162,17 +194,8 @@ impl Proto {
     /// the oldest response was misread and this one starts the next, or it is out of place.
     #[inline(never)]
     fn on_server_packet_slow(&mut self, p: Packet<'_>, ts_us: u64) {
-        let next_start = self
-            .pending
-            .iter()
-            .skip(1)
-            .find_map(|q| q.reader.as_ref().filter(|r| r.at_start()))
-            .map(|r| r.next_seq());
-        let front_waits = self
-            .pending
-            .front()
-            .and_then(|q| q.reader.as_ref())
-            .is_some_and(|r| !r.is_done());
+        let next_start = self.pending.iter().skip(1).find_map(|q| q.start_seq());
+        let front_waits = self.pending.front().is_some_and(|q| !q.is_done());
         if front_waits && next_start == Some(p.seq) && !self.login.compressed {
             self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                 "response ended early",
@@ -180,7 +203,7 @@ impl Proto {
             self.give_up_front(ts_us);
             self.emit_done(ts_us);
         }
-        let Some(r) = self.pending.front_mut().and_then(|q| q.reader.as_mut()) else {
+        let Some(r) = self.pending.front_mut().and_then(|q| q.reader()) else {
             self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                 "server packet without a command",
             )));
@@ -192,7 +215,7 @@ impl Proto {
     }
 
     fn after_feed(&mut self, ts_us: u64) {
-        let Some(r) = self.pending.front_mut().and_then(|q| q.reader.as_mut()) else {
+        let Some(r) = self.pending.front_mut().and_then(|q| q.reader()) else {
             return;
         };
         let anomaly = r.take_anomaly();
@@ -212,7 +235,7 @@ impl Proto {
             }
         }
         if done {
-            if let Some(r) = self.pending.front_mut().and_then(|q| q.reader.as_mut()) {
+            if let Some(r) = self.pending.front_mut().and_then(|q| q.reader()) {
                 r.response_mut().last_byte_us = Some(ts_us);
             }
             self.emit_done(ts_us);
@@ -247,6 +270,8 @@ impl Proto {
     /// Parse the command, apply what it changed in the session, and emit the record.
     fn finish(&mut self, q: Pending, ts_us: u64, incomplete: bool) {
         self.pending_bytes = self.pending_bytes.saturating_sub(q.raw.len());
+        // A command whose response never began reads as an unread response.
+        let unread = q.reader.is_none().then(|| q.new_reader()).flatten();
         let Pending {
             seq,
             ts_us: sent_us,
@@ -256,8 +281,9 @@ impl Proto {
             mut flags,
             reader,
             infile,
+            ..
         } = q;
-        let mut response = match reader {
+        let mut response = match reader.map(|r| *r).or(unread) {
             Some(r) => {
                 flags.response_incomplete = incomplete || r.is_broken();
                 r.into_response()

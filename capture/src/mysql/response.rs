@@ -115,6 +115,8 @@ pub struct ResponseReader {
     state: State,
     resp: Response,
     sum: ResultChecksum,
+    /// A result set came without its column definitions (MariaDB's cached metadata).
+    metadata_skipped: bool,
     anomaly: Option<&'static str>,
     broken: bool,
     next_seq: u8,
@@ -138,6 +140,7 @@ impl ResponseReader {
             },
             resp: Response::default(),
             sum: ResultChecksum::default(),
+            metadata_skipped: false,
             anomaly: None,
             broken: false,
             next_seq: cmd_seq.wrapping_add(1),
@@ -170,7 +173,11 @@ impl ResponseReader {
 
     fn set_checksum(&mut self) {
         if self.resp.result_sets > 0 || self.resp.rows > 0 || self.expect == Expect::FieldList {
-            self.resp.checksum = Some(self.sum);
+            let mut sum = self.sum;
+            if self.metadata_skipped {
+                sum.columns = ResultChecksum::COLUMNS_UNKNOWN;
+            }
+            self.resp.checksum = Some(sum);
         }
     }
 
@@ -271,16 +278,28 @@ impl ResponseReader {
             .rotate_left(29);
     }
 
+    /// Hash of one column definition: table, org_table, name, org_name, character set, type,
+    /// flags, decimals. Not hashed: catalog, schema (`--db-map` changes it), the display length,
+    /// and MariaDB's extended metadata (present only when the client asked for
+    /// MARIADB_CLIENT_EXTENDED_METADATA, which prod's client and the replay may not share).
     fn column(&mut self, pl: &[u8]) {
         let mut r = Reader::new(pl);
-        let skipped = r
+        let names = r
             .lenenc_bytes("catalog")
-            .and_then(|_| r.lenenc_bytes("schema"));
-        let h = match (skipped, pl.len().checked_sub(12)) {
-            (Ok(_), Some(t)) if pl.len() - r.remaining() <= t => {
-                let start = pl.len() - r.remaining();
-                let a = xxh3_64_with_seed(&pl[start..t + 2], 1);
+            .and_then(|_| r.lenenc_bytes("schema"))
+            .map(|_| pl.len() - r.remaining())
+            .and_then(|start| {
+                for what in ["table", "org_table", "name", "org_name"] {
+                    r.lenenc_bytes(what)?;
+                }
+                Ok((start, pl.len() - r.remaining()))
+            });
+        let h = match (names, pl.len().checked_sub(12)) {
+            // `t` is the start of the 12 fixed bytes (after their 0x0c length).
+            (Ok((start, end)), Some(t)) if end < t => {
+                let a = xxh3_64_with_seed(&pl[start..end], 1);
                 a ^ xxh3_64_with_seed(&pl[t + 6..t + 10], 2).rotate_left(17)
+                    ^ xxh3_64_with_seed(&pl[t..t + 2], 4).rotate_left(41)
             }
             _ => xxh3_64_with_seed(pl, 3),
         };
@@ -364,6 +383,7 @@ impl ResponseReader {
                             }
                             self.sum.columns =
                                 (self.sum.columns ^ n).wrapping_mul(MIX).rotate_left(29);
+                            self.metadata_skipped |= !metadata_follows;
                             self.state = if metadata_follows {
                                 State::Columns {
                                     left: n,

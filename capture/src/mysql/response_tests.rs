@@ -107,6 +107,22 @@ fn checksums_order_schema_and_eof_modes() {
     let cf = f.checksum.unwrap();
     assert_ne!(cf.columns, ca.columns);
     assert_eq!(cf.rows_ordered, ca.rows_ordered);
+    // MariaDB extended metadata (a lenenc field before the fixed bytes, sent when the client
+    // asked for it): not hashed, so prod's client and the replay need not share the flag.
+    let mut ext = text_rows(b"prod", &[b"x", b"y"], true);
+    let plain = col(b"c", b"prod", 0xfd);
+    let fixed = plain.len() - 13;
+    ext[1].1 = [&plain[..fixed], &b"\x06\x00\x04json"[..], &plain[fixed..]].concat();
+    let (g, _) = sum(dep, &ext);
+    assert_eq!(g.checksum, Some(ca));
+    // Another column name or character set: metadata differs.
+    let mut named = text_rows(b"prod", &[b"x", b"y"], true);
+    named[1].1 = col(b"d", b"prod", 0xfd);
+    assert_ne!(sum(dep, &named).0.checksum.unwrap().columns, ca.columns);
+    let mut cs = text_rows(b"prod", &[b"x", b"y"], true);
+    let n = cs[1].1.len();
+    cs[1].1[n - 12] = 33;
+    assert_ne!(sum(dep, &cs).0.checksum.unwrap().columns, ca.columns);
 }
 
 #[test]
@@ -245,4 +261,31 @@ fn change_user_exchange_and_garbage() {
     assert_eq!(r.feed(1, &[0xfc], 1), Step::Done);
     assert!(r.is_broken());
     assert_eq!(r.take_anomaly(), Some("unexpected response"));
+}
+
+#[test]
+fn cached_metadata_leaves_the_columns_unknown() {
+    // COM_STMT_EXECUTE answered with MariaDB's cached metadata: column count, then 0 (no
+    // column definitions follow), binary rows, EOF as OK.
+    let dep = caps::DEPRECATE_EOF;
+    let mut r = ResponseReader::new(Expect::Execute, dep, 0);
+    let steps = run(
+        &mut r,
+        &[
+            (1, vec![1, 0]),
+            (2, vec![0, 0, 1, b'x']),
+            (3, vec![0xfe, 0, 0, 2, 0, 0, 0]),
+        ],
+    );
+    assert_eq!(*steps.last().unwrap(), Step::Done);
+    let resp = r.into_response();
+    assert_eq!(resp.rows, 1);
+    let c = resp.checksum.unwrap();
+    assert_eq!(c.columns, ResultChecksum::COLUMNS_UNKNOWN);
+    // With the definitions, the columns are known.
+    let (full, _) = sum(dep, &text_rows(b"prod", &[b"x"], true));
+    assert_ne!(
+        full.checksum.unwrap().columns,
+        ResultChecksum::COLUMNS_UNKNOWN
+    );
 }

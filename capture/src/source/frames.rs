@@ -74,9 +74,9 @@ pub struct SourceLost(pub String);
 pub trait FrameSource {
     /// Link type of the frames.
     fn link(&self) -> LinkType;
-    /// Hand every frame waiting to `f` with its receive time (µs since the Unix epoch); after a
-    /// short wait when none is, return 0.
-    fn next_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, SourceLost>;
+    /// Hand the frames waiting to `f` with their receive times (µs since the Unix epoch), at most
+    /// `max` where the source can stop within a batch; after a short wait when none is, return 0.
+    fn next_batch<F: FnMut(&[u8], u64)>(&mut self, max: usize, f: F) -> Result<usize, SourceLost>;
     /// Housekeeping about every 100 ms: the counters so far, or the loss of the interface.
     fn poll(&mut self) -> Result<SourceCounters, SourceLost>;
     /// Open the interface again after a loss (the counters carry on).
@@ -149,7 +149,10 @@ pub fn run_capture<S: FrameSource, K: EventSink>(
         && limits.duration.is_none_or(|d| started.elapsed() < d)
         && limits.count.is_none_or(|n| frames < n)
     {
-        let r = src.next_batch(|f, ts| {
+        let max = limits
+            .count
+            .map_or(usize::MAX, |n| n.saturating_sub(frames) as usize);
+        let r = src.next_batch(max, |f, ts| {
             frames += 1;
             last_ts = ts;
             p.handle_frame(link, f, ts, sink);
@@ -224,7 +227,10 @@ pub fn run_record<S: FrameSource, W: std::io::Write>(
         && limits.count.is_none_or(|n| st.frames < n)
         && werr.is_none()
     {
-        let r = src.next_batch(|f, ts| {
+        let max = limits
+            .count
+            .map_or(usize::MAX, |n| n.saturating_sub(st.frames) as usize);
+        let r = src.next_batch(max, |f, ts| {
             if limits.count.is_some_and(|n| st.frames >= n) || werr.is_some() {
             } else if let Err(e) = w.write(f, ts) {
                 werr = Some(e);

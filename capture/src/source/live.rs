@@ -202,9 +202,13 @@ impl FrameSource for PcapLive<'_> {
         self.link
     }
 
-    fn next_batch<F: FnMut(&[u8], u64)>(&mut self, mut f: F) -> Result<usize, SourceLost> {
+    fn next_batch<F: FnMut(&[u8], u64)>(
+        &mut self,
+        max: usize,
+        mut f: F,
+    ) -> Result<usize, SourceLost> {
         let mut n = 0;
-        while n < 256 {
+        while n < max.min(256) {
             match self.cap.next_packet() {
                 Ok(pkt) => {
                     let ts = pkt.header.ts.tv_sec as u64 * 1_000_000 + pkt.header.ts.tv_usec as u64;
@@ -368,7 +372,8 @@ impl FrameSource for XdpQueue<'_> {
         LinkType::Ethernet
     }
 
-    fn next_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, SourceLost> {
+    /// A whole RX batch is always taken (its frames go back to the kernel together).
+    fn next_batch<F: FnMut(&[u8], u64)>(&mut self, _: usize, f: F) -> Result<usize, SourceLost> {
         let Some(src) = self.src.as_mut() else {
             return Err(SourceLost("no socket".into()));
         };

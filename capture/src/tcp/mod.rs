@@ -125,7 +125,9 @@ impl Stream {
                     self.stats_mut().retransmitted_bytes += u64::from(total);
                     return;
                 }
-                self.stats_mut().retransmitted_bytes += u64::from(dup);
+                if dup > 0 {
+                    self.stats_mut().retransmitted_bytes += u64::from(dup);
+                }
                 let skip = (dup as usize).min(payload.len());
                 let rest_missing = missing - (dup - skip as u32);
                 self.deliver(&payload[skip..], rest_missing, out);
@@ -151,7 +153,9 @@ impl Stream {
             };
             match stored {
                 Ok(dup) => {
-                    self.stats_mut().retransmitted_bytes += dup;
+                    if dup > 0 {
+                        self.stats_mut().retransmitted_bytes += dup;
+                    }
                     return;
                 }
                 Err(full) => {
@@ -191,12 +195,15 @@ impl Stream {
             if seq_lt(*next, s) {
                 break;
             }
-            if !seq_lt(*next, e) {
-                stats.get_or_insert_with(Box::default).retransmitted_bytes +=
-                    u64::from(e.wrapping_sub(s));
+            let dup = if !seq_lt(*next, e) {
+                e.wrapping_sub(s)
             } else {
-                stats.get_or_insert_with(Box::default).retransmitted_bytes +=
-                    u64::from(next.wrapping_sub(s));
+                next.wrapping_sub(s)
+            };
+            if dup > 0 {
+                stats.get_or_insert_with(Box::default).retransmitted_bytes += u64::from(dup);
+            }
+            if seq_lt(*next, e) {
                 emit(a.bytes(*next, e), out);
                 *next = e;
             }

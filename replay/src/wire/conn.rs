@@ -60,7 +60,7 @@ impl WireConn {
             stream: Stream::Plain(stream),
             rd: PacketReader::new(params.max_packet as usize),
             wr: PacketWriter::new(),
-            out: Vec::with_capacity(16 * 1024),
+            out: Vec::with_capacity(4 * 1024),
             caps: 0,
             ext: 0,
             server: ServerInfo::default(),
@@ -136,7 +136,7 @@ impl WireConn {
 
     async fn fill(&mut self) -> Result<(), WireError> {
         let buf = self.rd.input();
-        buf.reserve(64 * 1024);
+        buf.reserve(super::packet::READ_CHUNK);
         if self.stream.read_buf(buf).await? == 0 {
             return Err(WireError::Closed);
         }
@@ -148,6 +148,10 @@ impl WireConn {
             self.stream.write_all(&self.out).await?;
             self.stream.flush().await?;
             self.out.clear();
+            if self.out.capacity() > 256 * 1024 {
+                // A large command grew it: an idle session keeps a small buffer.
+                self.out = Vec::with_capacity(4 * 1024);
+            }
         }
         Ok(())
     }

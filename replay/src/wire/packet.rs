@@ -27,6 +27,11 @@ pub struct Packet<'a> {
 }
 
 /// Read side: plain bytes (already inflated when compressed) in, whole packets out.
+/// Bytes read from the socket at a time (and the buffer a connection keeps when idle).
+pub const READ_CHUNK: usize = 16 * 1024;
+/// A read buffer larger than this is freed once empty.
+const KEEP_CAPACITY: usize = 256 * 1024;
+
 #[derive(Debug)]
 pub struct PacketReader {
     buf: Vec<u8>,
@@ -44,7 +49,7 @@ impl PacketReader {
     /// A reader refusing logical packets over `max_packet` bytes.
     pub fn new(max_packet: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::with_capacity(READ_CHUNK),
             pos: 0,
             joined: Vec::new(),
             max_packet,
@@ -91,6 +96,11 @@ impl PacketReader {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
             self.pos = 0;
+        }
+        // A large response grew the buffer: give the memory back once it is read (an idle
+        // replay session keeps READ_CHUNK, not its largest response).
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::with_capacity(READ_CHUNK);
         }
     }
 
