@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 mrte_install_deps chromium
+mrte_install_nats
 export CARGO_TERM_COLOR=never
 
 echo "== cargo fmt"

@@ -41,6 +41,12 @@ pub enum Cmd {
     Run(crate::replay_cmd::RunArgs),
     /// Replay the sessions of a capture file on a test server, compare, report.
     Replay(crate::replay_cmd::ReplayFileArgs),
+    /// Capture (-i) or read (-r) and publish the session events to a NATS JetStream stream.
+    Publish(crate::publish::PublishArgs),
+    /// Replay some partitions of a NATS JetStream stream on a test server (one player).
+    Play(crate::play::PlayArgs),
+    /// One report merged from every player of a NATS JetStream stream.
+    Report(crate::report_cmd::ReportCmdArgs),
 }
 
 /// Live capture settings.
@@ -201,6 +207,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Record(a) => record(a),
         Cmd::Run(a) => crate::replay_cmd::run_live(a),
         Cmd::Replay(a) => crate::replay_cmd::replay_file(a),
+        Cmd::Publish(a) => crate::publish::publish(a),
+        Cmd::Play(a) => crate::play::play(a),
+        Cmd::Report(a) => crate::report_cmd::report(a),
     }
 }
 

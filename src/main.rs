@@ -1,14 +1,18 @@
 //! mrte: MySQL real-time traffic emulator.
 //!
-//! One binary with four subcommands: `inspect` (decode a capture file or a live interface),
+//! One binary with seven subcommands: `inspect` (decode a capture file or a live interface),
 //! `record` (write server-port traffic of a live interface to a pcap), `run` (live capture +
-//! replay on a test server + report) and `replay` (the same from a capture file).
+//! replay on a test server + report) and `replay` (the same from a capture file); `publish`,
+//! `play` and `report` split capture and replay over NATS JetStream (several replay hosts).
 
 mod cli;
 mod config;
 mod inspect;
 mod metrics;
+mod play;
+mod publish;
 mod replay_cmd;
+mod report_cmd;
 
 use std::process::ExitCode;
 

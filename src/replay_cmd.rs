@@ -163,7 +163,7 @@ pub struct RunArgs {
     pub out: ReportArgs,
 }
 
-fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
+pub(crate) fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConfig> {
     let mut target = TargetDsn::parse(&a.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
     if let Some(f) = &a.target_password_file {
         let text = std::fs::read_to_string(f)
@@ -360,15 +360,15 @@ fn finish(
 /// target server shares the cores, a multi-thread runtime spends more on waking idle workers than
 /// it gains (measured: 16.8k vs sysbench's 40.6k queries/s with 2 workers).
 /// Replay worker threads, each driving a current-thread runtime; sessions are spread over them.
-struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
+pub(crate) struct Workers {
+    pub(crate) handles: Vec<tokio::runtime::Handle>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Workers {
     /// `n` worker threads (0: none, sessions run on the engine's own runtime).
-    fn start(n: usize) -> Result<Self> {
+    pub(crate) fn start(n: usize) -> Result<Self> {
         let mut w = Workers {
             handles: Vec::new(),
             stops: Vec::new(),
@@ -404,7 +404,7 @@ impl Drop for Workers {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("mrte-replay")

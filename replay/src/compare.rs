@@ -95,7 +95,7 @@ pub struct FingerprintStats {
 /// Prod vs test for all replayed traffic.
 #[derive(Debug)]
 pub struct Comparison {
-    fps: HashMap<u64, FingerprintStats>,
+    pub(crate) fps: HashMap<u64, FingerprintStats>,
     /// Overall prod latency, µs.
     pub prod: Histogram<u64>,
     /// Overall test latency, µs.

@@ -505,6 +505,10 @@ impl Exec {
                             return;
                         }
                         self.stats.replayed_no_response += 1;
+                        self.ctx
+                            .live
+                            .replayed_no_response
+                            .fetch_add(1, Ordering::Relaxed);
                         Want::Nothing
                     }
                     Origin::Synthetic(_) if s.expects_response => Want::Synthetic,

@@ -19,6 +19,7 @@ pub mod filter;
 pub mod pacing;
 pub mod plan;
 pub mod report;
+pub mod report_merge;
 pub mod resilience;
 pub mod results;
 pub mod sync;

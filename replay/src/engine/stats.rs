@@ -31,6 +31,8 @@ pub struct LiveCounters {
     pub failed: AtomicU64,
     /// Reconnects after a lost connection.
     pub reconnects: AtomicU64,
+    /// Commands replayed that expect no response (QUIT, STMT_CLOSE, SEND_LONG_DATA).
+    pub replayed_no_response: AtomicU64,
     /// Lag of the latest command, µs.
     pub lag_last_us: AtomicU64,
     /// Largest lag so far, µs.
@@ -88,7 +90,7 @@ impl LiveCounters {
 }
 
 /// Lag behind schedule, µs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LagStats {
     /// Commands measured.
     pub count: u64,
@@ -101,7 +103,7 @@ pub struct LagStats {
 }
 
 /// Final engine counters, for the report (alongside the comparison).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EngineStats {
     /// Sessions received from capture.
     pub sessions: u64,
@@ -172,6 +174,7 @@ pub struct EngineStats {
     pub lag_us: LagStats,
     /// What the commit gate did (`--sync commit`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_deserializing)]
     pub sync: Option<crate::sync::SyncStats>,
 }
 
@@ -201,7 +204,9 @@ impl EngineStats {
             + self.failed_total()
     }
 
-    pub(crate) fn merge(&mut self, o: &EngineStats) {
+    /// Add another worker's (or player's) counters; `sessions`, `sessions_panicked`,
+    /// `sessions_not_started` and lag are left to the caller.
+    pub fn merge(&mut self, o: &EngineStats) {
         self.sessions_replayed += o.sessions_replayed;
         self.sessions_midstream += o.sessions_midstream;
         self.sessions_processlist_resolved += o.sessions_processlist_resolved;
