@@ -171,6 +171,7 @@ fn sync_commit_replay_ends_where_prod_ended() {
     let Some(_lab) = Lab::up() else { return };
     let out = std::env::temp_dir().join(format!("mrte-sync-lab-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
+    let mut judged = 0;
     for threads in [8, 16] {
         copy_prod_to_test();
         assert_eq!(checksums("prod"), checksums("test"), "copy");
@@ -182,6 +183,16 @@ fn sync_commit_replay_ends_where_prod_ended() {
             r["captured"]["by_command"]["COM_QUERY"].as_u64() > Some(1000),
             "{r}"
         );
+        let (kernel, gaps) = (r["drops"]["kernel"].as_u64(), r["drops"]["gaps"].as_u64());
+        if threads > 8 && (kernel != Some(0) || gaps != Some(0)) {
+            // Frames lost before mrte saw them leave sessions with gaps: such a run cannot be
+            // judged. Only the heavier run may be excused (2-core CI box, 16 sysbench threads).
+            eprintln!(
+                "SKIP judging {threads} threads: the capture lost frames before mrte (kernel {kernel:?}, gaps {gaps:?}); CPU-starved machine"
+            );
+            continue;
+        }
+        judged += 1;
         let gate = &r["sync"]["gate"];
         assert_eq!(gate["mode"], "commit", "{r}");
         assert!(gate["commits"].as_u64() > Some(100), "{gate}");
@@ -203,5 +214,6 @@ fn sync_commit_replay_ends_where_prod_ended() {
             "{threads} threads: CHECKSUM TABLE prod vs test\n{text}"
         );
     }
+    assert!(judged >= 1, "no run could be judged");
     let _ = std::fs::remove_dir_all(&out);
 }
