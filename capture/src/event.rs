@@ -79,6 +79,27 @@ pub struct Login {
     pub error_code: Option<u16>,
 }
 
+impl Login {
+    /// Nothing known yet (before the handshake, or a session joined mid-stream).
+    pub fn unknown(midstream: bool) -> Self {
+        Self {
+            ts_us: 0,
+            user: None,
+            db: None,
+            capabilities: 0,
+            auth_plugin: None,
+            collation: None,
+            server_version: None,
+            connection_id: None,
+            tls: false,
+            compressed: false,
+            midstream,
+            ok: false,
+            error_code: None,
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -1236,3 +1236,17 @@ mod tests {
         assert_eq!(p.stats().idle_evicted, 3);
     }
 }
+#[cfg(test)]
+mod size_tests {
+    /// A session joined mid-stream holds its boxed `Session` (this), one waiting command, and
+    /// its slab slot: kept within mimalloc's 512-byte class so that a flood of 200 000 idle
+    /// sessions stays under 256 MiB (bench/README "Session flood").
+    #[test]
+    fn a_session_fits_in_512_bytes() {
+        assert!(
+            std::mem::size_of::<super::Session>() <= 512,
+            "Session is {} bytes",
+            std::mem::size_of::<super::Session>()
+        );
+    }
+}

@@ -35,7 +35,8 @@ pub enum FrameError {
 #[derive(Debug)]
 pub struct Framer {
     hdr: [u8; 4],
-    hdr_len: usize,
+    /// Header bytes received so far (0..4; a byte keeps the framer, and so an idle session, small).
+    hdr_len: u8,
     need: usize,
     buf: Vec<u8>,
     keep: usize,
@@ -81,7 +82,7 @@ impl Framer {
         if self.in_packet || self.continuing {
             self.total + 4
         } else {
-            self.hdr_len
+            usize::from(self.hdr_len)
         }
     }
 
@@ -120,9 +121,10 @@ impl Framer {
                 return;
             }
             if !self.in_packet {
-                let take = (4 - self.hdr_len).min(data.len());
-                self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&data[..take]);
-                self.hdr_len += take;
+                let have = usize::from(self.hdr_len);
+                let take = (4 - have).min(data.len());
+                self.hdr[have..have + take].copy_from_slice(&data[..take]);
+                self.hdr_len = (have + take) as u8;
                 data = &data[take..];
                 if self.hdr_len < 4 {
                     return;

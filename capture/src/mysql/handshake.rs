@@ -10,13 +10,20 @@ use super::value::Reader;
 use super::{lossy, Anomaly, ConnEvent, Packet, Phase, Proto};
 
 impl Proto {
+    /// The handshake's login, made on first use.
+    fn login(&mut self) -> &mut crate::event::Login {
+        let midstream = self.midstream;
+        self.login
+            .get_or_insert_with(|| Box::new(crate::event::Login::unknown(midstream)))
+    }
+
     pub(super) fn on_greeting(&mut self, p: Packet<'_>) {
         let mut r = Reader::new(p.payload);
         match r.u8("greeting") {
             Ok(0x0a) => {}
             Ok(0xff) => {
                 let (code, _, _) = parse_err(p.payload);
-                self.login.error_code = code;
+                self.login().error_code = code;
                 return;
             }
             _ => {
@@ -27,11 +34,11 @@ impl Proto {
             }
         }
         self.phase = Phase::AwaitHandshakeResponse;
-        self.login.server_version = Some(lossy(r.nul_str()));
+        self.login().server_version = Some(lossy(r.nul_str()));
         let Ok(conn_id) = r.u32("connection id") else {
             return;
         };
-        self.login.connection_id = Some(conn_id);
+        self.login().connection_id = Some(conn_id);
         if r.take(9, "auth data 1").is_err() {
             return;
         }
@@ -44,7 +51,7 @@ impl Proto {
         let _ = r.take(10, "reserved");
         let _ = r.take(13, "auth data 2");
         if r.remaining() > 0 {
-            self.login.auth_plugin = Some(lossy(r.nul_str()));
+            self.login().auth_plugin = Some(lossy(r.nul_str()));
         }
     }
 
@@ -71,11 +78,13 @@ impl Proto {
         if p.len == 32 && c & caps::SSL != 0 {
             self.caps = negotiated;
             self.phase = Phase::Tls;
-            self.login.tls = true;
-            self.login.ts_us = ts_us;
-            self.login.capabilities = negotiated;
+            self.login().tls = true;
+            self.login().ts_us = ts_us;
+            self.login().capabilities = negotiated;
             self.emit(ConnEvent::Anomaly(Anomaly::Tls));
-            self.emit(ConnEvent::Login(Box::new(self.login.clone())));
+            self.login_sent = true;
+            let login = Box::new(self.login().clone());
+            self.emit(ConnEvent::Login(login));
             return;
         }
         self.caps = negotiated;
@@ -87,7 +96,7 @@ impl Proto {
             )));
             return;
         }
-        self.login.collation = collation.ok().filter(|&c| c != 0);
+        self.login().collation = collation.ok().filter(|&c| c != 0);
         let user = lossy(r.nul_str());
         let auth_ok = if c & caps::PLUGIN_AUTH_LENENC != 0 {
             r.lenenc_bytes("auth response").is_ok()
@@ -107,36 +116,37 @@ impl Proto {
         if c & caps::CONNECT_WITH_DB != 0 {
             let db = r.nul_str();
             if !db.is_empty() {
-                self.login.db = Some(lossy(db));
+                self.login().db = Some(lossy(db));
             }
         }
         if c & caps::PLUGIN_AUTH != 0 && r.remaining() > 0 {
-            self.login.auth_plugin = Some(lossy(r.nul_str()));
+            self.login().auth_plugin = Some(lossy(r.nul_str()));
         }
-        self.login.user = Some(user);
+        self.login().user = Some(user);
     }
 
     pub(super) fn on_auth_server(&mut self, p: Packet<'_>, ts_us: u64) {
         match p.payload.first() {
             Some(0x00) => {
-                self.login.ok = true;
+                self.login().ok = true;
                 self.finish_login(ts_us);
                 if self.caps & caps::COMPRESS != 0 {
                     self.enable_compress = true;
-                    self.login.compressed = true;
+                    self.compressed = true;
+                    self.login().compressed = true;
                     self.emit(ConnEvent::Anomaly(Anomaly::Compressed));
                 }
             }
             Some(0xff) => {
                 let (code, _, _) = parse_err(p.payload);
-                self.login.ok = false;
-                self.login.error_code = code;
+                self.login().ok = false;
+                self.login().error_code = code;
                 self.finish_login(ts_us);
             }
             Some(0xfe) => {
                 let mut r = Reader::new(&p.payload[1..]);
                 if r.remaining() > 0 {
-                    self.login.auth_plugin = Some(lossy(r.nul_str()));
+                    self.login().auth_plugin = Some(lossy(r.nul_str()));
                 }
             }
             _ => {}
@@ -145,10 +155,12 @@ impl Proto {
 
     pub(super) fn finish_login(&mut self, ts_us: u64) {
         self.phase = Phase::Command;
-        self.login.ts_us = ts_us;
-        self.login.capabilities = self.caps;
-        self.user = self.login.user.as_deref().map(Arc::from);
-        self.db = self.login.db.as_deref().map(Arc::from);
-        self.emit(ConnEvent::Login(Box::new(self.login.clone())));
+        self.login().ts_us = ts_us;
+        self.login().capabilities = self.caps;
+        self.user = self.login().user.as_deref().map(Arc::from);
+        self.db = self.login().db.as_deref().map(Arc::from);
+        self.login_sent = true;
+        let login = Box::new(self.login().clone());
+        self.emit(ConnEvent::Login(login));
     }
 }

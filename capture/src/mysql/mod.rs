@@ -159,7 +159,13 @@ struct Proto {
     caps: u32,
     server_caps: u32,
     deprecate_eof_known: bool,
-    login: Login,
+    /// The handshake's login, allocated when a handshake is seen (a session joined mid-stream,
+    /// as most of a flood's, never needs one: its inferred login is built when it is sent).
+    login: Option<Box<Login>>,
+    /// The login event was sent (mid-stream: sent once, on the first synchronised command).
+    login_sent: bool,
+    /// CLIENT_COMPRESS is in use.
+    compressed: bool,
     pending: VecDeque<pairing::Pending>,
     pending_bytes: usize,
     stmts: StmtTable,
@@ -217,21 +223,9 @@ impl Connection {
                 },
                 server_caps: 0,
                 deprecate_eof_known: !midstream,
-                login: Login {
-                    ts_us: 0,
-                    user: None,
-                    db: None,
-                    capabilities: 0,
-                    auth_plugin: None,
-                    collation: None,
-                    server_version: None,
-                    connection_id: None,
-                    tls: false,
-                    compressed: false,
-                    midstream,
-                    ok: false,
-                    error_code: None,
-                },
+                login: None,
+                login_sent: false,
+                compressed: false,
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 stmts: StmtTable::default(),
@@ -281,14 +275,13 @@ impl Connection {
                     peer.reset();
                     peer.synced = true;
                     proto.events.push_back(ConnEvent::Anomaly(Anomaly::Resync));
-                    if proto.midstream && proto.login.ts_us == 0 {
-                        proto.login.ts_us = ts_us;
-                        proto.login.midstream = true;
-                        proto.login.capabilities = proto.caps;
-                        proto.login.compressed = d.compressed;
-                        proto
-                            .events
-                            .push_back(ConnEvent::Login(Box::new(proto.login.clone())));
+                    if proto.midstream && !proto.login_sent {
+                        proto.login_sent = true;
+                        let mut login = Login::unknown(true);
+                        login.ts_us = ts_us;
+                        login.capabilities = proto.caps;
+                        login.compressed = d.compressed;
+                        proto.events.push_back(ConnEvent::Login(Box::new(login)));
                     }
                 }
                 Direction::ToClient => {
@@ -472,7 +465,7 @@ impl Proto {
                             && (plen == 0 || plen >= 5)
                         {
                             d.compressed = true;
-                            self.login.compressed = true;
+                            self.compressed = true;
                             self.emit(ConnEvent::Anomaly(Anomaly::Compressed));
                             return true;
                         }

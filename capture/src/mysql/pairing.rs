@@ -196,7 +196,7 @@ impl Proto {
     fn on_server_packet_slow(&mut self, p: Packet<'_>, ts_us: u64) {
         let next_start = self.pending.iter().skip(1).find_map(|q| q.start_seq());
         let front_waits = self.pending.front().is_some_and(|q| !q.is_done());
-        if front_waits && next_start == Some(p.seq) && !self.login.compressed {
+        if front_waits && next_start == Some(p.seq) && !self.compressed {
             self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                 "response ended early",
             )));
