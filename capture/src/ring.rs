@@ -183,6 +183,10 @@ pub struct RingSink {
     queued: usize,
     /// Pushes since the last rescan.
     since_rescan: usize,
+    /// Rings of closed sessions that their consumers have not drained yet: their events and
+    /// slots still count in the queue bound and the ring budget until drained or abandoned (a
+    /// replay that lags behind short connections would otherwise hold them unbounded).
+    closed: Vec<Producer>,
 }
 
 impl std::fmt::Debug for RingSink {
@@ -215,6 +219,7 @@ impl RingSink {
             queue_limit: 0,
             queued: 0,
             since_rescan: 0,
+            closed: Vec::new(),
         }
     }
 
@@ -238,11 +243,23 @@ impl RingSink {
         left.clamp(MIN_RING.min(want), want)
     }
 
+    /// The session `id` closed (or its consumer went away): its ring is released once drained.
     fn forget(&mut self, id: SessionId) {
-        if let Some(p) = self.producers.remove(&id) {
-            self.stats.slot_bytes -= (p.slots * SLOT_BYTES) as u64;
-            self.queued = self.queued.saturating_sub(p.seen_queued);
+        if let Some(mut p) = self.producers.remove(&id) {
+            let now = p.slots - p.ring.slots();
+            self.queued = (self.queued + now).saturating_sub(p.seen_queued);
+            p.seen_queued = now;
+            if now == 0 || p.ring.is_abandoned() {
+                self.release(p);
+            } else {
+                self.closed.push(p);
+            }
         }
+    }
+
+    fn release(&mut self, p: Producer) {
+        self.stats.slot_bytes -= (p.slots * SLOT_BYTES) as u64;
+        self.queued = self.queued.saturating_sub(p.seen_queued);
     }
 
     /// Bound the events queued over all rings (events pushed and not yet taken by the
@@ -268,8 +285,25 @@ impl RingSink {
             p.seen_queued = p.slots - p.ring.slots();
             total += p.seen_queued;
         }
+        let mut freed = 0u64;
+        self.closed.retain_mut(|p| {
+            p.seen_queued = p.slots - p.ring.slots();
+            let keep = p.seen_queued > 0 && !p.ring.is_abandoned();
+            if keep {
+                total += p.seen_queued;
+            } else {
+                freed += (p.slots * SLOT_BYTES) as u64;
+            }
+            keep
+        });
+        self.stats.slot_bytes -= freed;
         self.queued = total;
         self.since_rescan = 0;
+    }
+
+    /// Closed sessions whose rings still hold events their consumers have not taken.
+    pub fn draining_sessions(&self) -> usize {
+        self.closed.len()
     }
 
     /// Backpressure mode for offline readers: when a ring is full, `push` parks the thread until
@@ -292,6 +326,7 @@ impl RingSink {
     /// Mark every open session closed (end of capture); consumers drain what is left.
     pub fn close_all(&mut self) {
         self.stats.slot_bytes = 0;
+        self.closed.clear();
         for (_, p) in self.producers.drain() {
             p.shared.closed.store(true, Ordering::Release);
             p.shared.waker.wake();
@@ -363,8 +398,10 @@ impl EventSink for RingSink {
             self.queued = (self.queued + now).saturating_sub(p.seen_queued);
             p.seen_queued = now;
             let share = (self.queue_limit / open_rings).max(MIN_RING);
+            // Past twice the bound (many sessions each under its share, or closed sessions not
+            // yet drained) every session drops.
             over_limit = self.queued >= self.queue_limit
-                && now >= share
+                && (now >= share || self.queued >= 2 * self.queue_limit)
                 && !closing
                 && !matches!(event, SessionEvent::Open(_));
         }
@@ -545,7 +582,63 @@ mod tests {
         assert!((600..=601).contains(&kept), "kept {kept}");
         assert_eq!(st.overflowed_sessions, 1);
         assert_eq!(sink.open_sessions(), 0);
-        assert_eq!(sink.queued(), 0);
+        // The laggard closed but was not drained: its events still count.
+        let mut lagging = _lagging;
+        let mut held = 0;
+        while lagging.try_pop().is_some() {
+            held += 1;
+        }
+        // (+ the other session's close, queued when it closed, taken since, seen at the next
+        // recount.)
+        assert_eq!(sink.queued(), held + 1);
+        assert_eq!(sink.draining_sessions(), 2);
+    }
+
+    #[test]
+    fn closed_sessions_not_yet_drained_count_in_the_bound_and_the_budget() {
+        // Short sessions (open, 20 logins, close) that nobody drains, as when the replay lags
+        // behind connection churn: the queue stays under twice the bound, the drops are counted,
+        // and the ring budget counts their rings until they are drained.
+        let (mut sink, rx) = RingSink::new(1024);
+        sink.set_queue_limit(1000);
+        sink.set_memory_budget(64 * 1024 * SLOT_BYTES);
+        let mut streams = Vec::new();
+        for id in 0..500 {
+            sink.push(id, open(id));
+            for _ in 0..20 {
+                sink.push(id, login());
+            }
+            sink.push(id, close());
+            streams.push(rx.try_recv().unwrap());
+        }
+        let st = sink.stats();
+        let held: u64 = streams
+            .iter_mut()
+            .map(|s| {
+                let mut n = 0;
+                while s.try_pop().is_some() {
+                    n += 1;
+                }
+                n
+            })
+            .sum();
+        assert_eq!(held + st.dropped_events, 500 * 22);
+        // Opens and closes are never dropped (1 000 of them), the rest stops at twice the bound.
+        assert!(held <= 2 * 1000 + 2 * 500, "held {held}");
+        assert!(st.queue_limited_events > 5000, "{st:?}");
+        assert_eq!(st.queue_limited_events, st.dropped_events);
+        // Budget for 64 full rings: later sessions got smaller ones.
+        assert!(st.budget_limited_sessions > 400, "{st:?}");
+        // Drained now: the next rescan releases every ring.
+        assert_eq!(sink.open_sessions(), 0);
+        for _ in 0..RESCAN_PUSHES {
+            sink.push(9999, login());
+        }
+        sink.push(10_000, open(10_000));
+        for _ in 0..RESCAN_PUSHES {
+            sink.push(10_000, login());
+        }
+        assert_eq!(sink.draining_sessions(), 0);
     }
 
     #[test]
