@@ -2,17 +2,21 @@
 # Soak test: DURATION seconds of `mrte run` on the SPAN lab under sysbench oltp_read_write with
 # connection churn (each sysbench thread reconnects every RECONNECT events, bench/soak_churn.lua).
 # mrte's RSS and CPU are sampled each second into $OUT/soak.csv and plotted to $OUT/soak.png
-# (gnuplot, else python3 matplotlib); the script prints the RSS trend after warm-up.
+# (gnuplot, else python3 matplotlib); the script prints the RSS trend after warm-up. Beside them,
+# from mrte's /metrics (port METRICS, inside the capture namespace), the sizes that could grow:
+# sessions open in the capture table, sessions being replayed, test connections open, commands
+# captured but not yet taken by the player (queued in the rings), lag behind schedule.
 # Not run in CI. Needs root; the lab is shared, so run it under its lock (the script also takes
 # /var/tmp/mrte-lab.lock, as the Rust lab tests do):
 #   flock /tmp/mrte-lab.lock bench/soak.sh
 # Env: DURATION (600), WARMUP (60), THREADS (4), RECONNECT (20), OUT (target/soak),
-#      MRTE (target/release/mrte, built if missing), RUN_ARGS (extra `mrte run` flags).
+#      MRTE (target/release/mrte, built if missing), RUN_ARGS (extra `mrte run` flags),
+#      METRICS (9465).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-600} WARMUP=${WARMUP:-60} THREADS=${THREADS:-4} RECONNECT=${RECONNECT:-20}
-OUT=${OUT:-target/soak} MRTE=${MRTE:-target/release/mrte}
+OUT=${OUT:-target/soak} MRTE=${MRTE:-target/release/mrte} METRICS=${METRICS:-9465}
 [ "$(id -u)" = 0 ] || { echo "soak: needs root (lab namespaces)" >&2; exit 2; }
 [ -x "$MRTE" ] || cargo build --release -p mrte
 mkdir -p "$OUT"
@@ -36,24 +40,34 @@ scripts/lab.sh up
 # The password goes through the environment, never the command line.
 MRTE_TARGET_PASSWORD=sbtest ip netns exec mrte-cap "$MRTE" run -i span0 --source pcap \
   --target mysql://sbtest@198.18.1.2:3306/sbtest --ring 1048576 --quiet \
-  --duration $(( DURATION + 15 )) --report "$OUT/report.json" ${RUN_ARGS:-} \
+  --duration $(( DURATION + 15 )) --report "$OUT/report.json" --metrics "$METRICS" ${RUN_ARGS:-} \
   >"$OUT/mrte.out" 2>"$OUT/mrte.err" &
 MRTE_PID=$!
 sleep 2
 
+# capture_sessions,replay_sessions,test_connections,queued_commands,lag_s from /metrics.
+sizes() {
+  ip netns exec mrte-cap curl -s --max-time 1 "http://127.0.0.1:$METRICS/metrics" 2>/dev/null | awk '
+    /^mrte_capture_active_sessions / { cs = $2 } /^mrte_replay_active_sessions / { rs = $2 }
+    /^mrte_replay_connections_open / { co = $2 } /^mrte_replay_lag_seconds / { lag = $2 }
+    /^mrte_books_commands_total\{fate="captured"\}/ { cap = $2 }
+    /^mrte_books_commands_total\{fate="taken"\}/ { tk = $2 }
+    END { printf "%d,%d,%d,%d,%.2f", cs, rs, co, cap - tk, lag }'
+}
 sample() {
   local pid=$1 hz t0 prev_ticks prev_t now ticks rss cpu
   hz=$(getconf CLK_TCK)
   t0=$(date +%s.%N) prev_t=$t0
   prev_ticks=$(awk '{print $14+$15}' "/proc/$pid/stat")
-  echo "t_s,rss_mib,cpu_pct" >"$CSV"
+  echo "t_s,rss_mib,cpu_pct,capture_sessions,replay_sessions,test_connections,queued_commands,lag_s" >"$CSV"
   while [ -r "/proc/$pid/stat" ]; do
     sleep 1
     now=$(date +%s.%N)
     ticks=$(awk '{print $14+$15}' "/proc/$pid/stat" 2>/dev/null) || break
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || break
     cpu=$(echo "($ticks - $prev_ticks) / $hz / ($now - $prev_t) * 100" | bc -l)
-    printf '%.1f,%.1f,%.1f\n' "$(echo "$now - $t0" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$cpu" >>"$CSV"
+    printf '%.1f,%.1f,%.1f,%s\n' "$(echo "$now - $t0" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$cpu" \
+      "$(sizes)" >>"$CSV"
     prev_ticks=$ticks prev_t=$now
   done
 }

@@ -18,12 +18,20 @@ use std::process::ExitCode;
 
 /// mimalloc: per-command records are allocated on the capture thread and freed on the consumer's,
 /// which glibc malloc handles slowly (arena locks, consolidation); see bench/README.
+///
+/// Transparent huge pages are turned off for the process at start-up (`main`): mimalloc asks
+/// for them on its arenas, so every per-session ring (allocated whole, touched from its first
+/// slot) and every fresh stretch of heap would fault in 2 MiB at a time. With them, a soak whose
+/// replay lagged behind 2 000 short connections reached 5 GiB RSS (bench/README, "Soak"), and a
+/// session flood paid 0.02-0.6 s of kernel time at random (compaction, zeroing 2 MiB pages).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Best effort: an old kernel without PR_SET_THP_DISABLE only costs memory.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     config::hide_target_password(&std::env::args_os().collect::<Vec<_>>());
     let argv = match config::expand(std::env::args_os().collect()) {
         Ok(a) => a,
