@@ -5,7 +5,8 @@
 # (gnuplot, else python3 matplotlib); the script prints the RSS trend after warm-up. Beside them,
 # from mrte's /metrics (port METRICS, inside the capture namespace), the sizes that could grow:
 # sessions open in the capture table, sessions being replayed, test connections open, commands
-# captured but not yet taken by the player (queued in the rings), lag behind schedule.
+# captured but neither taken by the player nor dropped by a ring (queued in the rings; ring drops
+# are counted in events, so this is approximate), lag behind schedule.
 # Not run in CI. Needs root; the lab is shared, so run it under its lock (the script also takes
 # /var/tmp/mrte-lab.lock, as the Rust lab tests do):
 #   flock /tmp/mrte-lab.lock bench/soak.sh
@@ -51,8 +52,8 @@ sizes() {
     /^mrte_capture_active_sessions / { cs = $2 } /^mrte_replay_active_sessions / { rs = $2 }
     /^mrte_replay_connections_open / { co = $2 } /^mrte_replay_lag_seconds / { lag = $2 }
     /^mrte_books_commands_total\{fate="captured"\}/ { cap = $2 }
-    /^mrte_books_commands_total\{fate="taken"\}/ { tk = $2 }
-    END { printf "%d,%d,%d,%d,%.2f", cs, rs, co, cap - tk, lag }'
+    /^mrte_books_commands_total\{fate="taken"\}/ { tk = $2 } /^mrte_ring_drops_total / { rd = $2 }
+    END { printf "%d,%d,%d,%d,%.2f", cs, rs, co, cap - tk - rd, lag }'
 }
 sample() {
   local pid=$1 hz t0 prev_ticks prev_t now ticks rss cpu
@@ -86,16 +87,24 @@ tail -n 12 "$OUT/mrte.out"
 
 if command -v gnuplot >/dev/null; then
   gnuplot <<GP
-set terminal png size 1000,500
+set terminal png size 1000,800
 set output "$PNG"
 set datafile separator ","
 set key autotitle columnhead
+set multiplot layout 2,1
 set xlabel "seconds"
 set ylabel "RSS MiB"
 set y2label "CPU %"
 set y2tics
 set title "mrte run soak: ${DURATION} s, ${THREADS} threads, reconnect every ${RECONNECT} events"
 plot "$CSV" using 1:2 with lines axes x1y1 title "RSS MiB", "$CSV" using 1:3 with lines axes x1y2 title "CPU %"
+set title "what could grow (from /metrics)"
+set ylabel "sessions, connections"
+set y2label "queued commands (thousands)"
+plot "$CSV" using 1:5 with lines axes x1y1 title "replay sessions", \
+  "$CSV" using 1:6 with lines axes x1y1 title "test connections", \
+  "$CSV" using 1:(\$7/1000) with lines axes x1y2 title "queued commands / 1000"
+unset multiplot
 GP
 elif python3 -c 'import matplotlib' 2>/dev/null; then
   python3 - "$CSV" "$PNG" <<'PY'
