@@ -456,16 +456,25 @@ fn record_runs_as_nobody_with_the_systemd_units_capabilities() {
 /// stops within the drain timeout and writes its report, marked interrupted, books balanced.
 #[test]
 fn sigterm_stops_mrte_run_and_writes_the_report() {
-    let name = "sigterm_stops_mrte_run_and_writes_the_report";
+    signal_stops_mrte_run("sigterm_stops_mrte_run_and_writes_the_report", "-TERM");
+}
+
+/// The same with SIGINT (Ctrl-C at a terminal).
+#[test]
+fn sigint_stops_mrte_run_and_writes_the_report() {
+    signal_stops_mrte_run("sigint_stops_mrte_run_and_writes_the_report", "-INT");
+}
+
+fn signal_stops_mrte_run(name: &str, signal: &str) {
     if !nix_is_root() {
         eprintln!("\n*** SKIP {name}: needs root (network namespace) ***\n");
         return;
     }
-    let Some(ns) = Netns::new("s") else {
+    let Some(ns) = Netns::new(&signal[1..2].to_lowercase()) else {
         eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
         return;
     };
-    let dir = scratch("runterm");
+    let dir = scratch(&format!("run{signal}"));
     let report = dir.join("r.json");
     let child = Command::new("ip")
         .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_mrte")])
@@ -489,7 +498,7 @@ fn sigterm_stops_mrte_run_and_writes_the_report() {
         .expect("spawn mrte run");
     std::thread::sleep(Duration::from_secs(2));
     assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .is_ok_and(|s| s.success()));
     let (out, took) = wait_output(child, Duration::from_secs(30));
