@@ -112,7 +112,8 @@ record_drivers() {
     "$MRTE_DRIVERS_PY" "$DRIVERS_DIR/mysqlconnector_workload.py" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
 }
 
-# The second workloads (*_x): what a team's own application does beyond the first ones.
+# The second workloads (*_x): what a team's own application does beyond the first ones; and the
+# node connectors mariadb (pipelining by default, bulk batches) and mysql (mysqljs).
 record_drivers2() {
   local cj jar=/usr/share/java/mariadb-java-client.jar
   cj=$(mktemp -d)
@@ -122,6 +123,8 @@ record_drivers2() {
   rm -rf "$cj"
   record_driver mysql2_x "node mysql2 $(node -p "require('$DRIVERS_DIR/node_modules/mysql2/package.json').version")" \
     node "$DRIVERS_DIR/mysql2_x_workload.js" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+  record_driver mariadbjs "node mariadb $(node -p "require('$DRIVERS_DIR/node_modules/mariadb/package.json').version") + mysql $(node -p "require('$DRIVERS_DIR/node_modules/mysql/package.json').version")" \
+    node "$DRIVERS_DIR/mariadbjs_workload.js" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
   record_driver pymysql_x "PyMySQL $("$MRTE_DRIVERS_PY" -c 'import importlib.metadata as m; print(m.version("PyMySQL"))')" \
     "$MRTE_DRIVERS_PY" "$DRIVERS_DIR/pymysql_x_workload.py" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
   record_driver mysqlconnector_x \

@@ -53,7 +53,7 @@ mrte_install_driver_deps() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   local d=$root/scripts/drivers
-  if ! (cd "$d" && npm ls --silent mysql2 >/dev/null 2>&1); then
+  if ! (cd "$d" && npm ls --silent mysql2 mariadb mysql >/dev/null 2>&1); then
     echo "deps: npm ci in scripts/drivers" >&2
     (cd "$d" && npm ci --no-audit --no-fund --silent) >&2
   fi
