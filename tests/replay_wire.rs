@@ -121,3 +121,11 @@ fn pymysql_replayed_by_the_binary_leaves_prods_tables() {
 fn mysqlconnector_replayed_by_the_binary_leaves_prods_tables() {
     replay_fixture("mysqlconnector");
 }
+
+/// The second workloads (scripts/drivers/*_x): procedures, transactions, types, pools.
+#[test]
+fn second_driver_workloads_replayed_leave_prods_tables() {
+    for name in ["connectorj_x", "mysql2_x", "pymysql_x", "mysqlconnector_x"] {
+        replay_fixture(name);
+    }
+}

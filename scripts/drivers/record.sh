@@ -111,3 +111,20 @@ record_drivers() {
     "mysql-connector-python $("$MRTE_DRIVERS_PY" -c 'import importlib.metadata as m; print(m.version("mysql-connector-python"))') (use_pure)" \
     "$MRTE_DRIVERS_PY" "$DRIVERS_DIR/mysqlconnector_workload.py" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
 }
+
+# The second workloads (*_x): what a team's own application does beyond the first ones.
+record_drivers2() {
+  local cj jar=/usr/share/java/mariadb-java-client.jar
+  cj=$(mktemp -d)
+  javac -d "$cj" -cp "$jar" "$DRIVERS_DIR/ConnectorJ.java" "$DRIVERS_DIR/ConnectorJX.java"
+  record_driver connectorj_x "Connector/J $(dpkg-query -W -f='${Version}' libmariadb-java)" \
+    java -cp "$cj:$jar" ConnectorJX "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+  rm -rf "$cj"
+  record_driver mysql2_x "node mysql2 $(node -p "require('$DRIVERS_DIR/node_modules/mysql2/package.json').version")" \
+    node "$DRIVERS_DIR/mysql2_x_workload.js" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+  record_driver pymysql_x "PyMySQL $("$MRTE_DRIVERS_PY" -c 'import importlib.metadata as m; print(m.version("PyMySQL"))')" \
+    "$MRTE_DRIVERS_PY" "$DRIVERS_DIR/pymysql_x_workload.py" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+  record_driver mysqlconnector_x \
+    "mysql-connector-python $("$MRTE_DRIVERS_PY" -c 'import importlib.metadata as m; print(m.version("mysql-connector-python"))') (use_pure)" \
+    "$MRTE_DRIVERS_PY" "$DRIVERS_DIR/mysqlconnector_x_workload.py" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+}
