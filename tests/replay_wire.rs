@@ -123,7 +123,7 @@ fn mysqlconnector_replayed_by_the_binary_leaves_prods_tables() {
 }
 
 /// The second workloads (scripts/drivers/*_x: procedures, transactions, types, pools) and node
-/// mariadb (pipelined, bulk batches) + mysqljs.
+/// mariadb (pipelined, bulk batches) + mysqljs, PHP mysqlnd (cursor fetch), Go go-sql-driver.
 #[test]
 fn second_driver_workloads_replayed_leave_prods_tables() {
     for name in [
