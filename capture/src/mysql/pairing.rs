@@ -113,7 +113,7 @@ impl Proto {
             }
             // Compressed, the server goes by the frame's sequence id: Connector/J 2.7 starts a
             // command with the inner id where the previous one ended, and prod answers it.
-            if !self.login.compressed {
+            if !self.compressed {
                 self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                     "client packet out of sequence",
                 )));
