@@ -8,7 +8,7 @@
 # Usage: scripts/record-fixtures.sh [all|clients|drivers|drivers2]   (default all)
 #   clients: the mariadb/mysqladmin/sysbench/python fixtures; drivers: the application drivers of
 #   scripts/drivers/ (Connector/J, mysql2, PyMySQL, mysql-connector-python), see record_driver;
-#   drivers2: the same drivers' second workloads (*_x: procedures, transactions, types, pools).
+#   drivers2: the same drivers' second workloads (*_x: procedures, transactions, types, pools), node mariadb + mysql.
 # Entries of truth.json not recorded in this run are kept. Run it under flock /tmp/mrte-lab.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
