@@ -147,13 +147,33 @@ impl WireConn {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
             self.stream.flush().await?;
-            self.out.clear();
-            if self.out.capacity() > 256 * 1024 {
-                // A large command grew it: an idle session keeps a small buffer.
-                self.out = Vec::with_capacity(4 * 1024);
-            }
+            self.sent_out();
         }
         Ok(())
+    }
+
+    fn sent_out(&mut self) {
+        self.out.clear();
+        if self.out.capacity() > 256 * 1024 {
+            // A large command grew it: an idle session keeps a small buffer.
+            self.out = Vec::with_capacity(4 * 1024);
+        }
+    }
+
+    /// Write what [`Self::queue`] buffered without waiting, in one `send` when the socket has
+    /// room (the usual case): true when all of it went out; false when some is left for
+    /// [`Self::flush_queued`] (a full socket, or TLS).
+    pub fn try_flush(&mut self) -> Result<bool, WireError> {
+        if self.out.is_empty() {
+            return Ok(true);
+        }
+        let n = self.stream.try_write(&self.out)?;
+        if n == self.out.len() {
+            self.sent_out();
+            return Ok(true);
+        }
+        self.out.drain(..n);
+        Ok(false)
     }
 
     /// Buffer a command (payload as captured, command byte first) without writing it; it goes

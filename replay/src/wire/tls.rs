@@ -44,6 +44,18 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// Write without waiting (plain TCP only): bytes written, 0 when the socket is full or the
+    /// stream is TLS (then write through [`AsyncWrite`]).
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(t) => match t.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                r => r,
+            },
+            _ => Ok(0),
+        }
+    }
 }
 
 fn connector() -> io::Result<tokio_rustls::TlsConnector> {
