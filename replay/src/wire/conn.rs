@@ -89,7 +89,10 @@ impl WireConn {
                     }
                     c.wr.write(seq, 0, &payload, &mut c.out)?;
                     c.flush().await?;
-                    c.stream.upgrade(&host).await?;
+                    let name = c.params.ssl_name.as_deref().unwrap_or(&host);
+                    c.stream
+                        .upgrade(name, c.params.ssl_mode, c.params.ssl_ca.as_deref())
+                        .await?;
                     let Step::Send { seq, payload } = hs.on_tls_ready()? else {
                         return Err(WireError::Protocol("no login after TLS".into()));
                     };
