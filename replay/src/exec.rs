@@ -71,9 +71,10 @@ enum Want {
     Captured(Box<CmdInfo>),
 }
 
+/// A send whose response is still to be read (its latency is the connection's: from the
+/// command's send to its response's last packet).
 struct Pending {
     want: Want,
-    sent: Instant,
 }
 
 /// A step of the session loop.
@@ -524,15 +525,20 @@ impl Exec {
                     self.prod_state.observe(&s.payload[1..]);
                 }
                 let infile = s.local_infile.map(|b| b.to_vec());
-                let sent = Instant::now();
-                let r = match conn.queue(&s.payload, infile) {
-                    Ok(()) => {
+                // One `send` without a timer when the socket has room (the usual case); the
+                // timed, waiting write only for what is left.
+                let r = match conn
+                    .queue(&s.payload, infile)
+                    .and_then(|()| conn.try_flush())
+                {
+                    Ok(true) => Ok(Ok(())),
+                    Ok(false) => {
                         tokio::time::timeout(self.ctx.cfg.command_timeout, conn.flush_queued())
                             .await
                     }
                     Err(e) => Ok(Err(e)),
                 };
-                self.pending.push_back(Pending { want, sent });
+                self.pending.push_back(Pending { want });
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -606,7 +612,6 @@ impl Exec {
         let Some(p) = self.pending.pop_front() else {
             return;
         };
-        let latency_us = p.sent.elapsed().as_micros() as u64;
         match r {
             Ok(Ok(reply)) => match p.want {
                 Want::Nothing => {}
@@ -616,7 +621,7 @@ impl Exec {
                 Want::Captured(c) => {
                     self.planner
                         .handle_response(reply.status, reply.prepare.as_ref());
-                    self.done(&c, &reply, latency_us);
+                    self.done(&c, &reply, reply.latency_us);
                 }
             },
             Ok(Err(e)) => {

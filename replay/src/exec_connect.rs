@@ -60,6 +60,9 @@ impl Exec {
             params.collation = c;
         }
         params.mariadb_capabilities = p.mariadb_capabilities;
+        params.ssl_mode = cfg.target.ssl_mode;
+        params.ssl_ca = cfg.target.ssl_ca.clone();
+        params.ssl_name = Some(cfg.target.host.clone());
         let addr = format!("{}:{}", cfg.target.host, cfg.target.port);
         let r = tokio::time::timeout(
             cfg.connect_timeout,

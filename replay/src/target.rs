@@ -42,6 +42,10 @@ pub struct TargetDsn {
     pub password: Option<String>,
     /// Default database.
     pub db: Option<String>,
+    /// `ssl-mode` of the replay connections (`?ssl-mode=` in the DSN; disabled when absent).
+    pub ssl_mode: crate::wire::SslMode,
+    /// `?ssl-ca=FILE`: CA certificates (PEM) for `ssl-mode=verify_ca|verify_identity`.
+    pub ssl_ca: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for TargetDsn {
@@ -52,6 +56,8 @@ impl fmt::Debug for TargetDsn {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("db", &self.db)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_ca", &self.ssl_ca)
             .finish()
     }
 }
@@ -134,12 +140,17 @@ impl TargetDsn {
         if host.is_empty() || user.is_empty() {
             return Err(bad());
         }
+        let ssl_mode = crate::wire::SslMode::from_dsn(dsn).map_err(|_| bad())?;
+        let ssl_ca =
+            crate::wire::SslMode::ca_from_dsn(dsn).map(|p| pct_decode(&p.to_string_lossy()).into());
         Ok(Self {
             host,
             port,
             user,
             password,
             db,
+            ssl_mode,
+            ssl_ca,
         })
     }
 

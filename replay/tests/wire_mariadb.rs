@@ -358,3 +358,155 @@ async fn tls_required_and_preferred() {
     assert_eq!(q(&mut c, tls_on).await.rows, 0);
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// A CA, a server certificate it signs for 127.0.0.1 and localhost, and an unrelated CA, made
+/// with openssl in `dir`: (ca.pem, other-ca.pem, cert.pem, key.pem), or `None` without openssl.
+fn make_ca_and_cert(dir: &std::path::Path) -> Option<[String; 4]> {
+    std::fs::create_dir_all(dir).ok()?;
+    let p = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .ok()?;
+    let steps: [Vec<String>; 4] = [
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mrte test CA",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-keyout".into(), p("ca.key"), "-out".into(), p("ca.pem")])
+        .collect(),
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other CA",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-keyout".into(),
+            p("other.key"),
+            "-out".into(),
+            p("other-ca.pem"),
+        ])
+        .collect(),
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-keyout".into(), p("key.pem"), "-out".into(), p("req.csr")])
+        .collect(),
+        ["x509", "-req", "-days", "2", "-set_serial", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(
+                [
+                    "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-extfile", "ext.cnf",
+                    "-out", "cert.pem",
+                ]
+                .iter()
+                .map(|f| {
+                    if f.starts_with('-') {
+                        f.to_string()
+                    } else {
+                        p(f)
+                    }
+                }),
+            )
+            .collect(),
+    ];
+    for args in steps {
+        let ok = std::process::Command::new("openssl")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+    }
+    Some([p("ca.pem"), p("other-ca.pem"), p("cert.pem"), p("key.pem")])
+}
+
+#[tokio::test]
+async fn tls_verify_ca_and_verify_identity() {
+    let dir = std::env::temp_dir().join(format!("mrte-wire-tls-ca-{}", std::process::id()));
+    let Some([ca, other_ca, cert, key]) = make_ca_and_cert(&dir) else {
+        eprintln!("\n*** SKIP wire TLS verify: openssl not installed ***\n");
+        return;
+    };
+    let extra = [format!("--ssl-cert={cert}"), format!("--ssl-key={key}")];
+    let Some(db) = MariaDb::start_with("wire tls verify", &extra) else {
+        return;
+    };
+    setup(&db).await;
+    let params = |mode: SslMode, ca: Option<&str>, name: Option<&str>| {
+        let mut p = ConnectParams::new("nat", "natpw", Some("app"));
+        p.ssl_mode = mode;
+        p.ssl_ca = ca.map(Into::into);
+        p.ssl_name = name.map(Into::into);
+        p
+    };
+    let tls_on = "SELECT 1 FROM information_schema.SESSION_STATUS \
+                  WHERE VARIABLE_NAME = 'Ssl_cipher' AND VARIABLE_VALUE <> ''";
+    // The right CA: both modes by address; verify_ca also under a name the certificate lacks.
+    for (mode, name) in [
+        (SslMode::VerifyIdentity, None),
+        (SslMode::VerifyIdentity, Some("localhost")),
+        (SslMode::VerifyCa, None),
+        (SslMode::VerifyCa, Some("db.elsewhere.example")),
+    ] {
+        let mut c = WireConn::connect(&addr(&db), params(mode, Some(&ca), name))
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?} {name:?}: {e}"));
+        assert!(c.is_tls());
+        assert_eq!(q(&mut c, tls_on).await.rows, 1, "{mode:?}: encrypted");
+        assert_eq!(q(&mut c, "SELECT * FROM t").await.rows, 3);
+    }
+    // Refused: a name the certificate lacks (verify_identity), another CA, no CA at all.
+    for (mode, ca, name) in [
+        (
+            SslMode::VerifyIdentity,
+            Some(ca.as_str()),
+            Some("db.elsewhere.example"),
+        ),
+        (SslMode::VerifyIdentity, Some(other_ca.as_str()), None),
+        (SslMode::VerifyCa, Some(other_ca.as_str()), None),
+        (SslMode::VerifyCa, None, None),
+    ] {
+        let r = WireConn::connect(&addr(&db), params(mode, ca, name)).await;
+        assert!(r.is_err(), "{mode:?} {ca:?} {name:?} logged in");
+    }
+    // Required still takes any certificate.
+    let c = WireConn::connect(
+        &addr(&db),
+        params(SslMode::Required, None, Some("x.example")),
+    )
+    .await
+    .expect("required");
+    assert!(c.is_tls());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -142,8 +142,50 @@ struct SqlFacts {
 const MEMO_MAX_LEN: usize = 512;
 /// Memo entries before it starts again.
 const MEMO_MAX: usize = 4096;
+/// Memo look-ups per judgement of whether the exact-text memo pays.
+const MEMO_WINDOW: u32 = 1024;
+/// Statements planned without the exact-text memo after a window with few hits.
+const MEMO_REST: u32 = 16 * 1024;
 /// Closed statements remembered before the list starts again.
 const CLOSED_MAX: usize = 1024;
+
+/// Whether the exact-text memo pays, judged per window of look-ups.
+#[derive(Debug, Default)]
+struct MemoUse {
+    lookups: u32,
+    hits: u32,
+    rest: u32,
+}
+
+impl MemoUse {
+    /// Use the memo for this statement? (Counts the look-up.)
+    fn take(&mut self) -> bool {
+        if self.rest > 0 {
+            self.rest -= 1;
+            return false;
+        }
+        self.lookups += 1;
+        true
+    }
+
+    fn hit(&mut self) {
+        self.hits += 1;
+    }
+
+    /// After a miss: true when the memo should be emptied and rested.
+    fn judge(&mut self) -> bool {
+        if self.lookups < MEMO_WINDOW {
+            return false;
+        }
+        let rest = self.hits * 4 < self.lookups;
+        self.lookups = 0;
+        self.hits = 0;
+        if rest {
+            self.rest = MEMO_REST;
+        }
+        rest
+    }
+}
 
 /// How a statement id resolves on the test connection.
 enum Resolved {
@@ -183,6 +225,10 @@ pub struct Planner {
     waiting: bool,
     fp: Fingerprinter,
     memo: HashMap<Box<[u8]>, SqlFacts>,
+    /// The exact-text memo costs a hash and a copy of every new statement: it is used only
+    /// while texts repeat (at least one look-up in four hits over a window of `MEMO_WINDOW`),
+    /// else rested for `MEMO_REST` statements, then tried again.
+    memo_use: MemoUse,
     /// Each fingerprint's shared text and id, so a repeated query shape with new literals costs
     /// no MD5 and no allocation (bounded by `MEMO_MAX`, cleared when full).
     fps: HashMap<Box<str>, (Arc<str>, u64)>,
@@ -217,6 +263,7 @@ impl Planner {
             waiting: false,
             fp: Fingerprinter::default(),
             memo: HashMap::new(),
+            memo_use: MemoUse::default(),
             fps: HashMap::new(),
             facts: None,
         }

@@ -13,10 +13,15 @@ use crate::classify::{classify_command_code, StatementClass};
 
 impl Planner {
     fn sql_facts(&mut self, sql: &[u8]) -> SqlFacts {
-        let memo = sql.len() <= MEMO_MAX_LEN;
+        let mut memo = sql.len() <= MEMO_MAX_LEN && self.memo_use.take();
         if memo {
             if let Some(f) = self.memo.get(sql) {
+                self.memo_use.hit();
                 return f.clone();
+            }
+            if self.memo_use.judge() {
+                self.memo.clear();
+                memo = false;
             }
         }
         let fp = self.fp.fingerprint(sql);

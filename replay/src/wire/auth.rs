@@ -26,6 +26,11 @@ pub enum SslMode {
     Preferred,
     /// TLS or fail.
     Required,
+    /// TLS or fail, the server's certificate chained to the CA given with `ssl-ca` (its name
+    /// is not checked).
+    VerifyCa,
+    /// As [`Self::VerifyCa`], and the certificate names the host connected to.
+    VerifyIdentity,
 }
 
 impl SslMode {
@@ -41,11 +46,30 @@ impl SslMode {
                     "disabled" | "disable" => Ok(Self::Disabled),
                     "preferred" | "prefer" => Ok(Self::Preferred),
                     "required" | "require" => Ok(Self::Required),
+                    "verify_ca" | "verify-ca" => Ok(Self::VerifyCa),
+                    "verify_identity" | "verify-identity" | "verify-full" => {
+                        Ok(Self::VerifyIdentity)
+                    }
                     _ => Err(WireError::Protocol(format!("bad ssl-mode {v:?}"))),
                 };
             }
         }
         Ok(Self::Disabled)
+    }
+
+    /// `ssl-ca` (or `ssl_ca`, `sslrootcert`) from a DSN's query string: the PEM file of the
+    /// CA certificates `verify_ca` / `verify_identity` trust.
+    pub fn ca_from_dsn(dsn: &str) -> Option<std::path::PathBuf> {
+        let (_, q) = dsn.split_once('?')?;
+        q.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            matches!(k, "ssl-ca" | "ssl_ca" | "sslrootcert").then(|| v.into())
+        })
+    }
+
+    /// TLS is mandatory.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, Self::Required | Self::VerifyCa | Self::VerifyIdentity)
     }
 }
 
@@ -83,6 +107,11 @@ pub struct ConnectParams {
     pub max_packet: u32,
     /// TLS to the test server.
     pub ssl_mode: SslMode,
+    /// CA certificates (PEM file) for [`SslMode::VerifyCa`] / [`SslMode::VerifyIdentity`].
+    pub ssl_ca: Option<std::path::PathBuf>,
+    /// The name the certificate must carry under [`SslMode::VerifyIdentity`] (the target's
+    /// host as given); `None`: the address connected to.
+    pub ssl_name: Option<String>,
 }
 
 impl fmt::Debug for ConnectParams {
@@ -94,6 +123,7 @@ impl fmt::Debug for ConnectParams {
             .field("capabilities", &format_args!("{:#x}", self.capabilities))
             .field("collation", &self.collation)
             .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_ca", &self.ssl_ca)
             .finish()
     }
 }
@@ -111,6 +141,8 @@ impl ConnectParams {
             attributes: Vec::new(),
             max_packet: 1 << 30,
             ssl_mode: SslMode::Disabled,
+            ssl_ca: None,
+            ssl_name: None,
         }
     }
 }
@@ -586,13 +618,13 @@ impl Handshake {
         let tls = match self.params.ssl_mode {
             SslMode::Disabled => false,
             SslMode::Preferred => server_tls && self.tls_available,
-            SslMode::Required if !self.tls_available => {
+            m if !self.tls_available && m.requires_tls() => {
                 return Err(WireError::TlsUnavailable("not built into this client"))
             }
-            SslMode::Required if !server_tls => {
+            m if !server_tls && m.requires_tls() => {
                 return Err(WireError::TlsUnavailable("the server does not offer TLS"))
             }
-            SslMode::Required => true,
+            SslMode::Required | SslMode::VerifyCa | SslMode::VerifyIdentity => true,
         };
         let (caps, ext) = negotiate(
             &self.params,

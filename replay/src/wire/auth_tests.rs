@@ -314,6 +314,29 @@ fn ssl_modes() {
         SslMode::Required
     );
     assert!(SslMode::from_dsn("mysql://a@h?ssl-mode=maybe").is_err());
+    let dsn = "mysql://a@h/db?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ca.pem";
+    assert_eq!(SslMode::from_dsn(dsn).unwrap(), SslMode::VerifyIdentity);
+    assert_eq!(SslMode::ca_from_dsn(dsn), Some("/etc/ca.pem".into()));
+    assert_eq!(
+        SslMode::from_dsn("mysql://a@h?ssl_mode=verify_ca").unwrap(),
+        SslMode::VerifyCa
+    );
+    assert_eq!(SslMode::ca_from_dsn("mysql://a@h?ssl-mode=required"), None);
+    let t = crate::target::TargetDsn::parse_no_env(dsn).unwrap();
+    assert_eq!(
+        (t.ssl_mode, t.db.as_deref()),
+        (SslMode::VerifyIdentity, Some("db"))
+    );
+    assert!(crate::target::TargetDsn::parse_no_env("mysql://a@h?ssl-mode=maybe").is_err());
+    // Verifying modes need TLS like REQUIRED does.
+    let mut p = params("x");
+    p.ssl_mode = SslMode::VerifyCa;
+    let mut hs = Handshake::new(p, true);
+    let e = hs.on_packet(
+        0,
+        &greeting("mysql_native_password", MARIADB_CAPS & !SSL, 0),
+    );
+    assert!(matches!(e, Err(WireError::TlsUnavailable(_))));
     let mut p = params("x");
     p.ssl_mode = SslMode::Required;
     let mut hs = Handshake::new(p.clone(), true);

@@ -89,7 +89,10 @@ impl WireConn {
                     }
                     c.wr.write(seq, 0, &payload, &mut c.out)?;
                     c.flush().await?;
-                    c.stream.upgrade(&host).await?;
+                    let name = c.params.ssl_name.as_deref().unwrap_or(&host);
+                    c.stream
+                        .upgrade(name, c.params.ssl_mode, c.params.ssl_ca.as_deref())
+                        .await?;
                     let Step::Send { seq, payload } = hs.on_tls_ready()? else {
                         return Err(WireError::Protocol("no login after TLS".into()));
                     };
@@ -147,13 +150,33 @@ impl WireConn {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
             self.stream.flush().await?;
-            self.out.clear();
-            if self.out.capacity() > 256 * 1024 {
-                // A large command grew it: an idle session keeps a small buffer.
-                self.out = Vec::with_capacity(4 * 1024);
-            }
+            self.sent_out();
         }
         Ok(())
+    }
+
+    fn sent_out(&mut self) {
+        self.out.clear();
+        if self.out.capacity() > 256 * 1024 {
+            // A large command grew it: an idle session keeps a small buffer.
+            self.out = Vec::with_capacity(4 * 1024);
+        }
+    }
+
+    /// Write what [`Self::queue`] buffered without waiting, in one `send` when the socket has
+    /// room (the usual case): true when all of it went out; false when some is left for
+    /// [`Self::flush_queued`] (a full socket, or TLS).
+    pub fn try_flush(&mut self) -> Result<bool, WireError> {
+        if self.out.is_empty() {
+            return Ok(true);
+        }
+        let n = self.stream.try_write(&self.out)?;
+        if n == self.out.len() {
+            self.sent_out();
+            return Ok(true);
+        }
+        self.out.drain(..n);
+        Ok(false)
     }
 
     /// Buffer a command (payload as captured, command byte first) without writing it; it goes

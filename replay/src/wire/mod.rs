@@ -13,8 +13,9 @@
 //! - [`conn`]: the thin tokio executor: one TCP connection, `send` / `read_response` (several
 //!   commands may be outstanding), `send_raw`, `change_user`.
 //!
-//! - [`tls`]: the byte stream, plain or TLS (rustls; `ssl-mode=preferred|required` in the DSN,
-//!   the server certificate is not verified).
+//! - [`tls`]: the byte stream, plain or TLS (rustls; `ssl-mode=preferred|required` in the DSN
+//!   encrypt without checking the server certificate, `verify_ca|verify_identity` with
+//!   `ssl-ca=FILE` check its chain, and for `verify_identity` its name).
 //!
 //! It does not rewrite commands (statement ids, schema names): the caller does.
 

@@ -501,3 +501,62 @@ fn commands_mysql_async_could_not_send_go_as_captured() {
         })
     ));
 }
+
+#[test]
+fn exact_text_memo_rests_on_distinct_texts_and_the_facts_stay_the_same() {
+    let mut c = cfg();
+    c.filters = Filters {
+        read_only: true,
+        ..Filters::all()
+    };
+    let mut p = planner_with(c);
+    let mut fp = mrte_capture::fingerprint::Fingerprinter::default();
+    let mut check = |p: &mut Planner, i: u64, t: &str| {
+        p.handle_command(query(i, 10 + i * 10, t.as_bytes()));
+        for a in drain(p) {
+            match a {
+                Action::Connect(_) => {}
+                Action::Send(SendPlan {
+                    origin: Origin::Captured(c),
+                    ..
+                }) => {
+                    assert!(!t.starts_with("DELETE"), "{t} sent");
+                    let want =
+                        mrte_capture::fingerprint::fingerprint_id(fp.fingerprint(t.as_bytes()));
+                    assert_eq!(c.fingerprint_id, want, "{t}");
+                }
+                Action::Skip { reason, .. } => {
+                    assert!(
+                        t.starts_with("DELETE") && reason.as_str() == "read_only",
+                        "{t}"
+                    )
+                }
+                a => panic!("{t}: {a:?}"),
+            }
+        }
+    };
+    // Mostly distinct texts (sysbench's): after one window the memo is emptied and rests.
+    let n = u64::from(MEMO_WINDOW) + 10;
+    for i in 0..n {
+        let t = match i % 10 {
+            0 => format!("DELETE FROM t WHERE id={i}"),
+            1 => "BEGIN".to_owned(),
+            _ => format!("SELECT c FROM t WHERE id={i}"),
+        };
+        check(&mut p, i, &t);
+    }
+    assert!(p.memo_use.rest > 0, "memo not rested");
+    assert!(p.memo.is_empty());
+    // Repeated texts after the rest: the memo is used again and keeps answering the same.
+    let m = u64::from(MEMO_REST + 2 * MEMO_WINDOW);
+    for i in n..n + m {
+        let t = if i % 2 == 0 {
+            "SELECT 1"
+        } else {
+            "DELETE FROM t"
+        };
+        check(&mut p, i, t);
+    }
+    assert_eq!(p.memo_use.rest, 0);
+    assert_eq!(p.memo.len(), 2);
+}

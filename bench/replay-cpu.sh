@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Client CPU per query, mrte replay against sysbench's own, on a throwaway MariaDB on 127.0.0.1
+# (no lab needed; bench/README "Client CPU per query").
+#
+# Starts a scratch mariadbd (own datadir and port, removed at exit), loads sysbench's tables,
+# records DURATION s of sysbench oltp_read_only off lo with tcpdump, then ROUNDS times, one after
+# the other: sysbench run (same threads, workload and ps-mode as captured) and
+# `mrte replay --speed max --read-only` of the capture, both against that server. Prints, per
+# run, queries, CPU seconds (user + system, from /usr/bin/time) and CPU µs per query; with
+# PERF=1 also `perf stat` task-clock, context switches and cycles of mrte per query.
+#
+# Usage: bench/replay-cpu.sh [MRTE_BIN]
+# Env: DURATION (5), THREADS (4), PS_MODE (disable), ROUNDS (3), PORT (33099), OUT (/tmp/bench-cpu),
+#      CPU (taskset list for both clients, e.g. 0; default: unpinned), PERF (0)
+set -euo pipefail
+MRTE=$(realpath "${1:-target/release/mrte}")
+DURATION=${DURATION:-5} THREADS=${THREADS:-4} PS_MODE=${PS_MODE:-disable} ROUNDS=${ROUNDS:-3}
+PORT=${PORT:-33099} OUT=${OUT:-/tmp/bench-cpu} PERF=${PERF:-0}
+PIN=()
+[ -n "${CPU:-}" ] && PIN=(taskset -c "$CPU")
+for t in mariadbd mariadb-install-db sysbench tcpdump; do
+  command -v "$t" >/dev/null || { echo "replay-cpu.sh: $t not installed" >&2; exit 1; }
+done
+rm -rf "$OUT" && mkdir -p "$OUT/tmp"
+srv=""
+cleanup() { [ -n "$srv" ] && kill "$srv" 2>/dev/null && wait "$srv" 2>/dev/null; rm -rf "$OUT/data"; }
+trap cleanup EXIT
+mariadb-install-db --no-defaults --datadir="$OUT/data" --user=root --skip-test-db \
+  --auth-root-authentication-method=normal --tmpdir="$OUT/tmp" >/dev/null 2>&1
+mariadbd --no-defaults --datadir="$OUT/data" --socket="$OUT/sock" --pid-file="$OUT/pid" \
+  --log-error="$OUT/err.log" --port="$PORT" --bind-address=127.0.0.1 --tmpdir="$OUT/tmp" --user=root \
+  --innodb-buffer-pool-size=128M >/dev/null 2>&1 &
+srv=$!
+for _ in $(seq 100); do mariadb -S "$OUT/sock" -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+mariadb -S "$OUT/sock" -uroot -e "create database sbtest; create user sbtest@'%' identified by 'sbtest';
+  grant all on *.* to sbtest@'%';"
+SB=(sysbench oltp_read_only --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$PORT"
+  --mysql-user=sbtest --mysql-password=sbtest --tables=4 --table-size=10000 --threads="$THREADS"
+  --db-ps-mode="$PS_MODE")
+"${SB[@]}" prepare >/dev/null
+
+PCAP=$OUT/sb.pcap
+tcpdump -i lo -B 524288 -s 0 -U -n -w "$PCAP" "tcp port $PORT" 2>"$OUT/tcpdump.log" &
+td=$!
+for _ in $(seq 100); do grep -q "listening on" "$OUT/tcpdump.log" 2>/dev/null && break; sleep 0.1; done
+"${SB[@]}" --time="$DURATION" run >/dev/null
+sleep 0.5; kill "$td"; wait "$td" 2>/dev/null || true
+grep -E "dropped by kernel" "$OUT/tcpdump.log" || true
+
+printf '\n| run | client | queries | CPU s | CPU µs/query |\n|---|---|---:|---:|---:|\n'
+for r in $(seq "$ROUNDS"); do
+  res=$("${PIN[@]}" /usr/bin/time -f 'cpu %U %S' "${SB[@]}" --time="$DURATION" run 2>&1)
+  q=$(awk '/queries:/ {print $2; exit}' <<<"$res")
+  cpu=$(awk '/^cpu / {print $2 + $3}' <<<"$res")
+  python3 -c "q=$q; c=$cpu; print(f'| $r | sysbench | {q} | {c:.2f} | {c/q*1e6:.1f} |')"
+
+  PRE=("${PIN[@]}" /usr/bin/time -f 'cpu %U %S')
+  [ "$PERF" = 1 ] && PRE=("${PIN[@]}" perf stat -x, -e task-clock,context-switches,cycles -o "$OUT/perf.$r"
+    /usr/bin/time -f 'cpu %U %S')
+  res=$("${PRE[@]}" "$MRTE" replay -r "$PCAP" -p "$PORT" --target "mysql://sbtest:sbtest@127.0.0.1:$PORT/sbtest" \
+    --read-only --speed max --quiet --report "$OUT/report.json" 2>&1 >/dev/null)
+  cpu=$(awk '/^cpu / {print $2 + $3}' <<<"$res")
+  python3 - "$OUT/report.json" "$cpu" "$r" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1])); cpu = float(sys.argv[2])
+q = r["replayed"]["commands"]; errs = sum(r["errors"].values())
+print(f"| {sys.argv[3]} | mrte replay | {q} | {cpu:.2f} | {cpu/q*1e6:.1f} |" + (f" ({errs} errors)" if errs else ""))
+EOF
+  if [ "$PERF" = 1 ]; then
+    q=$(python3 -c "import json; print(json.load(open('$OUT/report.json'))['replayed']['commands'])")
+    awk -F, -v q="$q" '$3 ~ /task-clock|context-switches|cycles/ {printf "    perf %s: %.2f per query\n", $3, $1/q}' "$OUT/perf.$r"
+  fi
+done
