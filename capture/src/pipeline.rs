@@ -19,6 +19,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use bytes::BytesMut;
+
 use crate::commit::SharedCommitClock;
 use crate::event::{
     CloseReason, EventSink, FlowKey, SessionClose, SessionEvent, SessionId, SessionOpen,
@@ -194,6 +196,8 @@ pub struct Pipeline {
     /// Numbers prod commits and marks each command's commit watermarks (shared by the pipelines
     /// of a multi-queue capture).
     commits: SharedCommitClock,
+    /// Command arena lent to the session being fed (see [`Connection::swap_arena`]).
+    arena: BytesMut,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -240,6 +244,7 @@ impl Pipeline {
             last_sweep_us: 0,
             port_bitmap,
             commits: SharedCommitClock::default(),
+            arena: BytesMut::new(),
         }
     }
 
@@ -393,11 +398,13 @@ impl Pipeline {
             ..
         } = self;
         let sess = table.get_mut(i);
+        sess.conn.swap_arena(&mut self.arena);
         let r = catch_unwind(AssertUnwindSafe(|| {
             Self::on_segment(stats, commits, sess, dir, seg, ts_us, max_ooo, sink)
         }));
         match r {
             Ok(close) => {
+                self.table.get_mut(i).conn.swap_arena(&mut self.arena);
                 self.account(i, ts_us, sink);
                 if let Some(reason) = close {
                     self.close(i, ts_us, reason, sink);
@@ -604,6 +611,7 @@ impl Pipeline {
         let Some(sess) = table.get_mut_checked(i) else {
             return;
         };
+        sess.conn.swap_arena(&mut self.arena);
         let r = catch_unwind(AssertUnwindSafe(|| {
             flush_all(sess, ts_us, max_ooo).handle_close(ts_us);
             Self::drain(stats, commits, sess, sink);
@@ -611,6 +619,9 @@ impl Pipeline {
         if r.is_err() {
             self.panicked(i, 0, ts_us, sink);
             return;
+        }
+        if let Some(sess) = self.table.get_mut_checked(i) {
+            sess.conn.swap_arena(&mut self.arena);
         }
         let Some(sess) = self.table.remove(i) else {
             return;
