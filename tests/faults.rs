@@ -10,11 +10,15 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::MariaDb;
+
+#[path = "common/netns.rs"]
+mod netns;
 use mysql_async::prelude::Queryable;
+use netns::{is_root, scratch, wait_output, Netns};
 
 const PASSWORD: &str = "Pw-7f3a9c1e-secret";
 
@@ -22,13 +26,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mrte-faults-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
 }
 
 fn server_with_app_user(test: &str) -> Option<MariaDb> {
@@ -48,20 +45,6 @@ fn server_with_app_user(test: &str) -> Option<MariaDb> {
         a.disconnect().await.expect("disconnect");
     });
     Some(db)
-}
-
-fn wait_output(mut child: Child, limit: Duration) -> (Output, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(_st) = child.try_wait().expect("wait") {
-            return (child.wait_with_output().expect("output"), start.elapsed());
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("mrte did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn free_port() -> u16 {
@@ -97,7 +80,7 @@ fn sigterm_writes_the_report_and_the_password_never_shows() {
     let Some(db) = server_with_app_user(name) else {
         return;
     };
-    let dir = scratch("sigterm");
+    let dir = scratch("mrte-faults", "sigterm");
     let (report, html) = (dir.join("r.json"), dir.join("r.html"));
     let metrics = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_mrte"))
@@ -179,7 +162,7 @@ fn a_replay_where_every_connect_is_refused_exits_non_zero() {
     let Some(db) = server_with_app_user(name) else {
         return;
     };
-    let dir = scratch("refused");
+    let dir = scratch("mrte-faults", "refused");
     let pwfile = dir.join("pw");
     std::fs::write(&pwfile, "wrong\n").expect("pw file");
     let out = Command::new(env!("CARGO_BIN_EXE_mrte"))
@@ -224,11 +207,11 @@ fn pcap_records(path: &Path) -> (u64, bool) {
 #[test]
 fn record_on_a_full_disk_keeps_a_valid_pcap() {
     let name = "record_on_a_full_disk_keeps_a_valid_pcap";
-    if !nix_is_root() {
+    if !is_root() {
         eprintln!("\n*** SKIP {name}: needs root (mounts a tmpfs) ***\n");
         return;
     }
-    let dir = scratch("fulldisk");
+    let dir = scratch("mrte-faults", "fulldisk");
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).expect("mnt");
     let st = Command::new("mount")
@@ -297,63 +280,21 @@ fn record_on_a_full_disk_keeps_a_valid_pcap() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A private network namespace with a veth pair `fa0`/`fa1` (removed on drop).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Option<Self> {
-        let ns = Netns(format!("mrte-f{tag}-{}", std::process::id()));
-        let ok = Command::new("ip")
-            .args(["netns", "add", &ns.0])
-            .status()
-            .is_ok_and(|s| s.success());
-        (ok && ns.veth()).then_some(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, "ip"])
-            .args(args)
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn veth(&self) -> bool {
-        self.ip(&["link", "add", "fa0", "type", "veth", "peer", "name", "fa1"])
-            && self.ip(&["link", "set", "fa0", "up"])
-            && self.ip(&["link", "set", "fa1", "up"])
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// The capture interface is deleted and created again 1.5 s later, during `mrte record` and
 /// `mrte run` (libpcap): both re-bind, run to their --duration, the pcap stays valid and the run
 /// still writes its report.
 #[test]
 fn capture_rebinds_after_the_interface_comes_back() {
     let name = "capture_rebinds_after_the_interface_comes_back";
-    if !nix_is_root() {
+    if !is_root() {
         eprintln!("\n*** SKIP {name}: needs root (network namespace) ***\n");
         return;
     }
-    let Some(ns) = Netns::new("r") else {
+    let Some(ns) = Netns::new("r", "fa") else {
         eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
         return;
     };
-    let dir = scratch("rebind");
+    let dir = scratch("mrte-faults", "rebind");
     let file = dir.join("r.pcap");
     let report = dir.join("r.json");
     let dead = format!("mysql://root@127.0.0.1:{}", free_port());
@@ -369,8 +310,8 @@ fn capture_rebinds_after_the_interface_comes_back() {
         ],
     ];
     for args in runs {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_mrte")])
+        let child = ns
+            .exec(env!("CARGO_BIN_EXE_mrte"))
             .args(&args)
             .args(["-i", "fa0", "--source", "pcap", "--duration", "6"])
             .stdout(Stdio::piped())
@@ -402,11 +343,11 @@ fn capture_rebinds_after_the_interface_comes_back() {
 fn record_runs_as_nobody_with_the_systemd_units_capabilities() {
     let name = "record_runs_as_nobody_with_the_systemd_units_capabilities";
     let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !nix_is_root() || !has_setpriv {
+    if !is_root() || !has_setpriv {
         eprintln!("\n*** SKIP {name}: needs root and setpriv ***\n");
         return;
     }
-    let Some(ns) = Netns::new("n") else {
+    let Some(ns) = Netns::new("n", "fa") else {
         eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
         return;
     };
@@ -422,15 +363,15 @@ fn record_runs_as_nobody_with_the_systemd_units_capabilities() {
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
         .collect();
     let caps = caps.join(",");
-    let dir = scratch("nobody");
+    let dir = scratch("mrte-faults", "nobody");
     assert!(Command::new("chown")
         .args(["nobody"])
         .arg(&dir)
         .status()
         .is_ok_and(|s| s.success()));
     let file = dir.join("x.pcap");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "setpriv"])
+    let out = ns
+        .exec("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
         .arg(format!("--inh-caps=-all,{caps}"))
         .arg(format!("--ambient-caps=-all,{caps}"))
@@ -457,18 +398,18 @@ fn record_runs_as_nobody_with_the_systemd_units_capabilities() {
 #[test]
 fn sigterm_stops_mrte_run_and_writes_the_report() {
     let name = "sigterm_stops_mrte_run_and_writes_the_report";
-    if !nix_is_root() {
+    if !is_root() {
         eprintln!("\n*** SKIP {name}: needs root (network namespace) ***\n");
         return;
     }
-    let Some(ns) = Netns::new("s") else {
+    let Some(ns) = Netns::new("s", "fa") else {
         eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
         return;
     };
-    let dir = scratch("runterm");
+    let dir = scratch("mrte-faults", "runterm");
     let report = dir.join("r.json");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_mrte")])
+    let child = ns
+        .exec(env!("CARGO_BIN_EXE_mrte"))
         .args([
             "run",
             "-q",

@@ -3,88 +3,19 @@
 //! pcap that tshark and `mrte inspect` decode to the same COM_QUERY count as the live decode.
 //! Skips loudly when not root or when the lab cannot come up.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "common/lab.rs"]
+mod lab;
+use lab::{in_ns, root, Lab};
 
-/// Serialises lab use across test binaries (lab tests in other crates take the same lock).
-struct LabLock(PathBuf);
-
-impl LabLock {
-    fn take() -> Self {
-        let p = PathBuf::from("/var/tmp/mrte-lab.lock");
-        let start = Instant::now();
-        loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-            {
-                Ok(_) => return LabLock(p),
-                Err(_) if start.elapsed() < Duration::from_secs(900) => {
-                    std::thread::sleep(Duration::from_millis(500))
-                }
-                Err(e) => panic!("lab lock {}: {e}", p.display()),
-            }
-        }
-    }
-}
-
-impl Drop for LabLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-struct Lab {
-    _lock: LabLock,
-}
-
-impl Lab {
-    fn up() -> Option<Lab> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!("SKIP lab tests: not root");
-            return None;
-        }
-        let lock = LabLock::take();
-        let st = Command::new(root().join("scripts/lab.sh"))
-            .arg("up")
-            .status()
-            .ok()?;
-        assert!(st.success(), "scripts/lab.sh up failed");
-        Some(Lab { _lock: lock })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/lab.sh"))
-            .arg("down")
-            .status();
-    }
-}
-
-/// `scripts/lab.sh load` for `secs` seconds with 2 threads; the queries sysbench reports.
-fn sysbench_load(secs: &str) -> u64 {
-    let load = Command::new(root().join("scripts/lab.sh"))
-        .arg("load")
-        .env("DURATION", secs)
-        .env("THREADS", "2")
-        .output()
-        .unwrap();
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    sysbench_queries(&String::from_utf8_lossy(&load.stdout))
+/// sysbench oltp_read_only on prod for `secs` seconds with 2 threads; the queries it reports.
+fn load_queries(secs: u32) -> u64 {
+    sysbench_queries(&lab::sysbench_load("oltp_read_only", 2, secs))
 }
 
 /// Start `mrte ARGS` in the capture namespace with stdout and stderr piped.
@@ -95,12 +26,6 @@ fn spawn_mrte(mrte: &str, args: &[&str]) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn in_ns(ns: &str, cmd: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, cmd]);
-    c
 }
 
 fn sysbench_queries(out: &str) -> u64 {
@@ -153,26 +78,16 @@ fn summary_of(mrte: &str, pcap: &Path) -> Value {
 
 #[test]
 fn lab_run_record_and_inspect() {
-    let Some(_lab) = Lab::up() else { return };
+    let Some(_lab) = Lab::up("lab") else { return };
     let mrte = env!("CARGO_BIN_EXE_mrte");
     let out = std::env::temp_dir().join(format!("mrte-lab-test-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
 
     // mrte run during a read-only sysbench load: replayed == captured == sysbench's count, 0 errors.
     let report = out.join("report.json");
-    let run = in_ns("mrte-cap", mrte)
+    let run = lab::mrte_run_on_mirror(mrte)
         .args([
-            "run",
-            "-i",
-            "span0",
-            "--source",
-            "pcap",
-            "--target",
-            "mysql://sbtest:sbtest@198.18.1.2:3306/sbtest",
             "--read-only",
-            "--ring",
-            "1048576",
-            "--quiet",
             "--metrics",
             "9977",
             "--duration",
@@ -187,7 +102,7 @@ fn lab_run_record_and_inspect() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let sent = sysbench_load("6");
+    let sent = load_queries(6);
     let scrape = in_ns("mrte-cap", "python3")
         .args(["-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9977/metrics', timeout=5).read().decode())"])
         .output()
@@ -239,7 +154,7 @@ fn lab_run_record_and_inspect() {
         ],
     );
     std::thread::sleep(Duration::from_secs(2));
-    let sent = sysbench_load("4");
+    let sent = load_queries(4);
     let xdp = xdp.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&xdp.stderr);
     if err.contains("AF_XDP") && !xdp.status.success() {
@@ -269,7 +184,7 @@ fn lab_run_record_and_inspect() {
             ],
         );
         std::thread::sleep(Duration::from_secs(2));
-        let sent = sysbench_load("3");
+        let sent = load_queries(3);
         let rec = rec.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&rec.stderr);
         assert!(rec.status.success(), "mrte record --source {source}: {err}");

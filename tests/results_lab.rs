@@ -6,139 +6,21 @@
 //! (`SELECT SUM(k) ...`).
 //! The test server is made identical to prod again at the end. Skips loudly when not root.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The lab lock of tests/lab.rs (same file, created exclusively; other lab users wait).
-struct LabLock(PathBuf);
-
-impl LabLock {
-    fn take() -> Self {
-        let p = PathBuf::from("/var/tmp/mrte-lab.lock");
-        let start = Instant::now();
-        loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-            {
-                Ok(_) => return LabLock(p),
-                Err(_) if start.elapsed() < Duration::from_secs(900) => {
-                    std::thread::sleep(Duration::from_millis(500))
-                }
-                Err(e) => panic!("lab lock {}: {e}", p.display()),
-            }
-        }
-    }
-}
-
-impl Drop for LabLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-struct Lab {
-    dir: PathBuf,
-    _lock: LabLock,
-}
-
-impl Lab {
-    fn up() -> Option<Lab> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!("SKIP results lab test: not root");
-            return None;
-        }
-        let lock = LabLock::take();
-        let st = Command::new(root().join("scripts/lab.sh"))
-            .arg("up")
-            .status()
-            .ok()?;
-        assert!(st.success(), "scripts/lab.sh up failed");
-        let dir = std::env::var("LAB_DIR").unwrap_or_else(|_| "/var/tmp/mrte-lab".into());
-        Some(Lab {
-            dir: PathBuf::from(dir),
-            _lock: lock,
-        })
-    }
-
-    fn sock(&self, server: &str) -> PathBuf {
-        self.dir.join(format!("{server}.sock"))
-    }
-
-    /// Copy prod's sbtest onto the test server (other tests replay writes there).
-    fn copy_prod_to_test(&self) {
-        let script = format!(
-            "set -o pipefail; mariadb-dump --no-defaults -S {} -uroot --databases sbtest \
-             --single-transaction | mariadb --no-defaults -S {} -uroot",
-            self.sock("prod").display(),
-            self.sock("test").display()
-        );
-        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "copy prod to test: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn sql(&self, server: &str, sql: &str) -> String {
-        let out = Command::new("mariadb")
-            .args(["--no-defaults", "-N", "-uroot", "-S"])
-            .arg(self.sock(server))
-            .args(["-e", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{server}: {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.copy_prod_to_test();
-        let _ = Command::new(root().join("scripts/lab.sh"))
-            .arg("down")
-            .status();
-    }
-}
-
-fn in_ns(ns: &str, cmd: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, cmd]);
-    c
-}
+#[path = "common/lab.rs"]
+mod lab;
+use lab::Lab;
 
 /// `mrte run --read-only` on the mirror port during `secs` of sysbench oltp_read_only (text
 /// protocol, 2 threads); the JSON report.
 fn run_during_load(mrte: &str, report: &Path, secs: u64) -> Value {
-    let run = in_ns("mrte-cap", mrte)
-        .args([
-            "run",
-            "-i",
-            "span0",
-            "--source",
-            "pcap",
-            "--target",
-            "mysql://sbtest:sbtest@198.18.1.2:3306/sbtest",
-            "--read-only",
-            "--ring",
-            "1048576",
-            "--quiet",
-            "--duration",
-        ])
+    let run = lab::mrte_run_on_mirror(mrte)
+        .args(["--read-only", "--duration"])
         .arg((secs + 8).to_string())
         .arg("--report")
         .arg(report)
@@ -147,18 +29,7 @@ fn run_during_load(mrte: &str, report: &Path, secs: u64) -> Value {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let load = Command::new(root().join("scripts/lab.sh"))
-        .arg("load")
-        .env("DURATION", secs.to_string())
-        .env("THREADS", "2")
-        .env("WORKLOAD", "oltp_read_only")
-        .output()
-        .unwrap();
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
+    lab::sysbench_load("oltp_read_only", 2, secs as u32);
     let res = run.wait_with_output().unwrap();
     assert!(
         res.status.success(),
@@ -185,7 +56,9 @@ fn reads_c(fp: &str) -> bool {
 
 #[test]
 fn result_checksums_find_exactly_the_changed_column() {
-    let Some(lab) = Lab::up() else { return };
+    let Some(lab) = Lab::up("results_lab") else {
+        return;
+    };
     let mrte = env!("CARGO_BIN_EXE_mrte");
     let out = std::env::temp_dir().join(format!("mrte-results-lab-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();

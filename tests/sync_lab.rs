@@ -4,111 +4,21 @@
 //! afterwards CHECKSUM TABLE of every sbtest table on test equals prod's, with no test-only error
 //! and no row-count or affected-rows mismatch. Skips loudly when not root.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "common/lab.rs"]
+mod lab;
+use lab::Lab;
 
-/// The lab lock of tests/lab.rs (O_EXCL file): one lab user at a time across test binaries.
-struct LabLock(PathBuf);
-
-impl LabLock {
-    fn take() -> Self {
-        let p = PathBuf::from("/var/tmp/mrte-lab.lock");
-        let start = Instant::now();
-        loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-            {
-                Ok(_) => return LabLock(p),
-                Err(_) if start.elapsed() < Duration::from_secs(900) => {
-                    std::thread::sleep(Duration::from_millis(500))
-                }
-                Err(e) => panic!("lab lock {}: {e}", p.display()),
-            }
-        }
-    }
-}
-
-impl Drop for LabLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-struct Lab {
-    _lock: LabLock,
-}
-
-impl Lab {
-    fn up() -> Option<Lab> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!("SKIP sync lab test: not root");
-            return None;
-        }
-        let lock = LabLock::take();
-        let _ = Command::new(root().join("scripts/lab.sh"))
-            .arg("down")
-            .stdout(Stdio::null())
-            .status();
-        let st = Command::new(root().join("scripts/lab.sh"))
-            .arg("up")
-            .status()
-            .ok()?;
-        assert!(st.success(), "scripts/lab.sh up failed");
-        Some(Lab { _lock: lock })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/lab.sh"))
-            .arg("down")
-            .status();
-    }
-}
-
-const LAB: &str = "/var/tmp/mrte-lab";
 const TABLES: usize = 4;
 
-fn sql(server: &str, q: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["--no-defaults", "-uroot", "-N", "-S"])
-        .arg(format!("{LAB}/{server}.sock"))
-        .args(["-e", q])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{server}: {q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Test becomes a copy of prod's sbtest schema.
-fn copy_prod_to_test() {
-    sql("test", "DROP DATABASE IF EXISTS sbtest");
-    let sh = format!(
-        "mariadb-dump --no-defaults -S {LAB}/prod.sock -uroot --databases sbtest --single-transaction \
-         | mariadb --no-defaults -S {LAB}/test.sock -uroot"
-    );
-    let st = Command::new("sh").args(["-c", &sh]).status().unwrap();
-    assert!(st.success(), "copying prod to test");
-}
-
 /// CHECKSUM TABLE of every sbtest table.
-fn checksums(server: &str) -> Vec<String> {
+fn checksums(lab: &Lab, server: &str) -> Vec<String> {
     let tables: Vec<String> = (1..=TABLES).map(|i| format!("sbtest.sbtest{i}")).collect();
-    sql(server, &format!("CHECKSUM TABLE {}", tables.join(",")))
+    lab.sql(server, &format!("CHECKSUM TABLE {}", tables.join(",")))
         .lines()
         .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
         .collect()
@@ -118,23 +28,8 @@ fn checksums(server: &str) -> Vec<String> {
 /// for `secs` seconds; the report.
 fn live_run(threads: u32, secs: u32, report: &std::path::Path) -> (Value, String) {
     let mrte = env!("CARGO_BIN_EXE_mrte");
-    let run = Command::new("ip")
-        .args(["netns", "exec", "mrte-cap", mrte])
-        .args([
-            "run",
-            "-i",
-            "span0",
-            "--source",
-            "pcap",
-            "--target",
-            "mysql://sbtest:sbtest@198.18.1.2:3306/sbtest",
-            "--sync",
-            "commit",
-            "--ring",
-            "1048576",
-            "--quiet",
-            "--duration",
-        ])
+    let run = lab::mrte_run_on_mirror(mrte)
+        .args(["--sync", "commit", "--duration"])
         .arg((secs + 6).to_string())
         .arg("--report")
         .arg(report)
@@ -143,18 +38,7 @@ fn live_run(threads: u32, secs: u32, report: &std::path::Path) -> (Value, String
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let load = Command::new(root().join("scripts/lab.sh"))
-        .arg("load")
-        .env("DURATION", secs.to_string())
-        .env("THREADS", threads.to_string())
-        .env("WORKLOAD", "oltp_read_write")
-        .output()
-        .unwrap();
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
+    lab::sysbench_load("oltp_read_write", threads, secs);
     let res = run.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&res.stdout).into_owned();
     assert!(
@@ -168,16 +52,18 @@ fn live_run(threads: u32, secs: u32, report: &std::path::Path) -> (Value, String
 
 #[test]
 fn sync_commit_replay_ends_where_prod_ended() {
-    let Some(_lab) = Lab::up() else { return };
+    let Some(lab) = Lab::fresh("sync_lab") else {
+        return;
+    };
     let out = std::env::temp_dir().join(format!("mrte-sync-lab-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
     let mut judged = 0;
     for threads in [8, 16] {
-        copy_prod_to_test();
-        assert_eq!(checksums("prod"), checksums("test"), "copy");
+        lab.copy_prod_to_test();
+        assert_eq!(checksums(&lab, "prod"), checksums(&lab, "test"), "copy");
         let (r, text) = live_run(threads, 6, &out.join(format!("report-{threads}.json")));
-        let prod = checksums("prod");
-        let test = checksums("test");
+        let prod = checksums(&lab, "prod");
+        let test = checksums(&lab, "test");
         eprintln!("{threads} threads:\n{text}");
         assert!(
             r["captured"]["by_command"]["COM_QUERY"].as_u64() > Some(1000),

@@ -2,78 +2,12 @@
 //! the capture interface deleted and created again under `mrte record` and `mrte run`, and an
 //! XDP program left attached by an mrte that was killed.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mrte-xdpf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
-}
-
-fn wait_output(mut child: Child, limit: Duration) -> (Output, Duration) {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return (child.wait_with_output().expect("output"), start.elapsed());
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("mrte did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A private network namespace with a veth pair `xa0`/`xa1` (removed on drop).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Option<Self> {
-        let ns = Netns(format!("mrte-x{tag}-{}", std::process::id()));
-        let ok = Command::new("ip")
-            .args(["netns", "add", &ns.0])
-            .status()
-            .is_ok_and(|s| s.success());
-        (ok && ns.veth()).then_some(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, "ip"])
-            .args(args)
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn veth(&self) -> bool {
-        self.ip(&["link", "add", "xa0", "type", "veth", "peer", "name", "xa1"])
-            && self.ip(&["link", "set", "xa0", "up"])
-            && self.ip(&["link", "set", "xa1", "up"])
-    }
-
-    fn mrte(&self) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_mrte")]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+#[path = "common/netns.rs"]
+mod netns;
+use netns::{is_root, scratch, wait_output, Netns};
 
 /// The AF_XDP capture interface is deleted and created again 1.5 s later, during `mrte record`
 /// and `mrte run`: both bind a new socket ("re-bound"), run to their --duration and exit 0, the
@@ -85,11 +19,11 @@ fn xdp_capture_rebinds_after_the_interface_comes_back() {
         eprintln!("\n*** SKIP {name}: needs root (network namespace, AF_XDP) ***\n");
         return;
     }
-    let Some(ns) = Netns::new("r") else {
+    let Some(ns) = Netns::new("r", "xa") else {
         eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
         return;
     };
-    let dir = scratch("rebind");
+    let dir = scratch("mrte-xdpf", "rebind");
     let file = dir.join("r.pcap");
     let report = dir.join("r.json");
     let dead = format!(
@@ -112,7 +46,7 @@ fn xdp_capture_rebinds_after_the_interface_comes_back() {
     ];
     for args in runs {
         let child = ns
-            .mrte()
+            .exec(env!("CARGO_BIN_EXE_mrte"))
             .args(&args)
             .args(["-i", "xa0", "--source", "xdp", "--duration", "6"])
             .stdout(Stdio::piped())
@@ -147,14 +81,14 @@ fn a_stale_xdp_program_gives_the_command_that_removes_it() {
         eprintln!("\n*** SKIP {name}: needs root (network namespace, AF_XDP) ***\n");
         return;
     }
-    let Some(ns) = Netns::new("s") else {
+    let Some(ns) = Netns::new("s", "xa") else {
         eprintln!("\n*** SKIP {name}: cannot create a network namespace with a veth pair ***\n");
         return;
     };
-    let dir = scratch("stale");
+    let dir = scratch("mrte-xdpf", "stale");
     let file = dir.join("s.pcap");
     let mut first = ns
-        .mrte()
+        .exec(env!("CARGO_BIN_EXE_mrte"))
         .args([
             "record",
             "-i",
@@ -172,8 +106,8 @@ fn a_stale_xdp_program_gives_the_command_that_removes_it() {
         .expect("spawn mrte");
     // Wait until its program is attached, then kill it without letting it clean up.
     let attached = || {
-        Command::new("ip")
-            .args(["netns", "exec", &ns.0, "ip", "link", "show", "xa0"])
+        ns.exec("ip")
+            .args(["link", "show", "xa0"])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("prog/xdp"))
     };
@@ -187,7 +121,7 @@ fn a_stale_xdp_program_gives_the_command_that_removes_it() {
     let _ = first.wait();
     assert!(attached(), "the killed mrte's program stays attached");
     let again = |secs: &str| {
-        ns.mrte()
+        ns.exec(env!("CARGO_BIN_EXE_mrte"))
             .args([
                 "record",
                 "-i",

@@ -6,83 +6,17 @@
 //! it up. setns(2) would need unsafe code, so the outer test re-runs this binary under
 //! `ip netns exec mrte-cap` for the inner, ignored test that does the capturing.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mrte_capture::event::{Command as Cmd, SessionEvent};
 use mrte_capture::pipeline::PipelineConfig;
 use mrte_capture::source::live::{self, LiveConfig, SourceKind};
 use mrte_capture::stats::Stats;
 
-fn lab_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab.sh")
-}
-
-struct LabLock(PathBuf);
-
-impl LabLock {
-    fn take() -> Self {
-        let p = PathBuf::from("/var/tmp/mrte-lab.lock");
-        let start = Instant::now();
-        loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-            {
-                Ok(_) => return LabLock(p),
-                Err(_) if start.elapsed() < Duration::from_secs(900) => {
-                    std::thread::sleep(Duration::from_millis(500))
-                }
-                Err(e) => panic!("lab lock {}: {e}", p.display()),
-            }
-        }
-    }
-}
-
-impl Drop for LabLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The lab, held under the lock; taken down on drop if this test brought it up.
-struct Lab {
-    brought_up: bool,
-    _lock: LabLock,
-}
-
-impl Lab {
-    fn up() -> Option<Lab> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!("SKIP live_xdp: not root");
-            return None;
-        }
-        if !lab_script().exists() {
-            eprintln!("SKIP live_xdp: {} is missing", lab_script().display());
-            return None;
-        }
-        let lock = LabLock::take();
-        let ns = Command::new("ip").args(["netns", "list"]).output().ok()?;
-        let was_up = String::from_utf8_lossy(&ns.stdout).contains("mrte-cap");
-        let st = Command::new(lab_script()).arg("up").status().ok()?;
-        assert!(st.success(), "scripts/lab.sh up failed");
-        Some(Lab {
-            brought_up: !was_up,
-            _lock: lock,
-        })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if self.brought_up {
-            let _ = Command::new(lab_script()).arg("down").status();
-        }
-    }
-}
+#[path = "../../tests/common/lab.rs"]
+mod lab;
+use lab::Lab;
 
 /// One live run: capture on span0 while the scripted client session runs.
 struct Run {
@@ -197,7 +131,9 @@ fn live_sources_inner() {
 
 #[test]
 fn live_sources_on_lab() {
-    let Some(_lab) = Lab::up() else { return };
+    let Some(_lab) = Lab::up("live_xdp") else {
+        return;
+    };
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("ip")
         .args(["netns", "exec", "mrte-cap"])
