@@ -319,12 +319,14 @@ struct Padded(Mutex<CommitClock>);
 impl SharedCommitClock {
     /// Mark `rec` (see [`CommitClock::mark`]).
     pub fn mark(&self, rec: &mut CommandRecord) {
-        self.0 .0.lock().unwrap_or_else(|e| e.into_inner()).mark(rec);
+        let Padded(m) = &*self.0;
+        m.lock().unwrap_or_else(|e| e.into_inner()).mark(rec);
     }
 
     /// (commits, rollbacks) so far.
     pub fn counts(&self) -> (u64, u64) {
-        let g = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        let Padded(m) = &*self.0;
+        let g = m.lock().unwrap_or_else(|e| e.into_inner());
         (g.commits, g.rollbacks)
     }
 }

@@ -406,7 +406,8 @@ impl EventSink for RingSink {
             p.shared.waker.wake();
         } else {
             std::sync::atomic::fence(Ordering::SeqCst);
-            if p.shared.armed.load(Ordering::Relaxed) && p.shared.armed.swap(false, Ordering::AcqRel)
+            if p.shared.armed.load(Ordering::Relaxed)
+                && p.shared.armed.swap(false, Ordering::AcqRel)
             {
                 p.shared.waker.wake();
             }
