@@ -7,7 +7,13 @@
 #                                    mir0 --veth-- span0 (mirror port) in mrte-cap
 #   mrte-cap: span0 (no address, promisc), 198.18.1.2 on its lo (MariaDB "test" :3306)
 #
-# Usage: scripts/lab.sh up|down|status|load [sysbench args...]
+# Scale-out (issue 12; after `up`): `scripts/lab.sh nats [1|3]` starts nats-server with JetStream
+# in mrte-cap, one node at 198.18.1.11:4222 or a 3-node cluster for R3 streams (198.18.1.11-13:4222,
+# routes :6222, monitoring :8222), and REPLAY_HOSTS (2) "replay host" namespaces mrte-rh<k>
+# (198.18.2.<4k-2>), each a veth away from mrte-cap, that reach NATS and the test server 198.18.1.2
+# ($LAB_DIR/env: NATS_URL, REPLAY_NS). `nats-kill K` SIGKILLs node K (1-based).
+#
+# Usage: scripts/lab.sh up|down|status|load [sysbench args...]|nats [1|3]|nats-kill K
 # Env: LAB_DIR (/var/tmp/mrte-lab), TABLES (4), TABLE_SIZE (10000), TEST_BUFFER_POOL (128M),
 #      PROD_BUFFER_POOL (128M), WORKLOAD (oltp_read_only), THREADS (4), DURATION (30), PS_MODE (disable).
 # Addresses are from 198.18.0.0/15 only; nothing leaves the namespaces.
@@ -24,6 +30,9 @@ TABLES=${TABLES:-4} TABLE_SIZE=${TABLE_SIZE:-10000}
 log() { echo "lab: $*" >&2; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 have_ns() { ip netns list 2>/dev/null | grep -qw "$1"; }
+REPLAY_HOSTS=${REPLAY_HOSTS:-2}
+nats_addr() { echo "198.18.1.$((10 + $1))"; }
+replay_ns_all() { ip netns list 2>/dev/null | grep -o '^mrte-rh[0-9]*' | sort -V || true; }
 
 offloads_off() {
   local ns=$1 dev=$2
@@ -138,8 +147,96 @@ TABLE_SIZE=$TABLE_SIZE
 EOF
 }
 
+nats_bin() {
+  local b=${MRTE_NATS_SERVER:-/var/tmp/mrte-nats/venv/bin/nats-server}
+  [ -x "$b" ] || b=$(command -v nats-server || true)
+  [ -n "$b" ] || { log "nats-server missing: scripts/lib/deps.sh mrte_install_nats"; exit 1; }
+  echo "$b"
+}
+
+# Replay hosts: mrte-rh<k> with rh<k> (198.18.2.<4k-2>/30) paired to rh<k>c (198.18.2.<4k-3>) in
+# mrte-cap; their route to 198.18.1.0/24 (NATS, the test server) goes through mrte-cap.
+replay_hosts_up() {
+  local k ns a
+  for k in $(seq "$REPLAY_HOSTS"); do
+    ns=mrte-rh$k a=$((4 * k))
+    have_ns "$ns" || ip netns add "$ns"
+    nsx "$ns" ip link set lo up
+    if ! nsx "$ns" ip link show "rh$k" >/dev/null 2>&1; then
+      ip link add "rh${k}c" netns $CAP_NS type veth peer name "rh$k" netns "$ns"
+      nsx $CAP_NS ip addr add "198.18.2.$((a - 3))/30" dev "rh${k}c"
+      nsx "$ns" ip addr add "198.18.2.$((a - 2))/30" dev "rh$k"
+      nsx $CAP_NS ip link set "rh${k}c" up
+      nsx "$ns" ip link set "rh$k" up
+      nsx "$ns" ip route add 198.18.1.0/24 via "198.18.2.$((a - 3))"
+    fi
+  done
+}
+
+tcp_open() { nsx "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
+
+nats_up() { # nodes (1 or 3)
+  local n=${1:-1} bin i j addr routes urls=() ns
+  [ "$n" = 1 ] || [ "$n" = 3 ] || { log "nats: 1 or 3 nodes"; exit 2; }
+  have_ns $CAP_NS || { log "the lab is down: scripts/lab.sh up first"; exit 1; }
+  bin=$(nats_bin)
+  replay_hosts_up
+  for i in $(seq "$n"); do
+    addr=$(nats_addr "$i")
+    urls+=("nats://$addr:4222")
+    nsx $CAP_NS ip -o addr show dev lo | grep -q "$addr/" || nsx $CAP_NS ip addr add "$addr/32" dev lo
+    if [ -f "$LAB_DIR/nats-n$i.pid" ] && kill -0 "$(cat "$LAB_DIR/nats-n$i.pid")" 2>/dev/null; then continue; fi
+    local args=(-js -a "$addr" -p 4222 -m 8222 -sd "$LAB_DIR/nats-n$i" --server_name "n$i")
+    if [ "$n" = 3 ]; then
+      routes=$(for j in 1 2 3; do [ "$j" = "$i" ] || printf 'nats://%s:6222,' "$(nats_addr "$j")"; done)
+      args+=(--cluster_name mrte-lab --cluster "nats://$addr:6222" --routes "${routes%,}")
+    fi
+    mkdir -p "$LAB_DIR/nats-n$i"
+    nsx $CAP_NS setsid "$bin" "${args[@]}" </dev/null >"$LAB_DIR/nats-n$i.log" 2>&1 &
+    echo $! >"$LAB_DIR/nats-n$i.pid"
+  done
+  for i in $(seq "$n"); do
+    addr=$(nats_addr "$i")
+    for _ in $(seq 100); do tcp_open $CAP_NS "$addr" 4222 && break; sleep 0.1; done
+    tcp_open $CAP_NS "$addr" 4222 || { log "nats n$i did not start; see $LAB_DIR/nats-n$i.log"; exit 1; }
+  done
+  # JetStream ready: /healthz answers 200 once the node is current with the cluster's meta leader.
+  for i in $(seq "$n"); do
+    addr=$(nats_addr "$i")
+    for _ in $(seq 300); do nsx $CAP_NS curl -sf "http://$addr:8222/healthz" >/dev/null && break; sleep 0.1; done
+    nsx $CAP_NS curl -sf "http://$addr:8222/healthz" >/dev/null || { log "nats n$i: JetStream not ready; see $LAB_DIR/nats-n$i.log"; exit 1; }
+  done
+  # Every replay host reaches every node and the test server.
+  for ns in $(replay_ns_all); do
+    for i in $(seq "$n"); do
+      tcp_open "$ns" "$(nats_addr "$i")" 4222 || { log "$ns cannot reach nats n$i"; exit 1; }
+    done
+    tcp_open "$ns" $TEST_ADDR $PORT || { log "$ns cannot reach the test server"; exit 1; }
+  done
+  local url; url=$(IFS=,; echo "${urls[*]}")
+  sed -i '/^NATS_URL=/d; /^NATS_NODES=/d; /^REPLAY_NS=/d' "$LAB_DIR/env"
+  {
+    echo "NATS_URL=$url"
+    echo "NATS_NODES=$n"
+    echo "REPLAY_NS=\"$(replay_ns_all | tr '\n' ' ' | sed 's/ $//')\""
+  } >>"$LAB_DIR/env"
+  log "nats: $n node(s) $url in $CAP_NS (store $LAB_DIR/nats-n*); replay hosts: $(replay_ns_all | tr '\n' ' ')"
+}
+
+nats_kill() { # node number
+  local f=$LAB_DIR/nats-n$1.pid
+  [ -f "$f" ] || { log "no nats node $1"; exit 1; }
+  kill -9 "$(cat "$f")" 2>/dev/null || true
+  rm -f "$f"
+  log "nats n$1 killed (SIGKILL)"
+}
+
 status() {
-  echo "namespaces: $(ip netns list 2>/dev/null | grep -o 'mrte-[a-z]*' | tr '\n' ' ')"
+  echo "namespaces: $(ip netns list 2>/dev/null | grep -o 'mrte-[a-z0-9]*' | tr '\n' ' ')"
+  for f in "$LAB_DIR"/nats-n*.pid; do
+    [ -f "$f" ] || continue
+    if kill -0 "$(cat "$f")" 2>/dev/null; then echo "$(basename "$f" .pid): running"; else echo "$(basename "$f" .pid): dead"; fi
+  done
   for s in prod test; do
     if [ -f "$LAB_DIR/$s.pid" ] && kill -0 "$(cat "$LAB_DIR/$s.pid")" 2>/dev/null; then
       echo "$s server: running (pid $(cat "$LAB_DIR/$s.pid"), socket $LAB_DIR/$s.sock)"
@@ -192,7 +289,10 @@ down() {
       kill -9 "$pid" 2>/dev/null || true
     fi
   done
-  for ns in $APP_NS $PROD_NS $CAP_NS; do
+  for f in "$LAB_DIR"/nats-n*.pid; do
+    [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+  done
+  for ns in $APP_NS $PROD_NS $CAP_NS $(replay_ns_all); do
     if have_ns "$ns"; then
       for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
       ip netns del "$ns"
@@ -216,5 +316,7 @@ case "$cmd" in
   down) down ;;
   status) status ;;
   load) load "$@" ;;
-  *) echo "usage: $0 up|down|status|load [sysbench args]" >&2; exit 2 ;;
+  nats) nats_up "$@" ;;
+  nats-kill) nats_kill "$@" ;;
+  *) echo "usage: $0 up|down|status|load [sysbench args]|nats [1|3]|nats-kill K" >&2; exit 2 ;;
 esac

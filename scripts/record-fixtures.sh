@@ -5,14 +5,15 @@
 # fixture, the command counts the clients sent, known from the client side (the scripted statement
 # lists, sysbench's own report, the driver programs' socket taps), never from mrte's decoder.
 #
-# Usage: scripts/record-fixtures.sh [all|clients|drivers]   (default all)
+# Usage: scripts/record-fixtures.sh [all|clients|drivers|drivers2]   (default all)
 #   clients: the mariadb/mysqladmin/sysbench/python fixtures; drivers: the application drivers of
-#   scripts/drivers/ (Connector/J, mysql2, PyMySQL, mysql-connector-python), see record_driver.
+#   scripts/drivers/ (Connector/J, mysql2, PyMySQL, mysql-connector-python), see record_driver;
+#   drivers2: the same drivers' second workloads (*_x: procedures, transactions, types, pools), node mariadb + mysql.
 # Entries of truth.json not recorded in this run are kept. Run it under flock /tmp/mrte-lab.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
-case "$WHAT" in all|clients|drivers) ;; *) echo "usage: $0 [all|clients|drivers]" >&2; exit 2 ;; esac
+case "$WHAT" in all|clients|drivers|drivers2) ;; *) echo "usage: $0 [all|clients|drivers|drivers2]" >&2; exit 2 ;; esac
 FIX=$PWD/tests/fixtures
 mkdir -p "$FIX"
 if [ "$WHAT" != clients ]; then
@@ -154,8 +155,12 @@ done
 }
 
 . scripts/drivers/record.sh
-[ "$WHAT" = drivers ] || record_clients
-[ "$WHAT" = clients ] || record_drivers
+case "$WHAT" in
+  all) record_clients; record_drivers; record_drivers2 ;;
+  clients) record_clients ;;
+  drivers) record_drivers ;;
+  drivers2) record_drivers2 ;;
+esac
 
 # truth.json: one entry per line, entries not recorded now kept as they were.
 for k in "${!TRUTH[@]}"; do printf '%s\t%s\n' "$k" "${TRUTH[$k]}"; done | python3 -c '

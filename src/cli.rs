@@ -15,6 +15,7 @@ use mrte_capture::pipeline::{Pipeline, PipelineConfig};
 use mrte_capture::ring::SessionStream;
 use mrte_capture::source::live::{LiveConfig, LiveHandle, SourceKind, XdpMode};
 use mrte_capture::source::pcap::SourceError;
+use mrte_capture::stats::Stats;
 
 use crate::inspect::{Format, InspectSink};
 
@@ -47,6 +48,85 @@ pub enum Cmd {
     Play(crate::play::PlayArgs),
     /// One report merged from every player of a NATS JetStream stream.
     Report(crate::report_cmd::ReportCmdArgs),
+}
+
+/// Where packets come from: a capture file (-r) or a live interface (-i) (inspect, publish).
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Capture file to read (pcap or pcapng).
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        required_unless_present = "iface"
+    )]
+    pub file: Option<PathBuf>,
+    /// Live interface to capture from (a mirror/SPAN port).
+    #[arg(short = 'i', long = "iface", conflicts_with = "file")]
+    pub iface: Option<String>,
+    /// Live: stop after this many seconds.
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Live: packet source (auto, xdp, pcap).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
+    pub source: String,
+    #[command(flatten)]
+    pub xdp: XdpArgs,
+}
+
+impl InputArgs {
+    /// The live capture settings (default ring sizes), or an error when no interface is given.
+    pub fn live(&self) -> Result<CaptureArgs> {
+        let Some(iface) = self.iface.clone() else {
+            anyhow::bail!("give -r FILE or -i IFACE");
+        };
+        Ok(CaptureArgs {
+            iface,
+            source: self.source.clone(),
+            xdp: self.xdp.clone(),
+            duration: self.duration,
+            count: None,
+            ring: 65536,
+            max_queued_events: mrte_capture::ring::DEFAULT_QUEUE_LIMIT,
+            core: None,
+        })
+    }
+}
+
+/// Hand every event of a live capture to `sink`, in order per session, until the capture ends
+/// (its duration, or SIGINT); `idle` is called on every pass. Returns the capture counters.
+pub fn pump_live<S: EventSink>(
+    handle: LiveHandle,
+    sink: &mut S,
+    idle: fn(&mut S),
+) -> Result<Stats> {
+    stop_on_sigint(handle.stop_flag());
+    let rx = handle.sessions();
+    let mut streams: Vec<SessionStream> = Vec::new();
+    loop {
+        while let Ok(s) = rx.try_recv() {
+            sink.push(s.open.id, SessionEvent::Open(Box::new(s.open.clone())));
+            streams.push(s);
+        }
+        let mut got = false;
+        streams.retain_mut(|s| {
+            while let Some(ev) = s.try_pop() {
+                if !matches!(ev, SessionEvent::Open(_)) {
+                    sink.push(s.open.id, ev);
+                }
+                got = true;
+            }
+            !s.is_finished()
+        });
+        idle(sink);
+        if !got {
+            if handle.is_finished() && streams.is_empty() && rx.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    Ok(handle.join()?)
 }
 
 /// Live capture settings.
@@ -155,25 +235,8 @@ impl DecodeArgs {
 /// `mrte inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Capture file to read (pcap or pcapng).
-    #[arg(
-        short = 'r',
-        long = "read",
-        value_name = "FILE",
-        required_unless_present = "iface"
-    )]
-    pub file: Option<PathBuf>,
-    /// Live interface to capture from (a mirror/SPAN port).
-    #[arg(short = 'i', long = "iface", conflicts_with = "file")]
-    pub iface: Option<String>,
-    /// Live: stop after this many seconds.
-    #[arg(long, value_name = "S")]
-    pub duration: Option<f64>,
-    /// Live: packet source (auto, xdp, pcap).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
-    pub source: String,
     #[command(flatten)]
-    pub xdp: XdpArgs,
+    pub input: InputArgs,
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value = "text")]
     pub format: Format,
@@ -228,7 +291,7 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let out = output(&a.output)?;
     let mut sink = InspectSink::new(a.format, out);
     let mut pipeline = Pipeline::new(a.decode.pipeline_config());
-    if let Some(file) = &a.file {
+    if let Some(file) = &a.input.file {
         let res = mrte_capture::source::pcap::run_file(file, &mut pipeline, &mut sink);
         // A damaged file: what was decoded before the damage is still reported, then the error.
         if matches!(res, Ok(()) | Err(SourceError::Damaged { .. })) {
@@ -238,47 +301,8 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         res.with_context(|| format!("reading {}", file.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(iface) = a.iface.clone() else {
-        anyhow::bail!("give -r FILE or -i IFACE");
-    };
-    let cap = CaptureArgs {
-        iface,
-        source: a.source.clone(),
-        xdp: a.xdp.clone(),
-        duration: a.duration,
-        count: None,
-        ring: 65536,
-        max_queued_events: mrte_capture::ring::DEFAULT_QUEUE_LIMIT,
-        core: None,
-    };
-    let handle = start_capture(&cap, &a.decode)?;
-    let stop = handle.stop_flag();
-    stop_on_sigint(stop.clone());
-    let rx = handle.sessions();
-    let mut streams: Vec<SessionStream> = Vec::new();
-    loop {
-        while let Ok(s) = rx.try_recv() {
-            sink.push(s.open.id, SessionEvent::Open(Box::new(s.open.clone())));
-            streams.push(s);
-        }
-        let mut got = false;
-        streams.retain_mut(|s| {
-            while let Some(ev) = s.try_pop() {
-                if !matches!(ev, SessionEvent::Open(_)) {
-                    sink.push(s.open.id, ev);
-                }
-                got = true;
-            }
-            !s.is_finished()
-        });
-        if !got {
-            if handle.is_finished() && streams.is_empty() && rx.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-    }
-    let stats = handle.join()?;
+    let handle = start_capture(&a.input.live()?, &a.decode)?;
+    let stats = pump_live(handle, &mut sink, |_| {})?;
     sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
     Ok(ExitCode::SUCCESS)
 }

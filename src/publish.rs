@@ -1,7 +1,6 @@
 //! `mrte publish`: capture (a live interface or a capture file), decode, and publish the session
 //! events to a NATS JetStream stream for `mrte play` on other hosts (mrte-dist does the work).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use mrte_capture::pipeline::Pipeline;
 use mrte_capture::stats::Stats;
 use mrte_dist::publish::{PublishConfig, PublishCounters, PublishSink, PublishSummary, Publisher};
 
-use crate::cli::{CaptureArgs, DecodeArgs, XdpArgs};
+use crate::cli::{DecodeArgs, InputArgs};
 
 /// Where the stream is.
 #[derive(Args, Debug, Clone)]
@@ -34,25 +33,8 @@ pub struct NatsArgs {
 /// `mrte publish`.
 #[derive(Args, Debug)]
 pub struct PublishArgs {
-    /// Capture file to read (pcap or pcapng).
-    #[arg(
-        short = 'r',
-        long = "read",
-        value_name = "FILE",
-        required_unless_present = "iface"
-    )]
-    pub file: Option<PathBuf>,
-    /// Live interface (the mirror/SPAN port).
-    #[arg(short = 'i', long = "iface", conflicts_with = "file")]
-    pub iface: Option<String>,
-    /// Live: packet source (auto, xdp, pcap).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "pcap"])]
-    pub source: String,
     #[command(flatten)]
-    pub xdp: XdpArgs,
-    /// Live: stop after this many seconds.
-    #[arg(long, value_name = "S")]
-    pub duration: Option<f64>,
+    pub input: InputArgs,
     /// File: `max` reads as fast as NATS takes it (waits, never drops); a factor (1 = captured
     /// pacing) plays the file like live traffic: a full buffer then drops, counted.
     #[arg(long, default_value = "max")]
@@ -194,7 +176,7 @@ pub fn publish(a: PublishArgs) -> Result<ExitCode> {
         });
     }
     let started = Instant::now();
-    let stats = if let Some(file) = &a.file {
+    let stats = if let Some(file) = &a.input.file {
         let mut pipeline = Pipeline::new(a.decode.pipeline_config());
         let res = if a.speed == "max" {
             sink.set_wait_when_full(true);
@@ -221,48 +203,10 @@ pub fn publish(a: PublishArgs) -> Result<ExitCode> {
         res.with_context(|| format!("reading {}", file.display()))?;
         pipeline.stats().clone()
     } else {
-        let Some(iface) = a.iface.clone() else {
-            anyhow::bail!("give -r FILE or -i IFACE");
-        };
-        let cap = CaptureArgs {
-            iface,
-            source: a.source.clone(),
-            xdp: a.xdp.clone(),
-            duration: a.duration,
-            count: None,
-            ring: 65536,
-            max_queued_events: mrte_capture::ring::DEFAULT_QUEUE_LIMIT,
-            core: None,
-        };
-        let handle = crate::cli::start_capture(&cap, &a.decode)?;
-        crate::cli::stop_on_sigint(handle.stop_flag());
-        let rx = handle.sessions();
-        let mut streams: Vec<mrte_capture::ring::SessionStream> = Vec::new();
-        loop {
-            while let Ok(s) = rx.try_recv() {
-                sink.push(s.open.id, SessionEvent::Open(Box::new(s.open.clone())));
-                streams.push(s);
-            }
-            let mut got = false;
-            streams.retain_mut(|s| {
-                while let Some(ev) = s.try_pop() {
-                    if !matches!(ev, SessionEvent::Open(_)) {
-                        sink.push(s.open.id, ev);
-                    }
-                    got = true;
-                }
-                !s.is_finished()
-            });
-            sink.tick();
-            if !got {
-                if handle.is_finished() && streams.is_empty() && rx.is_empty() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
+        let handle = crate::cli::start_capture(&a.input.live()?, &a.decode)?;
+        let stats = crate::cli::pump_live(handle, &mut sink, PublishSink::tick)?;
         sink.finish();
-        handle.join()?
+        stats
     };
     let by_session = sink.dropped_by_session();
     drop(sink);

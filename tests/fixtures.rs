@@ -260,6 +260,13 @@ fn driver_fixtures_decode_whole() {
         "mysqlconnector",
         "connectorj",
         "connectorj_b",
+        "connectorj_x",
+        "mysql2_x",
+        "pymysql_x",
+        "mysqlconnector_x",
+        "mariadbjs",
+        "php",
+        "go",
     ] {
         let t = &truth[name];
         let file = t["file"].as_str().unwrap();
@@ -286,6 +293,8 @@ fn driver_fixtures_decode_whole() {
     assert_eq!(summary("connectorj.pcap")["compressed_sessions"], 1);
     assert_eq!(summary("connectorj_b.pcap")["compressed_sessions"], 1);
     assert_eq!(summary("mysqlconnector.pcap")["compressed_sessions"], 1);
+    assert_eq!(summary("connectorj_x.pcap")["compressed_sessions"], 1);
+    assert_eq!(summary("mysqlconnector_x.pcap")["compressed_sessions"], 1);
 }
 
 #[test]

@@ -121,3 +121,18 @@ fn pymysql_replayed_by_the_binary_leaves_prods_tables() {
 fn mysqlconnector_replayed_by_the_binary_leaves_prods_tables() {
     replay_fixture("mysqlconnector");
 }
+
+/// The second workloads (scripts/drivers/*_x: procedures, transactions, types, pools) and node
+/// mariadb (pipelined, bulk batches) + mysqljs, PHP mysqlnd (cursor fetch), Go go-sql-driver.
+#[test]
+fn second_driver_workloads_replayed_leave_prods_tables() {
+    for name in [
+        "connectorj_x",
+        "mysql2_x",
+        "pymysql_x",
+        "mysqlconnector_x",
+        "mariadbjs",
+    ] {
+        replay_fixture(name);
+    }
+}

@@ -588,7 +588,10 @@ impl Pipeline {
                     sink.push(sess.id, SessionEvent::Command(c));
                 }
                 ConnEvent::Anomaly(a) => match a {
-                    Anomaly::DecodeError(_) => stats.decode_errors += 1,
+                    Anomaly::DecodeError(what) => {
+                        stats.decode_errors += 1;
+                        tracing::debug!(session = %sess.id, "decode error: {what}");
+                    }
                     Anomaly::Desync => stats.desyncs += 1,
                     Anomaly::Resync => stats.resyncs += 1,
                     Anomaly::TooLarge => stats.too_large += 1,

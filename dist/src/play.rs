@@ -277,11 +277,7 @@ pub async fn open(cfg: PlayConfig) -> Result<Session, DistError> {
     }
     let kv = bucket(&js, &cfg.stream, cfg.replicas).await?;
     let key = format!("player.{}", cfg.name);
-    let mut state = match kv
-        .get(&key)
-        .await
-        .map_err(|e| DistError::Nats(format!("reading {key}: {e}")))?
-    {
+    let mut state = match crate::state::get_entry(&kv, &key).await? {
         Some(b) => {
             let mut s = PlayerState::decode(&b)?;
             // Fold the interrupted run's part into the base.

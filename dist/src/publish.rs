@@ -375,13 +375,22 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-/// Connect to NATS (retrying in the background when it is down).
+/// Connect to NATS (retrying in the background when it is down). `url` may list several servers,
+/// comma separated (the nodes of a cluster): the client moves to another one when its server goes.
 pub async fn connect(url: &str) -> Result<async_nats::Client, DistError> {
+    let servers: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() {
+        return Err(DistError::Config("no NATS server URL given".into()));
+    }
     async_nats::ConnectOptions::new()
         .name("mrte")
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| DistError::Nats(e.to_string()))
 }
@@ -516,9 +525,7 @@ impl Publisher {
             let js = jetstream::new(client.clone());
             let kv = crate::state::bucket(&js, &cfg.stream, cfg.replicas).await?;
             let body = serde_json::to_vec(&s2).map_err(|e| DistError::Config(e.to_string()))?;
-            kv.put(format!("publisher.{}", s2.origin), body.into())
-                .await
-                .map_err(|e| DistError::Nats(format!("storing the publisher summary: {e}")))?;
+            crate::state::put_entry(&kv, &format!("publisher.{}", s2.origin), body.into()).await?;
             client
                 .flush()
                 .await

@@ -21,6 +21,73 @@ pub fn bucket_name(stream: &str) -> String {
     format!("mrte_{stream}")
 }
 
+/// How long a bucket read or write is retried: in a cluster a replica not yet current or a leader
+/// election answers "no responders" or times out for a few seconds.
+pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A key's value, transient errors retried for [`RETRY_FOR`].
+pub async fn get_entry(kv: &kv::Store, key: &str) -> Result<Option<bytes::Bytes>, DistError> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match kv.get(key).await {
+            Ok(v) => return Ok(v),
+            Err(e) if t0.elapsed() < RETRY_FOR => {
+                tracing::debug!("reading {key}: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(DistError::Nats(format!("reading {key}: {e}"))),
+        }
+    }
+}
+
+/// Store a key's value, transient errors retried for [`RETRY_FOR`].
+pub async fn put_entry(kv: &kv::Store, key: &str, value: bytes::Bytes) -> Result<(), DistError> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match kv.put(key, value.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if t0.elapsed() < RETRY_FOR => {
+                tracing::debug!("storing {key}: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(DistError::Nats(format!("storing {key}: {e}"))),
+        }
+    }
+}
+
+/// Every key of a bucket; a listing cut short (a replica catching up, a leader elected after a
+/// node died) is started again for [`RETRY_FOR`].
+async fn list_keys(kv: &kv::Store, name: &str) -> Result<Vec<String>, DistError> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let err = match kv.keys().await {
+            Ok(mut keys) => {
+                let mut names = Vec::new();
+                let mut failed = None;
+                while let Some(k) = keys.next().await {
+                    match k {
+                        Ok(k) => names.push(k),
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => return Ok(names),
+                    Some(e) => e,
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        if t0.elapsed() >= RETRY_FOR {
+            return Err(DistError::Nats(format!("listing {name}: {err}")));
+        }
+        tracing::debug!("listing {name}: {err}; retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// Open the stream's bucket, creating it if missing.
 pub async fn bucket(
     js: &jetstream::Context,
@@ -145,25 +212,11 @@ pub async fn merged(js: &jetstream::Context, stream: &str) -> Result<Merged, Dis
         .get_key_value(&name)
         .await
         .map_err(|e| DistError::Nats(format!("bucket {name}: {e} (has any player run?)")))?;
-    let mut keys = kv
-        .keys()
-        .await
-        .map_err(|e| DistError::Nats(format!("listing {name}: {e}")))?;
-    let mut names = Vec::new();
-    while let Some(k) = keys.next().await {
-        match k {
-            Ok(k) => names.push(k),
-            Err(e) => return Err(DistError::Nats(format!("listing {name}: {e}"))),
-        }
-    }
+    let mut names = list_keys(&kv, &name).await?;
     names.sort();
     let mut m = Merged::default();
     for k in names {
-        let Some(v) = kv
-            .get(&k)
-            .await
-            .map_err(|e| DistError::Nats(format!("reading {k}: {e}")))?
-        else {
+        let Some(v) = get_entry(&kv, &k).await? else {
             continue;
         };
         if k.starts_with("player.") {

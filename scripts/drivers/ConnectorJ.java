@@ -64,6 +64,9 @@ public class ConnectorJ {
                 } else {
                     if (a.length - i < 7 || a.length - i < 7 + le3(a, i)) break;
                     int clen = le3(a, i), ulen = le3(a, i + 4);
+                    // A frame with compressed sequence id 0 and nothing carried over starts a
+                    // command, whatever its inner id (2.7 keeps the previous command's).
+                    boolean fresh = inner.size() == 0 && (a[i + 3] & 0xff) == 0;
                     byte[] body = Arrays.copyOfRange(a, i + 7, i + 7 + clen);
                     if (ulen > 0) {
                         Inflater inf = new Inflater();
@@ -80,7 +83,7 @@ public class ConnectorJ {
                     int j = 0;
                     while (p.length - j >= 4 && p.length - j >= 4 + le3(p, j)) {
                         int len = le3(p, j);
-                        packet(p[j + 3] & 0xff, Arrays.copyOfRange(p, j + 4, j + 4 + len));
+                        packet(j == 0 && fresh ? 0 : p[j + 3] & 0xff, Arrays.copyOfRange(p, j + 4, j + 4 + len));
                         j += 4 + len;
                     }
                     inner.reset();

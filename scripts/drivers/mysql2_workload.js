@@ -6,7 +6,7 @@
 'use strict';
 const mysql = require('mysql2/promise');
 
-const NAMES = { 0x01: 'COM_QUIT', 0x03: 'COM_QUERY', 0x0e: 'COM_PING', 0x16: 'COM_STMT_PREPARE',
+const NAMES = { 0x01: 'COM_QUIT', 0x03: 'COM_QUERY', 0x0e: 'COM_PING', 0x11: 'COM_CHANGE_USER', 0x16: 'COM_STMT_PREPARE',
   0x17: 'COM_STMT_EXECUTE', 0x19: 'COM_STMT_CLOSE', 0x1a: 'COM_STMT_RESET' };
 const sent = {};
 
@@ -42,4 +42,5 @@ async function main() {
   console.log(JSON.stringify(Object.fromEntries(Object.entries(sent).sort())));
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+module.exports = { sent };
+if (require.main === module) main().catch((e) => { console.error(e); process.exit(1); });

@@ -111,3 +111,35 @@ record_drivers() {
     "mysql-connector-python $("$MRTE_DRIVERS_PY" -c 'import importlib.metadata as m; print(m.version("mysql-connector-python"))') (use_pure)" \
     "$MRTE_DRIVERS_PY" "$DRIVERS_DIR/mysqlconnector_workload.py" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
 }
+
+# The second workloads (*_x): what a team's own application does beyond the first ones; and the
+# node connectors mariadb (pipelining by default, bulk batches) and mysql (mysqljs); PHP mysqlnd
+# (PDO, mysqli with a cursor: COM_STMT_FETCH) and Go's go-sql-driver.
+record_drivers2() {
+  local cj jar=/usr/share/java/mariadb-java-client.jar
+  cj=$(mktemp -d)
+  javac -d "$cj" -cp "$jar" "$DRIVERS_DIR/ConnectorJ.java" "$DRIVERS_DIR/ConnectorJX.java"
+  record_driver connectorj_x "Connector/J $(dpkg-query -W -f='${Version}' libmariadb-java)" \
+    java -cp "$cj:$jar" ConnectorJX "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+  rm -rf "$cj"
+  record_driver mysql2_x "node mysql2 $(node -p "require('$DRIVERS_DIR/node_modules/mysql2/package.json').version")" \
+    node "$DRIVERS_DIR/mysql2_x_workload.js" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+  record_driver mariadbjs "node mariadb $(node -p "require('$DRIVERS_DIR/node_modules/mariadb/package.json').version") + mysql $(node -p "require('$DRIVERS_DIR/node_modules/mysql/package.json').version")" \
+    node "$DRIVERS_DIR/mariadbjs_workload.js" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+  # PHP and Go offer no hook on their sockets: tapproxy.py relays and counts (127.0.0.1:3307 in the
+  # app namespace); the capture sees relay <-> prod, the same bytes.
+  local tap=(python3 "$DRIVERS_DIR/tapproxy.py" 3307 "$PROD_ADDR" "$PROD_PORT" --)
+  record_driver php "PHP $(php -r 'echo PHP_VERSION;') mysqlnd (PDO, mysqli)" \
+    "${tap[@]}" php "$DRIVERS_DIR/php_workload.php" 127.0.0.1 3307 "$DB_USER" "$DB_PASS"
+  local gobin
+  gobin=$(mktemp -d)
+  (cd "$DRIVERS_DIR/gowork" && GOPATH=/usr/share/gocode GO111MODULE=off GOCACHE=$gobin/cache go build -o "$gobin/gowork" .)
+  record_driver go "Go $(go env GOVERSION) go-sql-driver/mysql $(dpkg-query -W -f='${Version}' golang-github-go-sql-driver-mysql-dev)" \
+    "${tap[@]}" "$gobin/gowork" 127.0.0.1 3307 "$DB_USER" "$DB_PASS"
+  rm -rf "$gobin"
+  record_driver pymysql_x "PyMySQL $("$MRTE_DRIVERS_PY" -c 'import importlib.metadata as m; print(m.version("PyMySQL"))')" \
+    "$MRTE_DRIVERS_PY" "$DRIVERS_DIR/pymysql_x_workload.py" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+  record_driver mysqlconnector_x \
+    "mysql-connector-python $("$MRTE_DRIVERS_PY" -c 'import importlib.metadata as m; print(m.version("mysql-connector-python"))') (use_pure)" \
+    "$MRTE_DRIVERS_PY" "$DRIVERS_DIR/mysqlconnector_x_workload.py" "$PROD_ADDR" "$DB_USER" "$DB_PASS"
+}

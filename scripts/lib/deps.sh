@@ -34,14 +34,16 @@ mrte_install_deps() {
 }
 
 # The application drivers that scripts/record-fixtures.sh runs on the lab (scripts/drivers/):
-# Connector/J from Debian, mysql2 from npm (scripts/drivers/package-lock.json), PyMySQL and
-# mysql-connector-python from PyPI (scripts/drivers/requirements.txt) in a venv under /var/tmp.
+# Connector/J, PHP mysqlnd and Go's go-sql-driver from Debian, mysql2 / mariadb / mysql from npm
+# (scripts/drivers/package-lock.json), PyMySQL and mysql-connector-python from PyPI
+# (scripts/drivers/requirements.txt) in a venv under /var/tmp.
 # Prints nothing when everything is there. Sets MRTE_DRIVERS_PY to the venv's python.
 MRTE_DRIVERS_VENV=${MRTE_DRIVERS_VENV:-/var/tmp/mrte-drivers/venv}
 mrte_install_driver_deps() {
   local root
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-  local pkgs=(libmariadb-java openjdk-17-jdk-headless nodejs python3-venv) missing=()
+  local pkgs=(libmariadb-java openjdk-17-jdk-headless nodejs python3-venv php-cli php-mysql golang-go
+    golang-github-go-sql-driver-mysql-dev) missing=()
   command -v npm >/dev/null 2>&1 || pkgs+=(npm)
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,7 +55,7 @@ mrte_install_driver_deps() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   local d=$root/scripts/drivers
-  if ! (cd "$d" && npm ls --silent mysql2 >/dev/null 2>&1); then
+  if ! (cd "$d" && npm ls --silent mysql2 mariadb mysql >/dev/null 2>&1); then
     echo "deps: npm ci in scripts/drivers" >&2
     (cd "$d" && npm ci --no-audit --no-fund --silent) >&2
   fi

@@ -115,10 +115,14 @@ impl Proto {
                     }
                 }
             }
-            self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
-                "client packet out of sequence",
-            )));
-            return;
+            // Compressed, the server goes by the frame's sequence id: Connector/J 2.7 starts a
+            // command with the inner id where the previous one ended, and prod answers it.
+            if !self.login.compressed {
+                self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
+                    "client packet out of sequence",
+                )));
+                return;
+            }
         }
         let Some(&code) = p.payload.first() else {
             self.emit(ConnEvent::Anomaly(Anomaly::DecodeError("empty command")));

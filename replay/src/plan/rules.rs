@@ -333,10 +333,15 @@ impl Planner {
         self.forget_statements();
     }
 
-    /// Both sides dropped every prepared statement (RESET_CONNECTION, CHANGE_USER).
+    /// Both sides dropped every prepared statement (RESET_CONNECTION, CHANGE_USER). The test ids
+    /// are kept as closed ones: a client that still closes or runs one (mysql2 closes its cache
+    /// after a change of user) gets the test server's own no-op or error, as prod did.
     fn forget_statements(&mut self) {
-        self.stmts.clear();
-        self.closed.clear();
+        for (prod_id, s) in self.stmts.drain() {
+            if let (TestStmt::Known(t), true) = (s.test, self.closed.len() < CLOSED_MAX) {
+                self.closed.insert(prod_id, t);
+            }
+        }
         self.last_prepare = None;
         self.test_last_prepare = None;
         self.epoch += 1;

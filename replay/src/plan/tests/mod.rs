@@ -287,7 +287,7 @@ fn change_user_reauthenticates_mapped_and_forgets_statements() {
     let mut p = planner_with(c);
     p.handle_command(prepare(0, 10, 11, "select 1", 5));
     drain(&mut p);
-    p.handle_response(ResponseStatus::Ok, Some(&prepare_ok(5)));
+    p.handle_response(ResponseStatus::Ok, Some(&prepare_ok(55)));
     p.handle_command(rec(
         1,
         20,
@@ -298,7 +298,10 @@ fn change_user_reauthenticates_mapped_and_forgets_statements() {
             auth_plugin: None,
         },
     ));
+    // The statement is gone on both sides: running it again gets the test server's own error
+    // (as prod got its own), closing it is a no-op on both (mysql2 closes its cache so).
     p.handle_command(execute(2, 30, 31, 5));
+    p.handle_command(rec(3, 40, None, Command::StmtClose { stmt_id: 5 }));
     let a = drain(&mut p);
     let Action::ChangeUser(cu) = &a[0] else {
         panic!("{a:?}")
@@ -307,12 +310,18 @@ fn change_user_reauthenticates_mapped_and_forgets_statements() {
         (cu.user.as_str(), cu.password.as_deref(), cu.db.as_deref()),
         ("admin_t", Some("pw2"), Some("ops_t"))
     );
+    let s = sends(&a);
+    assert_eq!(s.len(), 2, "{a:?}");
+    assert_eq!(rewrite::stmt_id(&s[0].payload), Some(55));
+    assert_eq!(rewrite::stmt_id(&s[1].payload), Some(55));
+    // A statement the connection never had is still lost by reason.
+    p.handle_command(execute(4, 50, 51, 9));
     assert!(matches!(
-        a[1],
-        Action::Lose {
+        drain(&mut p)[..],
+        [Action::Lose {
             reason: LoseReason::UnknownStatement,
             ..
-        }
+        }]
     ));
 }
 

@@ -1,0 +1,6 @@
+DROP DATABASE IF EXISTS drv_nodex;
+CREATE DATABASE drv_nodex;
+USE drv_nodex;
+CREATE TABLE events (id INT PRIMARY KEY, kind VARCHAR(32) NOT NULL, at DATETIME(3), payload JSON, raw BLOB, amount DECIMAL(18,4), big BIGINT UNSIGNED, flag TINYINT(1)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE counters (name VARCHAR(32) PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB;
+INSERT INTO counters VALUES ('hits', 0), ('misses', 0);
