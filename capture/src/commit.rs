@@ -259,6 +259,10 @@ impl CommitClock {
 
     /// Commits whose prod response ended before `t_us`.
     pub fn completed_before(&self, t_us: u64) -> u64 {
+        // Records come in capture order: usually every remembered commit is older.
+        if self.times.back().is_none_or(|&c| c < t_us) {
+            return self.forgotten + self.times.len() as u64;
+        }
         self.forgotten + self.times.partition_point(|&c| c < t_us) as u64
     }
 
@@ -276,8 +280,12 @@ impl CommitClock {
                 self.commits += 1;
                 m.order = self.commits;
                 let t = rec.response.last_byte_us.unwrap_or(rec.ts_us);
-                let at = self.times.partition_point(|&c| c <= t);
-                self.times.insert(at, t);
+                if self.times.back().is_none_or(|&c| c <= t) {
+                    self.times.push_back(t);
+                } else {
+                    let at = self.times.partition_point(|&c| c <= t);
+                    self.times.insert(at, t);
+                }
                 self.forget(t);
             }
             Some(TrxEnd::Rollback) => self.rollbacks += 1,
@@ -300,17 +308,25 @@ impl CommitClock {
 /// A [`CommitClock`] shared by the pipelines of one capture (one per RX queue): commits are
 /// numbered in the order the pipelines hand them out, watermarks count by prod time.
 #[derive(Clone, Debug, Default)]
-pub struct SharedCommitClock(Arc<Mutex<CommitClock>>);
+pub struct SharedCommitClock(Arc<Padded>);
+
+/// The lock on its own cache lines: it is taken once per command, and an allocation sharing
+/// its line with one another thread writes (a ring's consumer side) made each take a miss.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Mutex<CommitClock>);
 
 impl SharedCommitClock {
     /// Mark `rec` (see [`CommitClock::mark`]).
     pub fn mark(&self, rec: &mut CommandRecord) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).mark(rec);
+        let Padded(m) = &*self.0;
+        m.lock().unwrap_or_else(|e| e.into_inner()).mark(rec);
     }
 
     /// (commits, rollbacks) so far.
     pub fn counts(&self) -> (u64, u64) {
-        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Padded(m) = &*self.0;
+        let g = m.lock().unwrap_or_else(|e| e.into_inner());
         (g.commits, g.rollbacks)
     }
 }

@@ -19,7 +19,9 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::commit::SharedCommitClock;
+use bytes::BytesMut;
+
+use crate::commit::{CommitClock, SharedCommitClock};
 use crate::event::{
     CloseReason, EventSink, FlowKey, SessionClose, SessionEvent, SessionId, SessionOpen,
 };
@@ -176,6 +178,24 @@ impl Session {
     }
 }
 
+/// The pipeline's commit clock: its own (no lock per command) unless shared with the pipelines
+/// of other RX queues.
+#[derive(Debug)]
+enum Clock {
+    Own(CommitClock),
+    Shared(SharedCommitClock),
+}
+
+impl Clock {
+    #[inline]
+    fn mark(&mut self, rec: &mut crate::event::CommandRecord) {
+        match self {
+            Clock::Own(c) => c.mark(rec),
+            Clock::Shared(c) => c.mark(rec),
+        }
+    }
+}
+
 /// Payload that makes the test build's decoder panic.
 #[cfg(test)]
 pub(crate) const TEST_PANIC: &[u8] = b"\xffmrte-test-panic";
@@ -193,7 +213,9 @@ pub struct Pipeline {
     port_bitmap: Box<[u64; 1024]>,
     /// Numbers prod commits and marks each command's commit watermarks (shared by the pipelines
     /// of a multi-queue capture).
-    commits: SharedCommitClock,
+    commits: Clock,
+    /// Command arena lent to the session being fed (see [`Connection::swap_arena`]).
+    arena: BytesMut,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -215,12 +237,15 @@ impl Pipeline {
 
     /// Share `clock` with other pipelines (one per RX queue): commits are numbered across all.
     pub fn set_commit_clock(&mut self, clock: SharedCommitClock) {
-        self.commits = clock;
+        self.commits = Clock::Shared(clock);
     }
 
-    /// The commit clock (commits and rollbacks seen so far).
-    pub fn commit_clock(&self) -> &SharedCommitClock {
-        &self.commits
+    /// Commits and rollbacks seen so far (by every pipeline sharing this one's clock).
+    pub fn commit_counts(&self) -> (u64, u64) {
+        match &self.commits {
+            Clock::Own(c) => (c.commits(), c.rollbacks()),
+            Clock::Shared(c) => c.counts(),
+        }
     }
 
     /// A pipeline with an empty session table.
@@ -239,7 +264,8 @@ impl Pipeline {
             id_step: 1,
             last_sweep_us: 0,
             port_bitmap,
-            commits: SharedCommitClock::default(),
+            commits: Clock::Own(CommitClock::new()),
+            arena: BytesMut::new(),
         }
     }
 
@@ -393,11 +419,13 @@ impl Pipeline {
             ..
         } = self;
         let sess = table.get_mut(i);
+        sess.conn.swap_arena(&mut self.arena);
         let r = catch_unwind(AssertUnwindSafe(|| {
             Self::on_segment(stats, commits, sess, dir, seg, ts_us, max_ooo, sink)
         }));
         match r {
             Ok(close) => {
+                self.table.get_mut(i).conn.swap_arena(&mut self.arena);
                 self.account(i, ts_us, sink);
                 if let Some(reason) = close {
                     self.close(i, ts_us, reason, sink);
@@ -488,7 +516,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn on_segment<S: EventSink>(
         stats: &mut Stats,
-        commits: &SharedCommitClock,
+        commits: &mut Clock,
         sess: &mut Session,
         dir: Direction,
         seg: &TcpSegment<'_>,
@@ -547,7 +575,7 @@ impl Pipeline {
 
     fn drain<S: EventSink>(
         stats: &mut Stats,
-        commits: &SharedCommitClock,
+        commits: &mut Clock,
         sess: &mut Session,
         sink: &mut S,
     ) {
@@ -607,6 +635,7 @@ impl Pipeline {
         let Some(sess) = table.get_mut_checked(i) else {
             return;
         };
+        sess.conn.swap_arena(&mut self.arena);
         let r = catch_unwind(AssertUnwindSafe(|| {
             flush_all(sess, ts_us, max_ooo).handle_close(ts_us);
             Self::drain(stats, commits, sess, sink);
@@ -614,6 +643,9 @@ impl Pipeline {
         if r.is_err() {
             self.panicked(i, 0, ts_us, sink);
             return;
+        }
+        if let Some(sess) = self.table.get_mut_checked(i) {
+            sess.conn.swap_arena(&mut self.arena);
         }
         let Some(sess) = self.table.remove(i) else {
             return;

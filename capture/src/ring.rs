@@ -33,8 +33,11 @@ pub struct SessionShared {
     pub dropped_commands: AtomicU64,
     /// The producer has finished with this session (Close pushed or dropped).
     pub closed: AtomicBool,
-    /// Woken after each push and at close.
+    /// Woken after a push when the consumer is waiting (`armed`), and at close.
     pub waker: AtomicWaker,
+    /// The consumer registered `waker` and is about to wait: the next push wakes it. Spares
+    /// the producer an atomic read-modify-write per event while the consumer keeps up.
+    armed: AtomicBool,
     /// Backpressure: the producer is parked until this many slots are free (0: not waiting).
     resume_at: AtomicU64,
     /// The producer thread, recorded the first time it parks.
@@ -115,6 +118,10 @@ impl Future for NextEvent<'_> {
             return Poll::Ready(Some(ev));
         }
         s.shared.waker.register(cx.waker());
+        // Pairs with the producer's fence after a push: either it sees `armed` and wakes us,
+        // or this pop sees its event.
+        s.shared.armed.store(true, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(ev) = s.try_pop() {
             return Poll::Ready(Some(ev));
         }
@@ -433,8 +440,15 @@ impl EventSink for RingSink {
         }
         if closing {
             p.shared.closed.store(true, Ordering::Release);
+            p.shared.waker.wake();
+        } else {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if p.shared.armed.load(Ordering::Relaxed)
+                && p.shared.armed.swap(false, Ordering::AcqRel)
+            {
+                p.shared.waker.wake();
+            }
         }
-        p.shared.waker.wake();
         if closing {
             self.forget(id);
         }

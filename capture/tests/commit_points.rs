@@ -16,7 +16,7 @@ fn records(fixture: &str) -> (Vec<(SessionId, CommandRecord)>, (u64, u64)) {
     let mut p = Pipeline::new(PipelineConfig::default());
     let mut ev: Vec<(SessionId, SessionEvent)> = Vec::new();
     run_file(&path, &mut p, &mut ev).expect("fixture reads");
-    let counts = p.commit_clock().counts();
+    let counts = p.commit_counts();
     let recs = ev
         .into_iter()
         .filter_map(|(id, e)| match e {

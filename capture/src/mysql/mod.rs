@@ -24,6 +24,8 @@ pub mod value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 pub use consts::caps;
 
 use crate::event::{CommandRecord, Login};
@@ -178,6 +180,11 @@ struct Proto {
     max_command: usize,
     /// Transaction state for commit points (issue 11).
     trx: crate::commit::TrxTracker,
+    /// Command payloads are copied here and split off as shared [`bytes::Bytes`]: one
+    /// allocation per [`pairing::ARENA_CHUNK`] bytes of commands instead of two per command.
+    /// Lent by the caller through [`Connection::swap_arena`] (one buffer for every session of a
+    /// pipeline); a decoder fed by [`Connection::handle_data`] uses its own.
+    arena: BytesMut,
 }
 
 /// Decoder state for one connection.
@@ -237,8 +244,16 @@ impl Connection {
                 enable_compress: false,
                 max_command: cfg.max_command_bytes,
                 trx: crate::commit::TrxTracker::new(midstream),
+                arena: BytesMut::new(),
             },
         }
+    }
+
+    /// Exchange the decoder's command arena with `arena`. A pipeline lends one buffer to the
+    /// session it feeds and takes it back after, so records of every session share its
+    /// allocations; a decoder used alone keeps its own.
+    pub fn swap_arena(&mut self, arena: &mut BytesMut) {
+        std::mem::swap(&mut self.proto.arena, arena);
     }
 
     /// Feed in-order bytes of one direction, with the timestamp of the segment that carried them.
@@ -368,6 +383,7 @@ impl Connection {
         if self.proto.pending.is_empty() {
             self.proto.pending = VecDeque::new();
         }
+        self.proto.arena = BytesMut::new();
         self.client.shrink_idle();
         self.server.shrink_idle();
     }

@@ -26,6 +26,10 @@ use crate::event::{Command, CommandFlags, CommandRecord, Response, ResponseStatu
 const MAX_OUTSTANDING: usize = 4096;
 const MAX_OUTSTANDING_BYTES: usize = 64 << 20;
 
+/// Size of a fresh command arena (see `Proto::arena`). Small enough that a record a consumer
+/// keeps long pins little; payloads larger than a quarter of it get their own allocation.
+pub(super) const ARENA_CHUNK: usize = 16 << 10;
+
 /// A command sent and not yet handed out.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -135,7 +139,7 @@ impl Proto {
             self.undecoded(super::Undecoded::TooLarge, p.len + 4);
             Bytes::new()
         } else {
-            Bytes::copy_from_slice(p.payload)
+            self.copy_raw(code, p.payload)
         };
         // A payload of 16 MiB or more came in several packets; the response follows the last.
         let last_seq = (p.len / 0xff_ffff) as u8;
@@ -168,6 +172,20 @@ impl Proto {
         });
         self.next_seq += 1;
         self.emit_done(ts_us);
+    }
+
+    /// The command payload as a [`Bytes`]: split off the arena, except a PREPARE's (its text is
+    /// kept for the statement's lifetime, by the decoder and by replay, and must not pin a
+    /// chunk) and large payloads.
+    fn copy_raw(&mut self, code: u8, payload: &[u8]) -> Bytes {
+        if code == com::STMT_PREPARE || payload.len() > ARENA_CHUNK / 4 {
+            return Bytes::copy_from_slice(payload);
+        }
+        if self.arena.capacity() - self.arena.len() < payload.len() {
+            self.arena = bytes::BytesMut::with_capacity(ARENA_CHUNK);
+        }
+        self.arena.extend_from_slice(payload);
+        self.arena.split().freeze()
     }
 
     /// One server packet of the command phase.
