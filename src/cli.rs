@@ -309,7 +309,17 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
 
 /// Start live capture as the flags say.
 pub fn start_capture(c: &CaptureArgs, d: &DecodeArgs) -> Result<LiveHandle> {
-    let cfg = live_config(c, d.pipeline_config());
+    start_capture_reporting(c, d, None)
+}
+
+/// [`start_capture`], the rings reporting the commits they drop to `dropped_commits`.
+pub fn start_capture_reporting(
+    c: &CaptureArgs,
+    d: &DecodeArgs,
+    dropped_commits: Option<crossbeam_channel::Sender<u64>>,
+) -> Result<LiveHandle> {
+    let mut cfg = live_config(c, d.pipeline_config());
+    cfg.dropped_commits = dropped_commits;
     Ok(mrte_capture::source::live::start(cfg)?)
 }
 
@@ -336,6 +346,7 @@ fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
         queues: c.xdp.queues,
         cores: c.xdp.cores.clone(),
         busy_poll_usecs: c.xdp.busy_poll,
+        dropped_commits: None,
     }
 }
 

@@ -526,10 +526,13 @@ async fn stop_signal() {
 
 /// `mrte run -i IFACE`.
 pub fn run_live(a: RunArgs) -> Result<ExitCode> {
-    let cfg = replay_config(&a.replay, Pacing::Live)?;
+    let mut cfg = replay_config(&a.replay, Pacing::Live)?;
+    // A commit dropped on a full ring will never reach the gate: the rings say which.
+    let (dropped_tx, dropped_rx) = crossbeam_channel::bounded(1 << 16);
+    cfg.dropped_commits = Some(dropped_rx);
     let target = cfg.target.to_string();
     let engine = Engine::new(cfg);
-    let handle = crate::cli::start_capture(&a.capture, &a.decode)?;
+    let handle = crate::cli::start_capture_reporting(&a.capture, &a.decode, Some(dropped_tx))?;
     let cmp = Arc::new(Mutex::new(Comparison::default()));
     let live = Arc::new(Live {
         capture: handle.live(),

@@ -194,6 +194,9 @@ pub struct RingSink {
     /// slots still count in the queue bound and the ring budget until drained or abandoned (a
     /// replay that lags behind short connections would otherwise hold them unbounded).
     closed: Vec<Producer>,
+    /// Where the global order of a dropped commit goes (the replay's commit gate settles it
+    /// instead of waiting for a record that will never come).
+    dropped_commits: Option<Sender<u64>>,
 }
 
 impl std::fmt::Debug for RingSink {
@@ -227,7 +230,14 @@ impl RingSink {
             queued: 0,
             since_rescan: 0,
             closed: Vec::new(),
+            dropped_commits: None,
         }
+    }
+
+    /// Send the global order of every commit record dropped on a full ring to `tx` (a bounded
+    /// channel: when it is full too, the gate's own timeout releases the commit).
+    pub fn report_dropped_commits(&mut self, tx: Sender<u64>) {
+        self.dropped_commits = Some(tx);
     }
 
     /// Bound the bytes of ring slots over all open rings: a session opened when a full-size ring
@@ -429,8 +439,13 @@ impl EventSink for RingSink {
             Err(rtrb::PushError::Full(ev)) => {
                 self.stats.dropped_events += 1;
                 p.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                if matches!(ev, SessionEvent::Command(_)) {
+                if let SessionEvent::Command(c) = &ev {
                     p.shared.dropped_commands.fetch_add(1, Ordering::Relaxed);
+                    if c.commit.order > 0 {
+                        if let Some(tx) = &self.dropped_commits {
+                            let _ = tx.try_send(c.commit.order);
+                        }
+                    }
                 }
                 if !p.overflowed {
                     p.overflowed = true;
@@ -501,6 +516,40 @@ mod tests {
             ts_us: 2,
             reason: CloseReason::Fin,
         })
+    }
+
+    fn commit(order: u64) -> SessionEvent {
+        SessionEvent::Command(Box::new(crate::event::CommandRecord {
+            seq: order,
+            ts_us: 1,
+            command: crate::event::Command::Ping,
+            response: Default::default(),
+            db: None,
+            user: None,
+            flags: Default::default(),
+            raw: Default::default(),
+            infile: None,
+            commit: crate::commit::CommitMarks {
+                end: (order > 0).then_some(crate::commit::TrxEnd::Commit),
+                order,
+                ..Default::default()
+            },
+        }))
+    }
+
+    #[test]
+    fn commits_dropped_on_a_full_ring_are_reported_by_order() {
+        let (mut sink, _rx) = RingSink::new(2);
+        let (tx, dropped) = crossbeam_channel::bounded(8);
+        sink.report_dropped_commits(tx);
+        sink.push(7, open(7));
+        sink.push(7, commit(1));
+        // Full from here: a commit record and a command that is not a commit are dropped.
+        sink.push(7, commit(5));
+        sink.push(7, commit(0));
+        sink.push(7, commit(9));
+        assert_eq!(dropped.try_iter().collect::<Vec<_>>(), [5, 9]);
+        assert_eq!(sink.stats().dropped_events, 3);
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn capture_session(source: SourceKind, ring_capacity: usize) -> Run {
         queues: 1,
         cores: Vec::new(),
         busy_poll_usecs: 0,
+        dropped_commits: None,
     };
     let h = live::start(cfg).unwrap_or_else(|e| panic!("{source:?} on span0: {e}"));
     let note = h.source_note.clone();

@@ -130,6 +130,9 @@ pub struct ReplayConfig {
     pub max_replay_sessions: usize,
     /// Commit-order synchronisation (`--sync`, `--sync-timeout`).
     pub sync: crate::sync::SyncConfig,
+    /// Global orders of commits the capture dropped on a full ring
+    /// (`RingSink::report_dropped_commits`): the gate settles them instead of waiting.
+    pub dropped_commits: Option<crossbeam_channel::Receiver<u64>>,
 }
 
 impl ReplayConfig {
@@ -153,6 +156,7 @@ impl ReplayConfig {
             example_len: 512,
             max_replay_sessions: DEFAULT_MAX_REPLAY_SESSIONS,
             sync: crate::sync::SyncConfig::default(),
+            dropped_commits: None,
         }
     }
 }
@@ -228,8 +232,12 @@ impl Engine {
             prod: self.cfg.prod.clone().map(ProdLookup::new),
             target_down: AtomicBool::new(false),
             up_epoch: AtomicU64::new(0),
-            sync: (self.cfg.sync.mode == crate::sync::SyncMode::Commit)
-                .then(|| Arc::new(crate::sync::CommitGate::new(self.cfg.sync))),
+            sync: (self.cfg.sync.mode == crate::sync::SyncMode::Commit).then(|| {
+                Arc::new(
+                    crate::sync::CommitGate::new(self.cfg.sync)
+                        .with_dropped(self.cfg.dropped_commits.clone()),
+                )
+            }),
             cfg: self.cfg,
             live: self.live,
             totals: Mutex::new((EngineStats::default(), new_lag_histogram())),

@@ -71,6 +71,8 @@ pub struct LiveConfig {
     pub cores: Vec<usize>,
     /// AF_XDP busy polling: microseconds per poll (0: off, the thread sleeps when idle).
     pub busy_poll_usecs: u32,
+    /// Where the rings report commits they dropped (see `RingSink::report_dropped_commits`).
+    pub dropped_commits: Option<crossbeam_channel::Sender<u64>>,
 }
 
 /// Live source errors.
@@ -276,6 +278,9 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
     };
     let (cap, link) = open_pcap(&cfg)?;
     let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
+    if let Some(tx) = &cfg.dropped_commits {
+        sink.report_dropped_commits(tx.clone());
+    }
     sink.set_memory_budget(cfg.pipeline.max_memory);
     sink.set_queue_limit(cfg.max_queued_events);
     let live = Arc::new(LiveStats::default());
@@ -632,6 +637,9 @@ fn run_xdp_queue(
 ) -> Stats {
     let nq = cfg.queues.max(1);
     let mut ring = RingSink::with_sender(cfg.ring_capacity, tx);
+    if let Some(tx) = &cfg.dropped_commits {
+        ring.report_dropped_commits(tx.clone());
+    }
     ring.set_memory_budget(cfg.pipeline.max_memory / nq as usize);
     ring.set_queue_limit(cfg.max_queued_events.div_ceil(nq as usize));
     let mut sink = QueueSink {

@@ -109,6 +109,9 @@ pub struct SyncTimeoutSample {
 /// Most timeout samples kept.
 const MAX_SAMPLES: usize = 10;
 
+/// How often a waiter looks for commits the capture's rings dropped.
+const DROPPED_TICK: Duration = Duration::from_millis(20);
+
 /// What the gate did over a run (in the report).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SyncStats {
@@ -124,6 +127,9 @@ pub struct SyncStats {
     pub commits_replied: u64,
     /// Of those, settled without a reply (skipped, lost, failed, session ended).
     pub commits_given_up: u64,
+    /// Commits whose records the capture dropped on a full ring (never reached a session),
+    /// settled as soon as the ring said so instead of at a timeout.
+    pub commits_dropped: u64,
     /// Commands that had to wait at the gate.
     pub waits: u64,
     /// Their total wait, µs.
@@ -161,6 +167,9 @@ pub struct CommitGate {
     wait_max: AtomicU64,
     timeouts: AtomicU64,
     samples: Mutex<Vec<SyncTimeoutSample>>,
+    /// Orders of commits the capture's rings dropped.
+    dropped: Option<crossbeam_channel::Receiver<u64>>,
+    dropped_settled: AtomicU64,
 }
 
 impl CommitGate {
@@ -178,6 +187,25 @@ impl CommitGate {
             wait_max: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             samples: Mutex::new(Vec::new()),
+            dropped: None,
+            dropped_settled: AtomicU64::new(0),
+        }
+    }
+
+    /// Settle the commits the capture reports dropped (`RingSink::report_dropped_commits`).
+    pub fn with_dropped(mut self, dropped: Option<crossbeam_channel::Receiver<u64>>) -> Self {
+        self.dropped = dropped;
+        self
+    }
+
+    /// Settle every dropped commit reported so far.
+    fn settle_dropped(&self) {
+        let Some(rx) = &self.dropped else {
+            return;
+        };
+        while let Ok(k) = rx.try_recv() {
+            self.dropped_settled.fetch_add(1, Ordering::Relaxed);
+            self.settle_order(k);
         }
     }
 
@@ -206,21 +234,40 @@ impl CommitGate {
         if self.ready(w) {
             return;
         }
+        self.settle_dropped();
+        if self.ready(w) {
+            return;
+        }
         let start = Instant::now();
         let mut rx = self.upto.subscribe();
         let mut seen = *rx.borrow();
+        let mut still_since = start;
+        // Woken by progress, or every tick to settle commits the rings dropped meanwhile.
+        let tick = if self.dropped.is_some() {
+            self.cfg.timeout.min(DROPPED_TICK)
+        } else {
+            self.cfg.timeout
+        };
         loop {
-            let r = tokio::time::timeout(self.cfg.timeout, rx.wait_for(|&v| v >= w))
+            let r = tokio::time::timeout(tick, rx.wait_for(|&v| v >= w))
                 .await
                 .map(|r| r.is_ok());
             match r {
                 Ok(_) => break,
                 Err(_) => {
+                    self.settle_dropped();
                     // Only a gate that made no progress for the whole timeout is stuck (a lock
                     // cycle through the gate, a commit that never comes); a slow chain is not.
                     let now = *rx.borrow();
+                    if now >= w {
+                        break;
+                    }
                     if now > seen {
                         seen = now;
+                        still_since = Instant::now();
+                        continue;
+                    }
+                    if still_since.elapsed() < self.cfg.timeout {
                         continue;
                     }
                     self.timed_out(w, session, seq);
@@ -279,6 +326,13 @@ impl CommitGate {
             Settled::Replied => self.replied.fetch_add(1, Ordering::Relaxed),
             Settled::GivenUp => self.given_up.fetch_add(1, Ordering::Relaxed),
         };
+        self.settle_order(k);
+    }
+
+    fn settle_order(&self, k: u64) {
+        if k == 0 {
+            return;
+        }
         let upto = {
             let mut g = self.core.lock().unwrap_or_else(|e| e.into_inner());
             if !g.settle(k) {
@@ -307,6 +361,7 @@ impl CommitGate {
             commits: self.commits.load(Ordering::Relaxed),
             commits_replied: self.replied.load(Ordering::Relaxed),
             commits_given_up: self.given_up.load(Ordering::Relaxed),
+            commits_dropped: self.dropped_settled.load(Ordering::Relaxed),
             waits: self.waits.load(Ordering::Relaxed),
             wait_us_total: self.wait_us.load(Ordering::Relaxed),
             wait_us_max: self.wait_max.load(Ordering::Relaxed),
@@ -363,12 +418,13 @@ impl SyncReport {
         let mut s = String::new();
         if let Some(g) = &self.gate {
             s.push_str(&format!(
-                "sync:     --sync {} (hint {}): {} commits ({} replied, {} given up), {} waits ({:.1} ms total, max {:.1} ms), sync_timeouts {} ({} commits released)\n",
+                "sync:     --sync {} (hint {}): {} commits ({} replied, {} given up, {} dropped by the capture), {} waits ({:.1} ms total, max {:.1} ms), sync_timeouts {} ({} commits released)\n",
                 g.mode.as_str(),
                 if g.hint { "on" } else { "off" },
                 g.commits,
                 g.commits_replied,
                 g.commits_given_up,
+                g.commits_dropped,
                 g.waits,
                 g.wait_us_total as f64 / 1e3,
                 g.wait_us_max as f64 / 1e3,
@@ -432,6 +488,41 @@ mod tests {
         let s = g.stats();
         assert_eq!((s.waits, s.sync_timeouts, s.commits_released), (1, 0, 0));
         assert_eq!((s.commits_replied, s.commits_given_up), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_commit_the_capture_dropped_is_settled_long_before_the_timeout() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let g = Arc::new(
+            CommitGate::new(SyncConfig {
+                mode: SyncMode::Commit,
+                timeout: Duration::from_secs(30),
+                hint: true,
+            })
+            .with_dropped(Some(rx)),
+        );
+        g.settle(1, Settled::Replied);
+        let w = {
+            let g = g.clone();
+            tokio::spawn(async move { g.wait(3, 7, 1).await })
+        };
+        g.settle(3, Settled::Replied);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            !w.is_finished(),
+            "commit 2 is neither settled nor reported dropped"
+        );
+        tx.send(2).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("released once the ring reports commit 2 dropped")
+            .unwrap();
+        let s = g.stats();
+        assert_eq!(
+            (s.commits_dropped, s.sync_timeouts, s.commits_released),
+            (1, 0, 0)
+        );
+        assert_eq!((s.commits_replied, s.commits_given_up), (2, 0));
     }
 
     #[tokio::test]
