@@ -140,8 +140,8 @@ struct Session {
     to_server: Stream,
     to_client: Stream,
     last_us: u64,
-    /// Bytes this session had buffered when last accounted.
-    mem: usize,
+    /// Bytes this session had buffered when last accounted (`buffered()`, which fits).
+    mem: u32,
     tls: bool,
     compressed: bool,
 }
@@ -155,7 +155,8 @@ impl Session {
         }
     }
 
-    /// Bytes buffered now (reassembly, held segments, decoder).
+    /// Bytes buffered now (reassembly, held segments, decoder), at most `u32::MAX` (what
+    /// `mem` holds; a session's buffers are bounded far below it).
     #[inline]
     fn buffered(&self) -> usize {
         let held: usize = if self.held.is_empty() {
@@ -163,10 +164,11 @@ impl Session {
         } else {
             self.held.iter().map(|h| h.payload.len()).sum()
         };
-        self.to_server.held_bytes()
+        (self.to_server.held_bytes()
             + self.to_client.held_bytes()
             + held
-            + self.conn.buffered_bytes()
+            + self.conn.buffered_bytes())
+        .min(u32::MAX as usize)
     }
 
     /// Free what an idle session does not need.
@@ -215,7 +217,7 @@ pub struct Pipeline {
     /// of a multi-queue capture).
     commits: Clock,
     /// Command arena lent to the session being fed (see [`Connection::swap_arena`]).
-    arena: BytesMut,
+    arena: Option<Box<BytesMut>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -265,7 +267,7 @@ impl Pipeline {
             last_sweep_us: 0,
             port_bitmap,
             commits: Clock::Own(CommitClock::new()),
-            arena: BytesMut::new(),
+            arena: Some(Box::default()),
         }
     }
 
@@ -397,8 +399,8 @@ impl Pipeline {
         if let Some(sess) = self.table.get_mut_checked(i) {
             sess.shrink_idle();
             let now = sess.buffered();
-            self.buffered = self.buffered - sess.mem + now;
-            sess.mem = now;
+            self.buffered = self.buffered - (sess.mem as usize) + now;
+            sess.mem = now as u32;
         }
     }
 
@@ -440,12 +442,12 @@ impl Pipeline {
     fn account<S: EventSink>(&mut self, i: u32, ts_us: u64, sink: &mut S) {
         let sess = self.table.get_mut(i);
         let now = sess.buffered();
-        if now == sess.mem {
+        if now == (sess.mem as usize) {
             return;
         }
-        let grew = now > sess.mem;
-        self.buffered = self.buffered - sess.mem + now;
-        sess.mem = now;
+        let grew = now > (sess.mem as usize);
+        self.buffered = self.buffered - (sess.mem as usize) + now;
+        sess.mem = now as u32;
         self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(self.buffered as u64);
         // The session whose growth crossed the limit pays for it.
         if !grew || self.cfg.max_memory == 0 || self.buffered <= self.cfg.max_memory {
@@ -475,8 +477,8 @@ impl Pipeline {
         }
         let sess = self.table.get_mut(i);
         let now = sess.buffered();
-        self.buffered = self.buffered - sess.mem + now;
-        sess.mem = now;
+        self.buffered = self.buffered - (sess.mem as usize) + now;
+        sess.mem = now as u32;
     }
 
     /// Decoding session `i` panicked: drop it (its state is suspect), count it, go on.
@@ -488,8 +490,8 @@ impl Pipeline {
         let Some(sess) = self.table.remove(i) else {
             return;
         };
-        self.buffered -= sess.mem;
-        let lost = (bytes + sess.mem) as u64;
+        self.buffered -= sess.mem as usize;
+        let lost = (bytes + (sess.mem as usize)) as u64;
         self.stats.decoder_panics += 1;
         self.stats.undecoded.decoder_panic += lost;
         self.stats.undecoded_bytes += lost;
@@ -650,7 +652,7 @@ impl Pipeline {
         let Some(sess) = self.table.remove(i) else {
             return;
         };
-        self.buffered -= sess.mem;
+        self.buffered -= sess.mem as usize;
         for s in [sess.to_server.stats(), sess.to_client.stats()] {
             self.stats.gaps += s.gaps;
             self.stats.gap_bytes += s.gap_bytes;
@@ -685,8 +687,8 @@ impl Pipeline {
             }
             sess.shrink_idle();
             let now = sess.buffered();
-            self.buffered = self.buffered - sess.mem + now;
-            sess.mem = now;
+            self.buffered = self.buffered - (sess.mem as usize) + now;
+            sess.mem = now as u32;
             self.table.mark_cold(i);
         }
     }

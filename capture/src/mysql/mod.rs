@@ -184,7 +184,8 @@ struct Proto {
     /// allocation per [`pairing::ARENA_CHUNK`] bytes of commands instead of two per command.
     /// Lent by the caller through [`Connection::swap_arena`] (one buffer for every session of a
     /// pipeline); a decoder fed by [`Connection::handle_data`] uses its own.
-    arena: BytesMut,
+    /// Boxed: an idle session holds a pointer, not a buffer header.
+    arena: Option<Box<BytesMut>>,
 }
 
 /// Decoder state for one connection.
@@ -244,7 +245,7 @@ impl Connection {
                 enable_compress: false,
                 max_command: cfg.max_command_bytes,
                 trx: crate::commit::TrxTracker::new(midstream),
-                arena: BytesMut::new(),
+                arena: None,
             },
         }
     }
@@ -252,7 +253,7 @@ impl Connection {
     /// Exchange the decoder's command arena with `arena`. A pipeline lends one buffer to the
     /// session it feeds and takes it back after, so records of every session share its
     /// allocations; a decoder used alone keeps its own.
-    pub fn swap_arena(&mut self, arena: &mut BytesMut) {
+    pub fn swap_arena(&mut self, arena: &mut Option<Box<BytesMut>>) {
         std::mem::swap(&mut self.proto.arena, arena);
     }
 
@@ -383,7 +384,7 @@ impl Connection {
         if self.proto.pending.is_empty() {
             self.proto.pending = VecDeque::new();
         }
-        self.proto.arena = BytesMut::new();
+        self.proto.arena = None;
         self.client.shrink_idle();
         self.server.shrink_idle();
     }

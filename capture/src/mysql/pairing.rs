@@ -181,11 +181,12 @@ impl Proto {
         if code == com::STMT_PREPARE || payload.len() > ARENA_CHUNK / 4 {
             return Bytes::copy_from_slice(payload);
         }
-        if self.arena.capacity() - self.arena.len() < payload.len() {
-            self.arena = bytes::BytesMut::with_capacity(ARENA_CHUNK);
+        let arena = self.arena.get_or_insert_with(Box::default);
+        if arena.capacity() - arena.len() < payload.len() {
+            **arena = bytes::BytesMut::with_capacity(ARENA_CHUNK);
         }
-        self.arena.extend_from_slice(payload);
-        self.arena.split().freeze()
+        arena.extend_from_slice(payload);
+        arena.split().freeze()
     }
 
     /// One server packet of the command phase.
