@@ -496,18 +496,8 @@ mod tests {
     fn login() -> SessionEvent {
         SessionEvent::Login(Box::new(crate::event::Login {
             ts_us: 1,
-            user: None,
-            db: None,
-            capabilities: 0,
-            auth_plugin: None,
-            collation: None,
-            server_version: None,
-            connection_id: None,
-            tls: false,
-            compressed: false,
-            midstream: false,
             ok: true,
-            error_code: None,
+            ..crate::event::Login::unknown(false)
         }))
     }
 

@@ -111,17 +111,7 @@ fn a_waiting_consumer_is_woken_by_each_push() {
 fn login(ts_us: u64) -> mrte_capture::event::Login {
     mrte_capture::event::Login {
         ts_us,
-        user: None,
-        db: None,
-        capabilities: 0,
-        auth_plugin: None,
-        collation: None,
-        server_version: None,
-        connection_id: None,
-        tls: false,
-        compressed: false,
-        midstream: true,
         ok: true,
-        error_code: None,
+        ..mrte_capture::event::Login::unknown(true)
     }
 }
