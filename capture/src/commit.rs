@@ -58,7 +58,7 @@ pub struct CommitMarks {
 }
 
 /// ER_LOCK_DEADLOCK: the server rolled the transaction back.
-const ER_LOCK_DEADLOCK: u16 = 1213;
+pub const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// The first SQL keyword, upper-cased (comments and spaces skipped), at most 16 bytes.
 pub fn first_keyword(sql: &[u8]) -> ([u8; 16], usize) {

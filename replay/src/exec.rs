@@ -34,6 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mrte_capture::commit::ER_LOCK_DEADLOCK;
 use mrte_capture::event::{ResponseStatus, SessionEvent};
 use mrte_capture::ring::SessionStream;
 use tokio::sync::watch;
@@ -709,6 +710,12 @@ impl Exec {
         }
         if c.prod.status == ResponseStatus::Err {
             self.stats.prod_errors += 1;
+        }
+        if c.prod.error_code == Some(ER_LOCK_DEADLOCK)
+            && r.error.as_ref().map(|e| e.0) != Some(ER_LOCK_DEADLOCK)
+        {
+            self.planner.mirror_rollback();
+            self.stats.deadlock_rollbacks += 1;
         }
         self.settle(c.seq, Settled::Replied);
         // The wire reply carries the result checksum: the report compares it with prod's.

@@ -162,6 +162,9 @@ pub struct EngineStats {
     pub connects: u64,
     /// Of those, re-opened after a lost connection.
     pub reconnects: u64,
+    /// ROLLBACKs sent to test because prod's server rolled a transaction back (deadlock victim)
+    /// where test's did not.
+    pub deadlock_rollbacks: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Connections closed by the engine's idle timeout.
@@ -238,6 +241,7 @@ impl EngineStats {
         self.commands_after_gap += o.commands_after_gap;
         self.connects += o.connects;
         self.reconnects += o.reconnects;
+        self.deadlock_rollbacks += o.deadlock_rollbacks;
         self.connect_failures += o.connect_failures;
         self.idle_closes += o.idle_closes;
         self.reopened_after_idle += o.reopened_after_idle;

@@ -108,6 +108,8 @@ pub enum Synthetic {
     },
     /// COM_STMT_CLOSE of a test statement no prod statement maps to any more.
     CloseOrphan,
+    /// ROLLBACK: prod's server rolled the transaction back (deadlock victim), test's did not.
+    MirrorRollback,
 }
 
 /// Where a send comes from.

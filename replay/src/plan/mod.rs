@@ -327,6 +327,30 @@ impl Planner {
         }
     }
 
+    /// Prod's server rolled the last answered command's transaction back (ER_LOCK_DEADLOCK) and
+    /// test's did not: roll test's back before anything else goes, so that what the client does
+    /// next (often BEGIN, which would commit on test) finds the state prod had.
+    pub fn mirror_rollback(&mut self) {
+        if !self.connected {
+            return;
+        }
+        // Answers come in send order: this send goes first of what is queued.
+        let queued = self
+            .out
+            .iter()
+            .filter(|a| matches!(a, Action::Send(s) if s.expects_response))
+            .count();
+        let at = self.outstanding.len().saturating_sub(queued);
+        self.outstanding.insert(at, Outstanding::Other);
+        self.out.push_front(Action::Send(SendPlan {
+            payload: Bytes::from_static(b"\x03ROLLBACK"),
+            expects_response: true,
+            pipelined: false,
+            local_infile: None,
+            origin: Origin::Synthetic(Synthetic::MirrorRollback),
+        }));
+    }
+
     /// The test connection is gone (or a connect failed): outstanding answers are forgotten and
     /// test statements must be prepared again. Returns the captured commands already planned on
     /// it but not yet polled: they were not sent, their fate (lost, failed) is the executor's.

@@ -132,6 +132,9 @@ pub struct Replayed {
     pub connects: u64,
     /// Reconnects after a lost connection.
     pub reconnects: u64,
+    /// ROLLBACKs sent to test where prod's server rolled a deadlock victim back and test's
+    /// did not.
+    pub deadlock_rollbacks: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Sessions that stopped reconnecting (`--reconnect-for`).
@@ -387,6 +390,7 @@ impl Report {
                 sessions: eng.sessions_replayed,
                 connects: eng.connects,
                 reconnects: eng.reconnects,
+                deadlock_rollbacks: eng.deadlock_rollbacks,
                 connect_failures: eng.connect_failures,
                 sessions_gave_up: eng.sessions_gave_up,
                 sessions_state_lost: eng.sessions_state_lost,

@@ -24,8 +24,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "replayed: {} commands with a response (+{} without), {} sessions, {} connects, {} reconnects",
-            self.replayed.commands, self.replayed.no_response, self.replayed.sessions, self.replayed.connects, self.replayed.reconnects
+            "replayed: {} commands with a response (+{} without), {} sessions, {} connects, {} reconnects, {} deadlock rollbacks",
+            self.replayed.commands, self.replayed.no_response, self.replayed.sessions, self.replayed.connects, self.replayed.reconnects, self.replayed.deadlock_rollbacks
         );
         let skipped: u64 = self.skipped.values().sum();
         let lost: u64 = self.drops.lost.values().sum();

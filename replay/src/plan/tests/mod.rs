@@ -560,3 +560,26 @@ fn exact_text_memo_rests_on_distinct_texts_and_the_facts_stay_the_same() {
     assert_eq!(p.memo_use.rest, 0);
     assert_eq!(p.memo.len(), 2);
 }
+
+#[test]
+fn a_prod_deadlock_rollback_goes_to_test_before_the_next_command() {
+    let mut p = planner_with(cfg());
+    p.handle_command(query(0, 10, b"UPDATE t SET c = 1 WHERE id = 1"));
+    let a = drain(&mut p);
+    assert_eq!(sends(&a).len(), 1);
+    p.handle_command(query(1, 20, b"BEGIN"));
+    // Test answered OK where prod's server chose this transaction as a deadlock victim.
+    p.handle_response(ResponseStatus::Ok, None);
+    p.mirror_rollback();
+    let a = drain(&mut p);
+    let s = sends(&a);
+    assert_eq!(s.len(), 2, "{a:?}");
+    assert_eq!(&s[0].payload[..], b"\x03ROLLBACK");
+    assert!(matches!(
+        s[0].origin,
+        Origin::Synthetic(Synthetic::MirrorRollback)
+    ));
+    assert_eq!(&s[1].payload[1..], b"BEGIN");
+    // Answers pair in send order: the ROLLBACK's, then BEGIN's.
+    assert_eq!(p.outstanding(), 2);
+}
