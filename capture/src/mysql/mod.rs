@@ -402,9 +402,7 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
         } = d;
         let inflater = inflater.get_or_insert_with(Box::default);
         let r = inflater.feed(data, &mut |plain| {
-            framer.feed(plain, &mut |p| {
-                proto.on_packet(dir, p, ts_us);
-            });
+            framer.feed_bulk(plain, &mut |p, rest| proto.on_packet(dir, p, rest, ts_us));
         });
         if r.is_err() {
             proto
@@ -418,9 +416,8 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
             }
         }
     } else {
-        d.framer.feed(data, &mut |p| {
-            proto.on_packet(dir, p, ts_us);
-        });
+        d.framer
+            .feed_bulk(data, &mut |p, rest| proto.on_packet(dir, p, rest, ts_us));
     }
 }
 
@@ -493,8 +490,19 @@ impl Proto {
         false
     }
 
+    /// One packet of `dir`, followed in the fed bytes by `rest`; returns how many bytes of
+    /// `rest` were consumed too (result rows read in one run, see [`pairing`]).
     #[inline]
-    fn on_packet(&mut self, dir: Direction, p: Packet<'_>, ts_us: u64) {
+    fn on_packet(&mut self, dir: Direction, p: Packet<'_>, rest: &[u8], ts_us: u64) -> usize {
+        if self.phase == Phase::Command {
+            return match dir {
+                Direction::ToServer => {
+                    self.on_client_packet(p, ts_us);
+                    0
+                }
+                Direction::ToClient => self.on_server_packet(p, rest, ts_us),
+            };
+        }
         match self.phase {
             Phase::Tls => {}
             Phase::AwaitGreeting => {
@@ -517,11 +525,9 @@ impl Proto {
                     self.on_auth_server(p, ts_us);
                 }
             }
-            Phase::Command => match dir {
-                Direction::ToServer => self.on_client_packet(p, ts_us),
-                Direction::ToClient => self.on_server_packet(p, ts_us),
-            },
+            Phase::Command => {}
         }
+        0
     }
 }
 

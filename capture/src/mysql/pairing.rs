@@ -189,28 +189,35 @@ impl Proto {
         arena.split().freeze()
     }
 
-    /// One server packet of the command phase.
+    /// One server packet of the command phase, followed in the fed bytes by `rest`. Returns
+    /// the bytes of `rest` consumed as well: when the packet leaves the response among its
+    /// result rows, the whole row packets that follow are read in one run
+    /// ([`ResponseReader::feed_rows`]: same outcome as one by one, no per-packet dispatch).
     #[inline]
-    pub(super) fn on_server_packet(&mut self, p: Packet<'_>, ts_us: u64) {
+    pub(super) fn on_server_packet(&mut self, p: Packet<'_>, rest: &[u8], ts_us: u64) -> usize {
         let Some(front) = self.pending.front_mut() else {
             if !self.midstream && !self.after_gap {
                 self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                     "server packet without a command",
                 )));
             }
-            return;
+            return 0;
         };
         let Some(r) = front.reader() else {
-            return self.on_server_packet_slow(p, ts_us);
+            self.on_server_packet_slow(p, ts_us);
+            return 0;
         };
         if p.seq != r.next_seq() {
-            return self.on_server_packet_slow(p, ts_us);
+            self.on_server_packet_slow(p, ts_us);
+            return 0;
         }
         r.response_mut().first_byte_us.get_or_insert(ts_us);
         let step = r.feed(p.seq, p.payload, p.len);
         if step != Step::NeedMore || r.has_anomaly() || !self.deprecate_eof_known {
             self.after_feed(ts_us);
+            return 0;
         }
+        r.feed_rows(rest)
     }
 
     /// A server packet whose sequence id is not the one the oldest response expects: either

@@ -268,6 +268,35 @@ impl ResponseReader {
         self.feed_slow(payload, len)
     }
 
+    /// Feed the whole row packets at the start of `data` (framed bytes: 4-byte headers and
+    /// payloads) exactly as [`ResponseReader::feed`] would one by one, stopping before the first
+    /// packet that is not a plain row of the current result set (EOF, OK, ERR, empty, 16 MiB or
+    /// more, a sequence id out of order) or not whole. Returns the bytes consumed; 0 unless the
+    /// reader is among result rows.
+    #[inline]
+    pub fn feed_rows(&mut self, data: &[u8]) -> usize {
+        if self.state != State::Rows {
+            return 0;
+        }
+        let mut rest = data;
+        while let [l0, l1, l2, seq, body @ ..] = rest {
+            let len = usize::from(*l0) | usize::from(*l1) << 8 | usize::from(*l2) << 16;
+            if *seq != self.next_seq
+                || len == 0
+                || len == 0xff_ffff
+                || body.len() < len
+                || matches!(body[0], 0xfe | 0xff)
+            {
+                break;
+            }
+            self.next_seq = seq.wrapping_add(1);
+            let (payload, after) = body.split_at(len);
+            self.row(payload, len);
+            rest = after;
+        }
+        data.len() - rest.len()
+    }
+
     #[inline]
     fn row(&mut self, payload: &[u8], len: usize) {
         self.resp.rows += 1;
