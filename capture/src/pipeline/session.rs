@@ -27,24 +27,42 @@ pub(super) const MAX_HELD: usize = 64;
 /// Longest a segment is held (capture time) before the peer's hole is declared lost.
 pub(super) const MAX_HOLD_US: u64 = 200_000;
 
-/// The table's key: a [`FlowKey`] in 36 bytes instead of 64 (IPv4 as IPv4-mapped IPv6).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// The table's key: a [`FlowKey`] in 36 bytes instead of 64 (IPv4 as IPv4-mapped IPv6). The
+/// addresses are held as words, not byte arrays: built and hashed in registers (a byte-wise
+/// key read back as words stalls the lookup on store forwarding).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) struct Key {
-    pub(super) client: [u8; 16],
-    pub(super) server: [u8; 16],
+    pub(super) client: [u64; 2],
+    pub(super) server: [u64; 2],
     pub(super) client_port: u16,
     pub(super) server_port: u16,
 }
 
-pub(super) fn ip16(a: &SocketAddr) -> [u8; 16] {
-    match a.ip() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+impl std::hash::Hash for Key {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.client[0]);
+        h.write_u64(self.client[1]);
+        h.write_u64(self.server[0]);
+        h.write_u64(self.server[1]);
+        h.write_u32(u32::from(self.client_port) << 16 | u32::from(self.server_port));
     }
 }
 
-pub(super) fn ip_of(b: [u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(b);
+/// An address as IPv6 (IPv4 mapped), in two words.
+#[inline]
+pub(super) fn ip16(a: &SocketAddr) -> [u64; 2] {
+    match a.ip() {
+        IpAddr::V4(v4) => [0, 0xffff_0000_0000 | u64::from(u32::from(v4))],
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            [(x >> 64) as u64, x as u64]
+        }
+    }
+}
+
+pub(super) fn ip_of(b: [u64; 2]) -> IpAddr {
+    let v6 = Ipv6Addr::from(u128::from(b[0]) << 64 | u128::from(b[1]));
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),
         None => IpAddr::V6(v6),
