@@ -180,12 +180,21 @@ struct Proto {
     max_command: usize,
     /// Transaction state for commit points (issue 11).
     trx: crate::commit::TrxTracker,
-    /// Command payloads are copied here and split off as shared [`bytes::Bytes`]: one
-    /// allocation per [`pairing::ARENA_CHUNK`] bytes of commands instead of two per command.
-    /// Lent by the caller through [`Connection::swap_arena`] (one buffer for every session of a
-    /// pipeline); a decoder fed by [`Connection::handle_data`] uses its own.
-    /// Boxed: an idle session holds a pointer, not a buffer header.
-    arena: Option<Box<BytesMut>>,
+    /// Buffers lent by the caller through [`Connection::swap_arena`] (one set for every
+    /// session of a pipeline); a decoder fed by [`Connection::handle_data`] alone makes its own.
+    /// Boxed: an idle session holds a pointer, not the buffers.
+    arena: Option<Box<Lent>>,
+}
+
+/// What a pipeline lends the session it feeds, so that records of every session share the
+/// allocations: the command arena (payloads are copied here and split off as shared
+/// [`bytes::Bytes`]: one allocation per [`pairing::ARENA_CHUNK`] bytes of commands instead of
+/// two per command) and a spare response reader (a command's reader box goes back here when
+/// its record is built, and the next command's reader is made in it).
+#[derive(Debug, Default)]
+pub struct Lent {
+    arena: BytesMut,
+    reader: Option<Box<response::ResponseReader>>,
 }
 
 /// Decoder state for one connection.
@@ -250,10 +259,10 @@ impl Connection {
         }
     }
 
-    /// Exchange the decoder's command arena with `arena`. A pipeline lends one buffer to the
-    /// session it feeds and takes it back after, so records of every session share its
+    /// Exchange the decoder's lent buffers ([`Lent`]) with `arena`. A pipeline lends one set to
+    /// the session it feeds and takes it back after, so records of every session share its
     /// allocations; a decoder used alone keeps its own.
-    pub fn swap_arena(&mut self, arena: &mut Option<Box<BytesMut>>) {
+    pub fn swap_arena(&mut self, arena: &mut Option<Box<Lent>>) {
         std::mem::swap(&mut self.proto.arena, arena);
     }
 
@@ -277,7 +286,7 @@ impl Connection {
         };
         if dir == Direction::ToClient {
             if let Some(p) = proto.pending.front_mut() {
-                p.first_byte(ts_us);
+                p.first_byte(ts_us, &mut proto.arena);
             }
         }
         if !d.synced {

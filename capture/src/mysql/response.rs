@@ -171,6 +171,13 @@ impl ResponseReader {
         self.resp
     }
 
+    /// The response, with its checksum set when it had result sets, taken out (the reader is
+    /// left with an empty one: made again with [`ResponseReader::new`] to be reused).
+    pub fn take_response(&mut self) -> Response {
+        self.set_checksum();
+        std::mem::take(&mut self.resp)
+    }
+
     fn set_checksum(&mut self) {
         if self.resp.result_sets > 0 || self.resp.rows > 0 || self.expect == Expect::FieldList {
             let mut sum = self.sum;

@@ -26,11 +26,9 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use bytes::BytesMut;
-
 use crate::commit::{CommitClock, SharedCommitClock};
 use crate::event::{CloseReason, EventSink, FlowKey, SessionId};
-use crate::mysql::{DecoderConfig, Direction};
+use crate::mysql::{DecoderConfig, Direction, Lent};
 use crate::net::{slice_tcp, LinkType, Skip};
 use crate::stats::Stats;
 use crate::table::Table;
@@ -115,7 +113,7 @@ pub struct Pipeline {
     /// of a multi-queue capture).
     commits: Clock,
     /// Command arena lent to the session being fed (see [`Connection::swap_arena`]).
-    arena: Option<Box<BytesMut>>,
+    arena: Option<Box<Lent>>,
 }
 
 impl std::fmt::Debug for Pipeline {
