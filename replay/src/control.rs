@@ -154,8 +154,7 @@ pub async fn connect(dsn: &TargetDsn, timeout: Duration) -> Result<Conn, Control
     let tried_tls = ssl.is_some();
     match attempt(ssl).await {
         Err(ControlError::Connect {
-            source:
-                mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer),
+            source: mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer),
             ..
         }) if tried_tls && dsn.ssl_mode == SslMode::Preferred => attempt(None).await,
         r => r,

@@ -628,7 +628,11 @@ async fn control_plane_follows_ssl_mode(db: &MariaDb, ca: &str, other_ca: &str) 
             .await
             .unwrap_or_else(|e| panic!("{q}: {e}"));
         let v: Option<String> = c.query_first(cipher).await.expect("status");
-        assert_eq!(v.as_ref().is_some_and(|v| !v.is_empty()), tls, "{q}: cipher {v:?}");
+        assert_eq!(
+            v.as_ref().is_some_and(|v| !v.is_empty()),
+            tls,
+            "{q}: cipher {v:?}"
+        );
         c.disconnect().await.expect("disconnect");
     }
     // A CA that did not sign the server's certificate: refused, and the error says with what.

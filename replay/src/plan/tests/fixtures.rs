@@ -293,7 +293,11 @@ fn node_mariadb_fixture_logs_in_with_its_extended_capabilities() {
             }
         }
     }
-    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![0, 0x1c], "{seen:?}");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        vec![0, 0x1c],
+        "{seen:?}"
+    );
 }
 
 #[test]
