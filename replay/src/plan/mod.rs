@@ -241,7 +241,7 @@ pub struct Planner {
     memo_use: MemoUse,
     /// Each fingerprint's shared text and id, so a repeated query shape with new literals costs
     /// no MD5 and no allocation (bounded by `MEMO_MAX`, cleared when full).
-    fps: HashMap<Box<str>, (Arc<str>, u64)>,
+    fps: rustc_hash::FxHashMap<Box<str>, (Arc<str>, u64)>,
     /// Facts of the command being planned (QUERY / PREPARE).
     facts: Option<SqlFacts>,
 }
@@ -275,7 +275,7 @@ impl Planner {
             fp: Fingerprinter::default(),
             memo: HashMap::new(),
             memo_use: MemoUse::default(),
-            fps: HashMap::new(),
+            fps: rustc_hash::FxHashMap::default(),
             facts: None,
         }
     }
