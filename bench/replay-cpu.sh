@@ -9,11 +9,14 @@
 # run, queries, CPU seconds (user + system, from /usr/bin/time) and CPU µs per query; with
 # PERF=1 also `perf stat` task-clock, context switches and cycles of mrte per query.
 #
-# Usage: bench/replay-cpu.sh [MRTE_BIN]
+# Usage: bench/replay-cpu.sh [MRTE_BIN [MRTE_BIN2]]  (a second binary runs right after the first in
+# each round, on the same capture: interleaved before/after figures)
 # Env: DURATION (5), THREADS (4), PS_MODE (disable), ROUNDS (3), PORT (33099), OUT (/tmp/bench-cpu),
 #      CPU (taskset list for both clients, e.g. 0; default: unpinned), PERF (0)
 set -euo pipefail
 MRTE=$(realpath "${1:-target/release/mrte}")
+BINS=("$MRTE")
+[ -n "${2:-}" ] && BINS+=("$(realpath "$2")")
 DURATION=${DURATION:-5} THREADS=${THREADS:-4} PS_MODE=${PS_MODE:-disable} ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-33099} OUT=${OUT:-/tmp/bench-cpu} PERF=${PERF:-0}
 PIN=()
@@ -54,20 +57,24 @@ for r in $(seq "$ROUNDS"); do
   cpu=$(awk '/^cpu / {print $2 + $3}' <<<"$res")
   python3 -c "q=$q; c=$cpu; print(f'| $r | sysbench | {q} | {c:.2f} | {c/q*1e6:.1f} |')"
 
+  for b in "${!BINS[@]}"; do
+  label="mrte replay"
+  [ "${#BINS[@]}" -gt 1 ] && label="mrte replay ($((b + 1)))"
   PRE=("${PIN[@]}" /usr/bin/time -f 'cpu %U %S')
   [ "$PERF" = 1 ] && PRE=("${PIN[@]}" perf stat -x, -e task-clock,context-switches,cycles -o "$OUT/perf.$r"
     /usr/bin/time -f 'cpu %U %S')
-  res=$("${PRE[@]}" "$MRTE" replay -r "$PCAP" -p "$PORT" --target "mysql://sbtest:sbtest@127.0.0.1:$PORT/sbtest" \
+  res=$("${PRE[@]}" "${BINS[$b]}" replay -r "$PCAP" -p "$PORT" --target "mysql://sbtest:sbtest@127.0.0.1:$PORT/sbtest" \
     --read-only --speed max --quiet --report "$OUT/report.json" 2>&1 >/dev/null)
   cpu=$(awk '/^cpu / {print $2 + $3}' <<<"$res")
-  python3 - "$OUT/report.json" "$cpu" "$r" <<'EOF'
+  python3 - "$OUT/report.json" "$cpu" "$r" "$label" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1])); cpu = float(sys.argv[2])
 q = r["replayed"]["commands"]; errs = sum(r["errors"].values())
-print(f"| {sys.argv[3]} | mrte replay | {q} | {cpu:.2f} | {cpu/q*1e6:.1f} |" + (f" ({errs} errors)" if errs else ""))
+print(f"| {sys.argv[3]} | {sys.argv[4]} | {q} | {cpu:.2f} | {cpu/q*1e6:.1f} |" + (f" ({errs} errors)" if errs else ""))
 EOF
   if [ "$PERF" = 1 ]; then
     q=$(python3 -c "import json; print(json.load(open('$OUT/report.json'))['replayed']['commands'])")
     awk -F, -v q="$q" '$3 ~ /task-clock|context-switches|cycles/ {printf "    perf %s: %.2f per query\n", $3, $1/q}' "$OUT/perf.$r"
   fi
+  done
 done

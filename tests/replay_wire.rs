@@ -67,6 +67,9 @@ fn replay_fixture(name: &str) {
         .map(|f| format!("{} {}", f["fingerprint"], f["result_samples"]))
         .collect();
     assert_eq!(results["mismatch"], 0, "{name}: {results}\n{diverged:#?}");
+    // Column definitions as prod's (node mariadb negotiates EXTENDED_METADATA; the replay asks
+    // for the same extended capabilities).
+    assert_eq!(results["metadata_mismatch"], 0, "{name}: {results}");
     let books = &v["accounting"];
     assert_eq!(books["balanced"], true, "{name}: {books}");
     assert!(

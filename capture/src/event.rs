@@ -58,6 +58,11 @@ pub struct Login {
     pub db: Option<String>,
     /// Negotiated capability flags (client & server); mid-stream: inferred bits only.
     pub capabilities: u32,
+    /// Negotiated MariaDB extended capability flags (client & server, from the last 4 filler
+    /// bytes of HandshakeResponse41 and of the greeting when CLIENT_MYSQL is unset); 0 when
+    /// either side is not MariaDB, and mid-stream.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mariadb_capabilities: u32,
     /// Authentication plugin name the client used.
     pub auth_plugin: Option<String>,
     /// Collation id the client asked for in HandshakeResponse41 (None mid-stream).
@@ -87,6 +92,7 @@ impl Login {
             user: None,
             db: None,
             capabilities: 0,
+            mariadb_capabilities: 0,
             auth_plugin: None,
             collation: None,
             server_version: None,
@@ -98,6 +104,10 @@ impl Login {
             error_code: None,
         }
     }
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Why a session ended.

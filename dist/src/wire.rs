@@ -19,7 +19,7 @@ use mrte_capture::event::{
 use serde::{Deserialize, Serialize};
 
 /// Version byte of the current encoding.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Decoding a message failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,7 @@ pub struct WLogin {
     pub user: Option<String>,
     pub db: Option<String>,
     pub capabilities: u32,
+    pub mariadb_capabilities: u32,
     pub auth_plugin: Option<String>,
     pub collation: Option<u8>,
     pub server_version: Option<String>,
@@ -505,6 +506,7 @@ impl Ev {
                 user: l.user.clone(),
                 db: l.db.clone(),
                 capabilities: l.capabilities,
+                mariadb_capabilities: l.mariadb_capabilities,
                 auth_plugin: l.auth_plugin.clone(),
                 collation: l.collation,
                 server_version: l.server_version.clone(),
@@ -583,6 +585,7 @@ impl Ev {
                 user: l.user,
                 db: l.db,
                 capabilities: l.capabilities,
+                mariadb_capabilities: l.mariadb_capabilities,
                 auth_plugin: l.auth_plugin,
                 collation: l.collation,
                 server_version: l.server_version,
@@ -671,6 +674,7 @@ mod tests {
                 user: Some("app".into()),
                 db: None,
                 capabilities: 0xa285,
+                mariadb_capabilities: 0x1c,
                 auth_plugin: Some("mysql_native_password".into()),
                 collation: Some(45),
                 server_version: Some("11.4".into()),

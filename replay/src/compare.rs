@@ -4,7 +4,6 @@
 //! a fingerprint and when it keeps one of the few examples per kind of divergence. It does not
 //! replay anything or format reports (see [`crate::report`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
@@ -95,7 +94,8 @@ pub struct FingerprintStats {
 /// Prod vs test for all replayed traffic.
 #[derive(Debug)]
 pub struct Comparison {
-    pub(crate) fps: HashMap<u64, FingerprintStats>,
+    /// By fingerprint id (an MD5-derived hash: FxHash is enough).
+    pub(crate) fps: rustc_hash::FxHashMap<u64, FingerprintStats>,
     /// Overall prod latency, µs.
     pub prod: Histogram<u64>,
     /// Overall test latency, µs.
@@ -116,7 +116,7 @@ pub struct Comparison {
 impl Default for Comparison {
     fn default() -> Self {
         Self {
-            fps: HashMap::new(),
+            fps: rustc_hash::FxHashMap::default(),
             prod: histogram(),
             test: histogram(),
             errors: ErrorCounts::default(),

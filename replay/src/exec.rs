@@ -111,6 +111,10 @@ struct Exec {
     stats: EngineStats,
     /// Commits taken and not settled on the gate yet: (seq, global order).
     owed: VecDeque<(u64, u64)>,
+    /// `--target-timeout` of the response being read: one timer per session, moved forward
+    /// before each read (tokio extends a registered timer without touching the timer wheel;
+    /// a `timeout()` per command registered and removed one each time).
+    read_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 /// A session's task (called by the engine's session task).
@@ -301,6 +305,7 @@ impl Exec {
             prev_end_us: 0,
             stats,
             owed: VecDeque::new(),
+            read_timer: Box::pin(tokio::time::sleep(ctx.cfg.command_timeout)),
             ctx,
         }
     }
@@ -609,7 +614,15 @@ impl Exec {
             self.broken(None);
             return;
         };
-        let r = tokio::time::timeout(self.ctx.cfg.command_timeout, conn.read_response()).await;
+        self.read_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.ctx.cfg.command_timeout);
+        let timer = self.read_timer.as_mut();
+        let r = tokio::select! {
+            biased;
+            r = conn.read_response() => Ok(r),
+            () = timer => Err(()),
+        };
         let Some(p) = self.pending.pop_front() else {
             return;
         };

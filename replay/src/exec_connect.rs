@@ -8,7 +8,7 @@ use super::{Exec, Fail};
 use crate::engine::bump;
 use crate::plan::ConnectPlan;
 use crate::resilience::ProdState;
-use crate::wire::{ConnectParams, WireConn, WireError};
+use crate::wire::{WireConn, WireError};
 
 /// A connection-level error (the connection cannot be used any more).
 pub(super) fn is_unreachable(e: &WireError) -> bool {
@@ -48,21 +48,7 @@ impl Exec {
         }
         let ctx = self.ctx.clone();
         let cfg = &ctx.cfg;
-        let mut params = ConnectParams::new(
-            &p.user,
-            p.password.as_deref().unwrap_or(""),
-            p.db.as_deref(),
-        );
-        if let Some(caps) = p.capabilities {
-            params.capabilities = caps;
-        }
-        if let Some(c) = p.collation {
-            params.collation = c;
-        }
-        params.mariadb_capabilities = p.mariadb_capabilities;
-        params.ssl_mode = cfg.target.ssl_mode;
-        params.ssl_ca = cfg.target.ssl_ca.clone();
-        params.ssl_name = Some(cfg.target.host.clone());
+        let params = p.connect_params(&cfg.target);
         let addr = format!("{}:{}", cfg.target.host, cfg.target.port);
         let r = tokio::time::timeout(
             cfg.connect_timeout,

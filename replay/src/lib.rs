@@ -13,6 +13,7 @@
 pub mod accounting;
 pub mod classify;
 pub mod compare;
+pub mod control;
 pub mod engine;
 mod exec;
 pub mod filter;

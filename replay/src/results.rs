@@ -7,8 +7,6 @@
 //! computed: the capture on prod's packets, the replay connection on test's. This module does not read packets, replay or format reports; responses
 //! without result sets or with errors are left to [`crate::compare`] ("not checked" here).
 
-use std::collections::HashMap;
-
 use mrte_capture::event::{Response, ResponseStatus, ResultChecksum};
 use mrte_capture::fingerprint::Fingerprinter;
 use serde::Serialize;
@@ -562,7 +560,7 @@ pub struct FingerprintResults {
 pub struct ResultDivergence {
     /// Overall counts.
     pub counts: ResultCounts,
-    pub(crate) fps: HashMap<u64, FingerprintResults>,
+    pub(crate) fps: rustc_hash::FxHashMap<u64, FingerprintResults>,
     fingerprinter: Fingerprinter,
 }
 

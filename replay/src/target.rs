@@ -2,7 +2,8 @@
 //! the production processlist lookup for sessions that were open before capture started.
 //!
 //! Passwords are never printed: [`TargetDsn`]'s `Debug` hides them. This module opens no
-//! connection by itself except [`ProdLookup`], which queries production's processlist.
+//! connection by itself except [`ProdLookup`], which queries production's processlist over a
+//! [`crate::control`] connection (the DSN's `ssl-mode`, as the replay's connections).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::Conn;
 
 /// Configuration errors.
 #[derive(Debug, thiserror::Error)]
@@ -153,23 +154,6 @@ impl TargetDsn {
             ssl_ca,
         })
     }
-
-    /// mysql_async options for this server, as `user`/`password`/`db`, over TCP, with no
-    /// client-side statement cache and no extra queries at connect time.
-    pub fn opts(&self, user: &str, password: Option<&str>, db: Option<&str>) -> Opts {
-        OptsBuilder::default()
-            .ip_or_hostname(self.host.clone())
-            .tcp_port(self.port)
-            .user(Some(user.to_owned()))
-            .pass(password.map(str::to_owned))
-            .db_name(db.map(str::to_owned))
-            .prefer_socket(false)
-            .stmt_cache_size(0)
-            .max_allowed_packet(Some(1 << 30))
-            .wait_timeout(Some(28800))
-            .tcp_nodelay(true)
-            .into()
-    }
 }
 
 fn redact(dsn: &str) -> String {
@@ -296,20 +280,10 @@ impl ProdLookup {
     pub async fn lookup(
         &self,
         client: SocketAddr,
-    ) -> Result<Option<ProdSessionInfo>, mysql_async::Error> {
+    ) -> Result<Option<ProdSessionInfo>, crate::control::ControlError> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
-            let opts = self
-                .dsn
-                .opts(&self.dsn.user, self.dsn.password.as_deref(), None);
-            let conn = tokio::time::timeout(Duration::from_secs(5), Conn::new(opts))
-                .await
-                .map_err(|_| {
-                    mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect to prod timed out",
-                    )))
-                })??;
+            let conn = crate::control::connect(&self.dsn, Duration::from_secs(5)).await?;
             *guard = Some(conn);
         }
         let Some(conn) = guard.as_mut() else {
@@ -337,7 +311,7 @@ impl ProdLookup {
             }
             Err(e) => {
                 *guard = None;
-                Err(e)
+                Err(e.into())
             }
         }
     }

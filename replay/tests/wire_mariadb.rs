@@ -1,5 +1,6 @@
 //! The wire connection against a throwaway MariaDB: logins (native, ed25519, wrong password),
-//! raw commands byte for byte, pipelining, LOCAL INFILE, CHANGE_USER, compression, row hashes.
+//! raw commands byte for byte, pipelining, LOCAL INFILE, CHANGE_USER, compression, row hashes,
+//! the prod client's MariaDB extended capabilities.
 
 mod common;
 
@@ -508,5 +509,155 @@ async fn tls_verify_ca_and_verify_identity() {
     .await
     .expect("required");
     assert!(c.is_tls());
+    control_plane_follows_ssl_mode(&db, &ca, &other_ca).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The planner's login for a session whose prod client negotiated `ext` (MariaDB extended
+/// capabilities), as the executor makes it.
+fn planned_login(db: &MariaDb, ext: u32) -> ConnectParams {
+    use mrte_capture::event::SessionEvent;
+    use mrte_replay::plan::{Action, PlanConfig, Planner};
+    use mrte_replay::target::TargetDsn;
+    let target = TargetDsn::parse_no_env(&db.dsn(Some("app"))).expect("dsn");
+    let SessionEvent::Open(open) = common::open(1, 40000) else {
+        unreachable!()
+    };
+    let mut p = Planner::new(std::sync::Arc::new(PlanConfig::new(target.clone())), &open);
+    let SessionEvent::Login(mut login) = common::login("nat", Some("app")) else {
+        unreachable!()
+    };
+    login.mariadb_capabilities = ext;
+    p.handle_event(SessionEvent::Login(login));
+    p.handle_event(common::query(0, "SELECT 1"));
+    match p.poll_action() {
+        Some(Action::Connect(c)) => c.connect_params(&target),
+        a => panic!("{a:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_test_login_gets_the_prod_clients_mariadb_extended_capabilities() {
+    use mrte_replay::wire::caps::{MARIADB_EXTENDED_METADATA, MARIADB_STMT_BULK_OPERATIONS};
+    let Some(db) = MariaDb::start("wire ext caps") else {
+        return;
+    };
+    setup(&db).await;
+    let mut a = admin(&db).await;
+    a.query_drop("CREATE TABLE app.j (id INT PRIMARY KEY, doc JSON); INSERT INTO app.j VALUES (1, '{\"a\":1}')")
+        .await
+        .expect("json table");
+    a.disconnect().await.expect("disconnect");
+    let sql = "SELECT id, doc FROM app.j";
+
+    // node mariadb's: BULK | EXTENDED_METADATA | CACHE_METADATA (masked: responses without
+    // column definitions could not be hashed).
+    let mut c = WireConn::connect(&addr(&db), planned_login(&db, 0x1c))
+        .await
+        .expect("login");
+    let ext = c.capabilities().1;
+    assert_eq!(
+        ext,
+        MARIADB_STMT_BULK_OPERATIONS | MARIADB_EXTENDED_METADATA,
+        "negotiated {ext:#x} (server offers {:#x})",
+        c.server().mariadb_capabilities
+    );
+    let with = q(&mut c, sql).await;
+    c.quit().await.expect("quit");
+
+    // A client that negotiated none gets none, and plain column definitions.
+    let mut c = WireConn::connect(&addr(&db), planned_login(&db, 0))
+        .await
+        .expect("login");
+    assert_eq!(c.capabilities().1, 0);
+    let without = q(&mut c, sql).await;
+    c.quit().await.expect("quit");
+
+    // The server sent the JSON column's extended type info only when asked: the same rows and
+    // metadata hash (which leaves extended metadata out), more bytes.
+    assert_eq!((with.rows, with.hash), (without.rows, without.hash));
+    assert_eq!(with.meta_hash, without.meta_hash);
+    assert!(
+        with.bytes > without.bytes,
+        "extended metadata: {} bytes, without: {}",
+        with.bytes,
+        without.bytes
+    );
+
+    // (This server has no certificate.) The control plane's `preferred` falls back to plain;
+    // `required` fails and says why.
+    use mrte_replay::{control, target::TargetDsn};
+    let dsn = |q: &str| {
+        TargetDsn::parse_no_env(&format!("mysql://nat:natpw@127.0.0.1:{}/?{q}", db.port))
+            .expect("dsn")
+    };
+    let t = std::time::Duration::from_secs(5);
+    let c = control::connect(&dsn("ssl-mode=preferred"), t)
+        .await
+        .expect("preferred, plain");
+    c.disconnect().await.expect("disconnect");
+    let e = control::connect(&dsn("ssl-mode=required"), t)
+        .await
+        .map(|_| ())
+        .expect_err("TLS without a certificate")
+        .to_string();
+    assert!(e.contains("ssl-mode=required"), "{e}");
+}
+
+/// The mysql_async control plane (processlist look-up, the snapshot position read before a run)
+/// follows the DSN's ssl-mode and ssl-ca as the replay connections do.
+async fn control_plane_follows_ssl_mode(db: &MariaDb, ca: &str, other_ca: &str) {
+    use mrte_replay::control;
+    use mrte_replay::target::{ProdLookup, TargetDsn};
+    use std::time::Duration;
+    let dsn = |q: &str| {
+        TargetDsn::parse_no_env(&format!("mysql://nat:natpw@127.0.0.1:{}/?{q}", db.port))
+            .expect("dsn")
+    };
+    let cipher = "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+                  WHERE VARIABLE_NAME = 'Ssl_cipher'";
+    for (q, tls) in [
+        (format!("ssl-mode=verify_identity&ssl-ca={ca}"), true),
+        (format!("ssl-mode=verify_ca&ssl-ca={ca}"), true),
+        ("ssl-mode=required".into(), true),
+        ("ssl-mode=preferred".into(), true),
+        ("ssl-mode=disabled".into(), false),
+        (String::new(), false),
+    ] {
+        let mut c = control::connect(&dsn(&q), Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        let v: Option<String> = c.query_first(cipher).await.expect("status");
+        assert_eq!(
+            v.as_ref().is_some_and(|v| !v.is_empty()),
+            tls,
+            "{q}: cipher {v:?}"
+        );
+        c.disconnect().await.expect("disconnect");
+    }
+    // A CA that did not sign the server's certificate: refused, and the error says with what.
+    let wrong = dsn(&format!("ssl-mode=verify_ca&ssl-ca={other_ca}"));
+    let e = control::connect(&wrong, Duration::from_secs(5))
+        .await
+        .map(|_| ())
+        .expect_err("wrong CA accepted")
+        .to_string();
+    assert!(
+        e.contains("ssl-mode=verify_ca") && e.contains(other_ca) && e.contains("certificate"),
+        "{e}"
+    );
+    // The pre-flight read of prod's position (`--snapshot-pos` with `--prod`) fails with it.
+    let e = mrte_replay::sync::snapshot::prod_position(&wrong, "writes:0")
+        .await
+        .expect_err("wrong CA accepted");
+    assert!(e.starts_with("--prod: ") && e.contains(other_ca), "{e}");
+    // So does the processlist look-up; a verifying mode without a CA never connects.
+    let lookup = ProdLookup::new(wrong);
+    assert!(lookup.lookup("127.0.0.1:1".parse().unwrap()).await.is_err());
+    let e = control::connect(&dsn("ssl-mode=verify_identity"), Duration::from_secs(5))
+        .await
+        .map(|_| ())
+        .expect_err("no CA accepted")
+        .to_string();
+    assert!(e.contains("needs ssl-ca"), "{e}");
 }

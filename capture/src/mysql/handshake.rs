@@ -9,6 +9,14 @@ use super::response::parse_err;
 use super::value::Reader;
 use super::{lossy, Anomaly, ConnEvent, Packet, Phase, Proto};
 
+/// Four little-endian bytes (callers pass exactly four).
+fn mariadb_ext(b: &[u8]) -> u32 {
+    b.iter()
+        .take(4)
+        .enumerate()
+        .fold(0, |a, (i, &x)| a | u32::from(x) << (8 * i))
+}
+
 impl Proto {
     /// The handshake's login, made on first use.
     fn login(&mut self) -> &mut crate::event::Login {
@@ -48,7 +56,13 @@ impl Proto {
         let hi = r.u16("caps").unwrap_or(0);
         self.server_caps = u32::from(lo) | u32::from(hi) << 16;
         let _ = r.u8("auth len");
-        let _ = r.take(10, "reserved");
+        // MariaDB: the last 4 of the 10 reserved bytes are its extended capabilities when the
+        // server does not claim CLIENT_MYSQL (LONG_PASSWORD).
+        if let Ok(reserved) = r.take(10, "reserved") {
+            if self.server_caps & caps::LONG_PASSWORD == 0 {
+                self.login().mariadb_capabilities = mariadb_ext(&reserved[6..]);
+            }
+        }
         let _ = r.take(13, "auth data 2");
         if r.remaining() > 0 {
             self.login().auth_plugin = Some(lossy(r.nul_str()));
@@ -97,6 +111,19 @@ impl Proto {
             return;
         }
         self.login().collation = collation.ok().filter(|&c| c != 0);
+        // The last 4 of the 23 filler bytes: MariaDB extended capabilities, when the client
+        // does not claim CLIENT_MYSQL; negotiated with the greeting's (when it was seen).
+        let ext = if c & caps::LONG_PASSWORD == 0 {
+            mariadb_ext(&p.payload[28..32])
+        } else {
+            0
+        };
+        let server_ext = self.login().mariadb_capabilities;
+        self.login().mariadb_capabilities = if self.server_caps == 0 {
+            ext
+        } else {
+            ext & server_ext
+        };
         let user = lossy(r.nul_str());
         let auth_ok = if c & caps::PLUGIN_AUTH_LENENC != 0 {
             r.lenenc_bytes("auth response").is_ok()

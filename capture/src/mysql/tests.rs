@@ -468,4 +468,5 @@ fn use_detection_takes_multibyte_and_non_utf8_sql() {
     }
 }
 
+mod handshake;
 mod pipelining;

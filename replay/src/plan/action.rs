@@ -152,9 +152,36 @@ pub struct ConnectPlan {
     /// The prod client's collation, when known.
     pub collation: Option<u16>,
     /// MariaDB extended capability flags to ask for (the connection masks them to the
-    /// server's). The capture does not keep the prod client's yet: STMT_BULK_OPERATIONS, which
-    /// changes nothing but lets a captured COM_STMT_BULK_EXECUTE run.
+    /// server's): exactly those prod's client and server negotiated, so the test server sends
+    /// the same kind of responses (EXTENDED_METADATA: type info in column definitions) and
+    /// accepts or refuses COM_STMT_BULK_EXECUTE as prod's did. The connection never asks
+    /// PROGRESS (reports it would skip anyway) nor CACHE_METADATA (EXECUTE responses without
+    /// column definitions could not be hashed). Mid-stream sessions:
+    /// [`super::MIDSTREAM_MARIADB_CAPABILITIES`].
     pub mariadb_capabilities: u32,
+}
+
+impl ConnectPlan {
+    /// The wire connection's parameters for this login to `target` (its TLS settings; the
+    /// certificate's name is the target's host as given).
+    pub fn connect_params(&self, target: &crate::target::TargetDsn) -> crate::wire::ConnectParams {
+        let mut params = crate::wire::ConnectParams::new(
+            &self.user,
+            self.password.as_deref().unwrap_or(""),
+            self.db.as_deref(),
+        );
+        if let Some(caps) = self.capabilities {
+            params.capabilities = caps;
+        }
+        if let Some(c) = self.collation {
+            params.collation = c;
+        }
+        params.mariadb_capabilities = self.mariadb_capabilities;
+        params.ssl_mode = target.ssl_mode;
+        params.ssl_ca = target.ssl_ca.clone();
+        params.ssl_name = Some(target.host.clone());
+        params
+    }
 }
 
 impl fmt::Debug for ConnectPlan {

@@ -8,7 +8,9 @@
 //! - Every command is planned. Payloads go as captured and are rewritten only where they must:
 //!   statement ids (prod → test, learned from both PREPARE_OKs), the schema of COM_INIT_DB and of
 //!   a leading `USE db` under `--db-map` ([`rewrite`]). COM_CHANGE_USER becomes a
-//!   re-authentication under `--user-map`; the login uses the prod client's capabilities.
+//!   re-authentication under `--user-map`; the login uses the prod client's capabilities and
+//!   exactly the MariaDB extended capabilities prod's client and server negotiated (mid-stream:
+//!   [`MIDSTREAM_MARIADB_CAPABILITIES`]; see [`ConnectPlan::mariadb_capabilities`]).
 //! - Skipped, counted by [`SkipReason`]: replication commands, COM_SHUTDOWN and
 //!   COM_PROCESS_KILL (never sent), unknown command bytes, payloads over the capture's cap,
 //!   sessions that were sampled out, TLS or failed logins, and what the filters and `--read-only`
@@ -71,6 +73,12 @@ use mrte_capture::mysql::consts::com;
 
 use mrte_capture::mysql::consts::caps::{MARIADB_STMT_BULK_OPERATIONS, QUERY_ATTRIBUTES};
 
+/// MariaDB extended capabilities asked for a session whose handshake was not captured:
+/// STMT_BULK_OPERATIONS only. It changes no response byte and lets a captured
+/// COM_STMT_BULK_EXECUTE run (prod's client sends one only when it was negotiated);
+/// EXTENDED_METADATA is not guessed (it adds type info to column definitions, which the
+/// metadata hash leaves out either way).
+pub const MIDSTREAM_MARIADB_CAPABILITIES: u32 = MARIADB_STMT_BULK_OPERATIONS;
 /// MariaDB's "last prepared statement" id.
 const LAST_PREPARED: u32 = u32::MAX;
 
@@ -203,6 +211,8 @@ pub struct Planner {
     db: Option<String>,
     midstream: bool,
     capabilities: Option<u32>,
+    /// The prod session's negotiated MariaDB extended capabilities (None mid-stream).
+    mariadb_capabilities: Option<u32>,
     collation: Option<u16>,
     skip_all: Option<SkipReason>,
     connected: bool,
@@ -230,7 +240,7 @@ pub struct Planner {
     memo_use: MemoUse,
     /// Each fingerprint's shared text and id, so a repeated query shape with new literals costs
     /// no MD5 and no allocation (bounded by `MEMO_MAX`, cleared when full).
-    fps: HashMap<Box<str>, (Arc<str>, u64)>,
+    fps: rustc_hash::FxHashMap<Box<str>, (Arc<str>, u64)>,
     /// Facts of the command being planned (QUERY / PREPARE).
     facts: Option<SqlFacts>,
 }
@@ -245,6 +255,7 @@ impl Planner {
             db: None,
             midstream: open.midstream,
             capabilities: None,
+            mariadb_capabilities: None,
             collation: None,
             skip_all,
             connected: false,
@@ -263,7 +274,7 @@ impl Planner {
             fp: Fingerprinter::default(),
             memo: HashMap::new(),
             memo_use: MemoUse::default(),
-            fps: HashMap::new(),
+            fps: rustc_hash::FxHashMap::default(),
             facts: None,
         }
     }
@@ -446,6 +457,7 @@ impl Planner {
         }
         if !l.midstream {
             self.capabilities = Some(l.capabilities);
+            self.mariadb_capabilities = Some(l.mariadb_capabilities);
         }
         if let Some(c) = l.collation {
             self.collation = Some(u16::from(c));
@@ -483,7 +495,9 @@ impl Planner {
             db,
             capabilities: self.capabilities,
             collation: self.collation,
-            mariadb_capabilities: MARIADB_STMT_BULK_OPERATIONS,
+            mariadb_capabilities: self
+                .mariadb_capabilities
+                .unwrap_or(MIDSTREAM_MARIADB_CAPABILITIES),
         };
         self.out.push_back(if self.ever_connected {
             Action::Reconnect(plan)

@@ -23,14 +23,9 @@ pub const WRITES_SQL: &str = "SELECT CAST(SUM(VARIABLE_VALUE) AS UNSIGNED) FROM 
 
 /// Prod's current position, in the format of `like` (`binlog:...` or `writes:...`).
 pub async fn prod_position(prod: &TargetDsn, like: &str) -> Result<String, String> {
-    let opts = prod.opts(&prod.user, prod.password.as_deref(), None);
-    let mut c = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        mysql_async::Conn::new(opts),
-    )
-    .await
-    .map_err(|_| "connecting to --prod timed out".to_string())?
-    .map_err(|e| format!("connecting to --prod: {e}"))?;
+    let mut c = crate::control::connect(prod, std::time::Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("--prod: {e}"))?;
     let pos = if like.starts_with("binlog:") {
         let row: Option<(String, u64)> = c
             .query_first("SHOW MASTER STATUS")

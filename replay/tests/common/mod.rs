@@ -308,6 +308,7 @@ pub fn login(user: &str, db: Option<&str>) -> SessionEvent {
         user: Some(user.to_owned()),
         db: db.map(str::to_owned),
         capabilities: CLIENT_CAPS,
+        mariadb_capabilities: 0,
         auth_plugin: None,
         collation: None,
         server_version: None,

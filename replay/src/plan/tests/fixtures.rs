@@ -279,6 +279,28 @@ fn mysql2_fixture_is_planned_whole_with_test_ids() {
 }
 
 #[test]
+fn node_mariadb_fixture_logs_in_with_its_extended_capabilities() {
+    // Every session of the capture: node mariadb's pool (BULK | EXTENDED_METADATA |
+    // CACHE_METADATA against a server offering 0x1d) and mysqljs (CLIENT_MYSQL: none).
+    let mut seen = BTreeMap::new();
+    for (open, events) in fixture_sessions("mariadbjs.pcap") {
+        let mut p = Planner::new(Arc::new(cfg()), &open);
+        for e in events {
+            p.handle_event(e);
+            if let Some(Action::Connect(c)) = p.poll_action() {
+                *seen.entry(c.mariadb_capabilities).or_insert(0) += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        vec![0, 0x1c],
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn mysqlconnector_fixture_is_planned_whole_with_test_ids() {
     let (t, server, captured) = plan_fixture("mysqlconnector.pcap");
     check_all_sent("mysqlconnector", &t, &server, &captured);

@@ -33,6 +33,7 @@ fn login(user: &str, db: Option<&str>) -> Login {
         user: Some(user.into()),
         db: db.map(Into::into),
         capabilities: 0x000f_a20f,
+        mariadb_capabilities: 0,
         auth_plugin: None,
         collation: None,
         server_version: None,
@@ -582,4 +583,29 @@ fn a_prod_deadlock_rollback_goes_to_test_before_the_next_command() {
     assert_eq!(&s[1].payload[1..], b"BEGIN");
     // Answers pair in send order: the ROLLBACK's, then BEGIN's.
     assert_eq!(p.outstanding(), 2);
+}
+
+#[test]
+fn the_login_asks_for_the_prod_sessions_mariadb_extended_capabilities() {
+    let connect_ext = |midstream: bool, ext: u32| {
+        let mut p = Planner::new(Arc::new(cfg()), &open(midstream));
+        p.handle_event(SessionEvent::Login(Box::new(Login {
+            mariadb_capabilities: ext,
+            midstream,
+            ..login("app", Some("shop"))
+        })));
+        p.handle_command(query(0, 10, b"select 1"));
+        match drain(&mut p).first() {
+            Some(Action::Connect(c)) => c.mariadb_capabilities,
+            a => panic!("{a:?}"),
+        }
+    };
+    // Exactly prod's: node mariadb's BULK | EXTENDED_METADATA | CACHE_METADATA (the
+    // connection masks CACHE_METADATA), a client without any, Connector/J's BULK alone.
+    assert_eq!(connect_ext(false, 0x1c), 0x1c);
+    assert_eq!(connect_ext(false, 0), 0);
+    assert_eq!(connect_ext(false, 0x04), 0x04);
+    // Mid-stream: the documented default, whatever the inferred login says.
+    assert_eq!(connect_ext(true, 0x1c), MIDSTREAM_MARIADB_CAPABILITIES);
+    assert_eq!(MIDSTREAM_MARIADB_CAPABILITIES, 0x04);
 }
