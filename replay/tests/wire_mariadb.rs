@@ -538,7 +538,7 @@ fn planned_login(db: &MariaDb, ext: u32) -> ConnectParams {
 
 #[tokio::test]
 async fn the_test_login_gets_the_prod_clients_mariadb_extended_capabilities() {
-    use mrte_replay::wire::caps::{MARIADB_BULK, MARIADB_EXTENDED_METADATA};
+    use mrte_replay::wire::caps::{MARIADB_EXTENDED_METADATA, MARIADB_STMT_BULK_OPERATIONS};
     let Some(db) = MariaDb::start("wire ext caps") else {
         return;
     };
@@ -558,7 +558,7 @@ async fn the_test_login_gets_the_prod_clients_mariadb_extended_capabilities() {
     let ext = c.capabilities().1;
     assert_eq!(
         ext,
-        MARIADB_BULK | MARIADB_EXTENDED_METADATA,
+        MARIADB_STMT_BULK_OPERATIONS | MARIADB_EXTENDED_METADATA,
         "negotiated {ext:#x} (server offers {:#x})",
         c.server().mariadb_capabilities
     );

@@ -71,9 +71,7 @@ pub use action::{
 
 use mrte_capture::mysql::consts::com;
 
-use mrte_capture::mysql::consts::caps::QUERY_ATTRIBUTES;
-/// MARIADB_CLIENT_STMT_BULK_OPERATIONS (extended capabilities, bit 2).
-const MARIADB_STMT_BULK_OPERATIONS: u32 = 1 << 2;
+use mrte_capture::mysql::consts::caps::{MARIADB_STMT_BULK_OPERATIONS, QUERY_ATTRIBUTES};
 /// MariaDB extended capabilities asked for a session whose handshake was not captured:
 /// STMT_BULK_OPERATIONS only. It changes no response byte and lets a captured
 /// COM_STMT_BULK_EXECUTE run (prod's client sends one only when it was negotiated);
