@@ -89,6 +89,19 @@ impl Proto {
         } else {
             c
         };
+        // The last 4 of the 23 filler bytes (SSLRequest too): MariaDB extended capabilities,
+        // when the client does not claim CLIENT_MYSQL; negotiated with the greeting's (when it
+        // was seen).
+        let ext = match p.payload.get(28..32) {
+            Some(b) if c & caps::LONG_PASSWORD == 0 => mariadb_ext(b),
+            _ => 0,
+        };
+        let server_ext = self.login().mariadb_capabilities;
+        self.login().mariadb_capabilities = if self.server_caps == 0 {
+            ext
+        } else {
+            ext & server_ext
+        };
         if p.len == 32 && c & caps::SSL != 0 {
             self.caps = negotiated;
             self.phase = Phase::Tls;
@@ -111,19 +124,6 @@ impl Proto {
             return;
         }
         self.login().collation = collation.ok().filter(|&c| c != 0);
-        // The last 4 of the 23 filler bytes: MariaDB extended capabilities, when the client
-        // does not claim CLIENT_MYSQL; negotiated with the greeting's (when it was seen).
-        let ext = if c & caps::LONG_PASSWORD == 0 {
-            mariadb_ext(&p.payload[28..32])
-        } else {
-            0
-        };
-        let server_ext = self.login().mariadb_capabilities;
-        self.login().mariadb_capabilities = if self.server_caps == 0 {
-            ext
-        } else {
-            ext & server_ext
-        };
         let user = lossy(r.nul_str());
         let auth_ok = if c & caps::PLUGIN_AUTH_LENENC != 0 {
             r.lenenc_bytes("auth response").is_ok()

@@ -83,3 +83,17 @@ fn a_mysql_servers_greeting_gives_no_extended_capabilities() {
     ]);
     assert_eq!(l.mariadb_capabilities, 0);
 }
+
+#[test]
+fn an_ssl_request_carries_the_extended_capabilities_too() {
+    // node mariadb's response cut to an SSLRequest: 32 bytes, CLIENT_SSL set.
+    let mut r = hex(RESPONSE)[..4 + 32].to_vec();
+    r[0] = 32;
+    r[4 + 1] |= (caps::SSL >> 8) as u8;
+    let l = login_of(&[
+        (Direction::ToClient, hex(GREETING)),
+        (Direction::ToServer, r),
+    ]);
+    assert!(l.tls);
+    assert_eq!(l.mariadb_capabilities, 0x1c);
+}
