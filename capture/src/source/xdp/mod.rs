@@ -8,8 +8,9 @@
 //! fragments and TCP headers cut short, so that user space counts them) to the socket and lets
 //! every other frame go on to the kernel stack; it writes the kernel's receive time
 //! (`bpf_ktime_get_ns`) in front of each frame it redirects. Frames are read in batches without a
-//! system call; when the ring is empty the thread sleeps for a short, fixed time, so a quiet or
-//! moderately loaded mirror port costs a few hundred wakeups a second instead of one per frame,
+//! system call; when the ring is empty the thread sleeps for a short, fixed time, so a moderately
+//! loaded mirror port costs a few hundred wakeups a second instead of one per frame (a port quiet
+//! for 100 ms: the thread blocks in poll(2) until the next frame, at most 50 ms at a time),
 //! while timestamps stay per frame (the sleep adapts to the recent rate so that it fills at most a
 //! quarter of the RX ring). Frames go straight back to the fill ring after the batch is
 //! decoded; the pipeline copies out only what commands need. Socket statistics (rx_dropped,
@@ -61,6 +62,10 @@ const IDLE_SLEEP_MIN: Duration = Duration::from_micros(200);
 /// The longest sleep also bounds a burst after a quiet spell: at 1 Mpps, 4 ms fill a quarter of
 /// the ring.
 const IDLE_SLEEP_MAX: Duration = Duration::from_millis(4);
+/// Empty reads at the longest sleep (~100 ms without a frame) before the loop blocks in poll(2).
+const IDLE_POLL_AFTER: u32 = 25;
+/// The longest poll(2): the loop's callers check their stop flag and deadlines this often.
+const IDLE_POLL_MS: i32 = 50;
 
 /// `struct mrte_meta` of the XDP program: magic, reserved, CLOCK_MONOTONIC nanoseconds.
 const META_LEN: usize = 16;
@@ -102,6 +107,8 @@ struct RateWindow {
     since: std::time::Instant,
     frames: u64,
     sleep: Duration,
+    /// Empty reads in a row.
+    empty: u32,
 }
 
 impl RateWindow {
@@ -110,6 +117,7 @@ impl RateWindow {
             since: std::time::Instant::now(),
             frames: 0,
             sleep: IDLE_SLEEP_MIN,
+            empty: 0,
         }
     }
 
@@ -124,6 +132,12 @@ impl RateWindow {
             self.frames = 0;
         }
         self.sleep
+    }
+
+    /// Quiet long enough (the longest sleep, then [`IDLE_POLL_AFTER`] empty reads more) to
+    /// block in poll(2) until a frame arrives, instead of waking on a timer.
+    fn quiet(&self) -> bool {
+        self.sleep >= IDLE_SLEEP_MAX && self.empty >= IDLE_POLL_AFTER
     }
 }
 
@@ -319,7 +333,8 @@ impl XdpSource {
     /// receive time in microseconds since the Unix epoch (the kernel's, from the XDP program's
     /// metadata; the wall clock now for a frame without it), then give them back to the kernel.
     /// With nothing waiting, sleep (0.2 to 4 ms, so that the recent frame rate fills at most a
-    /// quarter of the RX ring meanwhile) and return 0.
+    /// quarter of the RX ring meanwhile) and return 0; after ~100 ms without a frame, block in
+    /// poll(2) instead (up to 50 ms), which the first frame ends.
     ///
     /// Frames the fill ring cannot take yet are kept and offered again on the next call; while
     /// they wait, the kernel counts the frames it could not place as fill-ring-empty drops.
@@ -336,9 +351,18 @@ impl XdpSource {
             if self.fq.needs_wakeup() {
                 self.fq.wakeup(self.rx.fd_mut(), 0)?;
             }
-            std::thread::sleep(self.rate.idle_sleep());
+            let sleep = self.rate.idle_sleep();
+            if self.rate.quiet() {
+                // A quiet port: the socket wakes this thread on its first frame; the timeout
+                // only bounds how long a stop request waits.
+                self.rx.poll(IDLE_POLL_MS)?;
+            } else {
+                std::thread::sleep(sleep);
+            }
+            self.rate.empty = self.rate.empty.saturating_add(1);
             return Ok(0);
         }
+        self.rate.empty = 0;
         self.rate.frames += n as u64;
         let mut wall = 0;
         self.prefetch(0, n);
