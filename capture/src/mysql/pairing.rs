@@ -70,13 +70,13 @@ impl Pending {
     #[inline]
     fn reader(&mut self, lent: &mut Option<Box<Lent>>) -> Option<&mut ResponseReader> {
         if self.reader.is_none() {
-            let r = self.new_reader()?;
+            let e = self.expect?;
             self.reader = Some(match lent.as_mut().and_then(|l| l.reader.take()) {
                 Some(mut b) => {
-                    *b = r;
+                    b.renew(e, self.caps, self.last_seq, self.eof_unknown);
                     b
                 }
-                None => Box::new(r),
+                None => Box::new(self.new_reader()?),
             });
         }
         self.reader.as_deref_mut()

@@ -148,6 +148,30 @@ impl ResponseReader {
         }
     }
 
+    /// Make this reader what [`ResponseReader::new`] would (then
+    /// [`ResponseReader::eof_unknown`] when `eof_unknown`), in place. Only for a recycled
+    /// reader whose response was taken ([`ResponseReader::take_response`]): the response,
+    /// already empty, is not rewritten.
+    #[inline]
+    pub(crate) fn renew(&mut self, expect: Expect, caps: u32, cmd_seq: u8, eof_unknown: bool) {
+        debug_assert_eq!(self.resp, Response::default());
+        self.expect = expect;
+        self.caps = caps;
+        self.eof_known = !eof_unknown;
+        self.inferred = None;
+        self.state = if expect == Expect::Fetch {
+            State::Rows
+        } else {
+            State::Start
+        };
+        self.sum = ResultChecksum::default();
+        self.metadata_skipped = false;
+        self.anomaly = None;
+        self.broken = false;
+        self.next_seq = cmd_seq.wrapping_add(1);
+        self.seq_mismatch = false;
+    }
+
     /// Whether CLIENT_DEPRECATE_EOF is in force is not known (session joined mid-stream): infer
     /// it from the packets; see [`ResponseReader::inferred_deprecate_eof`].
     pub fn eof_unknown(mut self) -> Self {

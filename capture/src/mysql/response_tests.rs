@@ -327,3 +327,20 @@ fn a_run_of_rows_read_at_once_equals_one_by_one() {
     assert_eq!(r.feed_rows(&framed(&bad)), 4 + bad[0].1.len());
     assert_eq!(r.response().rows, 2);
 }
+
+/// A recycled reader renewed in place is the reader `new` makes.
+#[test]
+fn a_renewed_reader_is_a_new_one() {
+    let mut r = ResponseReader::new(Expect::Query, 0, 0).eof_unknown();
+    let packets = text_rows(b"db", &[b"x", b"yy"], false);
+    run(&mut r, &packets);
+    let _ = r.take_response();
+    for (e, unknown) in [(Expect::Fetch, false), (Expect::Execute, true)] {
+        r.renew(e, caps::DEPRECATE_EOF, 3, unknown);
+        let mut want = ResponseReader::new(e, caps::DEPRECATE_EOF, 3);
+        if unknown {
+            want = want.eof_unknown();
+        }
+        assert_eq!(format!("{r:?}"), format!("{want:?}"));
+    }
+}
