@@ -27,6 +27,7 @@ use crate::event::{
 };
 use crate::mysql::{Anomaly, ConnEvent, Connection, DecoderConfig, Direction, Undecoded};
 use crate::net::{slice_tcp, LinkType, Skip, TcpSegment};
+use crate::shard::{Mark, Shard};
 use crate::stats::Stats;
 use crate::table::Table;
 use crate::tcp::{seq_lt, Chunk, Stream};
@@ -218,6 +219,8 @@ pub struct Pipeline {
     commits: Clock,
     /// Command arena lent to the session being fed (see [`Connection::swap_arena`]).
     arena: Option<Box<BytesMut>>,
+    /// This pipeline's share of the flows when several decode one file ([`crate::shard`]).
+    shard: Option<Box<Shard>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -268,7 +271,29 @@ impl Pipeline {
             port_bitmap,
             commits: Clock::Own(CommitClock::new()),
             arena: Some(Box::default()),
+            shard: None,
         }
+    }
+
+    /// Decode only the flows of shard `index` of `count` (frames of no flow: shard 0), while
+    /// still sweeping idle sessions on every frame, as one of `count` pipelines fed the same
+    /// frames (see [`crate::shard`]); [`Pipeline::shard_log`] then gives its memory log.
+    pub fn set_shard(&mut self, index: u32, count: u32) {
+        self.shard = (count > 1).then(|| Box::new(Shard::new(index, count)));
+    }
+
+    /// The per-frame memory log of a sharded pipeline, for [`crate::shard::merge_peaks`].
+    pub fn shard_log(&mut self) -> Vec<Mark> {
+        self.shard
+            .as_mut()
+            .map(|s| s.take_log())
+            .unwrap_or_default()
+    }
+
+    /// Frames of no flow are shard 0's.
+    #[inline]
+    fn counts_flowless(&self) -> bool {
+        self.shard.as_ref().is_none_or(|s| s.index == 0)
     }
 
     /// Settings.
@@ -282,6 +307,7 @@ impl Pipeline {
     }
 
     /// Decode one captured frame of link type `link` taken at `ts_us` (µs since the Unix epoch).
+    #[inline]
     pub fn handle_frame<S: EventSink>(
         &mut self,
         link: LinkType,
@@ -289,8 +315,26 @@ impl Pipeline {
         ts_us: u64,
         sink: &mut S,
     ) {
+        if self.shard.is_none() {
+            return self.frame(link, frame, ts_us, sink);
+        }
+        if let Some(s) = self.shard.as_mut() {
+            s.next_frame();
+        }
+        self.frame(link, frame, ts_us, sink);
+        let buffered = self.buffered;
+        if let Some(s) = self.shard.as_mut() {
+            s.end_frame(buffered);
+        }
+    }
+
+    #[inline]
+    fn count_frame(&mut self, frame: &[u8]) {
         self.stats.packets += 1;
         self.stats.bytes += frame.len() as u64;
+    }
+
+    fn frame<S: EventSink>(&mut self, link: LinkType, frame: &[u8], ts_us: u64, sink: &mut S) {
         if ts_us >= self.last_sweep_us + 1_000_000 {
             if self.last_sweep_us != 0 {
                 self.handle_timeout(ts_us, sink);
@@ -300,6 +344,10 @@ impl Pipeline {
         let seg = match slice_tcp(link, frame) {
             Ok(s) => s,
             Err(skip) => {
+                if !self.counts_flowless() {
+                    return;
+                }
+                self.count_frame(frame);
                 let k = &mut self.stats.skipped;
                 match skip {
                     Skip::UnsupportedLink => k.unsupported_link += 1,
@@ -316,12 +364,12 @@ impl Pipeline {
         } else if self.is_server_port(seg.src.port()) {
             Direction::ToClient
         } else {
-            self.stats.skipped.other_port += 1;
+            if self.counts_flowless() {
+                self.count_frame(frame);
+                self.stats.skipped.other_port += 1;
+            }
             return;
         };
-        if seg.missing > 0 {
-            self.stats.skipped.truncated += 1;
-        }
         let flow = match dir {
             Direction::ToServer => FlowKey {
                 client: seg.src,
@@ -333,6 +381,15 @@ impl Pipeline {
             },
         };
         let key = Key::new(&flow);
+        if let Some(s) = &self.shard {
+            if !s.owns(Table::<Key, Session>::hash(&key)) {
+                return;
+            }
+        }
+        self.count_frame(frame);
+        if seg.missing > 0 {
+            self.stats.skipped.truncated += 1;
+        }
         if let Some(i) = self.table.find(&key) {
             // A client SYN with a new initial sequence number: the addresses and ports were
             // reused by a new connection, which must not inherit the old one's decoder state.
@@ -449,6 +506,9 @@ impl Pipeline {
         self.buffered = self.buffered - (sess.mem as usize) + now;
         sess.mem = now as u32;
         self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(self.buffered as u64);
+        if let Some(s) = self.shard.as_mut() {
+            s.note(self.buffered);
+        }
         // The session whose growth crossed the limit pays for it.
         if !grew || self.cfg.max_memory == 0 || self.buffered <= self.cfg.max_memory {
             return;
