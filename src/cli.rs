@@ -299,14 +299,16 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         let threads = crate::inspect::file_threads(a.format, a.threads, a.decode.max_sessions);
         if threads > 1 {
             let cfg = a.decode.pipeline_config();
-            let (_, stats, res) =
-                mrte_capture::source::pcap::run_file_sharded(file, &cfg, threads, |_| {
-                    crate::inspect::Discard
-                });
-            if matches!(res, Ok(()) | Err(SourceError::Damaged { .. })) {
-                sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
+            let run = mrte_capture::source::pcap::run_file_sharded(file, &cfg, threads, |_| {
+                crate::inspect::Discard
+            });
+            // The process exits next: the kernel takes the sessions' memory back at once.
+            std::mem::forget(run.pipelines);
+            if matches!(run.result, Ok(()) | Err(SourceError::Damaged { .. })) {
+                sink.finish(&run.stats, None).or_else(ignore_broken_pipe)?;
             }
-            res.with_context(|| format!("reading {}", file.display()))?;
+            run.result
+                .with_context(|| format!("reading {}", file.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -314,8 +316,10 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     if let Some(file) = &a.input.file {
         let res = mrte_capture::source::pcap::run_file(file, &mut pipeline, &mut sink);
         // A damaged file: what was decoded before the damage is still reported, then the error.
+        let stats = pipeline.stats().clone();
+        // The process exits next: the kernel takes the sessions' memory back at once.
+        std::mem::forget(pipeline);
         if matches!(res, Ok(()) | Err(SourceError::Damaged { .. })) {
-            let stats = pipeline.stats().clone();
             sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
         }
         res.with_context(|| format!("reading {}", file.display()))?;

@@ -380,17 +380,29 @@ pub fn run_file<S: EventSink>(
     res.map(|_| ())
 }
 
+/// What [`run_file_sharded`] gives back.
+pub struct Sharded<S> {
+    /// Each shard's sink.
+    pub sinks: Vec<S>,
+    /// Each shard's pipeline, finished (a process about to exit may forget them).
+    pub pipelines: Vec<Pipeline>,
+    /// The counters of all shards, as one pipeline would have counted them.
+    pub stats: Stats,
+    /// The file's error, if any (every shard reads the whole file).
+    pub result: Result<(), SourceError>,
+}
+
 /// Read a capture file with `shards` pipelines on as many threads, each decoding its share of
-/// the flows into its own sink from `sink` (see [`crate::shard`]); the counters of all, as one
-/// pipeline would count them. The session and memory bounds of `cfg` are split between the
-/// shards (so, at the bounds, which sessions lose out can differ from one pipeline). Events
-/// of different shards are not ordered with each other: for aggregate outputs only.
+/// the flows into its own sink from `sink` (see [`crate::shard`]). The session and memory
+/// bounds of `cfg` are split between the shards (so, at the bounds, which sessions lose out
+/// can differ from one pipeline). Events of different shards are not ordered with each other:
+/// for aggregate outputs only.
 pub fn run_file_sharded<S: EventSink + Send>(
     path: &Path,
     cfg: &PipelineConfig,
     shards: u32,
     sink: impl Fn(u32) -> S + Sync,
-) -> (Vec<S>, Stats, Result<(), SourceError>) {
+) -> Sharded<S> {
     let shards = shards.max(1);
     let mut cfg = cfg.clone();
     let n = shards as usize;
@@ -403,7 +415,7 @@ pub fn run_file_sharded<S: EventSink + Send>(
         let mut s = sink(index);
         let res = run_file(path, &mut p, &mut s);
         let log = p.shard_log();
-        (s, p.stats().clone(), log, res)
+        (s, p, log, res)
     };
     let done: Vec<_> = std::thread::scope(|sc| {
         let others: Vec<_> = (1..shards)
@@ -421,14 +433,16 @@ pub fn run_file_sharded<S: EventSink + Send>(
         done
     });
     let mut sinks = Vec::with_capacity(n);
+    let mut pipelines = Vec::with_capacity(n);
     let mut stats = Stats::default();
     let mut logs = Vec::with_capacity(n);
     let mut res = Ok(());
     for d in done {
         match d {
-            Some((s, st, log, r)) => {
+            Some((s, p, log, r)) => {
                 sinks.push(s);
-                stats.merge(&st);
+                stats.merge(p.stats());
+                pipelines.push(p);
                 logs.push(log);
                 if res.is_ok() {
                     res = r;
@@ -446,7 +460,12 @@ pub fn run_file_sharded<S: EventSink + Send>(
     if n > 1 {
         stats.peak_buffered_bytes = crate::shard::merge_peaks(&logs);
     }
-    (sinks, stats, res)
+    Sharded {
+        sinks,
+        pipelines,
+        stats,
+        result: res,
+    }
 }
 
 /// A classic pcap writer (µs resolution, little-endian) that tcpdump and Wireshark read.
