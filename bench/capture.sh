@@ -5,7 +5,9 @@
 # span0 (mrte-cap), where each capturer runs in turn at each rate. For every run it prints the
 # frames sent, the frames the capturer kept, what it says it dropped, the veth's own drops (mir0
 # TX dropped: loss before any socket), and the capturer's CPU (user + sys, /usr/bin/time) per
-# frame sent. tcpreplay's top speed is printed as the reference sender.
+# frame sent. tcpreplay's top speed is printed as the reference sender. Each capturer also runs
+# once with no traffic for as long (IDLE=0 skips it): its set-up and idle CPU, subtracted in the
+# last column (marginal CPU per frame: what each frame costs once the capturer is running).
 #
 # Usage: bench/capture.sh [TARGET_DIR]   (lab must be up: scripts/lab.sh up)
 # Issue 13's comparison (live decode vs tcpdump at the sender's top rate, read-write sysbench):
@@ -19,6 +21,8 @@ LOOPS=${LOOPS:-5}
 RATES=${RATES:-max 300000 100000}
 CAPTURERS=${CAPTURERS:-xdp-skb xdp-drv pcap inspect-xdp tcpdump}
 OUT=${OUT:-/tmp/bench}
+IDLE=${IDLE:-1}
+declare -A idle_cpu
 mkdir -p "$OUT"
 [ -f "$PCAP" ] || { echo "capture.sh: $PCAP missing (see bench/README.md, Inputs)" >&2; exit 1; }
 
@@ -29,7 +33,7 @@ ip netns exec mrte-prod tcpreplay --topspeed -i mir0 --loop "$LOOPS" "$PCAP" 2>&
 echo "== mrte-bench send, same file, same interface"
 ip netns exec mrte-prod "$BIN/mrte-bench" send -i mir0 "$PCAP" --loops "$LOOPS"
 
-printf '\n| rate (offered) | capturer | sent | sent pps | kept | capturer drops | veth drops | CPU s | CPU µs/frame |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '\n| rate (offered) | capturer | sent | sent pps | kept | capturer drops | veth drops | CPU s | CPU µs/frame | idle CPU s | marginal µs/frame |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for rate in $RATES; do
   for cap in $CAPTURERS; do
     pps_arg=()
@@ -46,6 +50,11 @@ for rate in $RATES; do
       inspect-xdp) cmd=("$BIN/mrte" inspect -i span0 --source xdp --xdp-mode skb -f summary --duration "$secs") ;;
       tcpdump) cmd=(timeout "$secs" tcpdump -i span0 -B 65536 -s 0 -n -w /dev/null tcp port 3306) ;;
     esac
+    key="$cap/$secs"
+    if [ "$IDLE" = 1 ] && [ -z "${idle_cpu[$key]:-}" ]; then
+      ip netns exec mrte-cap /usr/bin/time -f 'cpu %U %S' "${cmd[@]}" >/dev/null 2>"$OUT/idle.err" || true
+      idle_cpu[$key]=$(awk '/^cpu / {print $2 + $3}' "$OUT/idle.err")
+    fi
     d0=$(mir_drops)
     ip netns exec mrte-cap /usr/bin/time -f 'cpu %U %S' "${cmd[@]}" >"$OUT/cap.out" 2>"$OUT/cap.err" &
     cpid=$!
@@ -53,9 +62,10 @@ for rate in $RATES; do
     sent=$(ip netns exec mrte-prod "$BIN/mrte-bench" send -i mir0 "$PCAP" --loops "$LOOPS" "${pps_arg[@]}" --json)
     wait "$cpid" || true
     d1=$(mir_drops)
-    python3 - "$cap" "$rate" "$sent" "$((d1 - d0))" "$OUT/cap.out" "$OUT/cap.err" <<'EOF'
+    python3 - "$cap" "$rate" "$sent" "$((d1 - d0))" "$OUT/cap.out" "$OUT/cap.err" "${idle_cpu[$key]:-}" <<'EOF'
 import json, re, sys
 cap, rate, sent, veth = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+idle = float(sys.argv[7]) if sys.argv[7] else None
 out, err = open(sys.argv[5]).read(), open(sys.argv[6]).read()
 cpu = sum(map(float, re.search(r"^cpu (\S+) (\S+)", err, re.M).groups()))
 if cap == "tcpdump":
@@ -68,7 +78,8 @@ else:
     s = json.loads(out.splitlines()[0])
     kept, drops = s["frames"], s["kernel_drops"]
 n = sent["sent"]
-print(f"| {rate} | {cap} | {n} | {sent['pps']:,.0f} | {kept} | {drops} | {veth} | {cpu:.2f} | {cpu / n * 1e6:.2f} |")
+marg = f"{idle:.2f} | {max(cpu - idle, 0) / n * 1e6:.2f}" if idle is not None else " | "
+print(f"| {rate} | {cap} | {n} | {sent['pps']:,.0f} | {kept} | {drops} | {veth} | {cpu:.2f} | {cpu / n * 1e6:.2f} | {marg} |")
 EOF
   done
 done

@@ -295,39 +295,7 @@ fn capture_rebinds_after_the_interface_comes_back() {
         return;
     };
     let dir = scratch("mrte-faults", "rebind");
-    let file = dir.join("r.pcap");
-    let report = dir.join("r.json");
-    let dead = format!("mysql://root@127.0.0.1:{}", free_port());
-    let runs: [Vec<String>; 2] = [
-        vec!["record".into(), "-w".into(), file.display().to_string()],
-        vec![
-            "run".into(),
-            "-q".into(),
-            "--target".into(),
-            dead,
-            "--report".into(),
-            report.display().to_string(),
-        ],
-    ];
-    for args in runs {
-        let child = ns
-            .exec(env!("CARGO_BIN_EXE_mrte"))
-            .args(&args)
-            .args(["-i", "fa0", "--source", "pcap", "--duration", "6"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mrte");
-        std::thread::sleep(Duration::from_secs(2));
-        assert!(ns.ip(&["link", "del", "fa0"]));
-        std::thread::sleep(Duration::from_millis(1500));
-        assert!(ns.veth());
-        let (out, took) = wait_output(child, Duration::from_secs(60));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{args:?}: {stderr}");
-        assert!(stderr.contains("re-bound"), "{args:?}: {stderr}");
-        assert!(took < Duration::from_secs(20), "{took:?}");
-    }
+    let (file, report) = ns.record_and_run_through_relink(env!("CARGO_BIN_EXE_mrte"), "pcap", &dir);
     let (_, whole) = pcap_records(&file);
     assert!(whole);
     let v: serde_json::Value =

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/netns.rs"]
 mod netns;
-use netns::{is_root, scratch, wait_output, Netns};
+use netns::{is_root, scratch, Netns};
 
 /// The AF_XDP capture interface is deleted and created again 1.5 s later, during `mrte record`
 /// and `mrte run`: both bind a new socket ("re-bound"), run to their --duration and exit 0, the
@@ -24,45 +24,7 @@ fn xdp_capture_rebinds_after_the_interface_comes_back() {
         return;
     };
     let dir = scratch("mrte-xdpf", "rebind");
-    let file = dir.join("r.pcap");
-    let report = dir.join("r.json");
-    let dead = format!(
-        "mysql://root@127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port")
-    );
-    let runs: [Vec<String>; 2] = [
-        vec!["record".into(), "-w".into(), file.display().to_string()],
-        vec![
-            "run".into(),
-            "-q".into(),
-            "--target".into(),
-            dead,
-            "--report".into(),
-            report.display().to_string(),
-        ],
-    ];
-    for args in runs {
-        let child = ns
-            .exec(env!("CARGO_BIN_EXE_mrte"))
-            .args(&args)
-            .args(["-i", "xa0", "--source", "xdp", "--duration", "6"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mrte");
-        std::thread::sleep(Duration::from_secs(2));
-        assert!(ns.ip(&["link", "del", "xa0"]));
-        std::thread::sleep(Duration::from_millis(1500));
-        assert!(ns.veth());
-        let (out, took) = wait_output(child, Duration::from_secs(60));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{args:?}: {stderr}");
-        assert!(stderr.contains("re-bound"), "{args:?}: {stderr}");
-        assert!(took < Duration::from_secs(20), "{took:?}");
-    }
+    let (file, report) = ns.record_and_run_through_relink(env!("CARGO_BIN_EXE_mrte"), "xdp", &dir);
     let bytes = std::fs::read(&file).expect("pcap");
     assert!(bytes.len() >= 24, "a pcap header");
     let v: serde_json::Value =

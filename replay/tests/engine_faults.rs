@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,20 +17,6 @@ use mrte_replay::filter::Filters;
 use mrte_replay::pacing::Pacing;
 use mrte_replay::target::TargetDsn;
 use mysql_async::prelude::Queryable;
-
-fn dead_target() -> ReplayConfig {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let mut cfg = ReplayConfig::new(
-        TargetDsn::parse_no_env(&format!("mysql://root@127.0.0.1:{port}")).expect("dsn"),
-    );
-    cfg.backoff_min = Duration::from_millis(20);
-    cfg.backoff_max = Duration::from_millis(40);
-    cfg.connect_timeout = Duration::from_secs(2);
-    cfg
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_target_counts_every_command_as_lost() {
@@ -287,24 +272,14 @@ async fn killed_server_resumes_within_a_second_of_its_return() {
         sink.push(s, open(s, 52000 + s as u16));
         sink.push(s, login("root", None));
     }
-    let mut seq = 0;
-    let mut push_for = |sink: &mut RingSink, d: Duration| {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            for s in 0..SESSIONS {
-                sink.push(s, query(seq, "SELECT 1"));
-            }
-            seq += 1;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    push_for(&mut sink, Duration::from_secs(1));
+    let mut pump = SelectPump::new(SESSIONS, 0);
+    pump.run_for(&mut sink, Duration::from_secs(1));
     let killed = Instant::now();
     db.kill();
-    push_for(&mut sink, Duration::from_secs(2));
+    pump.run_for(&mut sink, Duration::from_secs(2));
     db.restart();
     let back = Instant::now();
-    push_for(&mut sink, Duration::from_secs(2));
+    pump.run_for(&mut sink, Duration::from_secs(2));
     for s in 0..SESSIONS {
         sink.push(s, close(CloseReason::Fin));
     }

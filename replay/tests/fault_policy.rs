@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,17 +15,8 @@ use mrte_capture::ring::RingSink;
 use mrte_replay::engine::{Engine, EngineStats, ReplayConfig};
 use mrte_replay::target::TargetDsn;
 
-fn dead_target(reconnect_for: Option<Duration>) -> ReplayConfig {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let mut cfg = ReplayConfig::new(
-        TargetDsn::parse_no_env(&format!("mysql://root@127.0.0.1:{port}")).expect("dsn"),
-    );
-    cfg.backoff_min = Duration::from_millis(20);
-    cfg.backoff_max = Duration::from_millis(40);
-    cfg.connect_timeout = Duration::from_secs(2);
+fn dead_target_for(reconnect_for: Option<Duration>) -> ReplayConfig {
+    let mut cfg = dead_target();
     cfg.reconnect_for = reconnect_for;
     cfg
 }
@@ -55,12 +45,12 @@ async fn dead_session(cfg: ReplayConfig) -> (EngineStats, Vec<mrte_replay::Outco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_for_bounds_how_long_a_session_retries() {
     // Without the policy flag: retries for as long as the session lasts.
-    let (stats, _) = dead_session(dead_target(None)).await;
+    let (stats, _) = dead_session(dead_target_for(None)).await;
     assert_eq!(stats.sessions_gave_up, 0, "{stats:#?}");
     assert_eq!(stats.accounted(), 30);
     let retried_all_along = stats.connect_failures;
 
-    let (stats, outcomes) = dead_session(dead_target(Some(Duration::from_millis(300)))).await;
+    let (stats, outcomes) = dead_session(dead_target_for(Some(Duration::from_millis(300)))).await;
     assert_eq!(stats.commands_seen, 30);
     assert_eq!(stats.accounted(), 30, "{stats:#?}");
     assert_eq!(stats.lost_total(), 30, "{stats:#?}");
@@ -118,23 +108,13 @@ async fn a_reconnect_reports_the_open_transaction_it_lost() {
     }
     sink.push(0, query(0, "BEGIN"));
     sink.push(1, query(0, "SELECT 1"));
-    let mut seq = 1;
-    let mut push_for = |sink: &mut RingSink, d: Duration| {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            for s in 0..2u64 {
-                sink.push(s, query(seq, "SELECT 1"));
-            }
-            seq += 1;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    push_for(&mut sink, Duration::from_secs(1));
+    let mut pump = SelectPump::new(2, 1);
+    pump.run_for(&mut sink, Duration::from_secs(1));
     db.kill();
-    push_for(&mut sink, Duration::from_secs(1));
+    pump.run_for(&mut sink, Duration::from_secs(1));
     db.restart();
     let back = Instant::now();
-    push_for(&mut sink, Duration::from_secs(2));
+    pump.run_for(&mut sink, Duration::from_secs(2));
     for s in 0..2u64 {
         sink.push(s, close(CloseReason::Fin));
     }

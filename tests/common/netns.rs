@@ -82,6 +82,59 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// `mrte record -w DIR/r.pcap` then `mrte run` (dead target, report DIR/r.json), each on
+    /// `<veth>0` with `--source SOURCE` for 6 s while `<veth>0` is deleted 2 s in and created
+    /// again 1.5 s later. Asserts each exits 0 within 20 s, saying "re-bound". Returns (pcap,
+    /// report) paths.
+    pub fn record_and_run_through_relink(
+        &self,
+        mrte: &str,
+        source: &str,
+        dir: &std::path::Path,
+    ) -> (PathBuf, PathBuf) {
+        let iface = format!("{}0", self.veth);
+        let file = dir.join("r.pcap");
+        let report = dir.join("r.json");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dead = format!("mysql://root@127.0.0.1:{port}");
+        let runs: [Vec<String>; 2] = [
+            vec!["record".into(), "-w".into(), file.display().to_string()],
+            vec![
+                "run".into(),
+                "-q".into(),
+                "--target".into(),
+                dead,
+                "--report".into(),
+                report.display().to_string(),
+            ],
+        ];
+        for args in runs {
+            let child = self
+                .exec(mrte)
+                .args(&args)
+                .args(["-i", &iface, "--source", source, "--duration", "6"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn mrte");
+            std::thread::sleep(Duration::from_secs(2));
+            assert!(self.ip(&["link", "del", &iface]));
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(self.veth());
+            let (out, took) = wait_output(child, Duration::from_secs(60));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{args:?}: {stderr}");
+            assert!(stderr.contains("re-bound"), "{args:?}: {stderr}");
+            assert!(took < Duration::from_secs(20), "{took:?}");
+        }
+        (file, report)
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")

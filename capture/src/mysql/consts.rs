@@ -150,10 +150,22 @@ pub mod caps {
     pub const QUERY_ATTRIBUTES: u32 = 1 << 27;
     /// CLIENT_MULTI_FACTOR_AUTHENTICATION.
     pub const MULTI_FACTOR_AUTHENTICATION: u32 = 1 << 28;
+    /// CLIENT_PROGRESS_OBSOLETE (MariaDB's former CLIENT_PROGRESS).
+    pub const PROGRESS_OBSOLETE: u32 = 1 << 29;
     /// CLIENT_SSL_VERIFY_SERVER_CERT.
     pub const SSL_VERIFY_SERVER_CERT: u32 = 1 << 30;
     /// CLIENT_REMEMBER_OPTIONS.
     pub const REMEMBER_OPTIONS: u32 = 1 << 31;
+
+    /// MARIADB_CLIENT_PROGRESS (extended capabilities, the 4 bytes MariaDB puts in the handshake's
+    /// filler when CLIENT_MYSQL, bit 0, is unset): progress reports as ERR 0xFFFF mid-command.
+    pub const MARIADB_PROGRESS: u32 = 1;
+    /// MARIADB_CLIENT_STMT_BULK_OPERATIONS: COM_STMT_BULK_EXECUTE.
+    pub const MARIADB_STMT_BULK_OPERATIONS: u32 = 1 << 2;
+    /// MARIADB_CLIENT_EXTENDED_METADATA: extended type info in column definitions.
+    pub const MARIADB_EXTENDED_METADATA: u32 = 1 << 3;
+    /// MARIADB_CLIENT_CACHE_METADATA: EXECUTE responses skip unchanged metadata.
+    pub const MARIADB_CACHE_METADATA: u32 = 1 << 4;
 }
 
 /// `ServerStatus` bits of OK and EOF packets (`SERVER_*`).

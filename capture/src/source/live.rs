@@ -651,7 +651,10 @@ fn run_xdp_queue(
     };
     let mut p = Pipeline::new(cfg.pipeline.clone());
     p.set_session_ids(u64::from(q) + 1, u64::from(nq));
-    p.set_commit_clock(shared.commits.clone());
+    if nq > 1 {
+        // One queue keeps the pipeline's own clock: no lock per command.
+        p.set_commit_clock(shared.commits.clone());
+    }
     let mut src = XdpQueue::new(cfg, q, src);
     let ring_counters = |st: &mut Stats, sink: &QueueSink| {
         let r = sink.ring.stats();

@@ -69,9 +69,8 @@ pub use action::{
 
 use mrte_capture::mysql::consts::com;
 
-use mrte_capture::mysql::consts::caps::QUERY_ATTRIBUTES;
-/// MARIADB_CLIENT_STMT_BULK_OPERATIONS (extended capabilities, bit 2).
-const MARIADB_STMT_BULK_OPERATIONS: u32 = 1 << 2;
+use mrte_capture::mysql::consts::caps::{MARIADB_STMT_BULK_OPERATIONS, QUERY_ATTRIBUTES};
+
 /// MariaDB's "last prepared statement" id.
 const LAST_PREPARED: u32 = u32::MAX;
 

@@ -152,9 +152,9 @@ impl ConnectParams {
 pub fn negotiate(p: &ConnectParams, server: u32, server_ext: u32, tls: bool) -> (u32, u32) {
     let need = PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | PLUGIN_AUTH_LENENC;
     let never = SSL
-        | SSL_VERIFY
-        | ZSTD
-        | OPTIONAL_METADATA
+        | SSL_VERIFY_SERVER_CERT
+        | ZSTD_COMPRESSION
+        | OPTIONAL_RESULTSET_METADATA
         | PROGRESS_OBSOLETE
         | CONNECT_WITH_DB
         | CONNECT_ATTRS

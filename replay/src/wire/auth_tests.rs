@@ -58,7 +58,8 @@ fn params(pw: &str) -> ConnectParams {
     let mut p = ConnectParams::new("app", pw, Some("shop"));
     p.collation = 33;
     p.capabilities = DEFAULT_CAPABILITIES | DEPRECATE_EOF | MULTI_STATEMENTS | COMPRESS | SSL;
-    p.mariadb_capabilities = MARIADB_PROGRESS | MARIADB_BULK | MARIADB_CACHE_METADATA;
+    p.mariadb_capabilities =
+        MARIADB_PROGRESS | MARIADB_STMT_BULK_OPERATIONS | MARIADB_CACHE_METADATA;
     p.attributes = vec![("_client_name".into(), "x".into())];
     p
 }
@@ -112,7 +113,10 @@ fn negotiation_masks_and_strips() {
         c & (DEPRECATE_EOF | MULTI_STATEMENTS | CONNECT_WITH_DB | CONNECT_ATTRS),
         0
     );
-    assert_eq!(e, MARIADB_BULK, "progress and cached metadata stripped");
+    assert_eq!(
+        e, MARIADB_STMT_BULK_OPERATIONS,
+        "progress and cached metadata stripped"
+    );
     // A MySQL server (CLIENT_MYSQL set): no extended caps, LONG_PASSWORD kept.
     let (c, e) = negotiate(&p, 0xffff_ffff, 0x1f, true);
     assert_eq!(e, 0);

@@ -100,8 +100,8 @@ fn result_sets_with_and_without_deprecate_eof_hash_alike() {
 
 #[test]
 fn multi_results_and_ok_in_between() {
-    let mut p = result_set("d", &[&["1", "x"]], false, 2 | status::MORE_RESULTS);
-    p.push(ok_pkt(0, 3, 2 | status::MORE_RESULTS));
+    let mut p = result_set("d", &[&["1", "x"]], false, 2 | status::MORE_RESULTS_EXISTS);
+    p.push(ok_pkt(0, 3, 2 | status::MORE_RESULTS_EXISTS));
     p.extend(result_set("d", &[&["2", "y"], &["3", "z"]], false, 2));
     let r = run(Expect::Results, false, &p);
     assert_eq!((r.rows, r.result_sets, r.affected), (3, 2, 3));

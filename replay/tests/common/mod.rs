@@ -388,3 +388,44 @@ pub fn collector() -> (Collected, impl FnMut(mrte_replay::Outcome) + Send + 'sta
     let v2 = v.clone();
     (v, move |o| v2.lock().expect("lock").push(o))
 }
+
+/// A replay config whose target is a local port nobody listens on, with short back-offs.
+pub fn dead_target() -> mrte_replay::engine::ReplayConfig {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut cfg = mrte_replay::engine::ReplayConfig::new(
+        mrte_replay::target::TargetDsn::parse_no_env(&format!("mysql://root@127.0.0.1:{port}"))
+            .expect("dsn"),
+    );
+    cfg.backoff_min = Duration::from_millis(20);
+    cfg.backoff_max = Duration::from_millis(40);
+    cfg.connect_timeout = Duration::from_secs(2);
+    cfg
+}
+
+/// Pushes `SELECT 1` to each of `sessions` every 20 ms, numbering commands on.
+pub struct SelectPump {
+    sessions: u64,
+    seq: u64,
+}
+
+impl SelectPump {
+    /// Sessions `0..sessions`, first command number `seq`.
+    pub fn new(sessions: u64, seq: u64) -> Self {
+        Self { sessions, seq }
+    }
+
+    /// Push for `d` of wall time.
+    pub fn run_for(&mut self, sink: &mut mrte_capture::ring::RingSink, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            for s in 0..self.sessions {
+                mrte_capture::event::EventSink::push(sink, s, query(self.seq, "SELECT 1"));
+            }
+            self.seq += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

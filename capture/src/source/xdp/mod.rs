@@ -8,8 +8,9 @@
 //! fragments and TCP headers cut short, so that user space counts them) to the socket and lets
 //! every other frame go on to the kernel stack; it writes the kernel's receive time
 //! (`bpf_ktime_get_ns`) in front of each frame it redirects. Frames are read in batches without a
-//! system call; when the ring is empty the thread sleeps for a short, fixed time, so a quiet or
-//! moderately loaded mirror port costs a few hundred wakeups a second instead of one per frame,
+//! system call; when the ring is empty the thread sleeps for a short, fixed time, so a moderately
+//! loaded mirror port costs a few hundred wakeups a second instead of one per frame (a port quiet
+//! for 100 ms: the thread blocks in poll(2) until the next frame, at most 50 ms at a time),
 //! while timestamps stay per frame (the sleep adapts to the recent rate so that it fills at most a
 //! quarter of the RX ring). Frames go straight back to the fill ring after the batch is
 //! decoded; the pipeline copies out only what commands need. Socket statistics (rx_dropped,
@@ -40,7 +41,6 @@
 //! mrte inspect -i IFACE ...'`.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_void, CString};
 use std::io;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -62,253 +62,23 @@ const IDLE_SLEEP_MIN: Duration = Duration::from_micros(200);
 /// The longest sleep also bounds a burst after a quiet spell: at 1 Mpps, 4 ms fill a quarter of
 /// the ring.
 const IDLE_SLEEP_MAX: Duration = Duration::from_millis(4);
+/// Empty reads at the longest sleep (~100 ms without a frame) before the loop blocks in poll(2).
+const IDLE_POLL_AFTER: u32 = 25;
+/// The longest poll(2): the loop's callers check their stop flag and deadlines this often.
+const IDLE_POLL_MS: i32 = 50;
 
-/// The XDP program object, compiled from `capture/bpf/mrte_xdp.c` by build.rs.
-static PROGRAM_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mrte_xdp.o"));
 /// `struct mrte_meta` of the XDP program: magic, reserved, CLOCK_MONOTONIC nanoseconds.
 const META_LEN: usize = 16;
 /// `MRTE_META_MAGIC` of the XDP program.
 const META_MAGIC: u32 = 0x4d52_5445;
 
+mod program;
+mod sender;
+
 pub use crate::source::frames::XdpMode;
-
-/// Counters kept by the XDP program, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProgramCounters {
-    /// Frames that were not server-port TCP, left to the kernel stack.
-    pub passed: u64,
-    /// Frames sent to the socket.
-    pub redirected: u64,
-    /// Frames sent to the socket without a kernel timestamp.
-    pub untimed: u64,
-}
-
-/// mrte's XDP program attached to one interface; detached and closed on drop.
-struct Program {
-    obj: *mut sys::bpf_object,
-    prog: *mut sys::xdp_program,
-    ifindex: i32,
-    mode: sys::xdp_attach_mode,
-    attached: bool,
-    xsks_fd: i32,
-    counters_fd: i32,
-    cpus: usize,
-}
-
-fn map_fd(obj: *mut sys::bpf_object, name: &str) -> Result<i32, String> {
-    let c = CString::new(name).map_err(|e| e.to_string())?;
-    // SAFETY: `obj` is a loaded bpf_object owned by the caller and `c` outlives the call.
-    let fd = unsafe { sys::bpf_object__find_map_fd_by_name(obj, c.as_ptr()) };
-    if fd < 0 {
-        return Err(format!("XDP program has no map {name}"));
-    }
-    Ok(fd)
-}
-
-/// Number of possible CPUs (the per-CPU map value count).
-fn possible_cpus() -> usize {
-    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
-    let mut n = 0;
-    for part in s.trim().split(',') {
-        let mut it = part.split('-').map(|x| x.trim().parse::<usize>());
-        match (it.next(), it.next()) {
-            (Some(Ok(a)), Some(Ok(b))) if b >= a => n = n.max(b + 1),
-            (Some(Ok(a)), None) => n = n.max(a + 1),
-            _ => {}
-        }
-    }
-    n.max(1)
-}
-
-impl Program {
-    /// Load the program, attach it to `ifindex` in `mode` and mark `ports` as server ports.
-    fn attach(ifindex: i32, mode: sys::xdp_attach_mode, ports: &[u16]) -> Result<Self, String> {
-        // SAFETY: the buffer is a valid ELF object that lives for the whole program; libbpf
-        // copies what it keeps, and a null `opts` asks for defaults.
-        let obj = unsafe {
-            sys::bpf_object__open_mem(
-                PROGRAM_OBJECT.as_ptr().cast(),
-                PROGRAM_OBJECT.len(),
-                std::ptr::null(),
-            )
-        };
-        if obj.is_null() {
-            return Err(format!(
-                "opening the XDP program: {}",
-                io::Error::last_os_error()
-            ));
-        }
-        let sec = CString::new("xdp").map_err(|e| e.to_string())?;
-        // SAFETY: `obj` is a valid object that is not loaded yet; `sec` outlives the call.
-        let prog = unsafe { sys::xdp_program__from_bpf_obj(obj, sec.as_ptr()) };
-        // SAFETY: libxdp_get_error only looks at the pointer value (null or ERR_PTR).
-        let err = unsafe { sys::libxdp_get_error(prog as *const c_void) };
-        if prog.is_null() || err != 0 {
-            // SAFETY: `obj` came from bpf_object__open_mem and nothing else refers to it.
-            unsafe { sys::bpf_object__close(obj) };
-            return Err(format!(
-                "reading the XDP program: {}",
-                io::Error::from_raw_os_error(-(err as i32))
-            ));
-        }
-        let mut p = Program {
-            obj,
-            prog,
-            ifindex,
-            mode,
-            attached: false,
-            xsks_fd: -1,
-            counters_fd: -1,
-            cpus: possible_cpus(),
-        };
-        // SAFETY: `prog` is a valid xdp_program; libxdp loads the object and attaches it.
-        let rc = unsafe { sys::xdp_program__attach(prog, ifindex, mode, 0) };
-        if rc < 0 {
-            return Err(attach_error(ifindex, mode, -rc));
-        }
-        p.attached = true;
-        p.xsks_fd = map_fd(obj, "xsks")?;
-        p.counters_fd = map_fd(obj, "counters")?;
-        let ports_fd = map_fd(obj, "ports")?;
-        for &port in ports {
-            let key = u32::from(port);
-            let one = 1u8;
-            // SAFETY: `ports` is an array map of u32 keys and u8 values; both point at locals.
-            let rc = unsafe {
-                sys::bpf_map_update_elem(
-                    ports_fd,
-                    (&key as *const u32).cast(),
-                    (&one as *const u8).cast(),
-                    0,
-                )
-            };
-            if rc < 0 {
-                return Err(format!(
-                    "setting server port {port}: {}",
-                    io::Error::last_os_error()
-                ));
-            }
-        }
-        Ok(p)
-    }
-
-    /// Send frames of RX queue `queue` to the socket `fd`.
-    fn set_socket(&self, queue: u32, fd: i32) -> Result<(), String> {
-        // SAFETY: `xsks` is an XSKMAP of u32 keys and u32 socket fds; both point at locals.
-        let rc = unsafe {
-            sys::bpf_map_update_elem(
-                self.xsks_fd,
-                (&queue as *const u32).cast(),
-                (&fd as *const i32).cast(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(format!(
-                "adding the socket to the XSKMAP: {}",
-                io::Error::last_os_error()
-            ));
-        }
-        Ok(())
-    }
-
-    fn counters(&self) -> ProgramCounters {
-        let mut sum = [0u64; 3];
-        let mut vals = vec![0u64; self.cpus];
-        for (k, total) in sum.iter_mut().enumerate() {
-            let key = k as u32;
-            // SAFETY: `counters` is a per-CPU array of u64: the kernel writes one u64 per
-            // possible CPU into `vals`, which has exactly that many.
-            let rc = unsafe {
-                sys::bpf_map_lookup_elem(
-                    self.counters_fd,
-                    (&key as *const u32).cast(),
-                    vals.as_mut_ptr().cast(),
-                )
-            };
-            if rc == 0 {
-                *total = vals.iter().sum();
-            }
-        }
-        ProgramCounters {
-            passed: sum[0],
-            redirected: sum[1],
-            untimed: sum[2],
-        }
-    }
-}
-
-/// Why attaching failed, in words; for a program already attached (left behind by an mrte that
-/// was killed, or another tool's), its id and how to remove it: without CAP_SYS_ADMIN neither
-/// libxdp nor mrte may look at another program, so mrte never removes one by itself.
-fn attach_error(ifindex: i32, mode: sys::xdp_attach_mode, errno: i32) -> String {
-    let e = io::Error::from_raw_os_error(errno);
-    if errno != libc::EBUSY && errno != libc::EEXIST {
-        return format!("attaching the XDP program: {e}");
-    }
-    let iface = std::fs::read_dir("/sys/class/net")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find(|d| {
-            std::fs::read_to_string(d.path().join("ifindex"))
-                .is_ok_and(|s| s.trim() == ifindex.to_string())
-        })
-        .map_or_else(
-            || format!("ifindex {ifindex}"),
-            |d| d.file_name().to_string_lossy().into_owned(),
-        );
-    // The program in the way may sit in the other mode (generic and native exclude each other).
-    let query = |flag: i32| {
-        let mut id = 0u32;
-        // SAFETY: a netlink query that writes one u32 into the local it is given.
-        let rc = unsafe { sys::bpf_xdp_query_id(ifindex, flag, &mut id) };
-        (rc == 0 && id != 0).then_some(id)
-    };
-    let skb = (2, "xdpgeneric");
-    let drv = (4, "xdpdrv");
-    let tried = if mode == sys::xdp_attach_mode_XDP_MODE_SKB {
-        skb
-    } else {
-        drv
-    };
-    let (id, off) = match (query(skb.0), query(drv.0)) {
-        (Some(id), _) => (Some(id), skb.1),
-        (None, Some(id)) => (Some(id), drv.1),
-        (None, None) => (None, tried.1),
-    };
-    let which = id.map_or_else(
-        || "an XDP program".to_string(),
-        |id| format!("XDP program id {id}"),
-    );
-    format!(
-        "attaching the XDP program: {e}: {which} is already attached to {iface} ({off} mode), \
-         left behind by an mrte that was killed or belonging to another tool; if no other capture \
-         uses {iface}, remove it with `ip link set dev {iface} {off} off` (in the interface's \
-         network namespace) and start mrte again"
-    )
-}
-
-// SAFETY: the raw pointers are used only by `Drop` (which runs once, when the last `Arc` goes) and
-// the other methods only issue bpf(2) calls on map file descriptors, which the kernel serialises.
-unsafe impl Send for Program {}
-// SAFETY: as above; no method mutates the struct through a shared reference.
-unsafe impl Sync for Program {}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        // SAFETY: `prog` and `obj` are valid and owned here; the program was attached to
-        // `ifindex` in `mode` when `attached`; xdp_program__close leaves an external object to
-        // its owner, which closes it last.
-        unsafe {
-            if self.attached {
-                sys::xdp_program__detach(self.prog, self.ifindex, self.mode, 0);
-            }
-            sys::xdp_program__close(self.prog);
-            sys::bpf_object__close(self.obj);
-        }
-    }
-}
+use program::Program;
+pub use program::ProgramCounters;
+pub use sender::XdpSender;
 
 /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds.
 fn realtime_offset_ns() -> i64 {
@@ -337,6 +107,8 @@ struct RateWindow {
     since: std::time::Instant,
     frames: u64,
     sleep: Duration,
+    /// Empty reads in a row.
+    empty: u32,
 }
 
 impl RateWindow {
@@ -345,6 +117,7 @@ impl RateWindow {
             since: std::time::Instant::now(),
             frames: 0,
             sleep: IDLE_SLEEP_MIN,
+            empty: 0,
         }
     }
 
@@ -359,6 +132,12 @@ impl RateWindow {
             self.frames = 0;
         }
         self.sleep
+    }
+
+    /// Quiet long enough (the longest sleep, then [`IDLE_POLL_AFTER`] empty reads more) to
+    /// block in poll(2) until a frame arrives, instead of waking on a timer.
+    fn quiet(&self) -> bool {
+        self.sleep >= IDLE_SLEEP_MAX && self.empty >= IDLE_POLL_AFTER
     }
 }
 
@@ -554,7 +333,8 @@ impl XdpSource {
     /// receive time in microseconds since the Unix epoch (the kernel's, from the XDP program's
     /// metadata; the wall clock now for a frame without it), then give them back to the kernel.
     /// With nothing waiting, sleep (0.2 to 4 ms, so that the recent frame rate fills at most a
-    /// quarter of the RX ring meanwhile) and return 0.
+    /// quarter of the RX ring meanwhile) and return 0; after ~100 ms without a frame, block in
+    /// poll(2) instead (up to 50 ms), which the first frame ends.
     ///
     /// Frames the fill ring cannot take yet are kept and offered again on the next call; while
     /// they wait, the kernel counts the frames it could not place as fill-ring-empty drops.
@@ -571,9 +351,18 @@ impl XdpSource {
             if self.fq.needs_wakeup() {
                 self.fq.wakeup(self.rx.fd_mut(), 0)?;
             }
-            std::thread::sleep(self.rate.idle_sleep());
+            let sleep = self.rate.idle_sleep();
+            if self.rate.quiet() {
+                // A quiet port: the socket wakes this thread on its first frame; the timeout
+                // only bounds how long a stop request waits.
+                self.rx.poll(IDLE_POLL_MS)?;
+            } else {
+                std::thread::sleep(sleep);
+            }
+            self.rate.empty = self.rate.empty.saturating_add(1);
             return Ok(0);
         }
+        self.rate.empty = 0;
         self.rate.frames += n as u64;
         let mut wall = 0;
         self.prefetch(0, n);
@@ -730,146 +519,5 @@ impl XdpSource {
     /// The XDP program's counters.
     pub fn program_counters(&self) -> ProgramCounters {
         self.program.counters()
-    }
-}
-
-/// Frames in a sender's UMEM (and its TX ring).
-const TX_FRAMES: u32 = 4096;
-
-/// An AF_XDP transmit-only socket in copy mode, for load tools: frames are copied into UMEM
-/// chunks and sent in batches, and chunks are reused once the kernel completes them. No XDP
-/// program is attached.
-pub struct XdpSender {
-    tx: TxQueue,
-    cq: CompQueue,
-    _rx: RxQueue,
-    _fq: FillQueue,
-    free: Vec<FrameDesc>,
-    out: Vec<FrameDesc>,
-    done: Vec<FrameDesc>,
-    umem: Umem,
-    in_flight: usize,
-    /// Frames the kernel has completed (handed to the driver).
-    pub completed: u64,
-    /// Frames longer than a UMEM chunk, not sent.
-    pub too_long: u64,
-}
-
-impl std::fmt::Debug for XdpSender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XdpSender")
-            .field("in_flight", &self.in_flight)
-            .field("completed", &self.completed)
-            .finish()
-    }
-}
-
-impl XdpSender {
-    /// Bind a transmit socket to `iface` queue `queue` (copy mode).
-    pub fn open(iface: &str, queue: u32) -> Result<Self, String> {
-        let ifc: Interface = iface
-            .parse()
-            .map_err(|_| format!("bad interface name {iface:?}"))?;
-        let frames = NonZeroU32::new(TX_FRAMES).ok_or("frame count")?;
-        let ring = QueueSize::new(TX_FRAMES).map_err(|e| e.to_string())?;
-        let ucfg = UmemConfig::builder()
-            .fill_queue_size(QueueSize::new(64).map_err(|e| e.to_string())?)
-            .comp_queue_size(ring)
-            .build()
-            .map_err(|e| e.to_string())?;
-        let (umem, descs) = Umem::new(ucfg, frames, false).map_err(|e| format!("UMEM: {e}"))?;
-        let scfg = SocketConfig::builder()
-            .rx_queue_size(QueueSize::new(64).map_err(|e| e.to_string())?)
-            .tx_queue_size(ring)
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .xdp_flags(XdpFlags::XDP_FLAGS_SKB_MODE)
-            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
-            .build();
-        // SAFETY: the UMEM is fresh and used by this one socket only; it is declared after the
-        // queues in XdpSender, so it outlives them.
-        let (tx, rx, fq_cq) =
-            unsafe { xsk_rs::Socket::new(scfg, &umem, &ifc, queue) }.map_err(|e| format!("{e}"))?;
-        let (fq, cq) = fq_cq.ok_or("no fill/completion queue")?;
-        Ok(Self {
-            tx,
-            cq,
-            _rx: rx,
-            _fq: fq,
-            out: Vec::with_capacity(descs.len()),
-            done: descs.clone(),
-            free: descs,
-            umem,
-            in_flight: 0,
-            completed: 0,
-            too_long: 0,
-        })
-    }
-
-    /// Take back the chunks of completed frames.
-    fn reap(&mut self) {
-        if self.in_flight == 0 {
-            return;
-        }
-        // SAFETY: `done` holds scratch descriptors the completion ring overwrites with the
-        // addresses of frames this socket sent; those chunks are then free for reuse.
-        let n = unsafe { self.cq.consume(&mut self.done) };
-        self.free.extend_from_slice(&self.done[..n]);
-        self.in_flight -= n;
-        self.completed += n as u64;
-    }
-
-    /// Queue as many of `frames` as there are free chunks and kick the kernel; returns how many
-    /// were taken (frames too long for a chunk are counted in `too_long` and taken).
-    pub fn send(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        self.reap();
-        self.out.clear();
-        let mut taken = 0;
-        for f in frames {
-            let Some(mut d) = self.free.pop() else { break };
-            taken += 1;
-            // SAFETY: `d` is a free chunk of this UMEM: not in any ring and not borrowed.
-            let mut data = unsafe { self.umem.data_mut(&mut d) };
-            let mut c = data.cursor();
-            c.set_pos(0);
-            if c.buf_len() < f.len() {
-                self.too_long += 1;
-                self.free.push(d);
-                continue;
-            }
-            io::Write::write_all(&mut c, f)?;
-            self.out.push(d);
-        }
-        let mut queued = 0;
-        while queued < self.out.len() {
-            // SAFETY: every descriptor in `out` is a chunk of this UMEM holding a frame, owned by
-            // no ring; after produce the kernel owns it until the completion ring returns it.
-            let k = unsafe { self.tx.produce(&self.out[queued..]) };
-            if k == 0 {
-                self.tx.wakeup()?;
-                self.reap();
-                continue;
-            }
-            queued += k;
-        }
-        self.in_flight += queued;
-        // In copy mode one wakeup sends at most 32 frames (the kernel's TX_BATCH_SIZE).
-        for _ in 0..queued.div_ceil(32).max(usize::from(taken == 0)) {
-            self.tx.wakeup()?;
-        }
-        Ok(taken)
-    }
-
-    /// Kick the kernel until every queued frame has completed or `timeout` passes; returns the
-    /// frames still in flight.
-    pub fn flush(&mut self, timeout: Duration) -> io::Result<usize> {
-        let until = std::time::Instant::now() + timeout;
-        while self.in_flight > 0 && std::time::Instant::now() < until {
-            self.tx.wakeup()?;
-            self.reap();
-            if self.in_flight > 0 {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
-        Ok(self.in_flight)
     }
 }
