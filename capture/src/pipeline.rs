@@ -223,6 +223,7 @@ pub struct Pipeline {
     shard: Option<Box<Shard>>,
     /// Sessions closed by [`Pipeline::finish`], freed with the pipeline (a process that exits
     /// right after may skip freeing them: see [`Pipeline::finish`]).
+    #[allow(clippy::vec_box)] // the closed sessions' own boxes, kept, not moved
     retired: Vec<Box<Session>>,
     retiring: bool,
 }

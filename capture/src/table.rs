@@ -133,7 +133,8 @@ impl<K: Hash + Eq + Copy, T> Table<K, T> {
             self.index.reserve(more, |&(_, h)| spread(h));
             // The slab too: no copy of every slot at each doubling on the way (its pages are
             // touched only as slots are used).
-            self.slots.reserve_exact(self.hint.saturating_sub(self.slots.len()));
+            self.slots
+                .reserve_exact(self.hint.saturating_sub(self.slots.len()));
         }
         let i = match self.free.pop() {
             Some(i) => {
