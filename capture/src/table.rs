@@ -13,9 +13,10 @@ use rustc_hash::FxHasher;
 
 const NIL: u32 = u32::MAX;
 
-/// Below this many entries the index and the slab grow by doubling; crossing it, both are sized
-/// once for the whole capacity hint (no rehash nor copy on the way up to it; small tables, as in
-/// tests and fuzzing, stay small).
+/// Below this many entries the index grows by doubling; crossing it, it is sized once for the
+/// whole capacity hint (no rehash on the way up to it; small tables, as in tests and fuzzing,
+/// stay small). The slab grows by doubling: past the allocator's mmap threshold a larger slab
+/// is a remap, not a copy.
 const PRESIZE_AT: usize = 4096;
 
 struct Slot<K, T> {
@@ -131,10 +132,6 @@ impl<K: Hash + Eq + Copy, T> Table<K, T> {
         if self.live == PRESIZE_AT && self.hint > PRESIZE_AT {
             let more = self.hint - self.live;
             self.index.reserve(more, |&(_, h)| spread(h));
-            // The slab too: no copy of every slot at each doubling on the way (its pages are
-            // touched only as slots are used).
-            self.slots
-                .reserve_exact(self.hint.saturating_sub(self.slots.len()));
         }
         let i = match self.free.pop() {
             Some(i) => {
