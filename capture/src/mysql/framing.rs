@@ -99,7 +99,18 @@ impl Framer {
     }
 
     /// Feed bytes; each complete logical packet goes to `out`.
-    pub fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(Packet<'_>)) {
+    pub fn feed(&mut self, data: &[u8], out: &mut impl FnMut(Packet<'_>)) {
+        self.feed_bulk(data, &mut |p, _| {
+            out(p);
+            0
+        });
+    }
+
+    /// Feed bytes; each complete logical packet goes to `out` with the bytes that follow it in
+    /// `data`; `out` returns how many of those it consumed itself (whole packets only: a reader
+    /// taking a run of result rows in one loop), which the framer then skips.
+    #[inline]
+    pub fn feed_bulk(&mut self, mut data: &[u8], out: &mut impl FnMut(Packet<'_>, &[u8]) -> usize) {
         loop {
             if !self.in_packet && self.hdr_len == 0 && !self.continuing {
                 while let [l0, l1, l2, seq, rest @ ..] = data {
@@ -108,13 +119,16 @@ impl Framer {
                         break;
                     }
                     let (payload, after) = rest.split_at(len);
-                    out(Packet {
-                        seq: *seq,
-                        payload,
-                        len,
-                        truncated: false,
-                    });
-                    data = after;
+                    let used = out(
+                        Packet {
+                            seq: *seq,
+                            payload,
+                            len,
+                            truncated: false,
+                        },
+                        after,
+                    );
+                    data = &after[used.min(after.len())..];
                 }
             }
             if data.is_empty() {
@@ -151,12 +165,16 @@ impl Framer {
             if self.need == 0 {
                 self.in_packet = false;
                 if !self.continuing {
-                    out(Packet {
-                        seq: self.seq,
-                        payload: &self.buf,
-                        len: self.total,
-                        truncated: self.total > self.buf.len(),
-                    });
+                    let used = out(
+                        Packet {
+                            seq: self.seq,
+                            payload: &self.buf,
+                            len: self.total,
+                            truncated: self.total > self.buf.len(),
+                        },
+                        data,
+                    );
+                    data = &data[used.min(data.len())..];
                     self.buf.clear();
                     self.total = 0;
                 }

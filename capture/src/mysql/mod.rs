@@ -180,12 +180,21 @@ struct Proto {
     max_command: usize,
     /// Transaction state for commit points (issue 11).
     trx: crate::commit::TrxTracker,
-    /// Command payloads are copied here and split off as shared [`bytes::Bytes`]: one
-    /// allocation per [`pairing::ARENA_CHUNK`] bytes of commands instead of two per command.
-    /// Lent by the caller through [`Connection::swap_arena`] (one buffer for every session of a
-    /// pipeline); a decoder fed by [`Connection::handle_data`] uses its own.
-    /// Boxed: an idle session holds a pointer, not a buffer header.
-    arena: Option<Box<BytesMut>>,
+    /// Buffers lent by the caller through [`Connection::swap_arena`] (one set for every
+    /// session of a pipeline); a decoder fed by [`Connection::handle_data`] alone makes its own.
+    /// Boxed: an idle session holds a pointer, not the buffers.
+    arena: Option<Box<Lent>>,
+}
+
+/// What a pipeline lends the session it feeds, so that records of every session share the
+/// allocations: the command arena (payloads are copied here and split off as shared
+/// [`bytes::Bytes`]: one allocation per [`pairing::ARENA_CHUNK`] bytes of commands instead of
+/// two per command) and a spare response reader (a command's reader box goes back here when
+/// its record is built, and the next command's reader is made in it).
+#[derive(Debug, Default)]
+pub struct Lent {
+    arena: BytesMut,
+    reader: Option<Box<response::ResponseReader>>,
 }
 
 /// Decoder state for one connection.
@@ -250,10 +259,10 @@ impl Connection {
         }
     }
 
-    /// Exchange the decoder's command arena with `arena`. A pipeline lends one buffer to the
-    /// session it feeds and takes it back after, so records of every session share its
+    /// Exchange the decoder's lent buffers ([`Lent`]) with `arena`. A pipeline lends one set to
+    /// the session it feeds and takes it back after, so records of every session share its
     /// allocations; a decoder used alone keeps its own.
-    pub fn swap_arena(&mut self, arena: &mut Option<Box<BytesMut>>) {
+    pub fn swap_arena(&mut self, arena: &mut Option<Box<Lent>>) {
         std::mem::swap(&mut self.proto.arena, arena);
     }
 
@@ -277,7 +286,7 @@ impl Connection {
         };
         if dir == Direction::ToClient {
             if let Some(p) = proto.pending.front_mut() {
-                p.first_byte(ts_us);
+                p.first_byte(ts_us, &mut proto.arena);
             }
         }
         if !d.synced {
@@ -402,9 +411,7 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
         } = d;
         let inflater = inflater.get_or_insert_with(Box::default);
         let r = inflater.feed(data, &mut |plain| {
-            framer.feed(plain, &mut |p| {
-                proto.on_packet(dir, p, ts_us);
-            });
+            framer.feed_bulk(plain, &mut |p, rest| proto.on_packet(dir, p, rest, ts_us));
         });
         if r.is_err() {
             proto
@@ -418,9 +425,8 @@ fn feed_dir(proto: &mut Proto, d: &mut DirState, dir: Direction, data: &[u8], ts
             }
         }
     } else {
-        d.framer.feed(data, &mut |p| {
-            proto.on_packet(dir, p, ts_us);
-        });
+        d.framer
+            .feed_bulk(data, &mut |p, rest| proto.on_packet(dir, p, rest, ts_us));
     }
 }
 
@@ -493,8 +499,19 @@ impl Proto {
         false
     }
 
+    /// One packet of `dir`, followed in the fed bytes by `rest`; returns how many bytes of
+    /// `rest` were consumed too (result rows read in one run, see [`pairing`]).
     #[inline]
-    fn on_packet(&mut self, dir: Direction, p: Packet<'_>, ts_us: u64) {
+    fn on_packet(&mut self, dir: Direction, p: Packet<'_>, rest: &[u8], ts_us: u64) -> usize {
+        if self.phase == Phase::Command {
+            return match dir {
+                Direction::ToServer => {
+                    self.on_client_packet(p, ts_us);
+                    0
+                }
+                Direction::ToClient => self.on_server_packet(p, rest, ts_us),
+            };
+        }
         match self.phase {
             Phase::Tls => {}
             Phase::AwaitGreeting => {
@@ -517,11 +534,9 @@ impl Proto {
                     self.on_auth_server(p, ts_us);
                 }
             }
-            Phase::Command => match dir {
-                Direction::ToServer => self.on_client_packet(p, ts_us),
-                Direction::ToClient => self.on_server_packet(p, ts_us),
-            },
+            Phase::Command => {}
         }
+        0
     }
 }
 

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::command::parse_command_shared;
 use super::consts::{caps, com};
 use super::response::{Expect, ResponseReader, Step};
-use super::{use_statement, Anomaly, ConnEvent, Packet, Proto};
+use super::{use_statement, Anomaly, ConnEvent, Lent, Packet, Proto};
 use crate::commit::CommitMarks;
 use crate::event::{Command, CommandFlags, CommandRecord, Response, ResponseStatus};
 
@@ -65,10 +65,19 @@ impl Pending {
         Some(if self.eof_unknown { r.eof_unknown() } else { r })
     }
 
-    /// The response reader, made on first use; None when no response is expected.
-    fn reader(&mut self) -> Option<&mut ResponseReader> {
+    /// The response reader, made on first use (in `lent`'s spare box when there is one); None
+    /// when no response is expected.
+    #[inline]
+    fn reader(&mut self, lent: &mut Option<Box<Lent>>) -> Option<&mut ResponseReader> {
         if self.reader.is_none() {
-            self.reader = self.new_reader().map(Box::new);
+            let r = self.new_reader()?;
+            self.reader = Some(match lent.as_mut().and_then(|l| l.reader.take()) {
+                Some(mut b) => {
+                    *b = r;
+                    b
+                }
+                None => Box::new(r),
+            });
         }
         self.reader.as_deref_mut()
     }
@@ -85,8 +94,8 @@ impl Pending {
     }
 
     /// A server byte for this command's response arrived at `ts_us`.
-    pub(super) fn first_byte(&mut self, ts_us: u64) {
-        if let Some(r) = self.reader() {
+    pub(super) fn first_byte(&mut self, ts_us: u64, lent: &mut Option<Box<Lent>>) {
+        if let Some(r) = self.reader(lent) {
             if !r.is_done() {
                 r.response_mut().first_byte_us.get_or_insert(ts_us);
             }
@@ -98,7 +107,7 @@ impl Proto {
     pub(super) fn on_client_packet(&mut self, p: Packet<'_>, ts_us: u64) {
         if p.seq != 0 {
             if let Some(pend) = self.pending.iter_mut().find(|q| !q.is_done()) {
-                if let Some(r) = pend.reader() {
+                if let Some(r) = pend.reader(&mut self.arena) {
                     if r.in_local_infile() {
                         r.client_packet(p.seq);
                         if p.len > 0 {
@@ -181,36 +190,43 @@ impl Proto {
         if code == com::STMT_PREPARE || payload.len() > ARENA_CHUNK / 4 {
             return Bytes::copy_from_slice(payload);
         }
-        let arena = self.arena.get_or_insert_with(Box::default);
+        let arena = &mut self.arena.get_or_insert_with(Box::default).arena;
         if arena.capacity() - arena.len() < payload.len() {
-            **arena = bytes::BytesMut::with_capacity(ARENA_CHUNK);
+            *arena = bytes::BytesMut::with_capacity(ARENA_CHUNK);
         }
         arena.extend_from_slice(payload);
         arena.split().freeze()
     }
 
-    /// One server packet of the command phase.
+    /// One server packet of the command phase, followed in the fed bytes by `rest`. Returns
+    /// the bytes of `rest` consumed as well: when the packet leaves the response among its
+    /// result rows, the whole row packets that follow are read in one run
+    /// ([`ResponseReader::feed_rows`]: same outcome as one by one, no per-packet dispatch).
     #[inline]
-    pub(super) fn on_server_packet(&mut self, p: Packet<'_>, ts_us: u64) {
+    pub(super) fn on_server_packet(&mut self, p: Packet<'_>, rest: &[u8], ts_us: u64) -> usize {
         let Some(front) = self.pending.front_mut() else {
             if !self.midstream && !self.after_gap {
                 self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                     "server packet without a command",
                 )));
             }
-            return;
+            return 0;
         };
-        let Some(r) = front.reader() else {
-            return self.on_server_packet_slow(p, ts_us);
+        let Some(r) = front.reader(&mut self.arena) else {
+            self.on_server_packet_slow(p, ts_us);
+            return 0;
         };
         if p.seq != r.next_seq() {
-            return self.on_server_packet_slow(p, ts_us);
+            self.on_server_packet_slow(p, ts_us);
+            return 0;
         }
         r.response_mut().first_byte_us.get_or_insert(ts_us);
         let step = r.feed(p.seq, p.payload, p.len);
         if step != Step::NeedMore || r.has_anomaly() || !self.deprecate_eof_known {
             self.after_feed(ts_us);
+            return 0;
         }
+        r.feed_rows(rest)
     }
 
     /// A server packet whose sequence id is not the one the oldest response expects: either
@@ -226,7 +242,11 @@ impl Proto {
             self.give_up_front(ts_us);
             self.emit_done(ts_us);
         }
-        let Some(r) = self.pending.front_mut().and_then(|q| q.reader()) else {
+        let Some(r) = self
+            .pending
+            .front_mut()
+            .and_then(|q| q.reader(&mut self.arena))
+        else {
             self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(
                 "server packet without a command",
             )));
@@ -238,7 +258,11 @@ impl Proto {
     }
 
     fn after_feed(&mut self, ts_us: u64) {
-        let Some(r) = self.pending.front_mut().and_then(|q| q.reader()) else {
+        let Some(r) = self
+            .pending
+            .front_mut()
+            .and_then(|q| q.reader(&mut self.arena))
+        else {
             return;
         };
         let anomaly = r.take_anomaly();
@@ -258,7 +282,11 @@ impl Proto {
             }
         }
         if done {
-            if let Some(r) = self.pending.front_mut().and_then(|q| q.reader()) {
+            if let Some(r) = self
+                .pending
+                .front_mut()
+                .and_then(|q| q.reader(&mut self.arena))
+            {
                 r.response_mut().last_byte_us = Some(ts_us);
             }
             self.emit_done(ts_us);
@@ -292,6 +320,10 @@ impl Proto {
 
     /// Parse the command, apply what it changed in the session, and emit the record.
     fn finish(&mut self, q: Pending, ts_us: u64, incomplete: bool) {
+        // First: an `Arc` clone is a locked increment, which waits for every store before it
+        // to drain (here few; after the record is built, all of it).
+        let db = self.db.clone();
+        let user = self.user.clone();
         self.pending_bytes = self.pending_bytes.saturating_sub(q.raw.len());
         // A command whose response never began reads as an unread response.
         let unread = q.reader.is_none().then(|| q.new_reader()).flatten();
@@ -306,12 +338,20 @@ impl Proto {
             infile,
             ..
         } = q;
-        let mut response = match reader.map(|r| *r).or(unread) {
-            Some(r) => {
+        let mut response = match (reader, unread) {
+            (Some(mut r), _) => {
+                flags.response_incomplete = incomplete || r.is_broken();
+                let resp = r.take_response();
+                if let Some(l) = self.arena.as_mut() {
+                    l.reader.get_or_insert(r);
+                }
+                resp
+            }
+            (None, Some(r)) => {
                 flags.response_incomplete = incomplete || r.is_broken();
                 r.into_response()
             }
-            None => Response::default(),
+            (None, None) => Response::default(),
         };
         if flags.response_incomplete
             && response.last_byte_us.is_none()
@@ -356,8 +396,8 @@ impl Proto {
             ts_us: sent_us,
             command,
             response,
-            db: self.db.clone(),
-            user: self.user.clone(),
+            db,
+            user,
             flags,
             raw,
             infile: infile.map(Bytes::from),

@@ -171,6 +171,13 @@ impl ResponseReader {
         self.resp
     }
 
+    /// The response, with its checksum set when it had result sets, taken out (the reader is
+    /// left with an empty one: made again with [`ResponseReader::new`] to be reused).
+    pub fn take_response(&mut self) -> Response {
+        self.set_checksum();
+        std::mem::take(&mut self.resp)
+    }
+
     fn set_checksum(&mut self) {
         if self.resp.result_sets > 0 || self.resp.rows > 0 || self.expect == Expect::FieldList {
             let mut sum = self.sum;
@@ -266,6 +273,35 @@ impl ResponseReader {
             return Step::NeedMore;
         }
         self.feed_slow(payload, len)
+    }
+
+    /// Feed the whole row packets at the start of `data` (framed bytes: 4-byte headers and
+    /// payloads) exactly as [`ResponseReader::feed`] would one by one, stopping before the first
+    /// packet that is not a plain row of the current result set (EOF, OK, ERR, empty, 16 MiB or
+    /// more, a sequence id out of order) or not whole. Returns the bytes consumed; 0 unless the
+    /// reader is among result rows.
+    #[inline]
+    pub fn feed_rows(&mut self, data: &[u8]) -> usize {
+        if self.state != State::Rows {
+            return 0;
+        }
+        let mut rest = data;
+        while let [l0, l1, l2, seq, body @ ..] = rest {
+            let len = usize::from(*l0) | usize::from(*l1) << 8 | usize::from(*l2) << 16;
+            if *seq != self.next_seq
+                || len == 0
+                || len == 0xff_ffff
+                || body.len() < len
+                || matches!(body[0], 0xfe | 0xff)
+            {
+                break;
+            }
+            self.next_seq = seq.wrapping_add(1);
+            let (payload, after) = body.split_at(len);
+            self.row(payload, len);
+            rest = after;
+        }
+        data.len() - rest.len()
     }
 
     #[inline]

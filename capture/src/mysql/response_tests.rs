@@ -289,3 +289,41 @@ fn cached_metadata_leaves_the_columns_unknown() {
         ResultChecksum::COLUMNS_UNKNOWN
     );
 }
+
+/// `feed_rows` takes the run of whole row packets after the one fed and stops before the EOF,
+/// an out-of-sequence packet or a partial one: the outcome equals feeding every packet alone.
+#[test]
+fn a_run_of_rows_read_at_once_equals_one_by_one() {
+    let rows: Vec<Vec<u8>> = (0..7u8).map(|i| vec![b'r'; 5 + usize::from(i)]).collect();
+    let refs: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
+    let packets = text_rows(b"db", &refs, false);
+    let (want, _) = sum(0, &packets);
+    let framed = |ps: &[(u8, Vec<u8>)]| -> Vec<u8> {
+        let mut v = Vec::new();
+        for (s, p) in ps {
+            v.extend_from_slice(&(p.len() as u32).to_le_bytes()[..3]);
+            v.push(*s);
+            v.extend_from_slice(p);
+        }
+        v
+    };
+    // Up to the first row one by one; then the rest as bytes, cut short of the last byte.
+    let mut r = ResponseReader::new(Expect::Query, 0, 0);
+    assert_eq!(r.feed_rows(&framed(&packets[..1])), 0, "not among rows yet");
+    run(&mut r, &packets[..4]);
+    let tail = framed(&packets[4..]);
+    let eof_at = tail.len() - (4 + packets.last().map_or(0, |p| p.1.len()));
+    let used = r.feed_rows(&tail[..tail.len() - 1]);
+    assert_eq!(used, eof_at, "every row taken, the EOF left");
+    assert_eq!(r.next_seq(), packets.last().map_or(0, |p| p.0));
+    let (s, p) = packets.last().unwrap();
+    assert_eq!(r.feed(*s, p, p.len()), Step::Done);
+    assert_eq!(r.into_response(), want);
+    // A row with a sequence id out of order stops the run before it.
+    let mut r = ResponseReader::new(Expect::Query, 0, 0);
+    run(&mut r, &packets[..4]);
+    let mut bad = packets[4..6].to_vec();
+    bad[1].0 = bad[1].0.wrapping_add(9);
+    assert_eq!(r.feed_rows(&framed(&bad)), 4 + bad[0].1.len());
+    assert_eq!(r.response().rows, 2);
+}
