@@ -249,6 +249,11 @@ pub struct InspectArgs {
     /// Write output here instead of stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Threads decoding a capture file when the output is the summary: each decodes its share
+    /// of the flows (session and memory bounds split between them); 0: one per CPU, up to 4.
+    /// Other formats and live capture use one.
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
@@ -296,12 +301,31 @@ fn output(path: &Option<PathBuf>) -> Result<Box<dyn Write>> {
 fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let out = output(&a.output)?;
     let mut sink = InspectSink::new(a.format, out);
+    if let Some(file) = &a.input.file {
+        let threads = crate::inspect::file_threads(a.format, a.threads, a.decode.max_sessions);
+        if threads > 1 {
+            let cfg = a.decode.pipeline_config();
+            let run = mrte_capture::source::pcap::run_file_sharded(file, &cfg, threads, |_| {
+                crate::inspect::Discard
+            });
+            // The process exits next: the kernel takes the sessions' memory back at once.
+            std::mem::forget(run.pipelines);
+            if matches!(run.result, Ok(()) | Err(SourceError::Damaged { .. })) {
+                sink.finish(&run.stats, None).or_else(ignore_broken_pipe)?;
+            }
+            run.result
+                .with_context(|| format!("reading {}", file.display()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let mut pipeline = Pipeline::new(a.decode.pipeline_config());
     if let Some(file) = &a.input.file {
         let res = mrte_capture::source::pcap::run_file(file, &mut pipeline, &mut sink);
         // A damaged file: what was decoded before the damage is still reported, then the error.
+        let stats = pipeline.stats().clone();
+        // The process exits next: the kernel takes the sessions' memory back at once.
+        std::mem::forget(pipeline);
         if matches!(res, Ok(()) | Err(SourceError::Damaged { .. })) {
-            let stats = pipeline.stats().clone();
             sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
         }
         res.with_context(|| format!("reading {}", file.display()))?;

@@ -265,6 +265,31 @@ impl<W: Write> InspectSink<W> {
     }
 }
 
+/// Decoding threads for a capture file in `format`, `asked` by `--threads` (0: automatic): one
+/// unless the output is an aggregate whose value does not depend on the order of events across
+/// sessions (the summary), and fewer than two sessions per thread would be allowed.
+pub fn file_threads(format: Format, asked: u32, max_sessions: usize) -> u32 {
+    if format != Format::Summary {
+        return 1;
+    }
+    let n = match asked {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32),
+        n => n.min(64),
+    };
+    if max_sessions < 2 * n as usize {
+        return 1;
+    }
+    n
+}
+
+/// A sink that drops every event (a sharded summary needs only the counters).
+pub struct Discard;
+
+impl EventSink for Discard {
+    #[inline]
+    fn push(&mut self, _: SessionId, _: SessionEvent) {}
+}
+
 fn digest_key_id(r: &DigestRow) -> u64 {
     fingerprint_id(&r.fingerprint)
 }

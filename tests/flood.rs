@@ -92,3 +92,47 @@ fn a_flood_beyond_max_sessions_evicts_and_counts_every_session() {
     assert_eq!(free["commands"]["COM_QUERY"], N, "{free}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// `inspect -f summary` of a file on several threads (each decoding its share of the flows)
+/// counts exactly what one thread counts, the peak of buffered bytes included, on every fixture
+/// and on a flood.
+#[test]
+fn a_summary_on_several_threads_counts_what_one_thread_counts() {
+    let flood = std::env::temp_dir().join(format!("mrte-flood-t-{}.pcap", std::process::id()));
+    std::fs::write(&flood, flood_pcap(5_000)).expect("write flood pcap");
+    let mut files = vec![flood.clone()];
+    for dir in ["tests/fixtures", "tests/fixtures/hostile"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+        for e in std::fs::read_dir(&dir).expect("fixtures") {
+            let p = e.expect("entry").path();
+            let name = p.to_string_lossy();
+            if name.ends_with(".pcap") || name.ends_with(".pcapng") {
+                files.push(p);
+            }
+        }
+    }
+    let run = |path: &PathBuf, threads: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mrte"))
+            .args(["inspect", "-f", "summary", "--threads", threads, "-r"])
+            .arg(path)
+            .output()
+            .expect("run mrte");
+        (out.status.code(), out.stdout)
+    };
+    let mut buffered = 0;
+    for f in &files {
+        let one = run(f, "1");
+        for n in ["2", "3"] {
+            assert_eq!(run(f, n), one, "{} on {n} threads", f.display());
+        }
+        if let Ok(v) = serde_json::from_slice::<Value>(&one.1) {
+            buffered += u64::from(v["peak_buffered_bytes"].as_u64().unwrap_or(0) > 0);
+        }
+    }
+    assert!(files.len() > 30, "{files:?}");
+    assert!(
+        buffered > 5,
+        "the peak is compared on captures that buffer: {buffered}"
+    );
+    let _ = std::fs::remove_file(&flood);
+}

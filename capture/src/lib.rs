@@ -11,6 +11,7 @@ pub mod mysql;
 pub mod net;
 pub mod pipeline;
 pub mod ring;
+pub mod shard;
 pub mod source;
 pub mod stats;
 mod table;

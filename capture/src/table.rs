@@ -74,8 +74,9 @@ impl<K: Hash + Eq + Copy, T> Table<K, T> {
         }
     }
 
+    /// The 32-bit hash of a key (as the index uses it).
     #[inline]
-    fn hash(k: &K) -> u32 {
+    pub(crate) fn hash(k: &K) -> u32 {
         let h = BuildHasherDefault::<FxHasher>::default().hash_one(k);
         (h ^ h >> 32) as u32
     }

@@ -30,6 +30,7 @@ use crate::commit::{CommitClock, SharedCommitClock};
 use crate::event::{CloseReason, EventSink, FlowKey, SessionId};
 use crate::mysql::{DecoderConfig, Direction, Lent};
 use crate::net::{slice_tcp, LinkType, Skip};
+use crate::shard::{Mark, Shard};
 use crate::stats::Stats;
 use crate::table::Table;
 use session::{Key, Session};
@@ -114,6 +115,13 @@ pub struct Pipeline {
     commits: Clock,
     /// Command arena lent to the session being fed (see [`Connection::swap_arena`]).
     arena: Option<Box<Lent>>,
+    /// This pipeline's share of the flows when several decode one file ([`crate::shard`]).
+    shard: Option<Box<Shard>>,
+    /// Sessions closed by [`Pipeline::finish`], freed with the pipeline (a process that exits
+    /// right after may skip freeing them: see [`Pipeline::finish`]).
+    #[allow(clippy::vec_box)] // the closed sessions' own boxes, kept, not moved
+    retired: Vec<Box<Session>>,
+    retiring: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -164,7 +172,31 @@ impl Pipeline {
             port_bitmap,
             commits: Clock::Own(CommitClock::new()),
             arena: Some(Box::default()),
+            shard: None,
+            retired: Vec::new(),
+            retiring: false,
         }
+    }
+
+    /// Decode only the flows of shard `index` of `count` (frames of no flow: shard 0), while
+    /// still sweeping idle sessions on every frame, as one of `count` pipelines fed the same
+    /// frames (see [`crate::shard`]); [`Pipeline::shard_log`] then gives its memory log.
+    pub fn set_shard(&mut self, index: u32, count: u32) {
+        self.shard = (count > 1).then(|| Box::new(Shard::new(index, count)));
+    }
+
+    /// The per-frame memory log of a sharded pipeline, for [`crate::shard::merge_peaks`].
+    pub fn shard_log(&mut self) -> Vec<Mark> {
+        self.shard
+            .as_mut()
+            .map(|s| s.take_log())
+            .unwrap_or_default()
+    }
+
+    /// Frames of no flow are shard 0's.
+    #[inline]
+    fn counts_flowless(&self) -> bool {
+        self.shard.as_ref().is_none_or(|s| s.index == 0)
     }
 
     /// Settings.
@@ -178,6 +210,7 @@ impl Pipeline {
     }
 
     /// Decode one captured frame of link type `link` taken at `ts_us` (µs since the Unix epoch).
+    #[inline]
     pub fn handle_frame<S: EventSink>(
         &mut self,
         link: LinkType,
@@ -185,8 +218,26 @@ impl Pipeline {
         ts_us: u64,
         sink: &mut S,
     ) {
+        if self.shard.is_none() {
+            return self.frame(link, frame, ts_us, sink);
+        }
+        if let Some(s) = self.shard.as_mut() {
+            s.next_frame();
+        }
+        self.frame(link, frame, ts_us, sink);
+        let buffered = self.buffered;
+        if let Some(s) = self.shard.as_mut() {
+            s.end_frame(buffered);
+        }
+    }
+
+    #[inline]
+    fn count_frame(&mut self, frame: &[u8]) {
         self.stats.packets += 1;
         self.stats.bytes += frame.len() as u64;
+    }
+
+    fn frame<S: EventSink>(&mut self, link: LinkType, frame: &[u8], ts_us: u64, sink: &mut S) {
         if ts_us >= self.last_sweep_us + 1_000_000 {
             if self.last_sweep_us != 0 {
                 self.handle_timeout(ts_us, sink);
@@ -196,6 +247,10 @@ impl Pipeline {
         let seg = match slice_tcp(link, frame) {
             Ok(s) => s,
             Err(skip) => {
+                if !self.counts_flowless() {
+                    return;
+                }
+                self.count_frame(frame);
                 let k = &mut self.stats.skipped;
                 match skip {
                     Skip::UnsupportedLink => k.unsupported_link += 1,
@@ -212,12 +267,12 @@ impl Pipeline {
         } else if self.is_server_port(seg.src.port()) {
             Direction::ToClient
         } else {
-            self.stats.skipped.other_port += 1;
+            if self.counts_flowless() {
+                self.count_frame(frame);
+                self.stats.skipped.other_port += 1;
+            }
             return;
         };
-        if seg.missing > 0 {
-            self.stats.skipped.truncated += 1;
-        }
         let flow = match dir {
             Direction::ToServer => FlowKey {
                 client: seg.src,
@@ -229,6 +284,15 @@ impl Pipeline {
             },
         };
         let key = Key::new(&flow);
+        if let Some(s) = &self.shard {
+            if !s.owns(Table::<Key, Session>::hash(&key)) {
+                return;
+            }
+        }
+        self.count_frame(frame);
+        if seg.missing > 0 {
+            self.stats.skipped.truncated += 1;
+        }
         if let Some(i) = self.table.find(&key) {
             // A client SYN with a new initial sequence number: the addresses and ports were
             // reused by a new connection, which must not inherit the old one's decoder state.

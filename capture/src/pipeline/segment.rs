@@ -71,6 +71,9 @@ impl Pipeline {
         self.buffered = self.buffered - (sess.mem as usize) + now;
         sess.mem = now as u32;
         self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(self.buffered as u64);
+        if let Some(s) = self.shard.as_mut() {
+            s.note(self.buffered);
+        }
         // The session whose growth crossed the limit pays for it.
         if !grew || self.cfg.max_memory == 0 || self.buffered <= self.cfg.max_memory {
             return;

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use crate::event::EventSink;
 use crate::net::LinkType;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::stats::Stats;
 
 /// File source errors.
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +378,94 @@ pub fn run_file<S: EventSink>(
     });
     pipeline.finish(last, sink);
     res.map(|_| ())
+}
+
+/// What [`run_file_sharded`] gives back.
+pub struct Sharded<S> {
+    /// Each shard's sink.
+    pub sinks: Vec<S>,
+    /// Each shard's pipeline, finished (a process about to exit may forget them).
+    pub pipelines: Vec<Pipeline>,
+    /// The counters of all shards, as one pipeline would have counted them.
+    pub stats: Stats,
+    /// The file's error, if any (every shard reads the whole file).
+    pub result: Result<(), SourceError>,
+}
+
+/// Read a capture file with `shards` pipelines on as many threads, each decoding its share of
+/// the flows into its own sink from `sink` (see [`crate::shard`]). The session and memory
+/// bounds of `cfg` are split between the shards (so, at the bounds, which sessions lose out
+/// can differ from one pipeline). Events of different shards are not ordered with each other:
+/// for aggregate outputs only.
+pub fn run_file_sharded<S: EventSink + Send>(
+    path: &Path,
+    cfg: &PipelineConfig,
+    shards: u32,
+    sink: impl Fn(u32) -> S + Sync,
+) -> Sharded<S> {
+    let shards = shards.max(1);
+    let mut cfg = cfg.clone();
+    let n = shards as usize;
+    cfg.max_sessions = (cfg.max_sessions / n).max(1);
+    cfg.max_memory /= n;
+    let one = |index: u32| {
+        let mut p = Pipeline::new(cfg.clone());
+        p.set_shard(index, shards);
+        p.set_session_ids(u64::from(index) + 1, u64::from(shards));
+        let mut s = sink(index);
+        let res = run_file(path, &mut p, &mut s);
+        let log = p.shard_log();
+        (s, p, log, res)
+    };
+    let done: Vec<_> = std::thread::scope(|sc| {
+        let others: Vec<_> = (1..shards)
+            .map(|i| {
+                std::thread::Builder::new()
+                    .name(format!("mrte-shard-{i}"))
+                    .spawn_scoped(sc, move || one(i))
+            })
+            .collect();
+        let mut done = vec![Some(one(0))];
+        for t in others {
+            // A thread that could not start or panicked: its shard is reported as an error.
+            done.push(t.ok().and_then(|h| h.join().ok()));
+        }
+        done
+    });
+    let mut sinks = Vec::with_capacity(n);
+    let mut pipelines = Vec::with_capacity(n);
+    let mut stats = Stats::default();
+    let mut logs = Vec::with_capacity(n);
+    let mut res = Ok(());
+    for d in done {
+        match d {
+            Some((s, p, log, r)) => {
+                sinks.push(s);
+                stats.merge(p.stats());
+                pipelines.push(p);
+                logs.push(log);
+                if res.is_ok() {
+                    res = r;
+                }
+            }
+            None => {
+                if res.is_ok() {
+                    res = Err(SourceError::Io(std::io::Error::other(
+                        "a decoding thread failed",
+                    )));
+                }
+            }
+        }
+    }
+    if n > 1 {
+        stats.peak_buffered_bytes = crate::shard::merge_peaks(&logs);
+    }
+    Sharded {
+        sinks,
+        pipelines,
+        stats,
+        result: res,
+    }
 }
 
 /// A classic pcap writer (µs resolution, little-endian) that tcpdump and Wireshark read.
