@@ -6,7 +6,8 @@
 # records DURATION s of sysbench oltp_read_only off lo with tcpdump, then ROUNDS times, one after
 # the other: sysbench run (same threads, workload and ps-mode as captured) and
 # `mrte replay --speed max --read-only` of the capture, both against that server. Prints, per
-# run, queries, CPU seconds (user + system, from /usr/bin/time) and CPU µs per query; with
+# run, queries, CPU seconds (user + system, from /usr/bin/time), CPU µs per query and its user /
+# system split; with
 # PERF=1 also `perf stat` task-clock, context switches and cycles of mrte per query.
 #
 # Usage: bench/replay-cpu.sh [MRTE_BIN [MRTE_BIN2]]  (a second binary runs right after the first in
@@ -50,31 +51,35 @@ for _ in $(seq 100); do grep -q "listening on" "$OUT/tcpdump.log" 2>/dev/null &&
 sleep 0.5; kill "$td"; wait "$td" 2>/dev/null || true
 grep -E "dropped by kernel" "$OUT/tcpdump.log" || true
 
-printf '\n| run | client | queries | CPU s | CPU µs/query |\n|---|---|---:|---:|---:|\n'
+printf '\n| run | client | queries | CPU s | CPU µs/query | user / system µs/query |\n'
+printf '|---|---|---:|---:|---:|---:|\n'
 for r in $(seq "$ROUNDS"); do
   res=$("${PIN[@]}" /usr/bin/time -f 'cpu %U %S' "${SB[@]}" --time="$DURATION" run 2>&1)
   q=$(awk '/queries:/ {print $2; exit}' <<<"$res")
-  cpu=$(awk '/^cpu / {print $2 + $3}' <<<"$res")
-  python3 -c "q=$q; c=$cpu; print(f'| $r | sysbench | {q} | {c:.2f} | {c/q*1e6:.1f} |')"
+  read -r u s < <(awk '/^cpu / {print $2, $3}' <<<"$res")
+  python3 -c "q=$q; u=$u; s=$s; c=u+s; print(f'| $r | sysbench | {q} | {c:.2f} | {c/q*1e6:.1f} | {u/q*1e6:.1f} / {s/q*1e6:.1f} |')"
 
   for b in "${!BINS[@]}"; do
   label="mrte replay"
   [ "${#BINS[@]}" -gt 1 ] && label="mrte replay ($((b + 1)))"
   PRE=("${PIN[@]}" /usr/bin/time -f 'cpu %U %S')
-  [ "$PERF" = 1 ] && PRE=("${PIN[@]}" perf stat -x, -e task-clock,context-switches,cycles -o "$OUT/perf.$r"
+  [ "$PERF" = 1 ] && PRE=("${PIN[@]}" perf stat -x, -e task-clock,context-switches -o "$OUT/perf.$r"
     /usr/bin/time -f 'cpu %U %S')
   res=$("${PRE[@]}" "${BINS[$b]}" replay -r "$PCAP" -p "$PORT" --target "mysql://sbtest:sbtest@127.0.0.1:$PORT/sbtest" \
     --read-only --speed max --quiet --report "$OUT/report.json" 2>&1 >/dev/null)
-  cpu=$(awk '/^cpu / {print $2 + $3}' <<<"$res")
-  python3 - "$OUT/report.json" "$cpu" "$r" "$label" <<'EOF'
+  read -r u s < <(awk '/^cpu / {print $2, $3}' <<<"$res")
+  python3 - "$OUT/report.json" "$u" "$s" "$r" "$label" <<'EOF'
 import json, sys
-r = json.load(open(sys.argv[1])); cpu = float(sys.argv[2])
+r = json.load(open(sys.argv[1])); u = float(sys.argv[2]); s = float(sys.argv[3]); cpu = u + s
 q = r["replayed"]["commands"]; errs = sum(r["errors"].values())
-print(f"| {sys.argv[3]} | {sys.argv[4]} | {q} | {cpu:.2f} | {cpu/q*1e6:.1f} |" + (f" ({errs} errors)" if errs else ""))
+print(f"| {sys.argv[4]} | {sys.argv[5]} | {q} | {cpu:.2f} | {cpu/q*1e6:.1f} | {u/q*1e6:.1f} / {s/q*1e6:.1f} |"
+      + (f" ({errs} errors)" if errs else ""))
 EOF
   if [ "$PERF" = 1 ]; then
     q=$(python3 -c "import json; print(json.load(open('$OUT/report.json'))['replayed']['commands'])")
-    awk -F, -v q="$q" '$3 ~ /task-clock|context-switches|cycles/ {printf "    perf %s: %.2f per query\n", $3, $1/q}' "$OUT/perf.$r"
+    awk -F, -v q="$q" '$3 ~ /task-clock|context-switches/ && $1 ~ /^[0-9.]+$/ {
+      if ($2 == "msec") printf "    perf %s: %.1f µs per query\n", $3, $1 * 1000 / q
+      else printf "    perf %s: %.2f per query\n", $3, $1 / q }' "$OUT/perf.$r"
   fi
   done
 done
