@@ -224,8 +224,9 @@ pub enum Command {
         stmt_id: u32,
         /// Cursor flags.
         flags: u8,
-        /// Parameters in order; empty when the statement has none.
-        params: Vec<Param>,
+        /// Parameters in order; empty when the statement has none. Kept as their layout in the
+        /// record's `raw` payload: [`Params::decode`] builds the values.
+        params: Params,
         /// Parameters could not be decoded (unknown param count, types never sent).
         params_unknown: bool,
     },
@@ -291,6 +292,7 @@ pub enum Command {
 }
 
 pub use crate::mysql::consts::{admin_command_name, command_name};
+pub use crate::mysql::params::Params;
 
 impl Command {
     /// The command byte.

@@ -18,6 +18,7 @@ pub mod consts;
 pub mod framing;
 mod handshake;
 mod pairing;
+pub mod params;
 pub mod response;
 pub mod value;
 

@@ -260,7 +260,10 @@ fn prepare_execute_close_with_binary_rows() {
         } => {
             assert_eq!(*stmt_id, 7);
             assert!(!params_unknown);
-            assert_eq!(params[0].value, crate::event::Value::Int(42));
+            assert_eq!(
+                params.decode(&cmds[1].raw)[0].value,
+                crate::event::Value::Int(42)
+            );
         }
         other => panic!("{other:?}"),
     }

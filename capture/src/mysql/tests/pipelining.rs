@@ -94,6 +94,7 @@ fn connector_j_batch_with_long_data_is_paired_in_order() {
             panic!("{:?}", cmds[i].command)
         };
         assert!(!params_unknown);
+        let params = params.decode(&cmds[i].raw);
         assert_eq!(params[0].value, Value::Bytes(blob.into()));
         assert_eq!(params[1].value, Value::Int(n));
         assert_eq!(cmds[i].response.status, ResponseStatus::Ok);
@@ -149,7 +150,7 @@ fn mariadb_prepare_and_execute_minus_one_pipelined() {
     };
     assert_eq!(*stmt_id, u32::MAX);
     assert!(!params_unknown);
-    assert_eq!(params[0].value, Value::Int(9));
+    assert_eq!(params.decode(&cmds[1].raw)[0].value, Value::Int(9));
     assert_eq!(cmds[1].response.rows, 1);
     assert!(cmds[1].response.checksum.is_some());
     assert_eq!(cmds[2].command, Command::Other { code: 0xfa });
