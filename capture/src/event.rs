@@ -163,9 +163,14 @@ pub struct CommandRecord {
     pub command: Command,
     /// The production response, paired with the command.
     pub response: Response,
-    /// Current default database when the command was sent, as far as the decoder knows.
+    /// Current default database when the command was sent, as far as the decoder knows, given
+    /// only when it changed: the decoder sets `db` and `user` on a session's first record and on
+    /// the first record after either changed, and leaves both `None` on the others (an `Arc`
+    /// clone per command costs two locked increments); a consumer keeps the last ones seen for
+    /// the session ([`Identity`]). A record the rings drop hands its values to the session's
+    /// next record.
     pub db: Option<Arc<str>>,
-    /// Current user, as far as the decoder knows.
+    /// Current user, as far as the decoder knows; given only when it changed, as `db`.
     pub user: Option<Arc<str>>,
     /// Flags.
     pub flags: CommandFlags,
@@ -499,6 +504,28 @@ impl CommandRecord {
         self.response
             .first_byte_us
             .map(|t| t.saturating_sub(self.ts_us))
+    }
+}
+
+/// A session's default database and user as its records give them (each record sets only
+/// what changed): feed every command record of the session in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Default database, as of the last record absorbed.
+    pub db: Option<Arc<str>>,
+    /// User, as of the last record absorbed.
+    pub user: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// Take what `rec` says changed.
+    pub fn absorb(&mut self, rec: &CommandRecord) {
+        if let Some(d) = &rec.db {
+            self.db = Some(d.clone());
+        }
+        if let Some(u) = &rec.user {
+            self.user = Some(u.clone());
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::event::{EventSink, SessionEvent, SessionId, SessionOpen};
+use crate::event::{EventSink, Identity, SessionEvent, SessionId, SessionOpen};
 
 /// State shared by the two ends of one session's ring.
 #[derive(Debug, Default)]
@@ -168,6 +168,9 @@ struct Producer {
     overflowed: bool,
     /// Events queued in this ring when the producer last looked (for [`RingSink::queued`]).
     seen_queued: usize,
+    /// `db`/`user` of dropped command records, for the session's next record that gets through
+    /// (records carry them only when they change).
+    carry: Option<Box<Identity>>,
 }
 
 /// Pushes between two exact recounts of the events queued over all rings (at least; at most
@@ -352,7 +355,7 @@ impl RingSink {
 }
 
 impl EventSink for RingSink {
-    fn push(&mut self, id: SessionId, event: SessionEvent) {
+    fn push(&mut self, id: SessionId, mut event: SessionEvent) {
         if let SessionEvent::Open(open) = &event {
             let slots = self.slots_for_new_ring();
             let (ring, consumer) = rtrb::RingBuffer::new(slots);
@@ -376,6 +379,7 @@ impl EventSink for RingSink {
                     shared,
                     overflowed: false,
                     seen_queued: 0,
+                    carry: None,
                 },
             );
         }
@@ -422,6 +426,13 @@ impl EventSink for RingSink {
                 && !closing
                 && !matches!(event, SessionEvent::Open(_));
         }
+        if let (Some(carry), SessionEvent::Command(rec)) = (&p.carry, &mut event) {
+            if !over_limit && !p.ring.is_full() {
+                rec.db = rec.db.take().or_else(|| carry.db.clone());
+                rec.user = rec.user.take().or_else(|| carry.user.clone());
+                p.carry = None;
+            }
+        }
         let pushed = if over_limit {
             self.stats.queue_limited_events += 1;
             Err(rtrb::PushError::Full(event))
@@ -440,6 +451,9 @@ impl EventSink for RingSink {
                 self.stats.dropped_events += 1;
                 p.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 if let SessionEvent::Command(c) = &ev {
+                    if c.db.is_some() || c.user.is_some() {
+                        p.carry.get_or_insert_default().absorb(c);
+                    }
                     p.shared.dropped_commands.fetch_add(1, Ordering::Relaxed);
                     if c.commit.order > 0 {
                         if let Some(tx) = &self.dropped_commits {
@@ -540,6 +554,37 @@ mod tests {
         sink.push(7, commit(9));
         assert_eq!(dropped.try_iter().collect::<Vec<_>>(), [5, 9]);
         assert_eq!(sink.stats().dropped_events, 3);
+    }
+
+    #[test]
+    fn a_dropped_records_db_and_user_go_with_the_next_record_through() {
+        let (mut sink, rx) = RingSink::new(2);
+        let with = |order, db: Option<&str>, user: Option<&str>| {
+            let mut ev = commit(order);
+            if let SessionEvent::Command(c) = &mut ev {
+                c.db = db.map(Arc::from);
+                c.user = user.map(Arc::from);
+            }
+            ev
+        };
+        sink.push(7, open(7));
+        sink.push(7, with(0, None, None));
+        // Full: these two are dropped, their changes are kept for the next record.
+        sink.push(7, with(0, Some("a"), Some("u")));
+        sink.push(7, with(0, Some("b"), None));
+        let mut s = rx.try_recv().unwrap();
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Command(_))));
+        sink.push(7, with(0, None, None));
+        let Some(SessionEvent::Command(c)) = s.try_pop() else {
+            panic!("no command")
+        };
+        assert_eq!((c.db.as_deref(), c.user.as_deref()), (Some("b"), Some("u")));
+        sink.push(7, with(0, None, None));
+        let Some(SessionEvent::Command(c)) = s.try_pop() else {
+            panic!("no command")
+        };
+        assert_eq!((c.db, c.user), (None, None), "given once");
     }
 
     #[test]
