@@ -533,6 +533,11 @@ impl Identity {
 pub trait EventSink {
     /// Take one event of session `id`; must not block.
     fn push(&mut self, id: SessionId, event: SessionEvent);
+
+    /// End of a batch of frames. A sink that has seen one flush may defer per-push work (the
+    /// rings' consumer wake-ups) to the next, so a driver that calls it must keep calling it
+    /// after every batch (and when idle); one that never does gets every push done at once.
+    fn flush(&mut self) {}
 }
 
 impl EventSink for Vec<(SessionId, SessionEvent)> {

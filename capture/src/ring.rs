@@ -171,6 +171,8 @@ struct Producer {
     /// `db`/`user` of dropped command records, for the session's next record that gets through
     /// (records carry them only when they change).
     carry: Option<Box<Identity>>,
+    /// Pushed to since the last flush: the consumer's wake check is due (batched sinks).
+    wake_due: bool,
 }
 
 /// Pushes between two exact recounts of the events queued over all rings (at least; at most
@@ -200,6 +202,11 @@ pub struct RingSink {
     /// Where the global order of a dropped commit goes (the replay's commit gate settles it
     /// instead of waiting for a record that will never come).
     dropped_commits: Option<Sender<u64>>,
+    /// The driver calls [`EventSink::flush`] after each batch: wake checks wait for it (one
+    /// SeqCst fence per batch instead of one per event).
+    batched: bool,
+    /// Sessions pushed to since the last flush (batched).
+    wake_due: Vec<SessionId>,
 }
 
 impl std::fmt::Debug for RingSink {
@@ -234,6 +241,8 @@ impl RingSink {
             since_rescan: 0,
             closed: Vec::new(),
             dropped_commits: None,
+            batched: false,
+            wake_due: Vec::new(),
         }
     }
 
@@ -345,6 +354,7 @@ impl RingSink {
 
     /// Mark every open session closed (end of capture); consumers drain what is left.
     pub fn close_all(&mut self) {
+        self.wake_due.clear();
         self.stats.slot_bytes = 0;
         self.closed.clear();
         for (_, p) in self.producers.drain() {
@@ -380,6 +390,7 @@ impl EventSink for RingSink {
                     overflowed: false,
                     seen_queued: 0,
                     carry: None,
+                    wake_due: false,
                 },
             );
         }
@@ -470,6 +481,11 @@ impl EventSink for RingSink {
         if closing {
             p.shared.closed.store(true, Ordering::Release);
             p.shared.waker.wake();
+        } else if self.batched {
+            if !p.wake_due {
+                p.wake_due = true;
+                self.wake_due.push(id);
+            }
         } else {
             std::sync::atomic::fence(Ordering::SeqCst);
             if p.shared.armed.load(Ordering::Relaxed)
@@ -485,6 +501,27 @@ impl EventSink for RingSink {
             self.since_rescan += 1;
             if self.since_rescan >= RESCAN_PUSHES.max(self.producers.len()) {
                 self.rescan();
+            }
+        }
+    }
+
+    /// Wake the consumers of the sessions pushed to since the last flush that wait (one fence
+    /// for all); from the first flush on, pushes leave the wake check to the next flush.
+    fn flush(&mut self) {
+        self.batched = true;
+        if self.wake_due.is_empty() {
+            return;
+        }
+        // Pairs with the consumer's fence after it sets `armed` (see `SessionStream::next`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for id in self.wake_due.drain(..) {
+            if let Some(p) = self.producers.get_mut(&id) {
+                p.wake_due = false;
+                if p.shared.armed.load(Ordering::Relaxed)
+                    && p.shared.armed.swap(false, Ordering::AcqRel)
+                {
+                    p.shared.waker.wake();
+                }
             }
         }
     }
@@ -585,6 +622,43 @@ mod tests {
             panic!("no command")
         };
         assert_eq!((c.db, c.user), (None, None), "given once");
+    }
+
+    #[test]
+    fn after_a_flush_pushes_wake_a_waiting_consumer_at_the_next_flush() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (mut sink, rx) = RingSink::new(8);
+        sink.push(7, open(7));
+        sink.flush();
+        let mut s = rx.try_recv().unwrap();
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
+        assert!(std::pin::pin!(s.next()).poll(&mut cx).is_pending());
+        sink.push(7, commit(0));
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            0,
+            "no wake before the flush"
+        );
+        sink.flush();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        let got = std::pin::pin!(s.next()).poll(&mut cx);
+        assert!(matches!(got, Poll::Ready(Some(SessionEvent::Command(_)))));
+        // Not batched (no flush seen): the push itself wakes.
+        let (mut sink, rx) = RingSink::new(8);
+        sink.push(8, open(8));
+        let mut s = rx.try_recv().unwrap();
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
+        assert!(std::pin::pin!(s.next()).poll(&mut cx).is_pending());
+        sink.push(8, commit(0));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 
     #[test]
