@@ -161,6 +161,7 @@ pub fn run_capture<S: FrameSource, K: EventSink>(
             last_ts = ts;
             p.handle_frame(link, f, ts, sink);
         });
+        sink.flush();
         let mut lost = r.err();
         if last_pub.elapsed() >= Duration::from_millis(100) {
             last_pub = Instant::now();
