@@ -419,6 +419,12 @@ impl crate::event::EventSink for Gate {
             }
         }
     }
+
+    fn flush(&mut self) {
+        if self.on {
+            self.ring.flush();
+        }
+    }
 }
 
 #[cfg(not(feature = "xdp"))]
@@ -754,6 +760,12 @@ impl crate::event::EventSink for QueueSink<'_> {
             if open {
                 self.news.wake();
             }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.events {
+            self.ring.flush();
         }
     }
 }
