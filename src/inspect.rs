@@ -227,7 +227,7 @@ impl<W: Write> InspectSink<W> {
                     .prod_us()
                     .map(|u| format!("{:.3}ms", u as f64 / 1000.0))
                     .unwrap_or_else(|| "-".into());
-                let detail = text_detail(&rec.command, sql);
+                let detail = text_detail(&rec.command, &rec.raw, sql);
                 let r = writeln!(
                     self.out,
                     "{} {} #{} {} {} [{} rows={} affected={} {}]{}{}",
@@ -365,7 +365,7 @@ fn fmt_ts(ts_us: u64) -> String {
     format!("{h:02}:{m:02}:{s:02}.{:06}", ts_us % 1_000_000)
 }
 
-fn text_detail(cmd: &Command, sql: Option<&[u8]>) -> String {
+fn text_detail(cmd: &Command, raw: &[u8], sql: Option<&[u8]>) -> String {
     let mut s = match cmd {
         Command::Query { sql, .. } | Command::StmtPrepare { sql } => {
             String::from_utf8_lossy(sql).into_owned()
@@ -373,7 +373,7 @@ fn text_detail(cmd: &Command, sql: Option<&[u8]>) -> String {
         Command::StmtExecute {
             stmt_id, params, ..
         } => {
-            let p: Vec<String> = params.iter().map(param_text).collect();
+            let p: Vec<String> = params.decode(raw).iter().map(param_text).collect();
             format!(
                 "stmt={stmt_id} ({}) [{}]",
                 sql.map(String::from_utf8_lossy).unwrap_or_default(),
@@ -502,6 +502,7 @@ fn command_json(
         } => {
             m.insert("stmt_id".into(), json!(stmt_id));
             let ps: Vec<JsonParam> = params
+                .decode(&rec.raw)
                 .iter()
                 .map(|p| JsonParam {
                     column_type: p.column_type,

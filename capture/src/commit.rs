@@ -420,7 +420,7 @@ mod tests {
         let exec = Command::StmtExecute {
             stmt_id: 1,
             flags: 0,
-            params: Vec::new(),
+            params: Default::default(),
             params_unknown: false,
         };
         assert_eq!(

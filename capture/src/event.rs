@@ -163,9 +163,14 @@ pub struct CommandRecord {
     pub command: Command,
     /// The production response, paired with the command.
     pub response: Response,
-    /// Current default database when the command was sent, as far as the decoder knows.
+    /// Current default database when the command was sent, as far as the decoder knows, given
+    /// only when it changed: the decoder sets `db` and `user` on a session's first record and on
+    /// the first record after either changed, and leaves both `None` on the others (an `Arc`
+    /// clone per command costs two locked increments); a consumer keeps the last ones seen for
+    /// the session ([`Identity`]). A record the rings drop hands its values to the session's
+    /// next record.
     pub db: Option<Arc<str>>,
-    /// Current user, as far as the decoder knows.
+    /// Current user, as far as the decoder knows; given only when it changed, as `db`.
     pub user: Option<Arc<str>>,
     /// Flags.
     pub flags: CommandFlags,
@@ -224,8 +229,9 @@ pub enum Command {
         stmt_id: u32,
         /// Cursor flags.
         flags: u8,
-        /// Parameters in order; empty when the statement has none.
-        params: Vec<Param>,
+        /// Parameters in order; empty when the statement has none. Kept as their layout in the
+        /// record's `raw` payload: [`Params::decode`] builds the values.
+        params: Params,
         /// Parameters could not be decoded (unknown param count, types never sent).
         params_unknown: bool,
     },
@@ -291,6 +297,7 @@ pub enum Command {
 }
 
 pub use crate::mysql::consts::{admin_command_name, command_name};
+pub use crate::mysql::params::Params;
 
 impl Command {
     /// The command byte.
@@ -500,10 +507,37 @@ impl CommandRecord {
     }
 }
 
+/// A session's default database and user as its records give them (each record sets only
+/// what changed): feed every command record of the session in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Default database, as of the last record absorbed.
+    pub db: Option<Arc<str>>,
+    /// User, as of the last record absorbed.
+    pub user: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// Take what `rec` says changed.
+    pub fn absorb(&mut self, rec: &CommandRecord) {
+        if let Some(d) = &rec.db {
+            self.db = Some(d.clone());
+        }
+        if let Some(u) = &rec.user {
+            self.user = Some(u.clone());
+        }
+    }
+}
+
 /// Where the pipeline puts session events (rings, an in-thread printer, a test vector).
 pub trait EventSink {
     /// Take one event of session `id`; must not block.
     fn push(&mut self, id: SessionId, event: SessionEvent);
+
+    /// End of a batch of frames. A sink that has seen one flush may defer per-push work (the
+    /// rings' consumer wake-ups) to the next, so a driver that calls it must keep calling it
+    /// after every batch (and when idle); one that never does gets every push done at once.
+    fn flush(&mut self) {}
 }
 
 impl EventSink for Vec<(SessionId, SessionEvent)> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::event::{EventSink, SessionEvent, SessionId, SessionOpen};
+use crate::event::{EventSink, Identity, SessionEvent, SessionId, SessionOpen};
 
 /// State shared by the two ends of one session's ring.
 #[derive(Debug, Default)]
@@ -168,6 +168,11 @@ struct Producer {
     overflowed: bool,
     /// Events queued in this ring when the producer last looked (for [`RingSink::queued`]).
     seen_queued: usize,
+    /// `db`/`user` of dropped command records, for the session's next record that gets through
+    /// (records carry them only when they change).
+    carry: Option<Box<Identity>>,
+    /// Pushed to since the last flush: the consumer's wake check is due (batched sinks).
+    wake_due: bool,
 }
 
 /// Pushes between two exact recounts of the events queued over all rings (at least; at most
@@ -197,6 +202,11 @@ pub struct RingSink {
     /// Where the global order of a dropped commit goes (the replay's commit gate settles it
     /// instead of waiting for a record that will never come).
     dropped_commits: Option<Sender<u64>>,
+    /// The driver calls [`EventSink::flush`] after each batch: wake checks wait for it (one
+    /// SeqCst fence per batch instead of one per event).
+    batched: bool,
+    /// Sessions pushed to since the last flush (batched).
+    wake_due: Vec<SessionId>,
 }
 
 impl std::fmt::Debug for RingSink {
@@ -231,6 +241,8 @@ impl RingSink {
             since_rescan: 0,
             closed: Vec::new(),
             dropped_commits: None,
+            batched: false,
+            wake_due: Vec::new(),
         }
     }
 
@@ -342,6 +354,7 @@ impl RingSink {
 
     /// Mark every open session closed (end of capture); consumers drain what is left.
     pub fn close_all(&mut self) {
+        self.wake_due.clear();
         self.stats.slot_bytes = 0;
         self.closed.clear();
         for (_, p) in self.producers.drain() {
@@ -352,7 +365,7 @@ impl RingSink {
 }
 
 impl EventSink for RingSink {
-    fn push(&mut self, id: SessionId, event: SessionEvent) {
+    fn push(&mut self, id: SessionId, mut event: SessionEvent) {
         if let SessionEvent::Open(open) = &event {
             let slots = self.slots_for_new_ring();
             let (ring, consumer) = rtrb::RingBuffer::new(slots);
@@ -376,6 +389,8 @@ impl EventSink for RingSink {
                     shared,
                     overflowed: false,
                     seen_queued: 0,
+                    carry: None,
+                    wake_due: false,
                 },
             );
         }
@@ -422,6 +437,13 @@ impl EventSink for RingSink {
                 && !closing
                 && !matches!(event, SessionEvent::Open(_));
         }
+        if let (Some(carry), SessionEvent::Command(rec)) = (&p.carry, &mut event) {
+            if !over_limit && !p.ring.is_full() {
+                rec.db = rec.db.take().or_else(|| carry.db.clone());
+                rec.user = rec.user.take().or_else(|| carry.user.clone());
+                p.carry = None;
+            }
+        }
         let pushed = if over_limit {
             self.stats.queue_limited_events += 1;
             Err(rtrb::PushError::Full(event))
@@ -440,6 +462,9 @@ impl EventSink for RingSink {
                 self.stats.dropped_events += 1;
                 p.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 if let SessionEvent::Command(c) = &ev {
+                    if c.db.is_some() || c.user.is_some() {
+                        p.carry.get_or_insert_default().absorb(c);
+                    }
                     p.shared.dropped_commands.fetch_add(1, Ordering::Relaxed);
                     if c.commit.order > 0 {
                         if let Some(tx) = &self.dropped_commits {
@@ -456,6 +481,11 @@ impl EventSink for RingSink {
         if closing {
             p.shared.closed.store(true, Ordering::Release);
             p.shared.waker.wake();
+        } else if self.batched {
+            if !p.wake_due {
+                p.wake_due = true;
+                self.wake_due.push(id);
+            }
         } else {
             std::sync::atomic::fence(Ordering::SeqCst);
             if p.shared.armed.load(Ordering::Relaxed)
@@ -471,6 +501,27 @@ impl EventSink for RingSink {
             self.since_rescan += 1;
             if self.since_rescan >= RESCAN_PUSHES.max(self.producers.len()) {
                 self.rescan();
+            }
+        }
+    }
+
+    /// Wake the consumers of the sessions pushed to since the last flush that wait (one fence
+    /// for all); from the first flush on, pushes leave the wake check to the next flush.
+    fn flush(&mut self) {
+        self.batched = true;
+        if self.wake_due.is_empty() {
+            return;
+        }
+        // Pairs with the consumer's fence after it sets `armed` (see `SessionStream::next`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for id in self.wake_due.drain(..) {
+            if let Some(p) = self.producers.get_mut(&id) {
+                p.wake_due = false;
+                if p.shared.armed.load(Ordering::Relaxed)
+                    && p.shared.armed.swap(false, Ordering::AcqRel)
+                {
+                    p.shared.waker.wake();
+                }
             }
         }
     }
@@ -540,6 +591,74 @@ mod tests {
         sink.push(7, commit(9));
         assert_eq!(dropped.try_iter().collect::<Vec<_>>(), [5, 9]);
         assert_eq!(sink.stats().dropped_events, 3);
+    }
+
+    #[test]
+    fn a_dropped_records_db_and_user_go_with_the_next_record_through() {
+        let (mut sink, rx) = RingSink::new(2);
+        let with = |order, db: Option<&str>, user: Option<&str>| {
+            let mut ev = commit(order);
+            if let SessionEvent::Command(c) = &mut ev {
+                c.db = db.map(Arc::from);
+                c.user = user.map(Arc::from);
+            }
+            ev
+        };
+        sink.push(7, open(7));
+        sink.push(7, with(0, None, None));
+        // Full: these two are dropped, their changes are kept for the next record.
+        sink.push(7, with(0, Some("a"), Some("u")));
+        sink.push(7, with(0, Some("b"), None));
+        let mut s = rx.try_recv().unwrap();
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Command(_))));
+        sink.push(7, with(0, None, None));
+        let Some(SessionEvent::Command(c)) = s.try_pop() else {
+            panic!("no command")
+        };
+        assert_eq!((c.db.as_deref(), c.user.as_deref()), (Some("b"), Some("u")));
+        sink.push(7, with(0, None, None));
+        let Some(SessionEvent::Command(c)) = s.try_pop() else {
+            panic!("no command")
+        };
+        assert_eq!((c.db, c.user), (None, None), "given once");
+    }
+
+    #[test]
+    fn after_a_flush_pushes_wake_a_waiting_consumer_at_the_next_flush() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (mut sink, rx) = RingSink::new(8);
+        sink.push(7, open(7));
+        sink.flush();
+        let mut s = rx.try_recv().unwrap();
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
+        assert!(std::pin::pin!(s.next()).poll(&mut cx).is_pending());
+        sink.push(7, commit(0));
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            0,
+            "no wake before the flush"
+        );
+        sink.flush();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        let got = std::pin::pin!(s.next()).poll(&mut cx);
+        assert!(matches!(got, Poll::Ready(Some(SessionEvent::Command(_)))));
+        // Not batched (no flush seen): the push itself wakes.
+        let (mut sink, rx) = RingSink::new(8);
+        sink.push(8, open(8));
+        let mut s = rx.try_recv().unwrap();
+        assert!(matches!(s.try_pop(), Some(SessionEvent::Open(_))));
+        assert!(std::pin::pin!(s.next()).poll(&mut cx).is_pending());
+        sink.push(8, commit(0));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -303,7 +303,8 @@ fn value(v: WValue) -> Value {
     }
 }
 
-fn wcmd(c: &Command) -> WCmd {
+/// `raw`: the record's payload (execute parameters are decoded from it).
+fn wcmd(c: &Command, raw: &[u8]) -> WCmd {
     match c {
         Command::Query { sql, attributes } => WCmd::Query {
             sql: sql.to_vec(),
@@ -328,6 +329,7 @@ fn wcmd(c: &Command) -> WCmd {
             stmt_id: *stmt_id,
             flags: *flags,
             params: params
+                .decode(raw)
                 .iter()
                 .map(|p| (p.column_type, p.unsigned, wvalue(&p.value)))
                 .collect(),
@@ -386,7 +388,8 @@ fn cmd(c: WCmd) -> Command {
                     unsigned,
                     value: value(v),
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             params_unknown,
         },
         WCmd::StmtSendLongData(stmt_id, param_id, data) => Command::StmtSendLongData {
@@ -520,7 +523,7 @@ impl Ev {
             SessionEvent::Command(c) => Ev::Command(Box::new(WCommand {
                 seq: c.seq,
                 ts_us: c.ts_us,
-                command: wcmd(&c.command),
+                command: wcmd(&c.command, &c.raw),
                 response: wresponse(&c.response),
                 db: c.db.as_deref().map(str::to_owned),
                 user: c.user.as_deref().map(str::to_owned),
@@ -715,7 +718,8 @@ mod tests {
                             unsigned: false,
                             value: Value::Bytes(b"\x00\xff".to_vec().into()),
                         },
-                    ],
+                    ]
+                    .into(),
                     params_unknown: false,
                 },
                 response: Response {

@@ -275,13 +275,13 @@ async fn prepared_statements_round_trip_every_parameter_type() {
             p(252, false, ld),
         ]
     };
-    let exec = |seq, stmt_id, params| {
+    let exec = |seq, stmt_id, params: Vec<Param>| {
         cmd(
             seq,
             Command::StmtExecute {
                 stmt_id,
                 flags: 0,
-                params,
+                params: params.into(),
                 params_unknown: false,
             },
             ok(),
@@ -503,7 +503,7 @@ async fn read_only_mode_writes_nothing() {
             Command::StmtExecute {
                 stmt_id: 1,
                 flags: 0,
-                params: vec![p(3, false, Value::Int(9))],
+                params: vec![p(3, false, Value::Int(9))].into(),
                 params_unknown: false,
             },
             ok(),
@@ -601,7 +601,7 @@ async fn target_killed_mid_replay_reconnects_and_counts_loss() {
             Command::StmtExecute {
                 stmt_id: 5,
                 flags: 0,
-                params: vec![p(8, false, Value::Int(v))],
+                params: vec![p(8, false, Value::Int(v))].into(),
                 params_unknown: false,
             },
             ok(),

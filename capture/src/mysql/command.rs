@@ -12,7 +12,8 @@ use crate::mysql::consts::caps::{
     SECURE_CONNECTION as CLIENT_SECURE_CONNECTION,
 };
 use crate::mysql::consts::com;
-use crate::mysql::value::{read_value, types, Reader, WireError};
+use crate::mysql::params::{self, Params};
+use crate::mysql::value::{read_value, Reader, WireError};
 
 /// Why a command payload could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,7 +161,7 @@ pub fn parse_command_shared(
         com::STMT_PREPARE => Command::StmtPrepare {
             sql: raw.slice(1..),
         },
-        com::STMT_EXECUTE => parse_execute(body, caps, stmts)?,
+        com::STMT_EXECUTE => parse_execute(payload, body, caps, stmts)?,
         com::STMT_SEND_LONG_DATA => {
             let stmt_id = r.u32("COM_STMT_SEND_LONG_DATA")?;
             let param_id = r.u16("COM_STMT_SEND_LONG_DATA")?;
@@ -269,76 +270,12 @@ fn parse_change_user(body: &[u8], caps: u32) -> Result<Command, CommandError> {
     })
 }
 
-/// Decoded parameters, and whether the execute sent their types (else the remembered ones were
-/// used); each parameter carries its (type, unsigned).
-type Decoded = (Vec<Param>, bool);
-
-/// Decode the parameter block of an execute for exactly `n` parameters; `Ok(None)` if `known`
-/// types are needed but absent. Types sent with the execute are read in place (no copy).
-fn decode_params(
-    r: &mut Reader<'_>,
-    n: usize,
+fn parse_execute(
+    payload: &[u8],
+    body: &[u8],
     caps: u32,
-    known: &[(u8, bool)],
-    long: &[(u16, Vec<u8>)],
-) -> Result<Option<Decoded>, CommandError> {
-    if n == 0 {
-        return Ok(Some((Vec::new(), false)));
-    }
-    let bitmap = r.take(n.div_ceil(8), "COM_STMT_EXECUTE null bitmap")?;
-    let bound = r.u8("COM_STMT_EXECUTE new params bound flag")?;
-    let names = caps & CLIENT_QUERY_ATTRIBUTES != 0;
-    let read_type = |t: &mut Reader<'_>| -> Result<(u8, bool), CommandError> {
-        let ty = t.u8("param type")?;
-        let flags = t.u8("param flags")?;
-        if names {
-            t.lenenc_bytes("param name")?;
-        }
-        Ok((ty, flags & 0x80 != 0))
-    };
-    let mut sent = None;
-    if bound == 1 {
-        sent = Some(*r);
-        for _ in 0..n {
-            read_type(r)?;
-        }
-    } else if bound == 0 {
-        if known.len() != n {
-            return Ok(None);
-        }
-    } else {
-        return Err(CommandError::Invalid("new params bound flag"));
-    }
-    let mut params = Vec::with_capacity(n);
-    for i in 0..n {
-        let (ty, unsigned) = match sent.as_mut() {
-            Some(t) => read_type(t)?,
-            None => known[i],
-        };
-        let value = if bitmap[i / 8] & (1 << (i % 8)) != 0 || ty == types::NULL {
-            Value::Null
-        } else if let Some((_, d)) = long.iter().find(|(p, _)| usize::from(*p) == i) {
-            Value::Bytes(d.as_slice().into())
-        } else {
-            read_value(r, ty, unsigned)?
-        };
-        params.push(Param {
-            column_type: ty,
-            unsigned,
-            value,
-        });
-    }
-    Ok(Some((params, sent.is_some())))
-}
-
-/// Remember the parameter types `params` were sent with (in place: no allocation once the
-/// statement's list has room).
-fn remember_types(into: &mut Vec<(u8, bool)>, params: &[Param]) {
-    into.clear();
-    into.extend(params.iter().map(|p| (p.column_type, p.unsigned)));
-}
-
-fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Command, CommandError> {
+    stmts: &mut StmtTable,
+) -> Result<Command, CommandError> {
     let mut r = Reader::new(body);
     let stmt_id = r.u32("COM_STMT_EXECUTE")?;
     let flags = r.u8("COM_STMT_EXECUTE")?;
@@ -361,19 +298,20 @@ fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Comman
         if caps_eff & CLIENT_QUERY_ATTRIBUTES != 0 && n > 0 {
             rr.lenenc_int("parameter count")?;
         }
-        if let Some((params, sent)) = decode_params(&mut rr, n, caps_eff, &info.param_types, &long)?
+        if let Some((params, sent)) =
+            params::parse(payload, &mut rr, n, caps_eff, &info.param_types, &long)?
         {
             if sent {
-                remember_types(&mut info.param_types, &params);
+                params.remember_types(&mut info.param_types);
             }
             result = Some(params);
         }
     } else {
-        let mut found: Option<(usize, Vec<Param>)> = None;
+        let mut found: Option<(usize, Params)> = None;
         let mut ambiguous = false;
         for n in 0..=body.len().min(512) {
             let mut rr = r;
-            if let Ok(Some((p, _))) = decode_params(&mut rr, n, caps_eff, &[], &long) {
+            if let Ok(Some((p, _))) = params::parse(payload, &mut rr, n, caps_eff, &[], &long) {
                 if rr.remaining() == 0 && (n > 0 || r.remaining() == 0) {
                     if found.is_some() {
                         ambiguous = true;
@@ -386,7 +324,7 @@ fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Comman
         if let (Some((n, p)), false) = (found, ambiguous) {
             let e = stmts.stmts.entry(key).or_default();
             e.num_params = Some(n as u16);
-            remember_types(&mut e.param_types, &p);
+            p.remember_types(&mut e.param_types);
             result = Some(p);
         }
     }
@@ -400,7 +338,7 @@ fn parse_execute(body: &[u8], caps: u32, stmts: &mut StmtTable) -> Result<Comman
         None => Command::StmtExecute {
             stmt_id,
             flags,
-            params: Vec::new(),
+            params: Params::default(),
             params_unknown: true,
         },
     })
@@ -435,6 +373,7 @@ pub fn encode_execute(stmt_id: u32, params: &[Param]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mysql::value::types;
     use proptest::prelude::*;
 
     /// A COM_STMT_EXECUTE as sysbench's point select sends it: stmt 1, one LONG param = 4993, types sent.
@@ -518,7 +457,7 @@ mod tests {
         };
         assert!(!params_unknown);
         assert_eq!(
-            params,
+            params.decode(SYSBENCH_EXECUTE).into_owned(),
             vec![Param {
                 column_type: 3,
                 unsigned: false,
@@ -529,7 +468,7 @@ mod tests {
         let Command::StmtExecute { params, .. } = parse_command(&again, 0, &mut t).unwrap() else {
             panic!()
         };
-        assert_eq!(params[0].value, Value::Int(10));
+        assert_eq!(params.decode(&again)[0].value, Value::Int(10));
     }
 
     #[test]
@@ -660,7 +599,11 @@ mod tests {
             let mut t = StmtTable::default();
             t.on_prepare_ok(id, params.len() as u16, None);
             let c = parse_command(&payload, 0, &mut t).unwrap();
-            prop_assert_eq!(c, Command::StmtExecute { stmt_id: id, flags: 0, params, params_unknown: false });
+            let Command::StmtExecute { stmt_id, flags, params: got, params_unknown } = c else {
+                panic!("not an execute: {c:?}")
+            };
+            prop_assert_eq!((stmt_id, flags, params_unknown), (id, 0, false));
+            prop_assert_eq!(got.decode(&payload).into_owned(), params);
         }
 
         #[test]

@@ -186,6 +186,7 @@ impl Proto {
         self.login().capabilities = self.caps;
         self.user = self.login().user.as_deref().map(Arc::from);
         self.db = self.login().db.as_deref().map(Arc::from);
+        self.identity_sent = false;
         self.login_sent = true;
         let login = Box::new(self.login().clone());
         self.emit(ConnEvent::Login(login));

@@ -18,6 +18,7 @@ pub mod consts;
 pub mod framing;
 mod handshake;
 mod pairing;
+pub mod params;
 pub mod response;
 pub mod value;
 
@@ -175,6 +176,8 @@ struct Proto {
     next_seq: u64,
     db: Option<Arc<str>>,
     user: Option<Arc<str>>,
+    /// `db`/`user` went out with a record since they last changed: later records carry `None`.
+    identity_sent: bool,
     after_gap: bool,
     enable_compress: bool,
     max_command: usize,
@@ -250,6 +253,7 @@ impl Connection {
                 next_seq: 0,
                 db: None,
                 user: None,
+                identity_sent: false,
                 after_gap: false,
                 enable_compress: false,
                 max_command: cfg.max_command_bytes,

@@ -320,10 +320,14 @@ impl Proto {
 
     /// Parse the command, apply what it changed in the session, and emit the record.
     fn finish(&mut self, q: Pending, ts_us: u64, incomplete: bool) {
-        // First: an `Arc` clone is a locked increment, which waits for every store before it
-        // to drain (here few; after the record is built, all of it).
-        let db = self.db.clone();
-        let user = self.user.clone();
+        // Only the first record after a change carries `db`/`user` (an `Arc` clone is a locked
+        // increment on a line the consumer decrements); first, before the record's stores.
+        let (db, user) = if self.identity_sent {
+            (None, None)
+        } else {
+            self.identity_sent = true;
+            (self.db.clone(), self.user.clone())
+        };
         self.pending_bytes = self.pending_bytes.saturating_sub(q.raw.len());
         // A command whose response never began reads as an unread response.
         let unread = q.reader.is_none().then(|| q.new_reader()).flatten();
@@ -415,15 +419,20 @@ impl Proto {
     /// What a successful command changed in the session.
     fn apply(&mut self, rec: &CommandRecord) {
         match &rec.command {
-            Command::InitDb { schema } => self.db = Some(Arc::from(schema.as_str())),
+            Command::InitDb { schema } => {
+                self.db = Some(Arc::from(schema.as_str()));
+                self.identity_sent = false;
+            }
             Command::ChangeUser { user, db, .. } => {
                 self.user = Some(Arc::from(user.as_str()));
                 self.db = db.as_deref().map(Arc::from);
+                self.identity_sent = false;
                 self.stmts.clear();
             }
             Command::Query { sql, .. } => {
                 if let Some(db) = use_statement(sql) {
                     self.db = Some(Arc::from(db.as_str()));
+                    self.identity_sent = false;
                 }
             }
             Command::StmtPrepare { sql } => {

@@ -14,6 +14,17 @@ fn events(c: &mut Connection) -> Vec<ConnEvent> {
     std::iter::from_fn(|| c.poll_event()).collect()
 }
 
+/// Each record's db/user as a consumer resolves them (records give only changes).
+pub(super) fn identities(cmds: &[&CommandRecord]) -> Vec<crate::event::Identity> {
+    let mut id = crate::event::Identity::default();
+    cmds.iter()
+        .map(|c| {
+            id.absorb(c);
+            id.clone()
+        })
+        .collect()
+}
+
 fn commands(ev: &[ConnEvent]) -> Vec<&CommandRecord> {
     ev.iter()
         .filter_map(|e| match e {
@@ -157,8 +168,12 @@ fn login_query_result_error_and_latency() {
     assert_eq!(cmds[1].response.status, ResponseStatus::Err);
     assert_eq!(cmds[1].response.error_code, Some(1146));
     assert_eq!(cmds[1].response.sql_state.as_deref(), Some("42S02"));
-    assert_eq!(cmds[2].db.as_deref(), Some("sbtest"));
+    let dbs = identities(&cmds);
+    assert_eq!(dbs[2].db.as_deref(), Some("sbtest"));
     assert_eq!(cmds[3].command, Command::Quit);
+    assert_eq!(dbs[3].db.as_deref(), Some("other"));
+    // Records carry db/user only when they changed: the first, and the one after the USE.
+    assert!(cmds[0].db.is_some() && cmds[1].db.is_none() && cmds[2].db.is_none());
     assert_eq!(cmds[3].db.as_deref(), Some("other"));
     assert_eq!(
         cmds.iter().map(|c| c.seq).collect::<Vec<_>>(),
@@ -260,7 +275,10 @@ fn prepare_execute_close_with_binary_rows() {
         } => {
             assert_eq!(*stmt_id, 7);
             assert!(!params_unknown);
-            assert_eq!(params[0].value, crate::event::Value::Int(42));
+            assert_eq!(
+                params.decode(&cmds[1].raw)[0].value,
+                crate::event::Value::Int(42)
+            );
         }
         other => panic!("{other:?}"),
     }

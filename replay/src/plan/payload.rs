@@ -32,7 +32,7 @@ pub(crate) fn captured(rec: &CommandRecord, caps: u32) -> Result<Captured, LoseR
         });
     }
     Ok(Captured {
-        payload: Bytes::from(rebuild(&rec.command, caps)?),
+        payload: Bytes::from(rebuild(&rec.command, &rec.raw, caps)?),
         local_infile: rec.infile.clone(),
     })
 }
@@ -50,7 +50,9 @@ fn attr_type(v: &Value) -> (u8, bool) {
     }
 }
 
-fn rebuild(cmd: &Command, caps: u32) -> Result<Vec<u8>, LoseReason> {
+/// `raw`: the record's payload, which execute parameters are decoded from (empty for records
+/// built by hand, whose parameters are decoded already).
+fn rebuild(cmd: &Command, raw: &[u8], caps: u32) -> Result<Vec<u8>, LoseReason> {
     let mut out = vec![cmd.code()];
     match cmd {
         Command::Query { sql, attributes } => {
@@ -99,6 +101,7 @@ fn rebuild(cmd: &Command, caps: u32) -> Result<Vec<u8>, LoseReason> {
             if *params_unknown {
                 return Err(LoseReason::ParamsUnknown);
             }
+            let params = params.decode(raw);
             if caps & QUERY_ATTRIBUTES != 0 && !params.is_empty() {
                 return Err(LoseReason::PayloadUnavailable);
             }
@@ -114,10 +117,10 @@ fn rebuild(cmd: &Command, caps: u32) -> Result<Vec<u8>, LoseReason> {
                 }
                 out.extend_from_slice(&bitmap);
                 out.push(1);
-                for p in params {
+                for p in params.iter() {
                     out.extend_from_slice(&[p.column_type, if p.unsigned { 0x80 } else { 0 }]);
                 }
-                for p in params {
+                for p in params.iter() {
                     write_value(&mut out, p.column_type, &p.value);
                 }
             }
@@ -162,7 +165,7 @@ mod tests {
         let mut t = StmtTable::default();
         t.on_prepare_ok(7, 2, None);
         let cmd = parse_command(payload, caps, &mut t).unwrap();
-        assert_eq!(rebuild(&cmd, caps).unwrap(), payload, "{cmd:?}");
+        assert_eq!(rebuild(&cmd, payload, caps).unwrap(), payload, "{cmd:?}");
     }
 
     #[test]
@@ -190,10 +193,10 @@ mod tests {
         let ex = Command::StmtExecute {
             stmt_id: 1,
             flags: 0,
-            params: vec![],
+            params: vec![].into(),
             params_unknown: true,
         };
-        assert_eq!(rebuild(&ex, 0), Err(LoseReason::ParamsUnknown));
+        assert_eq!(rebuild(&ex, &[], 0), Err(LoseReason::ParamsUnknown));
         let ex = Command::StmtExecute {
             stmt_id: 1,
             flags: 0,
@@ -201,15 +204,16 @@ mod tests {
                 column_type: 8,
                 unsigned: false,
                 value: Value::Int(1),
-            }],
+            }]
+            .into(),
             params_unknown: false,
         };
         assert_eq!(
-            rebuild(&ex, QUERY_ATTRIBUTES),
+            rebuild(&ex, &[], QUERY_ATTRIBUTES),
             Err(LoseReason::PayloadUnavailable)
         );
         assert_eq!(
-            rebuild(&Command::Other { code: 0xfa }, 0),
+            rebuild(&Command::Other { code: 0xfa }, &[], 0),
             Err(LoseReason::PayloadUnavailable)
         );
     }

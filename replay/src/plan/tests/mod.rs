@@ -101,7 +101,7 @@ fn execute(seq: u64, ts: u64, end: u64, id: u32) -> Box<CommandRecord> {
         Command::StmtExecute {
             stmt_id: id,
             flags: 0,
-            params: vec![],
+            params: Default::default(),
             params_unknown: false,
         },
     )
