@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -95,17 +96,36 @@ impl InputArgs {
 
 /// Hand every event of a live capture to `sink`, in order per session, until the capture ends
 /// (its duration, or SIGINT); `idle` is called on every pass. An empty pass sleeps 1 ms, doubling
-/// while nothing comes up to 16 ms, so a quiet capture wakes this thread ~60 times a second.
-/// Returns the capture counters.
+/// up to 16 ms while nothing comes (events arriving at a moderate rate are taken in batches, not
+/// one wake-up each); after that the thread waits for a real wake-up: the next event of any open
+/// session, a new session, or the end of capture, and at most `max_wait` (`idle` runs at least
+/// that often). A quiet capture then costs no wake-ups. Returns the capture counters.
 pub fn pump_live<S: EventSink>(
     handle: LiveHandle,
     sink: &mut S,
     idle: fn(&mut S),
+    max_wait: std::time::Duration,
 ) -> Result<Stats> {
-    stop_on_sigint(handle.stop_flag());
+    use std::task::{Context, Poll, Wake, Waker};
+    /// Unparks the consumer thread.
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let stopper = handle.stopper();
+    stop_on_signal(move || stopper.stop());
     let rx = handle.sessions();
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
     let mut streams: Vec<SessionStream> = Vec::new();
-    let mut nap = std::time::Duration::from_millis(1);
+    const NAP_MIN: std::time::Duration = std::time::Duration::from_millis(1);
+    const NAP_MAX: std::time::Duration = std::time::Duration::from_millis(16);
+    let mut nap = NAP_MIN;
     loop {
         while let Ok(s) = rx.try_recv() {
             sink.push(s.open.id, SessionEvent::Open(Box::new(s.open.clone())));
@@ -123,14 +143,39 @@ pub fn pump_live<S: EventSink>(
         });
         idle(sink);
         if got {
-            nap = std::time::Duration::from_millis(1);
-        } else {
-            if handle.is_finished() && streams.is_empty() && rx.is_empty() {
-                break;
-            }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(std::time::Duration::from_millis(16));
+            nap = NAP_MIN;
+            continue;
         }
+        if handle.is_finished() && streams.is_empty() && rx.is_empty() {
+            break;
+        }
+        if nap < NAP_MAX.min(max_wait) {
+            std::thread::sleep(nap);
+            nap *= 2;
+            continue;
+        }
+        // Quiet: arm every wake-up source, then check once more before parking (an event
+        // pushed before a stream was armed is seen here; one pushed after wakes us).
+        handle.register_waker(&waker);
+        for s in &mut streams {
+            let mut next = s.next();
+            match std::pin::Pin::new(&mut next).poll(&mut cx) {
+                Poll::Ready(Some(ev)) => {
+                    if !matches!(ev, SessionEvent::Open(_)) {
+                        sink.push(s.open.id, ev);
+                    }
+                    got = true;
+                }
+                // Finished: the next pass drops it.
+                Poll::Ready(None) => got = true,
+                Poll::Pending => {}
+            }
+        }
+        if got || !rx.is_empty() || handle.is_finished() {
+            nap = NAP_MIN;
+            continue;
+        }
+        std::thread::park_timeout(max_wait);
     }
     Ok(handle.join()?)
 }
@@ -331,8 +376,21 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         res.with_context(|| format!("reading {}", file.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let handle = start_capture(&a.input.live()?, &a.decode)?;
-    let stats = pump_live(handle, &mut sink, |_| {})?;
+    let live = a.input.live()?;
+    if a.format == Format::Summary {
+        // The summary is the capture's counters: every frame is decoded in the capture thread,
+        // and its events end there instead of crossing to this thread to be dropped.
+        let mut cfg = live_config(&live, a.decode.pipeline_config());
+        cfg.events = false;
+        let handle = mrte_capture::source::live::start(cfg)?;
+        let stopper = handle.stopper();
+        stop_on_signal(move || stopper.stop());
+        let stats = handle.wait()?;
+        sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let handle = start_capture(&live, &a.decode)?;
+    let stats = pump_live(handle, &mut sink, |_| {}, std::time::Duration::from_secs(1))?;
     sink.finish(&stats, None).or_else(ignore_broken_pipe)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -377,11 +435,17 @@ fn live_config(c: &CaptureArgs, pipeline: PipelineConfig) -> LiveConfig {
         cores: c.xdp.cores.clone(),
         busy_poll_usecs: c.xdp.busy_poll,
         dropped_commits: None,
+        events: true,
     }
 }
 
 /// Set `flag` on SIGINT/SIGTERM.
 pub fn stop_on_sigint(flag: Arc<AtomicBool>) {
+    stop_on_signal(move || flag.store(true, Ordering::Release));
+}
+
+/// Call `stop` on SIGINT/SIGTERM.
+pub fn stop_on_signal(stop: impl FnOnce() + Send + 'static) {
     std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -397,7 +461,7 @@ pub fn stop_on_sigint(flag: Arc<AtomicBool>) {
             }
         });
         tracing::warn!("signal received: stopping capture, flushing counters");
-        flag.store(true, Ordering::Release);
+        stop();
     });
 }
 

@@ -204,7 +204,12 @@ pub fn publish(a: PublishArgs) -> Result<ExitCode> {
         pipeline.stats().clone()
     } else {
         let handle = crate::cli::start_capture(&a.input.live()?, &a.decode)?;
-        let stats = crate::cli::pump_live(handle, &mut sink, PublishSink::tick)?;
+        let stats = crate::cli::pump_live(
+            handle,
+            &mut sink,
+            PublishSink::tick,
+            std::time::Duration::from_millis(16),
+        )?;
         sink.finish();
         stats
     };

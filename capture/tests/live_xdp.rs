@@ -41,6 +41,7 @@ fn capture_session(source: SourceKind, ring_capacity: usize) -> Run {
         cores: Vec::new(),
         busy_poll_usecs: 0,
         dropped_commits: None,
+        events: true,
     };
     let h = live::start(cfg).unwrap_or_else(|e| panic!("{source:?} on span0: {e}"));
     let note = h.source_note.clone();

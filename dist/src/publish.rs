@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::StreamExt;
-use mrte_capture::event::{EventSink, SessionEvent, SessionId};
+use mrte_capture::event::{CommandRecord, EventSink, Identity, SessionEvent, SessionId};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{self, Batch, Ev, Record};
@@ -161,7 +161,8 @@ pub struct PublishSink {
     origin: u64,
     cfg: PublishConfig,
     parts: Vec<Part>,
-    next_idx: HashMap<SessionId, u64>,
+    /// Per session: index of its next event, and its db/user as its records gave them.
+    next_idx: HashMap<SessionId, (u64, Identity)>,
     dropped: HashMap<SessionId, u64>,
     seq: u64,
     tx: tokio::sync::mpsc::UnboundedSender<Outgoing>,
@@ -314,7 +315,7 @@ impl PublishSink {
 }
 
 impl EventSink for PublishSink {
-    fn push(&mut self, id: SessionId, event: SessionEvent) {
+    fn push(&mut self, id: SessionId, mut event: SessionEvent) {
         let c = &self.counters;
         c.events.fetch_add(1, Ordering::Relaxed);
         let closing = matches!(event, SessionEvent::Close(_));
@@ -322,7 +323,12 @@ impl EventSink for PublishSink {
             c.commands.fetch_add(1, Ordering::Relaxed);
         }
         let idx = {
-            let n = self.next_idx.entry(id).or_insert(0);
+            let (n, ident) = self.next_idx.entry(id).or_default();
+            // Records carry db/user only when they change; every message record carries both, so a
+            // player resuming mid-session or after a dropped message still knows them.
+            if let SessionEvent::Command(rec) = &mut event {
+                stamp_identity(ident, rec);
+            }
             let i = *n;
             *n += 1;
             i
@@ -355,6 +361,17 @@ impl EventSink for PublishSink {
         {
             self.tick();
         }
+    }
+}
+
+/// Take what `rec` says changed into `ident`, then give `rec` whatever it left out.
+fn stamp_identity(ident: &mut Identity, rec: &mut CommandRecord) {
+    ident.absorb(rec);
+    if rec.db.is_none() {
+        rec.db.clone_from(&ident.db);
+    }
+    if rec.user.is_none() {
+        rec.user.clone_from(&ident.user);
     }
 }
 
@@ -655,3 +672,46 @@ async fn publish_loop(
 
 /// Shared per-session drop table for the report: `(session, events dropped)`.
 pub type DropTable = Arc<Mutex<Vec<(u64, u64)>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mrte_capture::event::Command;
+
+    fn rec(db: Option<&str>, user: Option<&str>) -> CommandRecord {
+        CommandRecord {
+            seq: 0,
+            ts_us: 0,
+            command: Command::Ping,
+            response: Default::default(),
+            db: db.map(Arc::from),
+            user: user.map(Arc::from),
+            flags: Default::default(),
+            raw: Default::default(),
+            infile: None,
+            commit: Default::default(),
+        }
+    }
+
+    #[test]
+    fn every_published_record_carries_the_sessions_db_and_user() {
+        let mut ident = Identity::default();
+        let mut first = rec(Some("shop"), Some("app"));
+        stamp_identity(&mut ident, &mut first);
+        let mut plain = rec(None, None);
+        stamp_identity(&mut ident, &mut plain);
+        assert_eq!(
+            (plain.db.as_deref(), plain.user.as_deref()),
+            (Some("shop"), Some("app"))
+        );
+        let mut changed = rec(Some("crm"), None);
+        stamp_identity(&mut ident, &mut changed);
+        assert_eq!(
+            (changed.db.as_deref(), changed.user.as_deref()),
+            (Some("crm"), Some("app"))
+        );
+        let mut after = rec(None, None);
+        stamp_identity(&mut ident, &mut after);
+        assert_eq!(after.db.as_deref(), Some("crm"));
+    }
+}

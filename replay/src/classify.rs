@@ -17,9 +17,55 @@ pub enum StatementClass {
     Dangerous,
 }
 
+/// An upper-cased word kept inline (no allocation per word): keywords are short, so a longer or
+/// non-ASCII word is kept as "", which equals no keyword.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Kw {
+    buf: [u8; KW_MAX],
+    len: u8,
+}
+
+/// Longest word kept (the longest keyword looked at, `NO_WRITE_TO_BINLOG`, has 18 letters).
+const KW_MAX: usize = 24;
+
+impl Kw {
+    fn new(w: &[u8]) -> Self {
+        let mut buf = [0u8; KW_MAX];
+        if w.len() > KW_MAX || !w.is_ascii() {
+            return Self { buf, len: 0 };
+        }
+        buf[..w.len()].copy_from_slice(w);
+        buf[..w.len()].make_ascii_uppercase();
+        Self {
+            buf,
+            len: w.len() as u8,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.bytes()).unwrap_or("")
+    }
+}
+
+impl PartialEq<str> for Kw {
+    fn eq(&self, o: &str) -> bool {
+        self.bytes() == o.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Kw {
+    fn eq(&self, o: &&str) -> bool {
+        self.bytes() == o.as_bytes()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Tok {
-    Word(String),
+    Word(Kw),
     /// `@@global.x`, `@x` and similar variable references, upper-cased.
     Var(String),
     Literal,
@@ -115,9 +161,7 @@ fn tokenize(sql: &[u8]) -> Vec<Tok> {
                 {
                     i += 1;
                 }
-                toks.push(Tok::Word(
-                    String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase(),
-                ));
+                toks.push(Tok::Word(Kw::new(&sql[start..i])));
             }
             c if c.is_ascii_digit() => {
                 while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'.') {
@@ -228,17 +272,7 @@ fn classify_statement(first: &str, second: Option<&str>, toks: &[&Tok]) -> State
         }
         "SET" => classify_set(&toks[1..]),
         "SELECT" | "VALUES" | "TABLE" | "WITH" => {
-            let write = has_seq(toks, &["FOR", "UPDATE"])
-                || has_seq(toks, &["LOCK", "IN", "SHARE", "MODE"])
-                || has_seq(toks, &["FOR", "SHARE"])
-                || has_word(toks, "INTO")
-                || has_word(toks, "NEXTVAL")
-                || has_word(toks, "SETVAL")
-                || (first == "WITH"
-                    && ["UPDATE", "DELETE", "INSERT", "REPLACE"]
-                        .iter()
-                        .any(|w| has_word(toks, w)));
-            if write {
+            if select_writes(toks, first == "WITH") {
                 Write
             } else {
                 ReadOnly
@@ -250,6 +284,32 @@ fn classify_statement(first: &str, second: Option<&str>, toks: &[&Tok]) -> State
         "START" if second == Some("TRANSACTION") => ReadOnly,
         _ => Write,
     }
+}
+
+/// A SELECT (VALUES, TABLE, WITH) that writes or locks: `FOR UPDATE`, `FOR SHARE`,
+/// `LOCK IN SHARE MODE`, `INTO`, `NEXTVAL`, `SETVAL`; for WITH also a data-changing verb. One
+/// pass over the words.
+fn select_writes(toks: &[&Tok], with: bool) -> bool {
+    let next_is = |i: usize, seq: &[&str]| {
+        let after = toks.get(i + 1..).unwrap_or_default();
+        after.len() >= seq.len()
+            && after
+                .iter()
+                .zip(seq)
+                .all(|(t, s)| matches!(t, Tok::Word(x) if x == s))
+    };
+    toks.iter().enumerate().any(|(i, t)| {
+        let Tok::Word(w) = t else {
+            return false;
+        };
+        match w.bytes() {
+            b"INTO" | b"NEXTVAL" | b"SETVAL" => true,
+            b"FOR" => next_is(i, &["UPDATE"]) || next_is(i, &["SHARE"]),
+            b"LOCK" => next_is(i, &["IN", "SHARE", "MODE"]),
+            b"UPDATE" | b"DELETE" | b"INSERT" | b"REPLACE" => with,
+            _ => false,
+        }
+    })
 }
 
 fn classify_set(rest: &[&Tok]) -> StatementClass {
@@ -328,6 +388,12 @@ mod tests {
         assert_eq!(c("select a into @x from t"), Write);
         assert_eq!(c("select * from t into outfile '/tmp/x'"), Write);
         assert_eq!(c("select `into` from t"), ReadOnly);
+        assert_eq!(c("select * from t for share"), Write);
+        assert_eq!(c("select * from t lock in share"), ReadOnly);
+        assert_eq!(c("select nextval(s)"), Write);
+        assert_eq!(c("with x as (select 1) update t set a = 1"), Write);
+        assert_eq!(c("select update_time from t"), ReadOnly);
+        assert_eq!(c("select a from t where b = 'for update'"), ReadOnly);
         assert_eq!(c("select 'FOR UPDATE' from t"), ReadOnly);
         assert_eq!(c("-- c\nselect 1"), ReadOnly);
         assert_eq!(c("# c\nselect 1"), ReadOnly);

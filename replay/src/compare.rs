@@ -155,7 +155,7 @@ impl Comparison {
                 test_total_us: 0,
                 errors: ErrorCounts::default(),
                 rows_mismatch: 0,
-                sample: o.example.clone(),
+                sample: o.example.to_arc(),
                 examples: Vec::new(),
             });
         fp.count += 1;
@@ -174,7 +174,7 @@ impl Comparison {
                 err.replay_failed = 1;
                 example = Some(Example {
                     kind: "replay_failed",
-                    statement: o.example.clone(),
+                    statement: o.example.to_arc(),
                     prod: prod_words(),
                     test: o.failure.clone().unwrap_or_else(|| "not replayed".into()),
                 });
@@ -218,7 +218,7 @@ impl Comparison {
                 self.results.record_fingerprint(
                     o.fingerprint_id,
                     &o.fingerprint,
-                    &o.example,
+                    o.example.as_bytes(),
                     (&o.prod).into(),
                     ResultSide {
                         status: t.status,
@@ -235,7 +235,7 @@ impl Comparison {
                     }
                     example = Some(Example {
                         kind,
-                        statement: o.example.clone(),
+                        statement: o.example.to_arc(),
                         prod: prod_words(),
                         test,
                     });
@@ -313,7 +313,7 @@ mod tests {
             command: "COM_QUERY",
             fingerprint: Arc::from(fp),
             fingerprint_id: mrte_capture::fingerprint::fingerprint_id(fp),
-            example: Arc::from(format!("{fp} -- example")),
+            example: format!("{fp} -- example").into(),
             prod: Response {
                 status: prod,
                 rows: prod_rows,

@@ -156,11 +156,15 @@ pub(crate) async fn session_task(
                 },
             }
         };
+        // Pinned here, not boxed: no allocation and copy of the step's future per step.
         let mut sd2 = sd.clone();
-        let done = tokio::select! {
-            biased;
-            r = CatchUnwind::new(s.step(step, &mut sd)) => Some(r),
-            _ = wait_shutdown(&mut sd2) => None,
+        let done = {
+            let work = std::pin::pin!(s.step(step, &mut sd));
+            tokio::select! {
+                biased;
+                r = CatchUnwind::new(work) => Some(r),
+                _ = wait_shutdown(&mut sd2) => None,
+            }
         };
         match done {
             Some(Ok(false)) => {}
@@ -185,10 +189,13 @@ pub(crate) async fn session_task(
     }
     if !shut && !panicked {
         let mut sd2 = sd.clone();
-        let done = tokio::select! {
-            biased;
-            r = CatchUnwind::new(s.finish_stream()) => Some(r),
-            _ = wait_shutdown(&mut sd2) => None,
+        let done = {
+            let work = std::pin::pin!(s.finish_stream());
+            tokio::select! {
+                biased;
+                r = CatchUnwind::new(work) => Some(r),
+                _ = wait_shutdown(&mut sd2) => None,
+            }
         };
         match done {
             Some(Ok(())) => {}
@@ -496,7 +503,7 @@ impl Exec {
             Action::Connect(p) | Action::Reconnect(p) => {
                 if let Err(f) = self.connect(p).await {
                     for c in self.planner.handle_connection_lost() {
-                        self.fail(&c, f.clone());
+                        self.fail(c, f.clone());
                     }
                 }
             }
@@ -508,7 +515,7 @@ impl Exec {
                     Origin::Captured(c) if s.expects_response => Want::Captured(c),
                     Origin::Captured(c) => {
                         if self.conn.is_none() {
-                            self.fail(&c, Fail::Lost("connection_lost".into()));
+                            self.fail(c, Fail::Lost("connection_lost".into()));
                             return;
                         }
                         self.stats.replayed_no_response += 1;
@@ -523,7 +530,7 @@ impl Exec {
                 };
                 let Some(conn) = self.conn.as_mut() else {
                     if let Want::Captured(c) = want {
-                        self.fail(&c, Fail::Lost("connection_lost".into()));
+                        self.fail(c, Fail::Lost("connection_lost".into()));
                     }
                     return;
                 };
@@ -560,14 +567,14 @@ impl Exec {
                 self.skip(reason);
                 self.settle(seq, Settled::GivenUp);
             }
-            Action::Lose { cmd, reason } => self.fail(&cmd, Fail::Lost(reason.as_str().into())),
+            Action::Lose { cmd, reason } => self.fail(cmd, Fail::Lost(reason.as_str().into())),
         }
     }
 
     async fn change_user(&mut self, cu: ChangeUserPlan) {
         self.drain().await;
         let Some(conn) = self.conn.as_mut() else {
-            self.fail(&cu.cmd, Fail::Lost("connection_lost".into()));
+            self.fail(cu.cmd, Fail::Lost("connection_lost".into()));
             return;
         };
         let sent = Instant::now();
@@ -580,14 +587,14 @@ impl Exec {
         match r {
             Ok(Ok(reply)) => {
                 self.prod_state = ProdState::default();
-                self.done(&cu.cmd, &reply, sent.elapsed().as_micros() as u64);
+                self.done(cu.cmd, &reply, sent.elapsed().as_micros() as u64);
             }
             Ok(Err(e)) => {
-                self.fail(&cu.cmd, self.error_fate(&e));
+                self.fail(cu.cmd, self.error_fate(&e));
                 self.broken(None);
             }
             Err(_) => {
-                self.fail(&cu.cmd, self.timeout_fate());
+                self.fail(cu.cmd, self.timeout_fate());
                 self.broken(None);
             }
         }
@@ -635,7 +642,7 @@ impl Exec {
                 Want::Captured(c) => {
                     self.planner
                         .handle_response(reply.status, reply.prepare.as_ref());
-                    self.done(&c, &reply, reply.latency_us);
+                    self.done(c, &reply, reply.latency_us);
                 }
             },
             Ok(Err(e)) => {
@@ -673,11 +680,11 @@ impl Exec {
             f,
         )) = first
         {
-            self.fail(&c, f);
+            self.fail(c, f);
         }
         for p in std::mem::take(&mut self.pending) {
             if let Want::Captured(c) = p.want {
-                self.fail(&c, Fail::Lost("connection_lost".into()));
+                self.fail(c, Fail::Lost("connection_lost".into()));
             }
         }
         self.drop_conn();
@@ -687,7 +694,7 @@ impl Exec {
     /// Tell the planner the connection is gone; what it had planned on it is lost.
     fn connection_gone(&mut self, reason: &str) {
         for c in self.planner.handle_connection_lost() {
-            self.fail(&c, Fail::Lost(reason.into()));
+            self.fail(c, Fail::Lost(reason.into()));
         }
     }
 
@@ -714,7 +721,7 @@ impl Exec {
     }
 
     /// A replayed command's answer.
-    fn done(&mut self, c: &CmdInfo, r: &Reply, latency_us: u64) {
+    fn done(&mut self, c: Box<CmdInfo>, r: &Reply, latency_us: u64) {
         self.stats.replayed += 1;
         self.ctx.live.replayed.fetch_add(1, Ordering::Relaxed);
         if r.status == ResponseStatus::Err {
@@ -738,7 +745,7 @@ impl Exec {
     }
 
     /// A command without an answer.
-    fn fail(&mut self, c: &CmdInfo, f: Fail) {
+    fn fail(&mut self, c: Box<CmdInfo>, f: Fail) {
         self.settle(c.seq, Settled::GivenUp);
         let reason = match f {
             Fail::Lost(r) => {
@@ -776,14 +783,16 @@ impl Exec {
         }
     }
 
-    fn emit(&mut self, c: &CmdInfo, test: Option<TestResponse>, failure: Option<String>) {
+    /// Hand the command's outcome to the sink (its facts moved, not copied).
+    fn emit(&mut self, c: Box<CmdInfo>, test: Option<TestResponse>, failure: Option<String>) {
+        let c = *c;
         let o = Outcome {
             session: self.id,
             command: c.name(),
-            fingerprint: c.fingerprint.clone(),
+            fingerprint: c.fingerprint,
             fingerprint_id: c.fingerprint_id,
-            example: c.example.clone(),
-            prod: c.prod.clone(),
+            example: c.example,
+            prod: c.prod,
             prod_us: c.prod_us,
             test,
             failure,

@@ -29,7 +29,76 @@ pub mod wire;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use mrte_capture::event::{Response, SessionId};
+
+/// A statement's text as an example: the captured bytes (a shared slice of the command's payload,
+/// already cut to the example length) made into a string only when an example is kept, which
+/// most outcomes never are.
+#[derive(Clone, Debug)]
+pub struct ExampleText(Example);
+
+#[derive(Clone, Debug)]
+enum Example {
+    Name(&'static str),
+    Text(Arc<str>),
+    Sql(Bytes),
+}
+
+impl ExampleText {
+    /// The statement bytes `sql`, cut to `max` bytes.
+    pub fn sql(sql: Bytes, max: usize) -> Self {
+        Self(Example::Sql(sql.slice(..sql.len().min(max))))
+    }
+
+    /// The text (invalid UTF-8 shown as U+FFFD).
+    pub fn to_arc(&self) -> Arc<str> {
+        match &self.0 {
+            Example::Name(n) => Arc::from(*n),
+            Example::Text(t) => t.clone(),
+            Example::Sql(b) => Arc::from(String::from_utf8_lossy(b).as_ref()),
+        }
+    }
+
+    /// The bytes as captured.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Example::Name(n) => n.as_bytes(),
+            Example::Text(t) => t.as_bytes(),
+            Example::Sql(b) => b,
+        }
+    }
+}
+
+impl From<&'static str> for ExampleText {
+    fn from(n: &'static str) -> Self {
+        Self(Example::Name(n))
+    }
+}
+
+impl From<Arc<str>> for ExampleText {
+    fn from(t: Arc<str>) -> Self {
+        Self(Example::Text(t))
+    }
+}
+
+impl From<String> for ExampleText {
+    fn from(t: String) -> Self {
+        Self(Example::Text(t.into()))
+    }
+}
+
+impl PartialEq for ExampleText {
+    fn eq(&self, o: &Self) -> bool {
+        self.as_bytes() == o.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for ExampleText {
+    fn eq(&self, o: &&str) -> bool {
+        self.as_bytes() == o.as_bytes()
+    }
+}
 
 /// What the test server answered to one replayed command.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,7 +135,7 @@ pub struct Outcome {
     /// Fingerprint id.
     pub fingerprint_id: u64,
     /// The statement as sent (truncated for examples).
-    pub example: Arc<str>,
+    pub example: ExampleText,
     /// Production response and latency.
     pub prod: Response,
     /// Production latency (request last packet → response last packet), microseconds.

@@ -445,7 +445,7 @@ mod tests {
             command: "COM_QUERY",
             fingerprint: Arc::from(format!("select ? from t{fp}").as_str()),
             fingerprint_id: fp,
-            example: Arc::from(format!("select 1 from t{fp}").as_str()),
+            example: format!("select 1 from t{fp}").into(),
             prod,
             prod_us: Some(prod_us),
             test: Some(test),

@@ -18,21 +18,22 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// A future whose panics come out as `Err(message)`.
-pub struct CatchUnwind<F>(Pin<Box<F>>);
+/// A future whose panics come out as `Err(message)`. It takes an `Unpin` future: a boxed one,
+/// or one pinned where it is awaited (`std::pin::pin!`, no allocation per use).
+pub struct CatchUnwind<F>(F);
 
-impl<F: Future> CatchUnwind<F> {
+impl<F: Future + Unpin> CatchUnwind<F> {
     /// Wrap `f`.
     pub fn new(f: F) -> Self {
-        Self(Box::pin(f))
+        Self(f)
     }
 }
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
+        let inner = Pin::new(&mut self.0);
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Ok(Poll::Pending) => Poll::Pending,
@@ -187,10 +188,35 @@ impl<'a> Words<'a> {
     }
 }
 
-impl Iterator for Words<'_> {
-    type Item = Vec<u8>;
+/// A leading word, upper-cased inline (no allocation): a word longer than the buffer is kept as
+/// a non-word that equals no keyword.
+#[derive(Clone, Copy)]
+struct Word {
+    buf: [u8; 16],
+    len: usize,
+}
 
-    fn next(&mut self) -> Option<Vec<u8>> {
+impl std::ops::Deref for Word {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self.buf.get(..self.len) {
+            Some(w) => w,
+            None => b"\0",
+        }
+    }
+}
+
+impl Word {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Iterator for Words<'_> {
+    type Item = Word;
+
+    fn next(&mut self) -> Option<Word> {
         self.skip_blank();
         let start = self.i;
         while self.i < self.s.len()
@@ -198,7 +224,13 @@ impl Iterator for Words<'_> {
         {
             self.i += 1;
         }
-        (self.i > start).then(|| self.s[start..self.i].to_ascii_uppercase())
+        let w = &self.s[start..self.i];
+        let mut buf = [0u8; 16];
+        if let Some(b) = buf.get_mut(..w.len()) {
+            b.copy_from_slice(w);
+            b.make_ascii_uppercase();
+        }
+        (self.i > start).then_some(Word { buf, len: w.len() })
     }
 }
 
@@ -265,13 +297,13 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("rt");
-        let r = rt.block_on(CatchUnwind::new(async {
+        let r = rt.block_on(CatchUnwind::new(std::pin::pin!(async {
             if std::hint::black_box(true) {
                 panic!("boom {}", 7);
             }
             1
-        }));
+        })));
         assert_eq!(r, Err("boom 7".to_owned()));
-        assert_eq!(rt.block_on(CatchUnwind::new(async { 2 })), Ok(2));
+        assert_eq!(rt.block_on(CatchUnwind::new(Box::pin(async { 2 }))), Ok(2));
     }
 }

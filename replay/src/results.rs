@@ -603,17 +603,11 @@ impl ResultDivergence {
         &mut self,
         fp_id: u64,
         fingerprint: &str,
-        sample: &str,
+        sample: &[u8],
         prod: ResultSide,
         test: ResultSide,
     ) -> ResultClass {
-        self.record_judged(
-            fp_id,
-            Judge::Fingerprint(fingerprint),
-            sample.as_bytes(),
-            prod,
-            test,
-        )
+        self.record_judged(fp_id, Judge::Fingerprint(fingerprint), sample, prod, test)
     }
 
     fn record_judged(

@@ -494,7 +494,7 @@ fn outcomes_with_test_checksums_feed_every_report_format() {
             command: "COM_QUERY",
             fingerprint: Arc::from(fp.as_str()),
             fingerprint_id: id,
-            example: Arc::from(String::from_utf8_lossy(sql).as_ref()),
+            example: String::from_utf8_lossy(sql).into_owned().into(),
             prod: prod.clone(),
             prod_us: Some(100),
             test: Some(TestResponse {

@@ -184,7 +184,7 @@ async fn general_log_shows_exactly_the_statements_in_order() {
     );
     let db_out = outcomes
         .iter()
-        .find(|o| o.example.as_ref() == "SELECT DATABASE()")
+        .find(|o| o.example == "SELECT DATABASE()")
         .expect("select database");
     assert_eq!(db_out.test.as_ref().map(|t| t.rows), Some(1));
 

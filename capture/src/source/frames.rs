@@ -83,6 +83,9 @@ pub trait FrameSource {
     fn reopen(&mut self) -> Result<(), String>;
     /// Interface name, for messages.
     fn iface(&self) -> &str;
+    /// When the capture ends (its duration), so that a source blocked on a quiet interface
+    /// returns by then. The default ignores it (the source waits briefly anyway).
+    fn set_deadline(&mut self, _at: Option<Instant>) {}
 }
 
 /// When to stop.
@@ -145,6 +148,7 @@ pub fn run_capture<S: FrameSource, K: EventSink>(
     let mut last_ts = 0;
     let mut link = src.link();
     let mut counters = SourceCounters::default();
+    src.set_deadline(limits.duration.map(|d| started + d));
     while !stop.load(Ordering::Acquire)
         && limits.duration.is_none_or(|d| started.elapsed() < d)
         && limits.count.is_none_or(|n| frames < n)
@@ -223,6 +227,7 @@ pub fn run_record<S: FrameSource, W: std::io::Write>(
     let link = src.link();
     let mut st = Recorded::default();
     let mut werr = None;
+    src.set_deadline(limits.duration.map(|d| started + d));
     while !stop.load(Ordering::Acquire)
         && limits.duration.is_none_or(|d| started.elapsed() < d)
         && limits.count.is_none_or(|n| st.frames < n)

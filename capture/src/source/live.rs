@@ -73,6 +73,10 @@ pub struct LiveConfig {
     pub busy_poll_usecs: u32,
     /// Where the rings report commits they dropped (see `RingSink::report_dropped_commits`).
     pub dropped_commits: Option<crossbeam_channel::Sender<u64>>,
+    /// Hand the decoded events to consumers ([`LiveHandle::sessions`]). Off, every frame is
+    /// still decoded and counted, but no session ring is made and the events are dropped in the
+    /// capture thread: for a consumer that needs only the counters (`inspect -f summary`).
+    pub events: bool,
 }
 
 /// Live source errors.
@@ -102,12 +106,50 @@ pub enum LiveError {
     Panicked,
 }
 
+/// Stops a live capture: sets its stop flag and wakes a capture thread blocked on a quiet port.
+#[derive(Clone, Debug)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    /// Write end of the stop pipe whose read end is in the AF_XDP threads' poll(2) set.
+    wake: Option<Arc<std::os::unix::net::UnixStream>>,
+}
+
+impl Stopper {
+    fn new(flag: Arc<AtomicBool>) -> Self {
+        Self { flag, wake: None }
+    }
+
+    /// Ask the capture to stop.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        if let Some(w) = &self.wake {
+            use std::io::Write;
+            // Non-blocking: one byte makes the read end readable for good; a full pipe (stop
+            // asked many times) already is.
+            let _ = (&**w).write(&[1]);
+        }
+    }
+}
+
+/// A pipe for [`Stopper`]: (write end, read end), the write end non-blocking.
+#[cfg(feature = "xdp")]
+fn stop_pipe() -> Option<(
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+)> {
+    let (w, r) = std::os::unix::net::UnixStream::pair().ok()?;
+    w.set_nonblocking(true).ok()?;
+    Some((w, r))
+}
+
 /// A running live capture.
 #[derive(Debug)]
 pub struct LiveHandle {
     sessions: Receiver<SessionStream>,
+    /// Woken when a capture thread hands over a new session and when capture ends.
+    news: Arc<atomic_waker::AtomicWaker>,
     live: Arc<LiveStats>,
-    stop: Arc<AtomicBool>,
+    stop: Stopper,
     thread: Option<JoinHandle<Result<Stats, LiveError>>>,
     /// Which source runs, and why.
     pub source_note: String,
@@ -119,19 +161,32 @@ impl LiveHandle {
         self.sessions.clone()
     }
 
+    /// Wake `w` (once) when the next new session is handed over or capture ends; with
+    /// [`SessionStream::next`] on every open stream, a consumer can wait for any of them
+    /// without polling.
+    pub fn register_waker(&self, w: &std::task::Waker) {
+        self.news.register(w);
+    }
+
     /// Counters published by the capture thread.
     pub fn live(&self) -> Arc<LiveStats> {
         self.live.clone()
     }
 
-    /// Flag that stops the capture when set.
+    /// Flag that stops the capture when set (a capture thread blocked on a quiet port sees it
+    /// within a second; [`LiveHandle::stopper`] wakes it at once).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.flag.clone()
+    }
+
+    /// What stops the capture from another thread, waking it.
+    pub fn stopper(&self) -> Stopper {
         self.stop.clone()
     }
 
     /// Ask the capture to stop.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.stop();
     }
 
     /// The capture has ended by itself (duration, count) or after `stop`.
@@ -139,9 +194,15 @@ impl LiveHandle {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Wait for the capture thread; final counters.
-    pub fn join(mut self) -> Result<Stats, LiveError> {
+    /// Stop the capture and wait for its thread; final counters.
+    pub fn join(self) -> Result<Stats, LiveError> {
         self.stop();
+        self.wait()
+    }
+
+    /// Wait for the capture to end by itself (its duration, count, or a [`Stopper`]); final
+    /// counters.
+    pub fn wait(mut self) -> Result<Stats, LiveError> {
         match self.thread.take() {
             Some(t) => t.join().map_err(|_| LiveError::Panicked)?,
             None => Err(LiveError::Panicked),
@@ -277,12 +338,19 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
         },
     };
     let (cap, link) = open_pcap(&cfg)?;
-    let (mut sink, rx) = RingSink::new(cfg.ring_capacity);
+    let (mut ring, rx) = RingSink::new(cfg.ring_capacity);
     if let Some(tx) = &cfg.dropped_commits {
-        sink.report_dropped_commits(tx.clone());
+        ring.report_dropped_commits(tx.clone());
     }
-    sink.set_memory_budget(cfg.pipeline.max_memory);
-    sink.set_queue_limit(cfg.max_queued_events);
+    ring.set_memory_budget(cfg.pipeline.max_memory);
+    ring.set_queue_limit(cfg.max_queued_events);
+    let news = Arc::new(atomic_waker::AtomicWaker::new());
+    let news2 = news.clone();
+    let mut sink = Gate {
+        ring,
+        on: cfg.events,
+        news: news.clone(),
+    };
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (live2, stop2) = (live.clone(), stop.clone());
@@ -305,30 +373,58 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
                 &mut sink,
                 limits(&cfg),
                 &stop2,
-                |st, sink: &RingSink| {
-                    let r = sink.stats();
+                |st, sink: &Gate| {
+                    let r = sink.ring.stats();
                     st.ring_drops = r.dropped_events;
                     st.ring_overflow_sessions = r.overflowed_sessions;
                     live2.publish(st);
                 },
             );
-            sink.close_all();
+            sink.ring.close_all();
             let mut st = st;
-            let r = sink.stats();
+            let r = sink.ring.stats();
             st.ring_drops = r.dropped_events;
             st.ring_overflow_sessions = r.overflowed_sessions;
             live2.publish(&st);
+            news2.wake();
             Ok(st)
         })
         .map_err(|_| LiveError::Panicked)?;
     tracing::info!("capture source on {iface}: {note}");
     Ok(LiveHandle {
         sessions: rx,
+        news,
         live,
-        stop,
+        stop: Stopper::new(stop),
         thread: Some(thread),
         source_note: note,
     })
+}
+
+/// The libpcap capture thread's sink: the session rings, or nothing when events are off.
+struct Gate {
+    ring: RingSink,
+    on: bool,
+    news: Arc<atomic_waker::AtomicWaker>,
+}
+
+impl crate::event::EventSink for Gate {
+    #[inline]
+    fn push(&mut self, id: crate::event::SessionId, event: crate::event::SessionEvent) {
+        if self.on {
+            let open = matches!(event, crate::event::SessionEvent::Open(_));
+            self.ring.push(id, event);
+            if open {
+                self.news.wake();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.on {
+            self.ring.flush();
+        }
+    }
 }
 
 #[cfg(not(feature = "xdp"))]
@@ -353,11 +449,22 @@ struct XdpQueue<'a> {
     carried: SourceCounters,
     now: SourceCounters,
     last_clock: Instant,
+    /// Read end of the stop pipe, for sockets bound again.
+    stop_fd: Option<std::os::unix::net::UnixStream>,
+    deadline: Option<Instant>,
 }
 
 #[cfg(feature = "xdp")]
 impl<'a> XdpQueue<'a> {
-    fn new(cfg: &'a LiveConfig, queue: u32, src: crate::source::xdp::XdpSource) -> Self {
+    fn new(
+        cfg: &'a LiveConfig,
+        queue: u32,
+        mut src: crate::source::xdp::XdpSource,
+        stop_fd: Option<std::os::unix::net::UnixStream>,
+    ) -> Self {
+        if let Some(fd) = stop_fd.as_ref().and_then(|f| f.try_clone().ok()) {
+            src.set_stop_fd(fd.into());
+        }
         Self {
             cfg,
             queue,
@@ -367,6 +474,8 @@ impl<'a> XdpQueue<'a> {
             carried: SourceCounters::default(),
             now: SourceCounters::default(),
             last_clock: Instant::now(),
+            stop_fd,
+            deadline: None,
         }
     }
 }
@@ -430,6 +539,10 @@ impl FrameSource for XdpQueue<'_> {
             s.set_busy_poll(cfg.busy_poll_usecs, 64)
                 .map_err(|e| format!("busy polling: {e}"))?;
         }
+        if let Some(fd) = self.stop_fd.as_ref().and_then(|f| f.try_clone().ok()) {
+            s.set_stop_fd(fd.into());
+        }
+        s.set_deadline(self.deadline);
         self.ifindex = s.ifindex();
         self.src = Some(s);
         Ok(())
@@ -437,6 +550,13 @@ impl FrameSource for XdpQueue<'_> {
 
     fn iface(&self) -> &str {
         &self.cfg.iface
+    }
+
+    fn set_deadline(&mut self, at: Option<Instant>) {
+        self.deadline = at;
+        if let Some(s) = self.src.as_mut() {
+            s.set_deadline(at);
+        }
     }
 }
 
@@ -451,6 +571,12 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
     let cfg2 = cfg.clone();
     let nq = cfg.queues.max(1);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<&'static str, String>>(1);
+    let (wake, stop_fd) = match stop_pipe() {
+        Some((w, r)) => (Some(Arc::new(w)), Some(r)),
+        None => (None, None),
+    };
+    let news = Arc::new(atomic_waker::AtomicWaker::new());
+    let news2 = news.clone();
     let thread = std::thread::Builder::new()
         .name("mrte-xdp-0".into())
         .spawn(move || {
@@ -499,22 +625,26 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
                     stop2.clone(),
                     shared.clone(),
                 );
+                let news = news2.clone();
+                let stop_fd = stop_fd.as_ref().and_then(|f| f.try_clone().ok());
                 let h = std::thread::Builder::new()
                     .name(format!("mrte-xdp-{q}"))
                     .spawn(move || {
                         pin(cfg.cores.get(q as usize).copied());
-                        run_xdp_queue(src, q, &cfg, tx, &live, &stop, &shared)
+                        run_xdp_queue(src, q, &cfg, tx, &live, &stop, &shared, stop_fd, &news)
                     })
                     .map_err(|_| LiveError::Panicked)?;
                 others.push(h);
             }
             let src = sources.pop().ok_or(LiveError::Panicked)?;
-            let mut total = run_xdp_queue(src, 0, &cfg, tx, &live2, &stop2, &shared);
+            let mut total =
+                run_xdp_queue(src, 0, &cfg, tx, &live2, &stop2, &shared, stop_fd, &news2);
             for h in others {
                 let st = h.join().map_err(|_| LiveError::Panicked)?;
                 total.merge(&st);
             }
             live2.publish(&total);
+            news2.wake();
             Ok(total)
         })
         .map_err(|_| LiveError::Panicked)?;
@@ -534,8 +664,9 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
             tracing::info!("capture source on {}: {note}", cfg.iface);
             Ok(LiveHandle {
                 sessions: rx,
+                news,
                 live,
-                stop,
+                stop: Stopper { flag: stop, wake },
                 thread: Some(thread),
                 source_note: note,
             })
@@ -584,6 +715,10 @@ struct QueueSink<'a> {
     shared: Option<&'a QueueShared>,
     keys: HashMap<crate::event::SessionId, crate::event::FlowKey>,
     multi: u64,
+    /// Hand events to the rings (`LiveConfig::events`); off, they end here.
+    events: bool,
+    /// Woken at each new session handed over.
+    news: &'a atomic_waker::AtomicWaker,
 }
 
 #[cfg(feature = "xdp")]
@@ -619,13 +754,26 @@ impl crate::event::EventSink for QueueSink<'_> {
                 _ => {}
             }
         }
-        self.ring.push(id, event);
+        if self.events {
+            let open = matches!(event, crate::event::SessionEvent::Open(_));
+            self.ring.push(id, event);
+            if open {
+                self.news.wake();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.events {
+            self.ring.flush();
+        }
     }
 }
 
 /// One RX queue's capture loop: its own pipeline (session ids `q + 1`, `q + 1 + n`, ...) and
 /// rings, until stopped; returns its counters.
 #[cfg(feature = "xdp")]
+#[allow(clippy::too_many_arguments)]
 fn run_xdp_queue(
     src: crate::source::xdp::XdpSource,
     q: u32,
@@ -634,6 +782,8 @@ fn run_xdp_queue(
     live: &LiveStats,
     stop: &AtomicBool,
     shared: &QueueShared,
+    stop_fd: Option<std::os::unix::net::UnixStream>,
+    news: &atomic_waker::AtomicWaker,
 ) -> Stats {
     let nq = cfg.queues.max(1);
     let mut ring = RingSink::with_sender(cfg.ring_capacity, tx);
@@ -648,6 +798,8 @@ fn run_xdp_queue(
         shared: (nq > 1).then_some(shared),
         keys: HashMap::new(),
         multi: 0,
+        events: cfg.events,
+        news,
     };
     let mut p = Pipeline::new(cfg.pipeline.clone());
     p.set_session_ids(u64::from(q) + 1, u64::from(nq));
@@ -655,7 +807,7 @@ fn run_xdp_queue(
         // One queue keeps the pipeline's own clock: no lock per command.
         p.set_commit_clock(shared.commits.clone());
     }
-    let mut src = XdpQueue::new(cfg, q, src);
+    let mut src = XdpQueue::new(cfg, q, src, stop_fd);
     let ring_counters = |st: &mut Stats, sink: &QueueSink| {
         let r = sink.ring.stats();
         st.ring_drops = r.dropped_events;
@@ -784,7 +936,7 @@ fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<Record
     let note = format!("AF_XDP, {} mode, RX queue 0, mrte XDP program", src.mode);
     tracing::info!("recording {} to {} with {note}", cfg.iface, path.display());
     let mut w = PcapFileWriter::create(path, LinkType::Ethernet)?;
-    let mut src = XdpQueue::new(cfg, 0, src);
+    let mut src = XdpQueue::new(cfg, 0, src, None);
     let r = run_record(&mut src, &mut w, limits(cfg), stop);
     finish_record(r, w, note, xerr)
 }

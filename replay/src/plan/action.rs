@@ -81,7 +81,7 @@ pub struct CmdInfo {
     /// Fingerprint id.
     pub fingerprint_id: u64,
     /// The statement as captured, truncated.
-    pub example: Arc<str>,
+    pub example: crate::ExampleText,
     /// Prod's response.
     pub prod: Response,
     /// Prod latency, µs.

@@ -97,7 +97,7 @@ struct Stmt {
     sql: Bytes,
     fingerprint: Arc<str>,
     fingerprint_id: u64,
-    example: Arc<str>,
+    example: crate::ExampleText,
     skip: Option<SkipReason>,
     test: TestStmt,
     /// Bumped on each PREPARE of this prod id: answers for an older one are orphans.
@@ -233,7 +233,7 @@ pub struct Planner {
     outstanding: VecDeque<Outstanding>,
     waiting: bool,
     fp: Fingerprinter,
-    memo: HashMap<Box<[u8]>, SqlFacts>,
+    memo: rustc_hash::FxHashMap<Box<[u8]>, SqlFacts>,
     /// The exact-text memo costs a hash and a copy of every new statement: it is used only
     /// while texts repeat (at least one look-up in four hits over a window of `MEMO_WINDOW`),
     /// else rested for `MEMO_REST` statements, then tried again.
@@ -272,7 +272,7 @@ impl Planner {
             outstanding: VecDeque::new(),
             waiting: false,
             fp: Fingerprinter::default(),
-            memo: HashMap::new(),
+            memo: rustc_hash::FxHashMap::default(),
             memo_use: MemoUse::default(),
             fps: rustc_hash::FxHashMap::default(),
             facts: None,

@@ -51,9 +51,16 @@ impl Planner {
         facts
     }
 
-    fn example(&self, sql: &[u8]) -> Arc<str> {
+    /// The example of `sql`, a slice of `raw` where it is one (no copy), else copied.
+    fn example(&self, raw: &Bytes, sql: &[u8]) -> crate::ExampleText {
         let cut = &sql[..sql.len().min(self.cfg.example_len)];
-        Arc::from(String::from_utf8_lossy(cut).as_ref())
+        let (r, c) = (raw.as_ptr_range(), cut.as_ptr_range());
+        let bytes = if !cut.is_empty() && r.start <= c.start && c.end <= r.end {
+            raw.slice_ref(cut)
+        } else {
+            Bytes::copy_from_slice(cut)
+        };
+        crate::ExampleText::sql(bytes, self.cfg.example_len)
     }
 
     /// Plan one command; `Err` gives it back when it must wait for an answer.
@@ -173,7 +180,7 @@ impl Planner {
         if let Some(id) = prod_id {
             let sql = rec.command.sql().unwrap_or_default();
             let facts = self.sql_facts(sql);
-            let example = self.example(sql);
+            let example = self.example(&rec.raw, sql);
             self.next_gen += 1;
             self.stmts.insert(
                 id,
@@ -217,17 +224,21 @@ impl Planner {
                     Some(f) => f,
                     None => self.sql_facts(sql),
                 };
-                (f.fingerprint, f.fingerprint_id, self.example(sql))
+                (f.fingerprint, f.fingerprint_id, self.example(&rec.raw, sql))
             }
             Some(sql) => {
                 let name = "COM_STMT_PREPARE";
-                (Arc::from(name), fingerprint_id(name), self.example(sql))
+                (
+                    Arc::from(name),
+                    fingerprint_id(name),
+                    self.example(&rec.raw, sql),
+                )
             }
             None => match stmt.and_then(|id| self.stmts.get(&id)) {
                 Some(s) => (s.fingerprint.clone(), s.fingerprint_id, s.example.clone()),
                 None => {
                     let name = rec.command.name();
-                    (Arc::from(name), fingerprint_id(name), Arc::from(name))
+                    (Arc::from(name), fingerprint_id(name), name.into())
                 }
             },
         };
@@ -359,7 +370,7 @@ impl Planner {
             Some(f) => f,
             None => self.sql_facts(&sql),
         };
-        let example = self.example(&sql);
+        let example = self.example(&sql, &sql);
         self.ensure_connected();
         if let Some(id) = prod_id {
             if let Some(TestStmt::Known(old)) = self.stmts.get(&id).map(|s| s.test) {

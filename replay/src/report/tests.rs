@@ -17,7 +17,7 @@ fn sample_report() -> Report {
                 command: "COM_QUERY",
                 fingerprint: Arc::from(fp),
                 fingerprint_id: mrte_capture::fingerprint::fingerprint_id(fp),
-                example: Arc::from("SELECT <b>"),
+                example: "SELECT <b>".into(),
                 prod: Response {
                     status: ResponseStatus::Ok,
                     rows: 1,

@@ -10,9 +10,11 @@
 //! (`bpf_ktime_get_ns`) in front of each frame it redirects. Frames are read in batches without a
 //! system call; when the ring is empty the thread sleeps for a short, fixed time, so a moderately
 //! loaded mirror port costs a few hundred wakeups a second instead of one per frame (a port quiet
-//! for 100 ms: the thread blocks in poll(2) until the next frame, at most 50 ms at a time),
-//! while timestamps stay per frame (the sleep adapts to the recent rate so that it fills at most a
-//! quarter of the RX ring). Frames go straight back to the fill ring after the batch is
+//! for 100 ms, or not yet seen busy: the thread blocks in poll(2) until the next frame, a stop
+//! request on the stop pipe, or the capture's end, at most 1 s at a time), while timestamps stay
+//! per frame (the sleep adapts to the recent rate so that it fills at most a quarter of the RX
+//! ring). The UMEM uses 2 KiB chunks when the interface's MTU lets frames fit (half the memory
+//! the kernel faults in and pins at bind time, the bulk of the set-up cost), else 4 KiB. Frames go straight back to the fill ring after the batch is
 //! decoded; the pipeline copies out only what commands need. Socket statistics (rx_dropped,
 //! rx_ring_full, fill ring empty) are exposed as drops so that loss is never silent, and the
 //! program's own counters say how many frames it passed to the stack and how many it could not
@@ -52,8 +54,20 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
-/// Frames in the UMEM (and the RX ring).
+/// Frames in the UMEM (and the RX ring): at 650 k frames/s (the lab sender's top rate) about
+/// 25 ms of traffic, of which the idle sleep below lets a quarter fill; the rest is room for a
+/// capture thread held off the CPU. Half as many saved 0.02 s of set-up but dropped 7 294 of
+/// 750 000 frames at the top rate on a loaded machine (load average 7).
 const FRAMES: u32 = 16384;
+/// UMEM chunk size when the interface's frames fit in it (MTU up to [`SMALL_CHUNK_MTU`]): half the
+/// shared memory (and set-up time: the kernel faults in and pins every page of it) of
+/// [`LARGE_CHUNK`].
+const SMALL_CHUNK: u32 = 2048;
+/// UMEM chunk size for larger MTUs.
+const LARGE_CHUNK: u32 = 4096;
+/// Largest MTU whose frames (plus Ethernet header and two VLAN tags) fit in a [`SMALL_CHUNK`]
+/// after the kernel's 256-byte XDP headroom.
+const SMALL_CHUNK_MTU: u32 = SMALL_CHUNK - 256 - 14 - 8;
 /// Frames read per batch.
 const BATCH: usize = 256;
 /// Shortest and longest sleep when the RX ring is empty; in between, the sleep lets the recent
@@ -64,8 +78,10 @@ const IDLE_SLEEP_MIN: Duration = Duration::from_micros(200);
 const IDLE_SLEEP_MAX: Duration = Duration::from_millis(4);
 /// Empty reads at the longest sleep (~100 ms without a frame) before the loop blocks in poll(2).
 const IDLE_POLL_AFTER: u32 = 25;
-/// The longest poll(2): the loop's callers check their stop flag and deadlines this often.
-const IDLE_POLL_MS: i32 = 50;
+/// The longest poll(2) on a quiet port: the loop publishes its counters and checks that the
+/// interface is still there this often. Stop requests ([`XdpSource::set_stop_fd`]) and the end of
+/// the capture's duration ([`XdpSource::set_deadline`]) end it sooner.
+const IDLE_POLL_MS: i32 = 1000;
 
 /// `struct mrte_meta` of the XDP program: magic, reserved, CLOCK_MONOTONIC nanoseconds.
 const META_LEN: usize = 16;
@@ -116,17 +132,19 @@ impl RateWindow {
         Self {
             since: std::time::Instant::now(),
             frames: 0,
-            sleep: IDLE_SLEEP_MIN,
-            empty: 0,
+            // Quiet until the first frame: a capture started on an idle port blocks in poll(2)
+            // at once instead of sleeping its way up from the shortest sleep.
+            sleep: IDLE_SLEEP_MAX,
+            empty: IDLE_POLL_AFTER,
         }
     }
 
     /// The sleep for an empty ring: a quarter of the ring at the rate of the last window.
-    fn idle_sleep(&mut self) -> Duration {
+    fn idle_sleep(&mut self, frames: u32) -> Duration {
         let dt = self.since.elapsed();
         if dt >= Duration::from_millis(50) {
             let fps = self.frames as f64 / dt.as_secs_f64();
-            let fill = f64::from(FRAMES / 4) / fps.max(1.0);
+            let fill = f64::from(frames / 4) / fps.max(1.0);
             self.sleep = Duration::from_secs_f64(fill).clamp(IDLE_SLEEP_MIN, IDLE_SLEEP_MAX);
             self.since = std::time::Instant::now();
             self.frames = 0;
@@ -155,6 +173,12 @@ pub struct XdpSource {
     offset_ns: i64,
     rate: RateWindow,
     busy_poll: bool,
+    /// Frames in the UMEM and the RX ring.
+    frames: u32,
+    /// Readable once a stop is requested: ends a quiet poll(2) at once.
+    stop_fd: Option<std::os::fd::OwnedFd>,
+    /// The capture's end: a quiet poll(2) does not outlast it.
+    deadline: Option<std::time::Instant>,
     /// The mode that bound, in words.
     pub mode: &'static str,
 }
@@ -175,12 +199,22 @@ pub fn ifindex_of(iface: &str) -> Result<i32, String> {
         .ok_or_else(|| format!("no interface {iface:?}"))
 }
 
+/// The MTU of `iface` (in this network namespace).
+fn iface_mtu(iface: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// XDP flags, libxdp attach mode and bind flags of one attach mode.
 type Flags = (XdpFlags, sys::xdp_attach_mode, BindFlags);
 
 /// Bind a socket on `queue` with `flags`; attach mrte's program unless `program` is given (the
 /// one already attached for another queue of the same interface).
 fn attempt(
+    name: &str,
     iface: &Interface,
     ifindex: i32,
     queue: u32,
@@ -189,12 +223,19 @@ fn attempt(
     program: Option<Arc<Program>>,
 ) -> Result<XdpSource, String> {
     let (xdp, attach_mode, bind) = flags;
-    let frames = NonZeroU32::new(FRAMES).ok_or("frame count")?;
-    let ring = QueueSize::new(FRAMES).map_err(|e| e.to_string())?;
+    let count = FRAMES;
+    let frames = NonZeroU32::new(count).ok_or("frame count")?;
+    let ring = QueueSize::new(count).map_err(|e| e.to_string())?;
     // The kernel publishes its fill-ring consumer index lazily, so the ring is twice the frame
     // count: giving frames back can then never find it full.
-    let fill = QueueSize::new(2 * FRAMES).map_err(|e| e.to_string())?;
+    let fill = QueueSize::new(2 * count).map_err(|e| e.to_string())?;
+    let chunk = if iface_mtu(name).is_some_and(|m| m <= SMALL_CHUNK_MTU) {
+        SMALL_CHUNK
+    } else {
+        LARGE_CHUNK
+    };
     let ucfg = UmemConfig::builder()
+        .frame_size(xsk_rs::config::FrameSize::new(chunk).map_err(|e| e.to_string())?)
         .fill_queue_size(fill)
         .comp_queue_size(QueueSize::new(64).map_err(|e| e.to_string())?)
         .build()
@@ -236,6 +277,9 @@ fn attempt(
         offset_ns: realtime_offset_ns(),
         rate: RateWindow::new(),
         busy_poll: false,
+        frames: count,
+        stop_fd: None,
+        deadline: None,
         mode: "",
     })
 }
@@ -292,7 +336,7 @@ impl XdpSource {
         };
         let mut why = Vec::new();
         for (name, flags) in pick {
-            match attempt(&ifc, ifindex, queue, flags, ports, None) {
+            match attempt(iface, &ifc, ifindex, queue, flags, ports, None) {
                 Ok(mut s) => {
                     s.mode = name;
                     if !why.is_empty() {
@@ -317,6 +361,7 @@ impl XdpSource {
             .map_err(|_| format!("bad interface name {iface:?}"))?;
         let ifindex = ifindex_of(iface)?;
         let mut s = attempt(
+            iface,
             &ifc,
             ifindex,
             queue,
@@ -351,11 +396,11 @@ impl XdpSource {
             if self.fq.needs_wakeup() {
                 self.fq.wakeup(self.rx.fd_mut(), 0)?;
             }
-            let sleep = self.rate.idle_sleep();
+            let sleep = self.rate.idle_sleep(self.frames);
             if self.rate.quiet() {
-                // A quiet port: the socket wakes this thread on its first frame; the timeout
-                // only bounds how long a stop request waits.
-                self.rx.poll(IDLE_POLL_MS)?;
+                // A quiet port: the socket wakes this thread on its first frame, the stop fd on
+                // a stop request; the timeout bounds how stale the published counters get.
+                self.wait_quiet()?;
             } else {
                 std::thread::sleep(sleep);
             }
@@ -415,6 +460,50 @@ impl XdpSource {
             self.fq.wakeup(self.rx.fd_mut(), 0)?;
         }
         Ok(n)
+    }
+
+    /// Block until a frame arrives, a stop is requested, the deadline passes or
+    /// [`IDLE_POLL_MS`] go by.
+    fn wait_quiet(&mut self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut ms = IDLE_POLL_MS;
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            ms = ms.min(left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32);
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: self.rx.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.stop_fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a live array of two pollfd for the call's duration; its length is
+        // passed with it. A negative fd (no stop fd) is ignored by poll(2).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A file descriptor that becomes readable when capture should stop (the read end of the
+    /// capture's stop pipe): it ends a quiet poll(2) at once. It is never read.
+    pub fn set_stop_fd(&mut self, fd: std::os::fd::OwnedFd) {
+        self.stop_fd = Some(fd);
+    }
+
+    /// The capture's end: a quiet poll(2) returns by then.
+    pub fn set_deadline(&mut self, at: Option<std::time::Instant>) {
+        self.deadline = at;
     }
 
     /// Busy polling: ask the kernel to prefer busy polling on this socket (SO_PREFER_BUSY_POLL),

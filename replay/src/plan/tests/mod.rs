@@ -175,7 +175,7 @@ fn execute_waits_for_the_test_id_then_is_rewritten() {
         panic!()
     };
     assert_eq!(info.seq, 1);
-    assert_eq!(&*info.example, "select ?");
+    assert_eq!(info.example, "select ?");
     // Same ids on both sides: the captured bytes go as they are.
     p.handle_command(prepare(2, 40, 41, "select 2", 6));
     drain(&mut p);
