@@ -36,6 +36,10 @@ pub struct DecodeArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also time the floor: one xxh3 pass over every frame's bytes and nothing else (what any
+    /// decoder that hashes result rows pays at least to read the capture from memory).
+    #[arg(long)]
+    pub floor: bool,
 }
 
 /// Frames per batch handed to the pipeline before the sink's flush: AF_XDP reads up to 256
@@ -146,6 +150,12 @@ pub fn run(a: DecodeArgs) -> Result<()> {
         best = best.min(dt);
         total += dt;
     }
+    let floor_cpu = if a.floor {
+        floor(&frames, a.repeat)
+    } else {
+        Duration::ZERO
+    };
+    let floor_ns = floor_cpu.as_nanos() as f64 / n as f64;
     let pps = n as f64 / best.as_secs_f64();
     let gbps = bytes as f64 * 8.0 / best.as_secs_f64() / 1e9;
     let ns = best.as_nanos() as f64 / n as f64;
@@ -157,7 +167,9 @@ pub fn run(a: DecodeArgs) -> Result<()> {
                 "file": a.file.display().to_string(), "packets": n, "bytes": bytes, "commands": commands,
                 "events": events, "ring_dropped": dropped, "best_s": best.as_secs_f64(),
                 "mean_s": total.as_secs_f64() / f64::from(a.repeat), "mpps": pps / 1e6, "gbps": gbps, "ns_per_packet": ns,
-                "cpu_best_s": best_cpu.as_secs_f64(), "cpu_ns_per_packet": cpu_ns, "cpu_mpps": 1e3 / cpu_ns
+                "cpu_best_s": best_cpu.as_secs_f64(), "cpu_ns_per_packet": cpu_ns, "cpu_mpps": 1e3 / cpu_ns,
+                "floor_cpu_ns_per_packet": a.floor.then_some(floor_ns),
+                "floor_cpu_mpps": a.floor.then_some(1e3 / floor_ns)
             })
         );
     } else {
@@ -176,6 +188,30 @@ pub fn run(a: DecodeArgs) -> Result<()> {
             1e3 / cpu_ns,
             cpu_ns
         );
+        if a.floor {
+            println!(
+                "floor (one xxh3 pass over every frame), best of {}: {:.1} ns/packet => {:.2} Mpps",
+                a.repeat,
+                floor_ns,
+                1e3 / floor_ns
+            );
+        }
     }
     Ok(())
+}
+
+/// Best decode-thread CPU of `repeat` passes that only hash every frame's bytes.
+fn floor(frames: &Frames, repeat: u32) -> Duration {
+    let mut best = Duration::MAX;
+    let mut sum = 0u64;
+    for _ in 0..repeat {
+        let c = thread_cpu();
+        for &(_, off, len) in &frames.index {
+            let f = &frames.data[off as usize..(off + len) as usize];
+            sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_64(std::hint::black_box(f)));
+        }
+        best = best.min(thread_cpu().saturating_sub(c));
+    }
+    std::hint::black_box(sum);
+    best
 }
