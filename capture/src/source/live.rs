@@ -373,7 +373,7 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
                 &mut sink,
                 limits(&cfg),
                 &stop2,
-                |st, sink: &Gate| {
+                |st, sink: &Gate<Arc<atomic_waker::AtomicWaker>>| {
                     let r = sink.ring.stats();
                     st.ring_drops = r.dropped_events;
                     st.ring_overflow_sessions = r.overflowed_sessions;
@@ -401,14 +401,15 @@ pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
     })
 }
 
-/// The libpcap capture thread's sink: the session rings, or nothing when events are off.
-struct Gate {
+/// A capture thread's sink: the session rings, or nothing when events are off; wakes `news` at
+/// each new session handed over.
+struct Gate<W: std::ops::Deref<Target = atomic_waker::AtomicWaker>> {
     ring: RingSink,
     on: bool,
-    news: Arc<atomic_waker::AtomicWaker>,
+    news: W,
 }
 
-impl crate::event::EventSink for Gate {
+impl<W: std::ops::Deref<Target = atomic_waker::AtomicWaker>> crate::event::EventSink for Gate<W> {
     #[inline]
     fn push(&mut self, id: crate::event::SessionId, event: crate::event::SessionEvent) {
         if self.on {
@@ -706,19 +707,16 @@ impl QueueShared {
     }
 }
 
-/// The sink of one RX queue's capture thread: the session rings, plus (with several queues) a
-/// check at each session's open that no other queue carries the same connection.
+/// The sink of one RX queue's capture thread: the session rings (events off: nothing), plus
+/// (with several queues) a check at each session's open that no other queue carries the same
+/// connection.
 #[cfg(feature = "xdp")]
 struct QueueSink<'a> {
-    ring: RingSink,
+    gate: Gate<&'a atomic_waker::AtomicWaker>,
     queue: u32,
     shared: Option<&'a QueueShared>,
     keys: HashMap<crate::event::SessionId, crate::event::FlowKey>,
     multi: u64,
-    /// Hand events to the rings (`LiveConfig::events`); off, they end here.
-    events: bool,
-    /// Woken at each new session handed over.
-    news: &'a atomic_waker::AtomicWaker,
 }
 
 #[cfg(feature = "xdp")]
@@ -754,19 +752,11 @@ impl crate::event::EventSink for QueueSink<'_> {
                 _ => {}
             }
         }
-        if self.events {
-            let open = matches!(event, crate::event::SessionEvent::Open(_));
-            self.ring.push(id, event);
-            if open {
-                self.news.wake();
-            }
-        }
+        self.gate.push(id, event);
     }
 
     fn flush(&mut self) {
-        if self.events {
-            self.ring.flush();
-        }
+        self.gate.flush();
     }
 }
 
@@ -793,13 +783,15 @@ fn run_xdp_queue(
     ring.set_memory_budget(cfg.pipeline.max_memory / nq as usize);
     ring.set_queue_limit(cfg.max_queued_events.div_ceil(nq as usize));
     let mut sink = QueueSink {
-        ring,
+        gate: Gate {
+            ring,
+            on: cfg.events,
+            news,
+        },
         queue: q,
         shared: (nq > 1).then_some(shared),
         keys: HashMap::new(),
         multi: 0,
-        events: cfg.events,
-        news,
     };
     let mut p = Pipeline::new(cfg.pipeline.clone());
     p.set_session_ids(u64::from(q) + 1, u64::from(nq));
@@ -809,7 +801,7 @@ fn run_xdp_queue(
     }
     let mut src = XdpQueue::new(cfg, q, src, stop_fd);
     let ring_counters = |st: &mut Stats, sink: &QueueSink| {
-        let r = sink.ring.stats();
+        let r = sink.gate.ring.stats();
         st.ring_drops = r.dropped_events;
         st.ring_overflow_sessions = r.overflowed_sessions;
         st.multi_queue_sessions = sink.multi;
@@ -829,7 +821,7 @@ fn run_xdp_queue(
             }
         },
     );
-    sink.ring.close_all();
+    sink.gate.ring.close_all();
     ring_counters(&mut st, &sink);
     if nq > 1 {
         shared.publish(q, &st, live);
