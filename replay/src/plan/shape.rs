@@ -19,35 +19,42 @@
 /// keep digits): key it by its exact text.
 pub(super) fn shape_key(sql: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
-    let first = sql.iter().find(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c));
+    let first = sql
+        .iter()
+        .find(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c));
     if matches!(first, Some(b'c' | b'C' | b'a' | b'A')) {
         return false;
     }
-    out.reserve(sql.len());
+    // Written by index into a buffer of the text's length (the shape is never longer).
+    out.resize(sql.len(), 0);
     let mut in_run = false;
-    let mut i = 0;
+    let (mut i, mut j) = (0, 0);
     while i < sql.len() {
         // Eight bytes at a time while they hold no digit (most of a statement's text).
         if let Some(w) = sql[i..].first_chunk::<8>() {
             if digits(u64::from_le_bytes(*w)) == 0 {
-                out.extend_from_slice(w);
+                out[j..j + 8].copy_from_slice(w);
                 in_run = false;
                 i += 8;
+                j += 8;
                 continue;
             }
         }
         let c = sql[i];
+        i += 1;
         if c.is_ascii_digit() {
-            if !in_run {
-                out.push(b'0');
+            if in_run {
+                continue;
             }
             in_run = true;
+            out[j] = b'0';
         } else {
-            out.push(c);
             in_run = false;
+            out[j] = c;
         }
-        i += 1;
+        j += 1;
     }
+    out.truncate(j);
     true
 }
 
@@ -96,7 +103,16 @@ mod tests {
     fn digit_mask_marks_exactly_the_digits() {
         for b in 0..=255u8 {
             let w = u64::from_le_bytes([b'a', b, b'9', 0xff, b, b'/', b':', b]);
-            let want = [false, b.is_ascii_digit(), true, false, b.is_ascii_digit(), false, false, b.is_ascii_digit()];
+            let want = [
+                false,
+                b.is_ascii_digit(),
+                true,
+                false,
+                b.is_ascii_digit(),
+                false,
+                false,
+                b.is_ascii_digit(),
+            ];
             let got = digits(w);
             for (k, &d) in want.iter().enumerate() {
                 assert_eq!(got >> (8 * k + 7) & 1 == 1, d, "byte {b:#x} at {k}");
