@@ -363,11 +363,12 @@ impl Collector for ReplayCollector {
         let (prod_sum, test_sum) = cmp.fingerprints().fold((0, 0), |(p, t), x| {
             (p + x.prod_total_us, t + x.test_total_us)
         });
+        let (prod, test) = (cmp.prod(), cmp.test());
         f.summaries(
             "latency_seconds",
             vec![
-                (labels(&[("side", "prod")]), &cmp.prod, prod_sum),
-                (labels(&[("side", "test")]), &cmp.test, test_sum),
+                (labels(&[("side", "prod")]), &prod, prod_sum),
+                (labels(&[("side", "test")]), &test, test_sum),
             ],
         );
         let mut series = Vec::new();

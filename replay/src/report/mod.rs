@@ -359,8 +359,9 @@ impl Report {
         let prod_total: u64 = cmp.fingerprints().map(|f| f.prod_total_us).sum();
         let test_total: u64 = cmp.fingerprints().map(|f| f.test_total_us).sum();
         let mut latency = BTreeMap::new();
-        latency.insert("prod".to_string(), Percentiles::of(&cmp.prod, prod_total));
-        latency.insert("test".to_string(), Percentiles::of(&cmp.test, test_total));
+        let (prod, test) = (cmp.prod(), cmp.test());
+        latency.insert("prod".to_string(), Percentiles::of(&prod, prod_total));
+        latency.insert("test".to_string(), Percentiles::of(&test, test_total));
         Report {
             schema: 1,
             mode: mode.to_string(),
@@ -422,8 +423,8 @@ impl Report {
                 .map(|f| fp_report(f, &cmp.results))
                 .collect(),
             sync: crate::sync::SyncReport::of(eng),
-            cdf: (cdf(&cmp.prod), cdf(&cmp.test)),
-            spectrum: (spectrum(&cmp.prod), spectrum(&cmp.test)),
+            cdf: (cdf(&prod), cdf(&test)),
+            spectrum: (spectrum(&prod), spectrum(&test)),
         }
     }
 
