@@ -33,6 +33,8 @@ for r in $(seq "$ROUNDS"); do
       --dump-instr=no --separate-threads=yes "${BINS[$b]}" replay -r "$PCAP" -p "$PORT" \
       --target "mysql://sbtest@127.0.0.1:$PORT/sbtest" --read-only --speed max --quiet \
       --report "$OUT/report.json" >/dev/null 2>"$OUT/valgrind.log"
+    # Kept per binary: the last round's reports can be compared (prod's side is the same capture).
+    cp "$OUT/report.json" "$OUT/report.$((b + 1)).json"
     python3 - "$OUT" "$r" "$((b + 1)) $(basename "${BINS[$b]}")" <<'EOF'
 import glob, json, re, sys
 out, run, label = sys.argv[1:4]
