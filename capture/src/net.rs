@@ -110,7 +110,10 @@ fn sll_protocol(frame: &[u8], at: usize, header_len: usize) -> Result<(EtherType
     Ok((EtherType(proto), &frame[header_len..]))
 }
 
-/// Slice `frame` of link type `link` down to its TCP segment.
+/// Slice `frame` of link type `link` down to its TCP segment. Inlined: the segment is built
+/// in the caller's registers and frame, not returned through memory and read back (a 16-byte
+/// load of two 8-byte stores stalls on store forwarding).
+#[inline(always)]
 pub fn slice_tcp(link: LinkType, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     if let Some(ip) = ipv4_of(link, frame) {
         if let Some(r) = slice_ipv4_tcp(ip) {
@@ -121,7 +124,7 @@ pub fn slice_tcp(link: LinkType, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
 }
 
 /// The IPv4 packet inside `frame`, when the link header says IPv4.
-#[inline]
+#[inline(always)]
 fn ipv4_of(link: LinkType, frame: &[u8]) -> Option<&[u8]> {
     let be16 = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
     let (mut et, mut at) = match link {
@@ -142,7 +145,7 @@ fn ipv4_of(link: LinkType, frame: &[u8]) -> Option<&[u8]> {
 
 /// Fast path for a well-formed IPv4 TCP packet with zero-copy header views; `None` sends
 /// anything unusual (short, AH, not TCP) to the lax slicer so both give the same answer.
-#[inline]
+#[inline(always)]
 fn slice_ipv4_tcp(ip: &[u8]) -> Option<Result<TcpSegment<'_>, Skip>> {
     let h = Ipv4HeaderSlice::from_slice(ip).ok()?;
     let hl = h.slice().len();
@@ -180,6 +183,7 @@ fn slice_ipv4_tcp(ip: &[u8]) -> Option<Result<TcpSegment<'_>, Skip>> {
 }
 
 /// The general slicer: every link type, VLAN tags, IPv6, extension headers, truncation.
+#[inline(never)]
 fn slice_lax(link: LinkType, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let pkt = match link {
         LinkType::Ethernet => LaxSlicedPacket::from_ethernet(frame).map_err(|_| Skip::Malformed)?,

@@ -395,7 +395,14 @@ impl Proto {
             _ => None,
         };
         let end = self.trx.observe(&command, prepared, &response);
-        let rec = CommandRecord {
+        // What the command changed is read before the record is built: the box's lines were
+        // just written (often freed a moment ago on the consumer's core), and reading them
+        // back at once waits for those stores.
+        if response.status == ResponseStatus::Ok {
+            self.apply(&command, &response);
+        }
+        // Boxed at once: built in place or copied once, not moved again before the box.
+        let rec = Box::new(CommandRecord {
             seq,
             ts_us: sent_us,
             command,
@@ -409,16 +416,13 @@ impl Proto {
                 end,
                 ..CommitMarks::default()
             },
-        };
-        if rec.response.status == ResponseStatus::Ok {
-            self.apply(&rec);
-        }
-        self.emit(ConnEvent::Command(Box::new(rec)));
+        });
+        self.emit(ConnEvent::Command(rec));
     }
 
     /// What a successful command changed in the session.
-    fn apply(&mut self, rec: &CommandRecord) {
-        match &rec.command {
+    fn apply(&mut self, command: &Command, response: &Response) {
+        match command {
             Command::InitDb { schema } => {
                 self.db = Some(Arc::from(schema.as_str()));
                 self.identity_sent = false;
@@ -436,7 +440,7 @@ impl Proto {
                 }
             }
             Command::StmtPrepare { sql } => {
-                if let Some(ok) = &rec.response.prepare_ok {
+                if let Some(ok) = &response.prepare_ok {
                     self.stmts
                         .on_prepare_ok(ok.stmt_id, ok.num_params, Some(sql.clone()));
                 }

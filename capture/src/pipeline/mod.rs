@@ -244,7 +244,10 @@ impl Pipeline {
             }
             self.last_sweep_us = ts_us;
         }
-        let seg = match slice_tcp(link, frame) {
+        // Borrowed out of the result, not moved: a move copies the segment through memory in
+        // wide loads of narrower stores (a store-forwarding stall on every frame).
+        let sliced = slice_tcp(link, frame);
+        let seg = match &sliced {
             Ok(s) => s,
             Err(skip) => {
                 if !self.counts_flowless() {
@@ -252,7 +255,7 @@ impl Pipeline {
                 }
                 self.count_frame(frame);
                 let k = &mut self.stats.skipped;
-                match skip {
+                match *skip {
                     Skip::UnsupportedLink => k.unsupported_link += 1,
                     Skip::Malformed => k.malformed += 1,
                     Skip::NotIp => k.not_ip += 1,
@@ -307,12 +310,12 @@ impl Pipeline {
                     .is_some_and(|n| n != seg.seq.wrapping_add(1));
             if !reused {
                 self.table.touch(i);
-                self.segment(i, dir, &seg, ts_us, sink);
+                self.segment(i, dir, seg, ts_us, sink);
                 return;
             }
             self.close(i, ts_us, CloseReason::Reused, sink);
         }
-        self.open(key, flow, dir, &seg, ts_us, sink);
+        self.open(key, flow, dir, seg, ts_us, sink);
     }
 
     /// Counters so far (gap counters of still-open sessions are added when they close).
