@@ -92,7 +92,7 @@ pub struct FingerprintStats {
 }
 
 /// Prod vs test for all replayed traffic.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Comparison {
     /// By fingerprint id (an MD5-derived hash: FxHash is enough).
     pub(crate) fps: rustc_hash::FxHashMap<u64, FingerprintStats>,
@@ -107,19 +107,6 @@ pub struct Comparison {
     /// Result checksum comparison, per fingerprint id: outcomes whose prod response and
     /// [`crate::TestResponse::checksum`] both have result sets.
     pub results: ResultDivergence,
-}
-
-impl Default for Comparison {
-    fn default() -> Self {
-        Self {
-            fps: rustc_hash::FxHashMap::default(),
-            errors: ErrorCounts::default(),
-            rows_mismatch: 0,
-            outcomes: 0,
-            replayed: 0,
-            results: ResultDivergence::default(),
-        }
-    }
 }
 
 fn status_words(status: ResponseStatus, code: Option<u16>, rows: u64, affected: u64) -> String {
