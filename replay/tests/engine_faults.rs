@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -252,43 +251,13 @@ async fn killed_server_resumes_within_a_second_of_its_return() {
     let Some(mut db) = MariaDb::start("killed_server_resumes_within_a_second_of_its_return") else {
         return;
     };
-    let mut cfg = target(&db, "root");
-    cfg.connect_timeout = Duration::from_secs(2);
-    let times: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
-    let t2 = times.clone();
-    let engine = Engine::new(cfg);
-    let (mut sink, rx) = RingSink::new(4096);
-    let run = tokio::spawn(engine.run(
-        rx,
-        move |o| {
-            t2.lock()
-                .expect("lock")
-                .push((Instant::now(), o.test.is_some()))
-        },
-        std::future::pending(),
-    ));
     const SESSIONS: u64 = 4;
-    for s in 0..SESSIONS {
-        sink.push(s, open(s, 52000 + s as u16));
-        sink.push(s, login("root", None));
-    }
-    let mut pump = SelectPump::new(SESSIONS, 0);
-    pump.run_for(&mut sink, Duration::from_secs(1));
-    let killed = Instant::now();
-    db.kill();
-    pump.run_for(&mut sink, Duration::from_secs(2));
-    db.restart();
-    let back = Instant::now();
-    pump.run_for(&mut sink, Duration::from_secs(2));
-    for s in 0..SESSIONS {
-        sink.push(s, close(CloseReason::Fin));
-    }
-    drop(sink);
-    let stats = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("engine finished")
-        .expect("engine task");
-    let times = times.lock().expect("lock").clone();
+    let Outage {
+        stats,
+        times,
+        killed,
+        back,
+    } = kill_and_restart(&mut db, SESSIONS, 52000, 0, Duration::from_secs(2), |_| {}).await;
 
     assert_eq!(stats.accounted(), stats.commands_seen, "{stats:#?}");
     assert!(stats.reconnects >= SESSIONS, "{stats:#?}");

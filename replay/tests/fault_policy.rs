@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use mrte_capture::event::{CloseReason, EventSink};
 use mrte_capture::ring::RingSink;
 use mrte_replay::engine::{Engine, EngineStats, ReplayConfig};
-use mrte_replay::target::TargetDsn;
 
 fn dead_target_for(reconnect_for: Option<Duration>) -> ReplayConfig {
     let mut cfg = dead_target();
@@ -85,47 +83,16 @@ async fn a_reconnect_reports_the_open_transaction_it_lost() {
     let Some(mut db) = MariaDb::start("a_reconnect_reports_the_open_transaction_it_lost") else {
         return;
     };
-    let mut cfg = ReplayConfig::new(
-        TargetDsn::parse_no_env(&format!("mysql://root@127.0.0.1:{}", db.port)).expect("dsn"),
-    );
-    cfg.connect_timeout = Duration::from_secs(2);
-    let oks: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let o2 = oks.clone();
-    let engine = Engine::new(cfg);
-    let (mut sink, rx) = RingSink::new(4096);
-    let run = tokio::spawn(engine.run(
-        rx,
-        move |o| {
-            if o.test.is_some() {
-                o2.lock().expect("lock").push(Instant::now());
-            }
-        },
-        std::future::pending(),
-    ));
-    for s in 0..2u64 {
-        sink.push(s, open(s, 54100 + s as u16));
-        sink.push(s, login("root", None));
-    }
-    sink.push(0, query(0, "BEGIN"));
-    sink.push(1, query(0, "SELECT 1"));
-    let mut pump = SelectPump::new(2, 1);
-    pump.run_for(&mut sink, Duration::from_secs(1));
-    db.kill();
-    pump.run_for(&mut sink, Duration::from_secs(1));
-    db.restart();
-    let back = Instant::now();
-    pump.run_for(&mut sink, Duration::from_secs(2));
-    for s in 0..2u64 {
-        sink.push(s, close(CloseReason::Fin));
-    }
-    drop(sink);
-    let stats = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("engine finished")
-        .expect("engine task");
+    let Outage {
+        stats, times, back, ..
+    } = kill_and_restart(&mut db, 2, 54100, 1, Duration::from_secs(1), |sink| {
+        sink.push(0, query(0, "BEGIN"));
+        sink.push(1, query(0, "SELECT 1"));
+    })
+    .await;
     assert_eq!(stats.accounted(), stats.commands_seen, "{stats:#?}");
     assert!(
-        oks.lock().expect("lock").iter().any(|t| *t > back),
+        times.iter().any(|(t, ok)| *ok && *t > back),
         "nothing replayed after the restart: {stats:#?}"
     );
     assert!(stats.reconnects >= 2, "{stats:#?}");

@@ -51,6 +51,7 @@ mod action;
 mod payload;
 pub mod rewrite;
 mod rules;
+mod shape;
 #[cfg(test)]
 mod tests;
 
@@ -149,14 +150,14 @@ struct SqlFacts {
 const MEMO_MAX_LEN: usize = 512;
 /// Memo entries before it starts again.
 const MEMO_MAX: usize = 4096;
-/// Memo look-ups per judgement of whether the exact-text memo pays.
+/// Memo look-ups per judgement of whether the statement memo pays.
 const MEMO_WINDOW: u32 = 1024;
-/// Statements planned without the exact-text memo after a window with few hits.
+/// Statements planned without the statement memo after a window with few hits.
 const MEMO_REST: u32 = 16 * 1024;
 /// Closed statements remembered before the list starts again.
 const CLOSED_MAX: usize = 1024;
 
-/// Whether the exact-text memo pays, judged per window of look-ups.
+/// Whether the statement memo pays, judged per window of look-ups.
 #[derive(Debug, Default)]
 struct MemoUse {
     lookups: u32,
@@ -234,10 +235,14 @@ pub struct Planner {
     waiting: bool,
     fp: Fingerprinter,
     memo: rustc_hash::FxHashMap<Box<[u8]>, SqlFacts>,
-    /// The exact-text memo costs a hash and a copy of every new statement: it is used only
-    /// while texts repeat (at least one look-up in four hits over a window of `MEMO_WINDOW`),
+    /// Facts per statement shape (or exact text, see `memo_by_shape`). It costs a hash and a
+    /// copy of every new shape: it is used only while shapes repeat (at least one look-up in four hits over a window of `MEMO_WINDOW`),
     /// else rested for `MEMO_REST` statements, then tried again.
     memo_use: MemoUse,
+    /// Key the memo by statement shape (no `--filter` / `--exclude` regex set), not exact text.
+    memo_by_shape: bool,
+    /// The memo key being looked up (reused buffer).
+    memo_key: Vec<u8>,
     /// Each fingerprint's shared text and id, so a repeated query shape with new literals costs
     /// no MD5 and no allocation (bounded by `MEMO_MAX`, cleared when full).
     fps: rustc_hash::FxHashMap<Box<str>, (Arc<str>, u64)>,
@@ -249,6 +254,7 @@ impl Planner {
     /// A planner for the session `open`.
     pub fn new(cfg: Arc<PlanConfig>, open: &SessionOpen) -> Self {
         let skip_all = (!cfg.filters.session_sampled(&open.key)).then_some(SkipReason::SampledOut);
+        let memo_by_shape = cfg.filters.filter.is_none() && cfg.filters.exclude.is_none();
         Self {
             cfg,
             user: None,
@@ -274,6 +280,8 @@ impl Planner {
             fp: Fingerprinter::default(),
             memo: rustc_hash::FxHashMap::default(),
             memo_use: MemoUse::default(),
+            memo_by_shape,
+            memo_key: Vec::new(),
             fps: rustc_hash::FxHashMap::default(),
             facts: None,
         }

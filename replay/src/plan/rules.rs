@@ -14,10 +14,19 @@ use crate::classify::{classify_command_code, StatementClass};
 impl Planner {
     fn sql_facts(&mut self, sql: &[u8]) -> SqlFacts {
         let mut memo = sql.len() <= MEMO_MAX_LEN && self.memo_use.take();
+        // The memo's key: the statement's shape (its numbers folded, see `shape`), or its
+        // exact text while a regex filter may look at the numbers.
+        let mut key = std::mem::take(&mut self.memo_key);
         if memo {
-            if let Some(f) = self.memo.get(sql) {
+            if !(self.memo_by_shape && shape::shape_key(sql, &mut key)) {
+                key.clear();
+                key.extend_from_slice(sql);
+            }
+            if let Some(f) = self.memo.get(key.as_slice()) {
                 self.memo_use.hit();
-                return f.clone();
+                let f = f.clone();
+                self.memo_key = key;
+                return f;
             }
             if self.memo_use.judge() {
                 self.memo.clear();
@@ -46,8 +55,9 @@ impl Planner {
             if self.memo.len() >= MEMO_MAX {
                 self.memo.clear();
             }
-            self.memo.insert(sql.into(), facts.clone());
+            self.memo.insert(key.as_slice().into(), facts.clone());
         }
+        self.memo_key = key;
         facts
     }
 

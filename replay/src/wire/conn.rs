@@ -229,20 +229,29 @@ impl WireConn {
         self.read_response().await
     }
 
-    /// Read the response of the oldest outstanding command.
+    /// Read the response of the oldest outstanding command (taken off the queue also when the
+    /// read fails; a read cancelled midway leaves the connection unusable: drop it).
     pub async fn read_response(&mut self) -> Result<Reply, WireError> {
+        let r = self.read_front().await;
+        if r.is_err() {
+            self.pending.pop_front();
+        }
+        r
+    }
+
+    async fn read_front(&mut self) -> Result<Reply, WireError> {
         self.flush().await?;
-        let mut pend = self
-            .pending
-            .pop_front()
-            .ok_or(WireError::NothingOutstanding)?;
-        let mut reader = pend.reader;
-        if reader.is_done() {
-            return Ok(reader.into_reply());
+        // Read in place (the reader is large: not moved per response), taken off at the end.
+        let Some(pend) = self.pending.front_mut() else {
+            return Err(WireError::NothingOutstanding);
+        };
+        if pend.reader.is_done() {
+            return Ok(self.take_reply(false));
         }
         let check_seq = !self.rd.is_compressed();
         let mut want = pend.seq;
         loop {
+            let mut infile = None;
             while let Some(p) = self.rd.next_packet()? {
                 if check_seq && p.first_seq != want {
                     return Err(WireError::Protocol(format!(
@@ -251,21 +260,41 @@ impl WireConn {
                     )));
                 }
                 want = p.seq.wrapping_add(1);
-                match reader.feed(p.seq, p.payload)? {
+                let Some(pend) = self.pending.front_mut() else {
+                    return Err(WireError::NothingOutstanding);
+                };
+                match pend.reader.feed(p.seq, p.payload)? {
                     Feed::More => {}
-                    Feed::Done => {
-                        let mut r = reader.into_reply();
-                        r.latency_us = pend.sent.elapsed().as_micros() as u64;
-                        return Ok(r);
-                    }
+                    Feed::Done => return Ok(self.take_reply(true)),
                     Feed::LocalInfile => {
-                        want = self.send_infile(want, pend.infile.take()).await?;
-                        reader.client_packet(want.wrapping_sub(1));
+                        infile = Some(pend.infile.take());
+                        break;
                     }
                 }
             }
-            self.fill().await?;
+            match infile {
+                Some(data) => {
+                    want = self.send_infile(want, data).await?;
+                    if let Some(pend) = self.pending.front_mut() {
+                        pend.reader.client_packet(want.wrapping_sub(1));
+                    }
+                }
+                None => self.fill().await?,
+            }
         }
+    }
+
+    /// Take the oldest outstanding command's reply off the queue (with its latency when it had
+    /// a response on the wire).
+    fn take_reply(&mut self, timed: bool) -> Reply {
+        let Some(pend) = self.pending.pop_front() else {
+            return Reply::default();
+        };
+        let mut r = pend.reader.into_reply();
+        if timed {
+            r.latency_us = pend.sent.elapsed().as_micros() as u64;
+        }
+        r
     }
 
     /// Send LOCAL INFILE data and the closing empty packet from `seq`; returns the sequence id

@@ -165,7 +165,27 @@ impl PacketReader {
     }
 
     /// The next whole packet, or `None` until more bytes arrive.
+    #[inline]
     pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, WireError> {
+        // The usual case first: a whole packet of one chunk is buffered.
+        if let Some(&[l0, l1, l2, seq]) = self.buf[self.pos..].first_chunk::<4>() {
+            let n = usize::from(l0) | usize::from(l1) << 8 | usize::from(l2) << 16;
+            let start = self.pos + 4;
+            if n < MAX_CHUNK && n <= self.max_packet && start + n <= self.buf.len() {
+                self.pos = start + n;
+                return Ok(Some(Packet {
+                    first_seq: seq,
+                    seq,
+                    payload: &self.buf[start..start + n],
+                }));
+            }
+        }
+        self.next_packet_slow()
+    }
+
+    /// [`Self::next_packet`] for the rest: split packets, too large ones, partial ones, and
+    /// compressed frames to inflate.
+    fn next_packet_slow(&mut self) -> Result<Option<Packet<'_>>, WireError> {
         let mut w = self.whole()?;
         if w.is_none() && self.compressed && self.zpos < self.zbuf.len() {
             self.inflate()?;

@@ -430,3 +430,70 @@ impl SelectPump {
         }
     }
 }
+
+/// What a kill-and-restart run saw.
+pub struct Outage {
+    pub stats: mrte_replay::engine::EngineStats,
+    /// Each outcome's time and whether the test server answered it.
+    pub times: Vec<(Instant, bool)>,
+    pub killed: Instant,
+    pub back: Instant,
+}
+
+/// Replays `sessions` root sessions onto `db` (connect timeout 2 s): `setup` pushes commands
+/// after each login, then `SelectPump` runs from command `seq` for 1 s, the server is killed
+/// for `down`, restarted, and the pump runs 2 s more before every session closes.
+pub async fn kill_and_restart(
+    db: &mut MariaDb,
+    sessions: u64,
+    port_base: u16,
+    seq: u64,
+    down: Duration,
+    setup: impl FnOnce(&mut mrte_capture::ring::RingSink),
+) -> Outage {
+    use mrte_capture::event::EventSink;
+    let mut cfg = mrte_replay::engine::ReplayConfig::new(
+        mrte_replay::target::TargetDsn::parse_no_env(&db.dsn(None)).expect("dsn"),
+    );
+    cfg.connect_timeout = Duration::from_secs(2);
+    let times: Arc<std::sync::Mutex<Vec<(Instant, bool)>>> = Arc::default();
+    let t2 = times.clone();
+    let (mut sink, rx) = mrte_capture::ring::RingSink::new(4096);
+    let run = tokio::spawn(mrte_replay::engine::Engine::new(cfg).run(
+        rx,
+        move |o| {
+            t2.lock()
+                .expect("lock")
+                .push((Instant::now(), o.test.is_some()))
+        },
+        std::future::pending(),
+    ));
+    for s in 0..sessions {
+        sink.push(s, open(s, port_base + s as u16));
+        sink.push(s, login("root", None));
+    }
+    setup(&mut sink);
+    let mut pump = SelectPump::new(sessions, seq);
+    pump.run_for(&mut sink, Duration::from_secs(1));
+    let killed = Instant::now();
+    db.kill();
+    pump.run_for(&mut sink, down);
+    db.restart();
+    let back = Instant::now();
+    pump.run_for(&mut sink, Duration::from_secs(2));
+    for s in 0..sessions {
+        sink.push(s, close(CloseReason::Fin));
+    }
+    drop(sink);
+    let stats = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("engine finished")
+        .expect("engine task");
+    let times = times.lock().expect("lock").clone();
+    Outage {
+        stats,
+        times,
+        killed,
+        back,
+    }
+}

@@ -504,7 +504,7 @@ fn commands_mysql_async_could_not_send_go_as_captured() {
 }
 
 #[test]
-fn exact_text_memo_rests_on_distinct_texts_and_the_facts_stay_the_same() {
+fn statement_memo_rests_on_distinct_shapes_and_the_facts_stay_the_same() {
     let mut c = cfg();
     c.filters = Filters {
         read_only: true,
@@ -536,13 +536,20 @@ fn exact_text_memo_rests_on_distinct_texts_and_the_facts_stay_the_same() {
             }
         }
     };
-    // Mostly distinct texts (sysbench's): after one window the memo is emptied and rests.
+    // Mostly distinct shapes (texts that differ in more than their numbers): after one window
+    // the memo is emptied and rests.
+    let letters = |i: u64| -> String {
+        i.to_string()
+            .bytes()
+            .map(|d| char::from(b'g' + d - b'0'))
+            .collect()
+    };
     let n = u64::from(MEMO_WINDOW) + 10;
     for i in 0..n {
         let t = match i % 10 {
             0 => format!("DELETE FROM t WHERE id={i}"),
             1 => "BEGIN".to_owned(),
-            _ => format!("SELECT c FROM t WHERE id={i}"),
+            _ => format!("SELECT c FROM t WHERE k='{}'", letters(i)),
         };
         check(&mut p, i, &t);
     }
@@ -560,6 +567,52 @@ fn exact_text_memo_rests_on_distinct_texts_and_the_facts_stay_the_same() {
     }
     assert_eq!(p.memo_use.rest, 0);
     assert_eq!(p.memo.len(), 2);
+}
+
+#[test]
+fn texts_differing_in_numbers_share_a_memo_entry_unless_a_regex_filter_is_set() {
+    let texts = [
+        "SELECT c FROM sbtest1 WHERE id=5034",
+        "SELECT c FROM sbtest3 WHERE id=7",
+        "SELECT c FROM sbtest12 WHERE id=77",
+        "CALL db1.p(5)",
+        "CALL db2.p(5)",
+    ];
+    let run = |c: PlanConfig| {
+        let mut p = planner_with(c);
+        let mut fp = mrte_capture::fingerprint::Fingerprinter::default();
+        let mut sent = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            let i = i as u64;
+            p.handle_command(query(i, 10 + i * 10, t.as_bytes()));
+            for a in drain(&mut p) {
+                if let Action::Send(SendPlan {
+                    origin: Origin::Captured(c),
+                    ..
+                }) = a
+                {
+                    let want =
+                        mrte_capture::fingerprint::fingerprint_id(fp.fingerprint(t.as_bytes()));
+                    assert_eq!(c.fingerprint_id, want, "{t}");
+                    sent.push(*t);
+                }
+            }
+        }
+        (sent, p.memo.len())
+    };
+    // One entry for the three SELECTs, one per CALL (their fingerprints keep the digits).
+    let (sent, entries) = run(cfg());
+    assert_eq!(sent, texts);
+    assert_eq!(entries, 3);
+    // A regex may look at the numbers: exact texts, and only the matching one goes.
+    let mut c = cfg();
+    c.filters = Filters {
+        filter: Some(regex::bytes::Regex::new("id=7$").unwrap()),
+        ..Filters::all()
+    };
+    let (sent, entries) = run(c);
+    assert_eq!(sent, ["SELECT c FROM sbtest3 WHERE id=7"]);
+    assert_eq!(entries, 5);
 }
 
 #[test]
