@@ -13,11 +13,13 @@
 //! for 100 ms, or not yet seen busy: the thread blocks in poll(2) until the next frame, a stop
 //! request on the stop pipe, or the capture's end, at most 1 s at a time), while timestamps stay
 //! per frame (the sleep adapts to the recent rate so that it fills at most a quarter of the RX
-//! ring). The UMEM uses 2 KiB chunks when the interface's MTU lets frames fit (half the memory
-//! the kernel faults in and pins at bind time, the bulk of the set-up cost), else 4 KiB. Frames go straight back to the fill ring after the batch is
-//! decoded; the pipeline copies out only what commands need. Socket statistics (rx_dropped,
-//! rx_ring_full, fill ring empty) are exposed as drops so that loss is never silent, and the
-//! program's own counters say how many frames it passed to the stack and how many it could not
+//! ring). The UMEM (mrte's own private memory, see `umem`) uses 2 KiB chunks when the
+//! interface's MTU lets frames fit (half the memory the kernel faults in and pins at bind time,
+//! the bulk of the set-up cost), else 4 KiB. Frames go straight back to the fill ring after the
+//! batch is decoded; the pipeline copies out only what commands need. Socket statistics
+//! (rx_dropped, rx_ring_full, fill ring empty: [`XdpDrops`], each lost frame counted once) are
+//! exposed as drops so that loss is never silent, and the program's own counters say how many
+//! frames it passed to the stack and how many it could not
 //! timestamp (those get the wall clock at batch time).
 //!
 //! Loss before the socket is not in these statistics: on a veth (the lab), native XDP makes the
