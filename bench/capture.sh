@@ -4,16 +4,29 @@
 # `mrte-bench send` pushes a capture's frames out of mir0 (mrte-prod) with AF_XDP; they arrive on
 # span0 (mrte-cap), where each capturer runs in turn at each rate. For every run it prints the
 # frames sent, the frames the capturer kept, what it says it dropped, the veth's own drops (mir0
-# TX dropped: loss before any socket), and the capturer's CPU (user + sys, /usr/bin/time) per
-# frame sent. tcpreplay's top speed is printed as the reference sender. Each capturer also runs
+# TX dropped: loss before any socket), and the capturer's CPU (task-clock from `perf stat`: see
+# `cpu` below) per frame sent. tcpreplay's top speed is printed as the reference sender. Each capturer also runs
 # once with no traffic for as long (IDLE=0 skips it): its set-up and idle CPU, subtracted in the
-# last column (marginal CPU per frame: what each frame costs once the capturer is running).
+# marginal column (what each frame costs once the capturer is running).
+#
+# Work done for a capturer outside its own process is counted too, the same way for every
+# capturer: on a veth the receive path (generic XDP and the AF_XDP copy, or the packet socket's
+# TPACKET copy and BPF filter, plus the stack behind it) runs in the NET_RX softirq raised by the
+# sender's transmit, on the sender's CPU, and the kernel (tick accounting, no
+# IRQ_TIME_ACCOUNTING) charges it to whichever task it interrupted, the sender itself, or to
+# ksoftirqd when it is deferred. So each run also prints the sender's own CPU (same
+# measure) and the ksoftirqd threads' CPU over the run, per frame sent, and the total
+# (capturer + sender + ksoftirqd). The capturer `none` runs the sender alone (the frames go to
+# span0's stack and are dropped there): the total of a capturer minus the total of `none` in the
+# same run is everything that capturer costs the machine per frame.
 #
 # Usage: bench/capture.sh [TARGET_DIR]   (lab must be up: scripts/lab.sh up)
 # Issue 13's comparison (live decode vs tcpdump at the sender's top rate, read-write sysbench):
 #   PCAP=/tmp/bench/rw_text.pcap LOOPS=10 RATES=max CAPTURERS="inspect-xdp tcpdump" bench/capture.sh
 # Env: PCAP (/tmp/bench/sysbench.pcap), LOOPS (5), RATES ("max 300000 100000"),
-#      CAPTURERS ("xdp-skb xdp-drv pcap inspect-xdp tcpdump")
+#      CAPTURERS ("xdp-skb xdp-drv pcap inspect-xdp tcpdump"; `none`: the sender alone; a mrte
+#      capturer written NAME@DIR runs DIR/mrte instead of TARGET_DIR's, to compare two builds in
+#      one run: CAPTURERS="inspect-xdp@/tmp/old inspect-xdp tcpdump")
 set -euo pipefail
 BIN=${1:-target/release}
 PCAP=${PCAP:-/tmp/bench/sysbench.pcap}
@@ -27,15 +40,40 @@ mkdir -p "$OUT"
 [ -f "$PCAP" ] || { echo "capture.sh: $PCAP missing (see bench/README.md, Inputs)" >&2; exit 1; }
 
 mir_drops() { ip netns exec mrte-prod cat /sys/class/net/mir0/statistics/tx_dropped; }
+# CPU clock ticks (user + sys) of every ksoftirqd thread.
+SOFTIRQD=$(pgrep '^ksoftirqd/' || true)
+softirqd_ticks() {
+  local t=0 p line
+  for p in $SOFTIRQD; do
+    read -r line <"/proc/$p/stat" || continue
+    set -- ${line#*) }
+    t=$((t + ${12} + ${13}))
+  done
+  echo "$t"
+}
+TICK=$(getconf CLK_TCK)
+# CPU time of a command and its children: `perf stat`'s task-clock (the scheduler's exact
+# run time) when perf is installed, else /usr/bin/time's user + sys (sampled at the tick, 10 ms
+# resolution). Usage: "${cpu[@]}" FILE CMD...; cpu_s FILE prints seconds.
+if command -v perf >/dev/null; then
+  cpu=(perf stat -x, -e task-clock -o)
+  cpu_s() { awk -F, '/task-clock/ {print $1 / 1000}' "$1"; }
+else
+  cpu=(/usr/bin/time -f 'cpu %U %S' -o)
+  cpu_s() { awk '/^cpu / {print $2 + $3}' "$1"; }
+fi
 
 echo "== tcpreplay --topspeed, same file, same interface"
 ip netns exec mrte-prod tcpreplay --topspeed -i mir0 --loop "$LOOPS" "$PCAP" 2>&1 | grep -E "Rated:" || true
 echo "== mrte-bench send, same file, same interface"
 ip netns exec mrte-prod "$BIN/mrte-bench" send -i mir0 "$PCAP" --loops "$LOOPS"
 
-printf '\n| rate (offered) | capturer | sent | sent pps | kept | capturer drops | veth drops | CPU s | CPU µs/frame | idle CPU s | marginal µs/frame |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '\n| rate (offered) | capturer | sent | sent pps | kept | capturer drops | veth drops | CPU s | CPU µs/frame | idle CPU s | marginal µs/frame | sender µs/frame | ksoftirqd µs/frame | total µs/frame |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for rate in $RATES; do
-  for cap in $CAPTURERS; do
+  for spec in $CAPTURERS; do
+    cap=${spec%%@*}
+    mb=$BIN
+    [ "$spec" = "$cap" ] || mb=${spec#*@}
     pps_arg=()
     [ "$rate" = max ] || pps_arg=(--pps "$rate")
     frames=$(( $(capinfos -c -M "$PCAP" | awk '/Number of packets/ {print $NF}') * LOOPS ))
@@ -44,31 +82,39 @@ for rate in $RATES; do
     # a capturer stopped before the last frame would count it as neither kept nor dropped.
     if [ "$rate" = max ]; then secs=$(( frames / 50000 + 5 )); else secs=$(( frames / rate + 3 )); fi
     case $cap in
-      xdp-skb) cmd=("$BIN/mrte" record -i span0 --source xdp --xdp-mode skb -w /dev/null --duration "$secs") ;;
-      xdp-drv) cmd=("$BIN/mrte" record -i span0 --source xdp --xdp-mode drv -w /dev/null --duration "$secs") ;;
-      pcap) cmd=("$BIN/mrte" record -i span0 --source pcap -w /dev/null --duration "$secs") ;;
-      inspect-xdp) cmd=("$BIN/mrte" inspect -i span0 --source xdp --xdp-mode skb -f summary --duration "$secs") ;;
+      none) cmd=(sleep "$secs") ;;
+      xdp-skb) cmd=("$mb/mrte" record -i span0 --source xdp --xdp-mode skb -w /dev/null --duration "$secs") ;;
+      xdp-drv) cmd=("$mb/mrte" record -i span0 --source xdp --xdp-mode drv -w /dev/null --duration "$secs") ;;
+      pcap) cmd=("$mb/mrte" record -i span0 --source pcap -w /dev/null --duration "$secs") ;;
+      inspect-xdp) cmd=("$mb/mrte" inspect -i span0 --source xdp --xdp-mode skb -f summary --duration "$secs") ;;
       tcpdump) cmd=(timeout "$secs" tcpdump -i span0 -B 65536 -s 0 -n -w /dev/null tcp port 3306) ;;
     esac
-    key="$cap/$secs"
+    key="$spec/$secs"
     if [ "$IDLE" = 1 ] && [ -z "${idle_cpu[$key]:-}" ]; then
-      ip netns exec mrte-cap /usr/bin/time -f 'cpu %U %S' "${cmd[@]}" >/dev/null 2>"$OUT/idle.err" || true
-      idle_cpu[$key]=$(awk '/^cpu / {print $2 + $3}' "$OUT/idle.err")
+      ip netns exec mrte-cap "${cpu[@]}" "$OUT/idle.cpu" "${cmd[@]}" >/dev/null 2>"$OUT/idle.err" || true
+      idle_cpu[$key]=$(cpu_s "$OUT/idle.cpu")
     fi
     d0=$(mir_drops)
-    ip netns exec mrte-cap /usr/bin/time -f 'cpu %U %S' "${cmd[@]}" >"$OUT/cap.out" 2>"$OUT/cap.err" &
+    ip netns exec mrte-cap "${cpu[@]}" "$OUT/cap.cpu" "${cmd[@]}" >"$OUT/cap.out" 2>"$OUT/cap.err" &
     cpid=$!
     sleep 1
-    sent=$(ip netns exec mrte-prod "$BIN/mrte-bench" send -i mir0 "$PCAP" --loops "$LOOPS" "${pps_arg[@]}" --json)
+    k0=$(softirqd_ticks)
+    sent=$(ip netns exec mrte-prod "${cpu[@]}" "$OUT/send.cpu" "$BIN/mrte-bench" send -i mir0 "$PCAP" --loops "$LOOPS" "${pps_arg[@]}" --json)
+    k1=$(softirqd_ticks)
     wait "$cpid" || true
     d1=$(mir_drops)
-    python3 - "$cap" "$rate" "$sent" "$((d1 - d0))" "$OUT/cap.out" "$OUT/cap.err" "${idle_cpu[$key]:-}" <<'EOF'
+    ksoft=$(awk -v t="$((k1 - k0))" -v hz="$TICK" 'BEGIN {print t / hz}')
+    python3 - "$spec" "$rate" "$sent" "$((d1 - d0))" "$OUT/cap.out" "$OUT/cap.err" "${idle_cpu[$key]:-}" \
+      "$(cpu_s "$OUT/cap.cpu")" "$(cpu_s "$OUT/send.cpu")" "$ksoft" <<'EOF'
 import json, re, sys
-cap, rate, sent, veth = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+spec, rate, sent, veth = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+cap = spec.split("@")[0]
 idle = float(sys.argv[7]) if sys.argv[7] else None
 out, err = open(sys.argv[5]).read(), open(sys.argv[6]).read()
-cpu = sum(map(float, re.search(r"^cpu (\S+) (\S+)", err, re.M).groups()))
-if cap == "tcpdump":
+cpu, send_cpu, ksoft = float(sys.argv[8]), float(sys.argv[9]), float(sys.argv[10])
+if cap == "none":
+    kept, drops = 0, 0
+elif cap == "tcpdump":
     kept = int(re.search(r"(\d+) packets captured", err).group(1))
     drops = int(re.search(r"(\d+) packets dropped by kernel", err).group(1))
 elif cap == "inspect-xdp":
@@ -79,7 +125,9 @@ else:
     kept, drops = s["frames"], s["kernel_drops"]
 n = sent["sent"]
 marg = f"{idle:.2f} | {max(cpu - idle, 0) / n * 1e6:.2f}" if idle is not None else " | "
-print(f"| {rate} | {cap} | {n} | {sent['pps']:,.0f} | {kept} | {drops} | {veth} | {cpu:.2f} | {cpu / n * 1e6:.2f} | {marg} |")
+us = lambda s: f"{s / n * 1e6:.2f}"
+print(f"| {rate} | {spec} | {n} | {sent['pps']:,.0f} | {kept} | {drops} | {veth} | {cpu:.2f} | {us(cpu)} | {marg} "
+      f"| {us(send_cpu)} | {us(ksoft)} | {us(cpu + send_cpu + ksoft)} |")
 EOF
   done
 done

@@ -327,6 +327,18 @@ fn pin(core: Option<usize>) {
     }
 }
 
+/// An AF_XDP capture thread runs at `xdp::CAPTURE_NICE` where allowed: its ring holds tens of
+/// milliseconds of traffic, less than a busy machine's scheduler can keep it waiting.
+#[cfg(feature = "xdp")]
+fn raise_priority() {
+    if !crate::source::xdp::raise_thread_priority() {
+        tracing::debug!(
+            "capture thread keeps its priority (nice {} not permitted)",
+            crate::source::xdp::CAPTURE_NICE
+        );
+    }
+}
+
 /// Start capturing on `cfg.iface`: AF_XDP when asked or when `auto` and it binds, else libpcap.
 pub fn start(cfg: LiveConfig) -> Result<LiveHandle, LiveError> {
     let note = match cfg.source {
@@ -453,6 +465,34 @@ struct XdpQueue<'a> {
     /// Read end of the stop pipe, for sockets bound again.
     stop_fd: Option<std::os::unix::net::UnixStream>,
     deadline: Option<Instant>,
+    /// The current socket's drops by reason, as last read.
+    drops: crate::source::xdp::XdpDrops,
+}
+
+#[cfg(feature = "xdp")]
+impl Drop for XdpQueue<'_> {
+    /// Loss is counted in `kernel_drops`; the reasons go to the log once, at the end.
+    fn drop(&mut self) {
+        let d = self.drops;
+        if d.total() > 0 {
+            tracing::warn!(
+                "AF_XDP on {} queue {}: the kernel dropped {} frames (socket counters: {} \
+                 rx_dropped, {} RX ring full, {} fill ring empty{}): the capture thread fell \
+                 behind",
+                self.cfg.iface,
+                self.queue,
+                d.total(),
+                d.rx_dropped,
+                d.rx_ring_full,
+                d.fill_ring_empty,
+                if d.zero_copy {
+                    ""
+                } else {
+                    ", counted in rx_dropped in copy mode"
+                }
+            );
+        }
+    }
 }
 
 #[cfg(feature = "xdp")]
@@ -477,6 +517,7 @@ impl<'a> XdpQueue<'a> {
             last_clock: Instant::now(),
             stop_fd,
             deadline: None,
+            drops: Default::default(),
         }
     }
 }
@@ -504,7 +545,9 @@ impl FrameSource for XdpQueue<'_> {
             self.last_clock = Instant::now();
             src.refresh_clock();
         }
-        self.now.kernel_drops = src.drops();
+        let d = src.drops();
+        self.now.kernel_drops = d.total();
+        self.drops = d;
         if self.program {
             let c = src.program_counters();
             self.now.filtered_in_kernel = c.passed;
@@ -583,6 +626,7 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
         .spawn(move || {
             let cfg = cfg2;
             pin(cfg.cores.first().copied().or(cfg.core));
+            raise_priority();
             let opened = XdpSource::open(&cfg.iface, 0, cfg.xdp_mode, &cfg.pipeline.ports)
                 .and_then(|first| {
                     let mut all = vec![first];
@@ -632,6 +676,7 @@ fn start_xdp(cfg: &LiveConfig) -> Result<LiveHandle, LiveError> {
                     .name(format!("mrte-xdp-{q}"))
                     .spawn(move || {
                         pin(cfg.cores.get(q as usize).copied());
+                        raise_priority();
                         run_xdp_queue(src, q, &cfg, tx, &live, &stop, &shared, stop_fd, &news)
                     })
                     .map_err(|_| LiveError::Panicked)?;
@@ -924,6 +969,7 @@ fn record_xdp(cfg: &LiveConfig, path: &Path, stop: &AtomicBool) -> Result<Record
         )));
     }
     pin(cfg.cores.first().copied().or(cfg.core));
+    raise_priority();
     let src = XdpSource::open(&cfg.iface, 0, cfg.xdp_mode, &cfg.pipeline.ports).map_err(xerr)?;
     let note = format!("AF_XDP, {} mode, RX queue 0, mrte XDP program", src.mode);
     tracing::info!("recording {} to {} with {note}", cfg.iface, path.display());
