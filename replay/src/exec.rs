@@ -39,7 +39,7 @@ use mrte_capture::event::{ResponseStatus, SessionEvent};
 use mrte_capture::ring::SessionStream;
 use tokio::sync::watch;
 
-use crate::engine::{bump, wait_shutdown, Ctx, EngineStats, ShutdownWatch};
+use crate::engine::{bump, wait_shutdown, Ctx, EngineStats};
 use crate::filter::SkipReason;
 use crate::pacing::{lag_us, Pacing, SessionClock};
 use crate::plan::{Action, ChangeUserPlan, CmdInfo, Origin, PlanConfig, Planner};
@@ -124,9 +124,6 @@ pub(crate) async fn session_task(
     mut sd: watch::Receiver<bool>,
 ) {
     let mut s = Exec::new(ctx, &stream);
-    // One shutdown waiter for the whole session, raced against every step (a fresh
-    // `wait_shutdown` per step registered and removed a channel waiter each time).
-    let mut sdw = ShutdownWatch::new(&sd);
     let mut shut = false;
     let mut panicked = false;
     loop {
@@ -145,7 +142,7 @@ pub(crate) async fn session_task(
             };
             tokio::select! {
                 biased;
-                _ = sdw.wait() => { shut = true; break; }
+                _ = wait_shutdown(&mut sd) => { shut = true; break; }
                 ev = next => match ev {
                     Err(_idle) => {
                         s.stats.idle_closes += 1;
@@ -160,12 +157,13 @@ pub(crate) async fn session_task(
             }
         };
         // Pinned here, not boxed: no allocation and copy of the step's future per step.
+        let mut sd2 = sd.clone();
         let done = {
             let work = std::pin::pin!(s.step(step, &mut sd));
             tokio::select! {
                 biased;
                 r = CatchUnwind::new(work) => Some(r),
-                _ = sdw.wait() => None,
+                _ = wait_shutdown(&mut sd2) => None,
             }
         };
         match done {
@@ -190,12 +188,13 @@ pub(crate) async fn session_task(
         }
     }
     if !shut && !panicked {
+        let mut sd2 = sd.clone();
         let done = {
             let work = std::pin::pin!(s.finish_stream());
             tokio::select! {
                 biased;
                 r = CatchUnwind::new(work) => Some(r),
-                _ = sdw.wait() => None,
+                _ = wait_shutdown(&mut sd2) => None,
             }
         };
         match done {
@@ -215,7 +214,7 @@ pub(crate) async fn session_task(
         loop {
             let ev = tokio::select! {
                 biased;
-                _ = sdw.wait() => { shut = true; break; }
+                _ = wait_shutdown(&mut sd) => { shut = true; break; }
                 ev = stream.next() => ev,
             };
             match ev {
