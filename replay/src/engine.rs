@@ -399,6 +399,61 @@ pub(crate) async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// [`wait_shutdown`] made cheap to poll once per session step: one waiter, registered with
+/// the channel once per session (not once per step), and polled again only when the
+/// channel's version moved or the task's waker changed. An unchanged version with the same
+/// waker registered means no shutdown was sent since the waiter last looked, and the send
+/// wakes that waker, so shutdown is seen as soon as with a fresh [`wait_shutdown`] per step.
+pub(crate) struct ShutdownWatch {
+    /// Never marked seen: `has_changed` turns true at the first send after it was cloned.
+    probe: watch::Receiver<bool>,
+    wait: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// The waker `wait` was last left pending with.
+    waker: Option<std::task::Waker>,
+    done: bool,
+}
+
+impl ShutdownWatch {
+    pub(crate) fn new(sd: &watch::Receiver<bool>) -> Self {
+        let mut rx = sd.clone();
+        Self {
+            probe: sd.clone(),
+            wait: Box::pin(async move { wait_shutdown(&mut rx).await }),
+            waker: None,
+            done: false,
+        }
+    }
+
+    /// Resolves once shutdown was sent (at once if it already was).
+    pub(crate) fn wait(&mut self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_shutdown(cx))
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(());
+        }
+        if let Some(w) = &self.waker {
+            if w.will_wake(cx.waker()) && matches!(self.probe.has_changed(), Ok(false)) {
+                return Poll::Pending;
+            }
+        }
+        match self.wait.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.done = true;
+                Poll::Ready(())
+            }
+            Poll::Pending => {
+                if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 struct ActiveGuard(Arc<LiveCounters>);
 
 impl Drop for ActiveGuard {
