@@ -74,7 +74,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use mrte_capture::event::SessionEvent;
 use mrte_capture::ring::SessionStream;
@@ -253,20 +253,22 @@ impl Engine {
         });
 
         let (sess_tx, mut sess_rx) = mpsc::unbounded_channel::<SessionStream>();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_b = stop.clone();
+        // The bridge sleeps until a session arrives or `stop` is dropped (no 20 ms poll).
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let bridge = tokio::task::spawn_blocking(move || {
             let mut left = Vec::new();
-            while !stop_b.load(Ordering::Relaxed) {
-                match sessions.recv_timeout(Duration::from_millis(20)) {
-                    Ok(s) => {
-                        if let Err(e) = sess_tx.send(s) {
-                            left.push(e.0);
-                            break;
+            loop {
+                crossbeam_channel::select! {
+                    recv(sessions) -> s => match s {
+                        Ok(s) => {
+                            if let Err(e) = sess_tx.send(s) {
+                                left.push(e.0);
+                                break;
+                            }
                         }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+                        Err(_) => break,
+                    },
+                    recv(stop_rx) -> _ => break,
                 }
             }
             left.extend(sessions.try_iter());
@@ -311,7 +313,7 @@ impl Engine {
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop);
         sess_rx.close();
         let mut unstarted = Vec::new();
         while let Ok(s) = sess_rx.try_recv() {
