@@ -16,7 +16,8 @@
 //!   [`crate::filter::SkipReason`]), lost (the planner's [`crate::plan::LoseReason`], or sent
 //!   with its fate unknown: `connection_lost`, `target_unavailable`, `shutdown`,
 //!   `session_panic`), failed (`connect_refused`, `connect_timeout`, `connect_error`, `timeout`,
-//!   `driver_error`).
+//!   `driver_error`). A command taken but not yet sent when shutdown comes is skipped
+//!   (`shutdown`), as those still in the ring are.
 //! - Connects lazily (the planner's Connect), reconnects with the engine's capped exponential
 //!   backoff and `--reconnect-for`; a command met while waiting to retry gets the last connect
 //!   error. A broken connection, a timeout, or a protocol error drops the connection: commands
