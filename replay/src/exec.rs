@@ -116,6 +116,8 @@ struct Exec {
     /// before each read (tokio extends a registered timer without touching the timer wheel;
     /// a `timeout()` per command registered and removed one each time).
     read_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The last response read (reused: see [`Self::read_one`]).
+    reply: Reply,
     /// A captured command's bytes are being written (or a CHANGE_USER is on the wire) and it
     /// is not in `pending`: if shutdown interrupts now, its fate is unknown (lost), not unsent.
     sending: bool,
@@ -318,6 +320,7 @@ impl Exec {
             stats,
             owed: VecDeque::new(),
             read_timer: Box::pin(tokio::time::sleep(ctx.cfg.command_timeout)),
+            reply: Reply::default(),
             sending: false,
             ctx,
         }
@@ -623,7 +626,9 @@ impl Exec {
         match r {
             Ok(Ok(reply)) => {
                 self.prod_state = ProdState::default();
-                self.done(cu.cmd, &reply, sent.elapsed().as_micros() as u64);
+                let mut test = reply.to_test_response();
+                test.latency_us = sent.elapsed().as_micros() as u64;
+                self.done(cu.cmd, test);
             }
             Ok(Err(e)) => {
                 self.fail(cu.cmd, self.error_fate(&e));
@@ -661,24 +666,27 @@ impl Exec {
             .as_mut()
             .reset(tokio::time::Instant::now() + self.ctx.cfg.command_timeout);
         let timer = self.read_timer.as_mut();
+        // Read into the session's reply buffer: the reply (a few hundred bytes) is not moved
+        // through the select's output and the match per response.
         let r = tokio::select! {
             biased;
-            r = conn.read_response() => Ok(r),
+            r = conn.read_response_into(&mut self.reply) => Ok(r),
             () = timer => Err(()),
         };
         let Some(p) = self.pending.pop_front() else {
             return;
         };
         match r {
-            Ok(Ok(reply)) => match p.want {
+            Ok(Ok(())) => match p.want {
                 Want::Nothing => {}
                 Want::Synthetic => self
                     .planner
-                    .handle_response(reply.status, reply.prepare.as_ref()),
+                    .handle_response(self.reply.status, self.reply.prepare.as_ref()),
                 Want::Captured(c) => {
                     self.planner
-                        .handle_response(reply.status, reply.prepare.as_ref());
-                    self.done(c, &reply, reply.latency_us);
+                        .handle_response(self.reply.status, self.reply.prepare.as_ref());
+                    let test = self.reply.to_test_response();
+                    self.done(c, test);
                 }
             },
             Ok(Err(e)) => {
@@ -757,26 +765,23 @@ impl Exec {
     }
 
     /// A replayed command's answer.
-    fn done(&mut self, c: Box<CmdInfo>, r: &Reply, latency_us: u64) {
+    fn done(&mut self, c: Box<CmdInfo>, test: TestResponse) {
         self.stats.replayed += 1;
         self.ctx.live.replayed.fetch_add(1, Ordering::Relaxed);
-        if r.status == ResponseStatus::Err {
+        if test.status == ResponseStatus::Err {
             self.stats.test_errors += 1;
             self.ctx.live.test_errors.fetch_add(1, Ordering::Relaxed);
         }
         if c.prod.status == ResponseStatus::Err {
             self.stats.prod_errors += 1;
         }
-        if c.prod.error_code == Some(ER_LOCK_DEADLOCK)
-            && r.error.as_ref().map(|e| e.0) != Some(ER_LOCK_DEADLOCK)
+        if c.prod.error_code == Some(ER_LOCK_DEADLOCK) && test.error_code != Some(ER_LOCK_DEADLOCK)
         {
             self.planner.mirror_rollback();
             self.stats.deadlock_rollbacks += 1;
         }
         self.settle(c.seq, Settled::Replied);
         // The wire reply carries the result checksum: the report compares it with prod's.
-        let mut test = r.to_test_response();
-        test.latency_us = latency_us;
         self.emit(c, Some(test), None);
     }
 

@@ -232,21 +232,31 @@ impl WireConn {
     /// Read the response of the oldest outstanding command (taken off the queue also when the
     /// read fails; a read cancelled midway leaves the connection unusable: drop it).
     pub async fn read_response(&mut self) -> Result<Reply, WireError> {
-        let r = self.read_front().await;
+        let mut reply = Reply::default();
+        self.read_response_into(&mut reply).await?;
+        Ok(reply)
+    }
+
+    /// [`Self::read_response`] into `out` (overwritten when the read succeeds, left as it was
+    /// when it fails): the replay's hot path reuses one reply per session instead of moving
+    /// each (a few hundred bytes) through the futures that return it.
+    pub async fn read_response_into(&mut self, out: &mut Reply) -> Result<(), WireError> {
+        let r = self.read_front(out).await;
         if r.is_err() {
             self.pending.pop_front();
         }
         r
     }
 
-    async fn read_front(&mut self) -> Result<Reply, WireError> {
+    async fn read_front(&mut self, out: &mut Reply) -> Result<(), WireError> {
         self.flush().await?;
         // Read in place (the reader is large: not moved per response), taken off at the end.
         let Some(pend) = self.pending.front_mut() else {
             return Err(WireError::NothingOutstanding);
         };
         if pend.reader.is_done() {
-            return Ok(self.take_reply(false));
+            self.take_reply(false, out);
+            return Ok(());
         }
         let check_seq = !self.rd.is_compressed();
         let mut want = pend.seq;
@@ -265,7 +275,10 @@ impl WireConn {
                 };
                 match pend.reader.feed(p.seq, p.payload)? {
                     Feed::More => {}
-                    Feed::Done => return Ok(self.take_reply(true)),
+                    Feed::Done => {
+                        self.take_reply(true, out);
+                        return Ok(());
+                    }
                     Feed::LocalInfile => {
                         infile = Some(pend.infile.take());
                         break;
@@ -284,17 +297,17 @@ impl WireConn {
         }
     }
 
-    /// Take the oldest outstanding command's reply off the queue (with its latency when it had
-    /// a response on the wire).
-    fn take_reply(&mut self, timed: bool) -> Reply {
+    /// Take the oldest outstanding command's reply off the queue into `out` (with its latency
+    /// when it had a response on the wire).
+    fn take_reply(&mut self, timed: bool, out: &mut Reply) {
         let Some(pend) = self.pending.pop_front() else {
-            return Reply::default();
+            *out = Reply::default();
+            return;
         };
-        let mut r = pend.reader.into_reply();
+        *out = pend.reader.into_reply();
         if timed {
-            r.latency_us = pend.sent.elapsed().as_micros() as u64;
+            out.latency_us = pend.sent.elapsed().as_micros() as u64;
         }
-        r
     }
 
     /// Send LOCAL INFILE data and the closing empty packet from `seq`; returns the sequence id
