@@ -29,7 +29,8 @@
 #      one run: CAPTURERS="inspect-xdp@/tmp/old inspect-xdp tcpdump"), OUT (/tmp/bench: scratch files),
 #      CAP_CPU / SEND_CPU (pin the capturer / the sender to that CPU with taskset), HOGS (0: that many
 #      CPU-bound `sh` loops on CAP_CPU during each measured run, ended by pid after it: a loaded
-#      machine, reproducibly)
+#      machine, reproducibly; the sender slows too, so lower WINDOW_PPS (50000: the slowest top rate
+#      each run waits for) when kept + drops falls short of sent)
 set -euo pipefail
 BIN=${1:-target/release}
 PCAP=${PCAP:-/tmp/bench/sysbench.pcap}
@@ -39,6 +40,8 @@ CAPTURERS=${CAPTURERS:-xdp-skb xdp-drv pcap inspect-xdp tcpdump}
 OUT=${OUT:-/tmp/bench}
 IDLE=${IDLE:-1}
 HOGS=${HOGS:-0}
+# The slowest top rate a run waits for (its window is frames / WINDOW_PPS + 5 s).
+WINDOW_PPS=${WINDOW_PPS:-50000}
 CAP_CPU=${CAP_CPU:-}
 SEND_CPU=${SEND_CPU:-}
 [ "$HOGS" = 0 ] || [ -n "$CAP_CPU" ] || { echo "capture.sh: HOGS needs CAP_CPU" >&2; exit 1; }
@@ -96,7 +99,7 @@ for rate in $RATES; do
 
     # Long enough for a sender slowed down by a loaded machine (at max it fell to ~80 kpps):
     # a capturer stopped before the last frame would count it as neither kept nor dropped.
-    if [ "$rate" = max ]; then secs=$(( frames / 50000 + 5 )); else secs=$(( frames / rate + 3 )); fi
+    if [ "$rate" = max ]; then secs=$(( frames / WINDOW_PPS + 5 )); else secs=$(( frames / rate + 3 )); fi
     case $cap in
       none) cmd=(sleep "$secs") ;;
       xdp-skb) cmd=("$mb/mrte" record -i span0 --source xdp --xdp-mode skb -w /dev/null --duration "$secs") ;;
