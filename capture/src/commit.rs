@@ -118,7 +118,7 @@ fn second_keyword(sql: &[u8]) -> ([u8; 16], usize) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn is(k: &([u8; 16], usize), word: &[u8]) -> bool {
     &k.0[..k.1] == word
 }
