@@ -8,18 +8,22 @@
 # `mrte replay --speed max --read-only` of the capture, both against that server. Prints, per
 # run, queries, CPU seconds (user + system, from /usr/bin/time), CPU µs per query and its user /
 # system split; with
-# PERF=1 also `perf stat` task-clock, context switches and cycles of mrte per query.
+# PERF=1 also `perf stat` task-clock, context switches, wake-ups of other tasks (sched_waking: the
+# server's threads, woken by each query that finds them asleep) and IPIs sent (ipi_send_cpu: a
+# wake-up or preemption on the other vCPU) of mrte per query. MRTE_ARGS: extra `mrte replay`
+# flags for every mrte run (e.g. `--replay-threads 4`).
 #
 # Usage: bench/replay-cpu.sh [MRTE_BIN [MRTE_BIN2]]  (a second binary runs right after the first in
 # each round, on the same capture: interleaved before/after figures)
 # Env: DURATION (5), THREADS (4), PS_MODE (disable), ROUNDS (3), PORT (33099), OUT (/tmp/bench-cpu),
-#      CPU (taskset list for both clients, e.g. 0; default: unpinned), PERF (0)
+#      CPU (taskset list for both clients, e.g. 0; default: unpinned), PERF (0), MRTE_ARGS ()
 set -euo pipefail
 MRTE=$(realpath "${1:-target/release/mrte}")
 BINS=("$MRTE")
 [ -n "${2:-}" ] && BINS+=("$(realpath "$2")")
 DURATION=${DURATION:-5} THREADS=${THREADS:-4} PS_MODE=${PS_MODE:-disable} ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-33099} OUT=${OUT:-/tmp/bench-cpu} PERF=${PERF:-0}
+read -r -a XARGS <<<"${MRTE_ARGS:-}"
 PIN=()
 [ -n "${CPU:-}" ] && PIN=(taskset -c "$CPU")
 for t in mariadbd mariadb-install-db sysbench tcpdump; do
@@ -28,22 +32,33 @@ done
 # shellcheck source=bench/lib/scratch-sysbench.sh
 . "$(dirname "$0")/lib/scratch-sysbench.sh"
 
+PERF_EVENTS=task-clock,context-switches,sched:sched_waking,ipi:ipi_send_cpu
+# perf_lines QUERIES FILE: the perf stat counts in FILE per query.
+perf_lines() {
+  awk -F, -v q="$1" '$3 ~ /task-clock|context-switches|sched_waking|ipi_send_cpu/ && $1 ~ /^[0-9.]+$/ {
+    if ($2 == "msec") printf "    perf %s: %.1f µs per query\n", $3, $1 * 1000 / q
+    else printf "    perf %s: %.3f per query\n", $3, $1 / q }' "$2"
+}
+
 printf '\n| run | client | queries | CPU s | CPU µs/query | user / system µs/query |\n'
 printf '|---|---|---:|---:|---:|---:|\n'
 for r in $(seq "$ROUNDS"); do
-  res=$("${PIN[@]}" /usr/bin/time -f 'cpu %U %S' "${SB[@]}" --time="$DURATION" run 2>&1)
+  SBPRE=("${PIN[@]}")
+  [ "$PERF" = 1 ] && SBPRE=("${PIN[@]}" perf stat -x, -o "$OUT/perf.sb.$r" -e "$PERF_EVENTS")
+  res=$("${SBPRE[@]}" /usr/bin/time -f 'cpu %U %S' "${SB[@]}" --time="$DURATION" run 2>&1)
   q=$(awk '/queries:/ {print $2; exit}' <<<"$res")
   read -r u s < <(awk '/^cpu / {print $2, $3}' <<<"$res")
   python3 -c "q=$q; u=$u; s=$s; c=u+s; print(f'| $r | sysbench | {q} | {c:.2f} | {c/q*1e6:.1f} | {u/q*1e6:.1f} / {s/q*1e6:.1f} |')"
+  [ "$PERF" = 1 ] && perf_lines "$q" "$OUT/perf.sb.$r"
 
   for b in "${!BINS[@]}"; do
   label="mrte replay"
   [ "${#BINS[@]}" -gt 1 ] && label="mrte replay ($((b + 1)))"
   PRE=("${PIN[@]}" /usr/bin/time -f 'cpu %U %S')
-  [ "$PERF" = 1 ] && PRE=("${PIN[@]}" perf stat -x, -e task-clock,context-switches -o "$OUT/perf.$r"
+  [ "$PERF" = 1 ] && PRE=("${PIN[@]}" perf stat -x, -o "$OUT/perf.$r" -e "$PERF_EVENTS"
     /usr/bin/time -f 'cpu %U %S')
   res=$("${PRE[@]}" "${BINS[$b]}" replay -r "$PCAP" -p "$PORT" --target "mysql://sbtest:sbtest@127.0.0.1:$PORT/sbtest" \
-    --read-only --speed max --quiet --report "$OUT/report.json" 2>&1 >/dev/null)
+    --read-only --speed max --quiet --report "$OUT/report.json" "${XARGS[@]}" 2>&1 >/dev/null)
   read -r u s < <(awk '/^cpu / {print $2, $3}' <<<"$res")
   python3 - "$OUT/report.json" "$u" "$s" "$r" "$label" <<'EOF'
 import json, sys
@@ -54,9 +69,7 @@ print(f"| {sys.argv[4]} | {sys.argv[5]} | {q} | {cpu:.2f} | {cpu/q*1e6:.1f} | {u
 EOF
   if [ "$PERF" = 1 ]; then
     q=$(python3 -c "import json; print(json.load(open('$OUT/report.json'))['replayed']['commands'])")
-    awk -F, -v q="$q" '$3 ~ /task-clock|context-switches/ && $1 ~ /^[0-9.]+$/ {
-      if ($2 == "msec") printf "    perf %s: %.1f µs per query\n", $3, $1 * 1000 / q
-      else printf "    perf %s: %.2f per query\n", $3, $1 / q }' "$OUT/perf.$r"
+    perf_lines "$q" "$OUT/perf.$r"
   fi
   done
 done

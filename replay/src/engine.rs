@@ -74,7 +74,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use mrte_capture::event::SessionEvent;
 use mrte_capture::ring::SessionStream;
@@ -253,20 +253,22 @@ impl Engine {
         });
 
         let (sess_tx, mut sess_rx) = mpsc::unbounded_channel::<SessionStream>();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_b = stop.clone();
+        // The bridge sleeps until a session arrives or `stop` is dropped (no 20 ms poll).
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let bridge = tokio::task::spawn_blocking(move || {
             let mut left = Vec::new();
-            while !stop_b.load(Ordering::Relaxed) {
-                match sessions.recv_timeout(Duration::from_millis(20)) {
-                    Ok(s) => {
-                        if let Err(e) = sess_tx.send(s) {
-                            left.push(e.0);
-                            break;
+            loop {
+                crossbeam_channel::select! {
+                    recv(sessions) -> s => match s {
+                        Ok(s) => {
+                            if let Err(e) = sess_tx.send(s) {
+                                left.push(e.0);
+                                break;
+                            }
                         }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+                        Err(_) => break,
+                    },
+                    recv(stop_rx) -> _ => break,
                 }
             }
             left.extend(sessions.try_iter());
@@ -311,7 +313,7 @@ impl Engine {
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop);
         sess_rx.close();
         let mut unstarted = Vec::new();
         while let Ok(s) = sess_rx.try_recv() {
@@ -395,6 +397,61 @@ pub(crate) async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
         }
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// [`wait_shutdown`] made cheap to poll once per session step: one waiter, registered with
+/// the channel once per session (not once per step), and polled again only when the
+/// channel's version moved or the task's waker changed. An unchanged version with the same
+/// waker registered means no shutdown was sent since the waiter last looked, and the send
+/// wakes that waker, so shutdown is seen as soon as with a fresh [`wait_shutdown`] per step.
+pub(crate) struct ShutdownWatch {
+    /// Never marked seen: `has_changed` turns true at the first send after it was cloned.
+    probe: watch::Receiver<bool>,
+    wait: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// The waker `wait` was last left pending with.
+    waker: Option<std::task::Waker>,
+    done: bool,
+}
+
+impl ShutdownWatch {
+    pub(crate) fn new(sd: &watch::Receiver<bool>) -> Self {
+        let mut rx = sd.clone();
+        Self {
+            probe: sd.clone(),
+            wait: Box::pin(async move { wait_shutdown(&mut rx).await }),
+            waker: None,
+            done: false,
+        }
+    }
+
+    /// Resolves once shutdown was sent (at once if it already was).
+    pub(crate) fn wait(&mut self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_shutdown(cx))
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(());
+        }
+        if let Some(w) = &self.waker {
+            if w.will_wake(cx.waker()) && matches!(self.probe.has_changed(), Ok(false)) {
+                return Poll::Pending;
+            }
+        }
+        match self.wait.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.done = true;
+                Poll::Ready(())
+            }
+            Poll::Pending => {
+                if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
         }
     }
 }

@@ -16,7 +16,8 @@
 //!   [`crate::filter::SkipReason`]), lost (the planner's [`crate::plan::LoseReason`], or sent
 //!   with its fate unknown: `connection_lost`, `target_unavailable`, `shutdown`,
 //!   `session_panic`), failed (`connect_refused`, `connect_timeout`, `connect_error`, `timeout`,
-//!   `driver_error`).
+//!   `driver_error`). A command taken but not yet sent when shutdown comes is skipped
+//!   (`shutdown`), as those still in the ring are.
 //! - Connects lazily (the planner's Connect), reconnects with the engine's capped exponential
 //!   backoff and `--reconnect-for`; a command met while waiting to retry gets the last connect
 //!   error. A broken connection, a timeout, or a protocol error drops the connection: commands
@@ -39,7 +40,7 @@ use mrte_capture::event::{ResponseStatus, SessionEvent};
 use mrte_capture::ring::SessionStream;
 use tokio::sync::watch;
 
-use crate::engine::{bump, wait_shutdown, Ctx, EngineStats};
+use crate::engine::{bump, wait_shutdown, Ctx, EngineStats, ShutdownWatch};
 use crate::filter::SkipReason;
 use crate::pacing::{lag_us, Pacing, SessionClock};
 use crate::plan::{Action, ChangeUserPlan, CmdInfo, Origin, PlanConfig, Planner};
@@ -115,6 +116,9 @@ struct Exec {
     /// before each read (tokio extends a registered timer without touching the timer wheel;
     /// a `timeout()` per command registered and removed one each time).
     read_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// A captured command's bytes are being written (or a CHANGE_USER is on the wire) and it
+    /// is not in `pending`: if shutdown interrupts now, its fate is unknown (lost), not unsent.
+    sending: bool,
 }
 
 /// A session's task (called by the engine's session task).
@@ -124,6 +128,9 @@ pub(crate) async fn session_task(
     mut sd: watch::Receiver<bool>,
 ) {
     let mut s = Exec::new(ctx, &stream);
+    // One shutdown waiter for the whole session, raced against every step (a fresh
+    // `wait_shutdown` per step registered and removed a channel waiter each time).
+    let mut sdw = ShutdownWatch::new(&sd);
     let mut shut = false;
     let mut panicked = false;
     loop {
@@ -142,7 +149,7 @@ pub(crate) async fn session_task(
             };
             tokio::select! {
                 biased;
-                _ = wait_shutdown(&mut sd) => { shut = true; break; }
+                _ = sdw.wait() => { shut = true; break; }
                 ev = next => match ev {
                     Err(_idle) => {
                         s.stats.idle_closes += 1;
@@ -157,13 +164,12 @@ pub(crate) async fn session_task(
             }
         };
         // Pinned here, not boxed: no allocation and copy of the step's future per step.
-        let mut sd2 = sd.clone();
         let done = {
             let work = std::pin::pin!(s.step(step, &mut sd));
             tokio::select! {
                 biased;
                 r = CatchUnwind::new(work) => Some(r),
-                _ = wait_shutdown(&mut sd2) => None,
+                _ = sdw.wait() => None,
             }
         };
         match done {
@@ -181,20 +187,19 @@ pub(crate) async fn session_task(
                 break;
             }
             None => {
-                s.abandon("shutdown");
+                s.abandon_shutdown();
                 shut = true;
                 break;
             }
         }
     }
     if !shut && !panicked {
-        let mut sd2 = sd.clone();
         let done = {
             let work = std::pin::pin!(s.finish_stream());
             tokio::select! {
                 biased;
                 r = CatchUnwind::new(work) => Some(r),
-                _ = wait_shutdown(&mut sd2) => None,
+                _ = sdw.wait() => None,
             }
         };
         match done {
@@ -205,7 +210,7 @@ pub(crate) async fn session_task(
                 s.abandon("session_panic");
             }
             None => {
-                s.abandon("shutdown");
+                s.abandon_shutdown();
                 shut = true;
             }
         }
@@ -214,7 +219,7 @@ pub(crate) async fn session_task(
         loop {
             let ev = tokio::select! {
                 biased;
-                _ = wait_shutdown(&mut sd) => { shut = true; break; }
+                _ = sdw.wait() => { shut = true; break; }
                 ev = stream.next() => ev,
             };
             match ev {
@@ -313,6 +318,7 @@ impl Exec {
             stats,
             owed: VecDeque::new(),
             read_timer: Box::pin(tokio::time::sleep(ctx.cfg.command_timeout)),
+            sending: false,
             ctx,
         }
     }
@@ -377,6 +383,32 @@ impl Exec {
         let _ = self.planner.handle_connection_lost();
         for _ in 0..self.unaccounted() {
             self.lose(reason);
+        }
+    }
+
+    /// Shutdown interrupted a step: the connection is dropped; the commands sent and not
+    /// answered (their fate unknown) are lost, `shutdown`; those taken and never sent are
+    /// skipped, `shutdown`, as the ones still queued in the ring are. So the books do not
+    /// depend on whether the step's own shutdown check or the one raced against the step
+    /// saw the shutdown first.
+    fn abandon_shutdown(&mut self) {
+        let in_flight = self
+            .pending
+            .iter()
+            .filter(|p| matches!(p.want, Want::Captured(_)))
+            .count() as u64
+            + u64::from(self.sending);
+        self.sending = false;
+        self.pending.clear();
+        self.drop_conn();
+        let _ = self.planner.handle_connection_lost();
+        let n = self.unaccounted();
+        for i in 0..n {
+            if i < in_flight {
+                self.lose("shutdown");
+            } else {
+                self.skip(SkipReason::Shutdown);
+            }
         }
     }
 
@@ -538,6 +570,7 @@ impl Exec {
                     self.prod_state.observe(&s.payload[1..]);
                 }
                 let infile = s.local_infile.map(|b| b.to_vec());
+                self.sending = matches!(want, Want::Captured(_));
                 // One `send` without a timer when the socket has room (the usual case); the
                 // timed, waiting write only for what is left.
                 let r = match conn
@@ -552,6 +585,7 @@ impl Exec {
                     Err(e) => Ok(Err(e)),
                 };
                 self.pending.push_back(Pending { want });
+                self.sending = false;
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -579,11 +613,13 @@ impl Exec {
         };
         let sent = Instant::now();
         let pw = cu.password.as_deref().unwrap_or("");
+        self.sending = true;
         let r = tokio::time::timeout(
             self.ctx.cfg.command_timeout,
             conn.change_user(&cu.user, pw, cu.db.as_deref()),
         )
         .await;
+        self.sending = false;
         match r {
             Ok(Ok(reply)) => {
                 self.prod_state = ProdState::default();
