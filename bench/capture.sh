@@ -26,7 +26,11 @@
 # Env: PCAP (/tmp/bench/sysbench.pcap), LOOPS (5), RATES ("max 300000 100000"),
 #      CAPTURERS ("xdp-skb xdp-drv pcap inspect-xdp tcpdump"; `none`: the sender alone; a mrte
 #      capturer written NAME@DIR runs DIR/mrte instead of TARGET_DIR's, to compare two builds in
-#      one run: CAPTURERS="inspect-xdp@/tmp/old inspect-xdp tcpdump")
+#      one run: CAPTURERS="inspect-xdp@/tmp/old inspect-xdp tcpdump"), OUT (/tmp/bench: scratch files),
+#      CAP_CPU / SEND_CPU (pin the capturer / the sender to that CPU with taskset), HOGS (0: that many
+#      CPU-bound `sh` loops on CAP_CPU during each measured run, ended by pid after it: a loaded
+#      machine, reproducibly; the sender slows too, so lower WINDOW_PPS (50000: the slowest top rate
+#      each run waits for) when kept + drops falls short of sent)
 set -euo pipefail
 BIN=${1:-target/release}
 PCAP=${PCAP:-/tmp/bench/sysbench.pcap}
@@ -35,6 +39,15 @@ RATES=${RATES:-max 300000 100000}
 CAPTURERS=${CAPTURERS:-xdp-skb xdp-drv pcap inspect-xdp tcpdump}
 OUT=${OUT:-/tmp/bench}
 IDLE=${IDLE:-1}
+HOGS=${HOGS:-0}
+# The slowest top rate a run waits for (its window is frames / WINDOW_PPS + 5 s).
+WINDOW_PPS=${WINDOW_PPS:-50000}
+CAP_CPU=${CAP_CPU:-}
+SEND_CPU=${SEND_CPU:-}
+[ "$HOGS" = 0 ] || [ -n "$CAP_CPU" ] || { echo "capture.sh: HOGS needs CAP_CPU" >&2; exit 1; }
+cap_pin=() send_pin=()
+[ -z "$CAP_CPU" ] || cap_pin=(taskset -c "$CAP_CPU")
+[ -z "$SEND_CPU" ] || send_pin=(taskset -c "$SEND_CPU")
 declare -A idle_cpu
 mkdir -p "$OUT"
 [ -f "$PCAP" ] || { echo "capture.sh: $PCAP missing (see bench/README.md, Inputs)" >&2; exit 1; }
@@ -55,12 +68,18 @@ TICK=$(getconf CLK_TCK)
 # CPU time of a command and its children: `perf stat`'s task-clock (the scheduler's exact
 # run time) when perf is installed, else /usr/bin/time's user + sys (sampled at the tick, 10 ms
 # resolution). Usage: "${cpu[@]}" FILE CMD...; cpu_s FILE prints seconds.
+# cpu_sys FILE: the system part (perf's system_time, tick-sampled; /usr/bin/time's sys);
+# cpu_cs FILE: context switches (perf only; empty without it).
 if command -v perf >/dev/null; then
-  cpu=(perf stat -x, -e task-clock -o)
+  cpu=(perf stat -x, -e task-clock,system_time,context-switches -o)
   cpu_s() { awk -F, '/task-clock/ {print $1 / 1000}' "$1"; }
+  cpu_sys() { awk -F, '/system_time/ {print ($1 ~ /^[0-9.]+$/ ? $1 / 1e9 : 0)}' "$1"; }
+  cpu_cs() { awk -F, '/context-switches/ {print $1}' "$1"; }
 else
   cpu=(/usr/bin/time -f 'cpu %U %S' -o)
   cpu_s() { awk '/^cpu / {print $2 + $3}' "$1"; }
+  cpu_sys() { awk '/^cpu / {print $3}' "$1"; }
+  cpu_cs() { echo; }
 fi
 
 echo "== tcpreplay --topspeed, same file, same interface"
@@ -68,7 +87,7 @@ ip netns exec mrte-prod tcpreplay --topspeed -i mir0 --loop "$LOOPS" "$PCAP" 2>&
 echo "== mrte-bench send, same file, same interface"
 ip netns exec mrte-prod "$BIN/mrte-bench" send -i mir0 "$PCAP" --loops "$LOOPS"
 
-printf '\n| rate (offered) | capturer | sent | sent pps | kept | capturer drops | veth drops | CPU s | CPU µs/frame | idle CPU s | marginal µs/frame | sender µs/frame | ksoftirqd µs/frame | total µs/frame |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '\n| rate (offered) | capturer | sent | sent pps | kept | capturer drops | veth drops | CPU s | CPU µs/frame | of which sys | switches | idle CPU s | marginal µs/frame | sender µs/frame | ksoftirqd µs/frame | total µs/frame |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for rate in $RATES; do
   for spec in $CAPTURERS; do
     cap=${spec%%@*}
@@ -80,7 +99,7 @@ for rate in $RATES; do
 
     # Long enough for a sender slowed down by a loaded machine (at max it fell to ~80 kpps):
     # a capturer stopped before the last frame would count it as neither kept nor dropped.
-    if [ "$rate" = max ]; then secs=$(( frames / 50000 + 5 )); else secs=$(( frames / rate + 3 )); fi
+    if [ "$rate" = max ]; then secs=$(( frames / WINDOW_PPS + 5 )); else secs=$(( frames / rate + 3 )); fi
     case $cap in
       none) cmd=(sleep "$secs") ;;
       xdp-skb) cmd=("$mb/mrte" record -i span0 --source xdp --xdp-mode skb -w /dev/null --duration "$secs") ;;
@@ -91,27 +110,37 @@ for rate in $RATES; do
     esac
     key="$spec/$secs"
     if [ "$IDLE" = 1 ] && [ -z "${idle_cpu[$key]:-}" ]; then
-      ip netns exec mrte-cap "${cpu[@]}" "$OUT/idle.cpu" "${cmd[@]}" >/dev/null 2>"$OUT/idle.err" || true
+      ip netns exec mrte-cap "${cpu[@]}" "$OUT/idle.cpu" "${cap_pin[@]}" "${cmd[@]}" >/dev/null 2>"$OUT/idle.err" || true
       idle_cpu[$key]=$(cpu_s "$OUT/idle.cpu")
     fi
     d0=$(mir_drops)
-    ip netns exec mrte-cap "${cpu[@]}" "$OUT/cap.cpu" "${cmd[@]}" >"$OUT/cap.out" 2>"$OUT/cap.err" &
+    hogs=()
+    for _ in $(seq "$HOGS"); do
+      timeout $((secs + 5)) taskset -c "$CAP_CPU" nice -n 0 sh -c 'while :; do :; done' &
+      hogs+=($!)
+    done
+    ip netns exec mrte-cap "${cpu[@]}" "$OUT/cap.cpu" "${cap_pin[@]}" "${cmd[@]}" >"$OUT/cap.out" 2>"$OUT/cap.err" &
     cpid=$!
     sleep 1
     k0=$(softirqd_ticks)
-    sent=$(ip netns exec mrte-prod "${cpu[@]}" "$OUT/send.cpu" "$BIN/mrte-bench" send -i mir0 "$PCAP" --loops "$LOOPS" "${pps_arg[@]}" --json)
+    sent=$(ip netns exec mrte-prod "${cpu[@]}" "$OUT/send.cpu" "${send_pin[@]}" "$BIN/mrte-bench" send -i mir0 "$PCAP" --loops "$LOOPS" "${pps_arg[@]}" --json)
     k1=$(softirqd_ticks)
     wait "$cpid" || true
+    if [ ${#hogs[@]} -gt 0 ]; then kill "${hogs[@]}" 2>/dev/null || true; wait "${hogs[@]}" 2>/dev/null || true; fi
     d1=$(mir_drops)
+    run=$((${run:-0} + 1))
+    cp "$OUT/cap.err" "$OUT/cap-$run.err"
     ksoft=$(awk -v t="$((k1 - k0))" -v hz="$TICK" 'BEGIN {print t / hz}')
     python3 - "$spec" "$rate" "$sent" "$((d1 - d0))" "$OUT/cap.out" "$OUT/cap.err" "${idle_cpu[$key]:-}" \
-      "$(cpu_s "$OUT/cap.cpu")" "$(cpu_s "$OUT/send.cpu")" "$ksoft" <<'EOF'
+      "$(cpu_s "$OUT/cap.cpu")" "$(cpu_s "$OUT/send.cpu")" "$ksoft" "$(cpu_sys "$OUT/cap.cpu")" \
+      "$(cpu_cs "$OUT/cap.cpu")" <<'EOF'
 import json, re, sys
 spec, rate, sent, veth = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 cap = spec.split("@")[0]
 idle = float(sys.argv[7]) if sys.argv[7] else None
 out, err = open(sys.argv[5]).read(), open(sys.argv[6]).read()
 cpu, send_cpu, ksoft = float(sys.argv[8]), float(sys.argv[9]), float(sys.argv[10])
+sys_s, switches = float(sys.argv[11] or 0), sys.argv[12]
 if cap == "none":
     kept, drops = 0, 0
 elif cap == "tcpdump":
@@ -126,7 +155,8 @@ else:
 n = sent["sent"]
 marg = f"{idle:.2f} | {max(cpu - idle, 0) / n * 1e6:.2f}" if idle is not None else " | "
 us = lambda s: f"{s / n * 1e6:.2f}"
-print(f"| {rate} | {spec} | {n} | {sent['pps']:,.0f} | {kept} | {drops} | {veth} | {cpu:.2f} | {us(cpu)} | {marg} "
+print(f"| {rate} | {spec} | {n} | {sent['pps']:,.0f} | {kept} | {drops} | {veth} | {cpu:.2f} | {us(cpu)} | {us(sys_s)} "
+      f"| {switches} | {marg} "
       f"| {us(send_cpu)} | {us(ksoft)} | {us(cpu + send_cpu + ksoft)} |")
 EOF
   done

@@ -63,33 +63,44 @@ pub const ER_LOCK_DEADLOCK: u16 = 1213;
 /// The first SQL keyword, upper-cased (comments and spaces skipped), at most 16 bytes.
 pub fn first_keyword(sql: &[u8]) -> ([u8; 16], usize) {
     let mut i = 0;
+    // Most statements start with their keyword: no spaces nor comments to skip.
+    if !sql.first().is_some_and(u8::is_ascii_alphabetic) {
+        match skip_to_keyword(sql) {
+            Some(at) => i = at,
+            None => return ([0; 16], 0),
+        }
+    }
+    let mut out = [0u8; 16];
+    let rest = &sql[i.min(sql.len())..];
+    let mut n = 0;
+    for (o, &b) in out.iter_mut().zip(rest) {
+        if !b.is_ascii_alphabetic() {
+            break;
+        }
+        *o = b & !0x20;
+        n += 1;
+    }
+    (out, n)
+}
+
+/// Where the first keyword starts, past spaces, `(` and comments; None in an unterminated
+/// comment.
+#[inline(never)]
+fn skip_to_keyword(sql: &[u8]) -> Option<usize> {
+    let mut i = 0;
     loop {
         while i < sql.len() && (sql[i].is_ascii_whitespace() || sql[i] == b'(') {
             i += 1;
         }
         let rest = &sql[i.min(sql.len())..];
         if rest.starts_with(b"/*") {
-            match rest[2..].windows(2).position(|w| w == b"*/") {
-                Some(p) => i += p + 4,
-                None => return ([0; 16], 0),
-            }
+            i += rest[2..].windows(2).position(|w| w == b"*/")? + 4;
         } else if rest.starts_with(b"#") || rest.starts_with(b"-- ") {
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(p) => i += p + 1,
-                None => return ([0; 16], 0),
-            }
+            i += rest.iter().position(|&b| b == b'\n')? + 1;
         } else {
-            break;
+            return Some(i);
         }
     }
-    let mut out = [0u8; 16];
-    let mut n = 0;
-    while i < sql.len() && n < 16 && sql[i].is_ascii_alphabetic() {
-        out[n] = sql[i].to_ascii_uppercase();
-        n += 1;
-        i += 1;
-    }
-    (out, n)
 }
 
 /// The first two keywords' start (for `XA COMMIT`, `ROLLBACK TO`, `COMMIT AND CHAIN`).
@@ -107,6 +118,7 @@ fn second_keyword(sql: &[u8]) -> ([u8; 16], usize) {
     }
 }
 
+#[inline(always)]
 fn is(k: &([u8; 16], usize), word: &[u8]) -> bool {
     &k.0[..k.1] == word
 }
@@ -168,7 +180,6 @@ impl TrxTracker {
             }
             _ => return None,
         };
-        let key = sql.map(first_keyword).unwrap_or(([0; 16], 0));
         match resp.status {
             ResponseStatus::Ok => {}
             ResponseStatus::Err => {
@@ -181,6 +192,7 @@ impl TrxTracker {
             }
             ResponseStatus::None => return None,
         }
+        let key = sql.map(first_keyword).unwrap_or(([0; 16], 0));
         let before = self.in_trans;
         let now = resp.server_status & status::IN_TRANS != 0;
         self.in_trans = Some(now);

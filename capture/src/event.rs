@@ -21,6 +21,9 @@ pub struct FlowKey {
     pub server: SocketAddr,
 }
 
+/// A session's [`EventSink::push_at`] slot before the sink gave one.
+pub const NO_SLOT: u32 = u32::MAX;
+
 /// One event of one session, in the order it happened on the wire.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SessionEvent {
@@ -533,6 +536,16 @@ impl Identity {
 pub trait EventSink {
     /// Take one event of session `id`; must not block.
     fn push(&mut self, id: SessionId, event: SessionEvent);
+
+    /// [`EventSink::push`] with `slot`, where the sink may note where it keeps the session so
+    /// the next push finds it without a lookup: the driver keeps one per session, starting at
+    /// [`NO_SLOT`], and passes it back with each of the session's events. A sink may ignore it
+    /// (the default) or find it stale; it never trusts it without checking `id`.
+    #[inline]
+    fn push_at(&mut self, slot: &mut u32, id: SessionId, event: SessionEvent) {
+        let _ = slot;
+        self.push(id, event);
+    }
 
     /// End of a batch of frames. A sink that has seen one flush may defer per-push work (the
     /// rings' consumer wake-ups) to the next, so a driver that calls it must keep calling it

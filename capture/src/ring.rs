@@ -22,7 +22,7 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::event::{EventSink, Identity, SessionEvent, SessionId, SessionOpen};
+use crate::event::{EventSink, Identity, SessionEvent, SessionId, SessionOpen, NO_SLOT};
 
 /// State shared by the two ends of one session's ring.
 #[derive(Debug, Default)]
@@ -162,6 +162,7 @@ pub const MIN_RING: usize = 256;
 pub const DEFAULT_QUEUE_LIMIT: usize = 1 << 18;
 
 struct Producer {
+    id: SessionId,
     ring: rtrb::Producer<SessionEvent>,
     slots: usize,
     shared: Arc<SessionShared>,
@@ -182,7 +183,13 @@ const RESCAN_PUSHES: usize = 4096;
 /// Producer side: one ring per session, consumers handed out on a channel.
 pub struct RingSink {
     capacity: usize,
-    producers: HashMap<SessionId, Producer, BuildHasherDefault<FxHasher>>,
+    /// Where each open session's producer is in `live`.
+    index: HashMap<SessionId, u32, BuildHasherDefault<FxHasher>>,
+    /// Open sessions' producers (a slot per session, reused after it closes): the driver keeps
+    /// the slot with the session and [`EventSink::push_at`] finds it without `index`.
+    live: Vec<Option<Producer>>,
+    /// Free slots of `live`.
+    free: Vec<u32>,
     tx: Sender<SessionStream>,
     stats: RingStats,
     wait_when_full: bool,
@@ -205,15 +212,15 @@ pub struct RingSink {
     /// The driver calls [`EventSink::flush`] after each batch: wake checks wait for it (one
     /// SeqCst fence per batch instead of one per event).
     batched: bool,
-    /// Sessions pushed to since the last flush (batched).
-    wake_due: Vec<SessionId>,
+    /// Slots of the sessions pushed to since the last flush (batched).
+    wake_due: Vec<u32>,
 }
 
 impl std::fmt::Debug for RingSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RingSink")
             .field("capacity", &self.capacity)
-            .field("sessions", &self.producers.len())
+            .field("sessions", &self.index.len())
             .field("stats", &self.stats)
             .finish()
     }
@@ -231,7 +238,9 @@ impl RingSink {
     pub fn with_sender(capacity: usize, tx: Sender<SessionStream>) -> Self {
         Self {
             capacity: capacity.max(1),
-            producers: HashMap::default(),
+            index: HashMap::default(),
+            live: Vec::new(),
+            free: Vec::new(),
             tx,
             stats: RingStats::default(),
             wait_when_full: false,
@@ -274,7 +283,11 @@ impl RingSink {
 
     /// The session `id` closed (or its consumer went away): its ring is released once drained.
     fn forget(&mut self, id: SessionId) {
-        if let Some(mut p) = self.producers.remove(&id) {
+        let Some(slot) = self.index.remove(&id) else {
+            return;
+        };
+        self.free.push(slot);
+        if let Some(mut p) = self.live.get_mut(slot as usize).and_then(Option::take) {
             let now = p.slots - p.ring.slots();
             self.queued = (self.queued + now).saturating_sub(p.seen_queued);
             p.seen_queued = now;
@@ -310,7 +323,7 @@ impl RingSink {
     /// Recount the events queued over all rings.
     fn rescan(&mut self) {
         let mut total = 0;
-        for p in self.producers.values_mut() {
+        for p in self.live.iter_mut().flatten() {
             p.seen_queued = p.slots - p.ring.slots();
             total += p.seen_queued;
         }
@@ -349,7 +362,7 @@ impl RingSink {
 
     /// Sessions with a live ring.
     pub fn open_sessions(&self) -> usize {
-        self.producers.len()
+        self.index.len()
     }
 
     /// Mark every open session closed (end of capture); consumers drain what is left.
@@ -357,7 +370,9 @@ impl RingSink {
         self.wake_due.clear();
         self.stats.slot_bytes = 0;
         self.closed.clear();
-        for (_, p) in self.producers.drain() {
+        self.index.clear();
+        self.free.clear();
+        for p in self.live.drain(..).flatten() {
             p.shared.closed.store(true, Ordering::Release);
             p.shared.waker.wake();
         }
@@ -365,7 +380,13 @@ impl RingSink {
 }
 
 impl EventSink for RingSink {
-    fn push(&mut self, id: SessionId, mut event: SessionEvent) {
+    #[inline]
+    fn push(&mut self, id: SessionId, event: SessionEvent) {
+        let mut slot = NO_SLOT;
+        self.push_at(&mut slot, id, event);
+    }
+
+    fn push_at(&mut self, hint: &mut u32, id: SessionId, mut event: SessionEvent) {
         if let SessionEvent::Open(open) = &event {
             let slots = self.slots_for_new_ring();
             let (ring, consumer) = rtrb::RingBuffer::new(slots);
@@ -381,22 +402,47 @@ impl EventSink for RingSink {
             }
             self.stats.sessions += 1;
             self.stats.slot_bytes += (slots * SLOT_BYTES) as u64;
-            self.producers.insert(
+            let p = Producer {
                 id,
-                Producer {
-                    ring,
-                    slots,
-                    shared,
-                    overflowed: false,
-                    seen_queued: 0,
-                    carry: None,
-                    wake_due: false,
-                },
-            );
+                ring,
+                slots,
+                shared,
+                overflowed: false,
+                seen_queued: 0,
+                carry: None,
+                wake_due: false,
+            };
+            // An id opened twice replaces (drops) its first ring.
+            if let Some(old) = self.index.remove(&id) {
+                self.live[old as usize] = None;
+                self.free.push(old);
+            }
+            let slot = match self.free.pop() {
+                Some(s) => {
+                    self.live[s as usize] = Some(p);
+                    s
+                }
+                None => {
+                    self.live.push(Some(p));
+                    (self.live.len() - 1) as u32
+                }
+            };
+            self.index.insert(id, slot);
+            *hint = slot;
         }
         let closing = matches!(event, SessionEvent::Close(_));
-        let open_rings = self.producers.len().max(1);
-        let Some(p) = self.producers.get_mut(&id) else {
+        let open_rings = self.index.len().max(1);
+        let slot = match self.live.get(*hint as usize) {
+            Some(Some(p)) if p.id == id => *hint,
+            _ => match self.index.get(&id) {
+                Some(&s) => {
+                    *hint = s;
+                    s
+                }
+                None => return,
+            },
+        };
+        let Some(p) = self.live.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
         if p.ring.is_abandoned() {
@@ -484,7 +530,7 @@ impl EventSink for RingSink {
         } else if self.batched {
             if !p.wake_due {
                 p.wake_due = true;
-                self.wake_due.push(id);
+                self.wake_due.push(slot);
             }
         } else {
             std::sync::atomic::fence(Ordering::SeqCst);
@@ -499,7 +545,7 @@ impl EventSink for RingSink {
         }
         if self.queue_limit > 0 {
             self.since_rescan += 1;
-            if self.since_rescan >= RESCAN_PUSHES.max(self.producers.len()) {
+            if self.since_rescan >= RESCAN_PUSHES.max(self.index.len()) {
                 self.rescan();
             }
         }
@@ -514,8 +560,13 @@ impl EventSink for RingSink {
         }
         // Pairs with the consumer's fence after it sets `armed` (see `SessionStream::next`).
         std::sync::atomic::fence(Ordering::SeqCst);
-        for id in self.wake_due.drain(..) {
-            if let Some(p) = self.producers.get_mut(&id) {
+        for slot in self.wake_due.drain(..) {
+            // A slot whose session closed since (and maybe reopened) is skipped or checked
+            // once more: a wake check is harmless.
+            if let Some(p) = self.live.get_mut(slot as usize).and_then(Option::as_mut) {
+                if !p.wake_due {
+                    continue;
+                }
                 p.wake_due = false;
                 if p.shared.armed.load(Ordering::Relaxed)
                     && p.shared.armed.swap(false, Ordering::AcqRel)
@@ -576,6 +627,44 @@ mod tests {
                 ..Default::default()
             },
         }))
+    }
+
+    /// A slot kept by the driver finds its session without a lookup; a stale one (its session
+    /// closed, the slot given to another) never delivers to the other session.
+    #[test]
+    fn push_at_slots_go_to_their_session_only() {
+        let (mut sink, rx) = RingSink::new(16);
+        let mut s7 = NO_SLOT;
+        sink.push_at(&mut s7, 7, open(7));
+        assert_ne!(s7, NO_SLOT);
+        sink.push_at(&mut s7, 7, commit(1));
+        sink.push_at(&mut s7, 7, close());
+        let mut s8 = NO_SLOT;
+        sink.push_at(&mut s8, 8, open(8));
+        assert_eq!(s8, s7, "the closed session's slot is reused");
+        // 7 is closed: its stale slot must not reach 8's ring.
+        sink.push_at(&mut s7, 7, commit(2));
+        // A wrong slot is corrected by the lookup.
+        let mut wrong = 12345;
+        sink.push_at(&mut wrong, 8, commit(3));
+        assert_eq!(wrong, s8);
+        sink.push(8, commit(4));
+        sink.flush();
+        let mut a = rx.try_recv().unwrap();
+        let mut b = rx.try_recv().unwrap();
+        let seqs = |s: &mut SessionStream| {
+            std::iter::from_fn(|| s.try_pop())
+                .filter_map(|e| match e {
+                    SessionEvent::Command(c) => Some(c.seq),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((a.open.id, seqs(&mut a)), (7, vec![1]));
+        assert!(a.is_finished());
+        assert_eq!((b.open.id, seqs(&mut b)), (8, vec![3, 4]));
+        assert_eq!(sink.open_sessions(), 1);
+        assert_eq!(sink.stats().pushed, 6);
     }
 
     #[test]

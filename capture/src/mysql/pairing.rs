@@ -67,8 +67,17 @@ impl Pending {
 
     /// The response reader, made on first use (in `lent`'s spare box when there is one); None
     /// when no response is expected.
-    #[inline]
+    #[inline(always)]
     fn reader(&mut self, lent: &mut Option<Box<Lent>>) -> Option<&mut ResponseReader> {
+        if self.reader.is_none() {
+            return self.make_reader(lent);
+        }
+        self.reader.as_deref_mut()
+    }
+
+    /// [`Pending::reader`] when there is none yet (once per response: out of line).
+    #[inline(never)]
+    fn make_reader(&mut self, lent: &mut Option<Box<Lent>>) -> Option<&mut ResponseReader> {
         if self.reader.is_none() {
             let e = self.expect?;
             self.reader = Some(match lent.as_mut().and_then(|l| l.reader.take()) {

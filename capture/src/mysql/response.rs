@@ -343,20 +343,9 @@ impl ResponseReader {
     /// and MariaDB's extended metadata (present only when the client asked for
     /// MARIADB_CLIENT_EXTENDED_METADATA, which prod's client and the replay may not share).
     fn column(&mut self, pl: &[u8]) {
-        let mut r = Reader::new(pl);
-        let names = r
-            .lenenc_bytes("catalog")
-            .and_then(|_| r.lenenc_bytes("schema"))
-            .map(|_| pl.len() - r.remaining())
-            .and_then(|start| {
-                for what in ["table", "org_table", "name", "org_name"] {
-                    r.lenenc_bytes(what)?;
-                }
-                Ok((start, pl.len() - r.remaining()))
-            });
-        let h = match (names, pl.len().checked_sub(12)) {
+        let h = match (Self::column_names(pl), pl.len().checked_sub(12)) {
             // `t` is the start of the 12 fixed bytes (after their 0x0c length).
-            (Ok((start, end)), Some(t)) if end < t => {
+            (Some((start, end)), Some(t)) if end < t => {
                 let a = xxh3_64_with_seed(&pl[start..end], 1);
                 a ^ xxh3_64_with_seed(&pl[t + 6..t + 10], 2).rotate_left(17)
                     ^ xxh3_64_with_seed(&pl[t..t + 2], 4).rotate_left(41)
@@ -364,6 +353,45 @@ impl ResponseReader {
             _ => xxh3_64_with_seed(pl, 3),
         };
         self.sum.columns = (self.sum.columns ^ h).wrapping_mul(MIX).rotate_left(29);
+    }
+
+    /// Where table, org_table, name and org_name of a column definition start and end (after
+    /// catalog and schema); None when the definition is cut short or a length is not a valid
+    /// length-encoded integer.
+    #[inline]
+    fn column_names(pl: &[u8]) -> Option<(usize, usize)> {
+        // Names shorter than 251 bytes have a one-byte length: no reader needed.
+        let mut at = 0;
+        let mut start = 0;
+        for i in 0..6 {
+            if i == 2 {
+                start = at;
+            }
+            let n = *pl.get(at)?;
+            if n >= 0xfb {
+                return Self::column_names_slow(pl);
+            }
+            at += 1 + usize::from(n);
+            if at > pl.len() {
+                return None;
+            }
+        }
+        Some((start, at))
+    }
+
+    #[inline(never)]
+    fn column_names_slow(pl: &[u8]) -> Option<(usize, usize)> {
+        let mut r = Reader::new(pl);
+        r.lenenc_bytes("catalog")
+            .and_then(|_| r.lenenc_bytes("schema"))
+            .map(|_| pl.len() - r.remaining())
+            .and_then(|start| {
+                for what in ["table", "org_table", "name", "org_name"] {
+                    r.lenenc_bytes(what)?;
+                }
+                Ok((start, pl.len() - r.remaining()))
+            })
+            .ok()
     }
 
     fn set_anomaly(&mut self, what: &'static str) {

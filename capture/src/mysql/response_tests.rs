@@ -344,3 +344,39 @@ fn a_renewed_reader_is_a_new_one() {
         assert_eq!(format!("{r:?}"), format!("{want:?}"));
     }
 }
+
+/// The one-byte-length fast path finds the same name span as the length-encoded reader, and
+/// hands longer, malformed and cut-short definitions to it.
+#[test]
+fn column_names_fast_path_matches_reader() {
+    let mut long = Vec::new();
+    for (i, s) in [&b"def"[..], b"db", b"t", b"t", &[b'n'; 300][..], b"n"]
+        .iter()
+        .enumerate()
+    {
+        if i == 4 {
+            long.extend_from_slice(&[0xfc, 44, 1]);
+        } else {
+            long.push(s.len() as u8);
+        }
+        long.extend_from_slice(s);
+    }
+    long.extend_from_slice(&[0x0c, 45, 0, 11, 0, 0, 0, 3, 0, 0, 0, 0, 0]);
+    let plain = col(b"id", b"db", 3);
+    let mut cases = vec![plain.clone(), long.clone(), Vec::new(), vec![0xfb; 20]];
+    cases.extend((0..plain.len()).map(|n| plain[..n].to_vec()));
+    cases.extend((0..40).map(|n| long[..n].to_vec()));
+    let mut null_name = plain.clone();
+    null_name[7] = 0xfb;
+    cases.push(null_name);
+    for c in &cases {
+        assert_eq!(
+            ResponseReader::column_names(c),
+            ResponseReader::column_names_slow(c),
+            "{c:?}"
+        );
+    }
+    assert_eq!(ResponseReader::column_names(&plain), Some((7, 17)));
+    assert!(ResponseReader::column_names(&long).is_some());
+    assert_eq!(ResponseReader::column_names(&plain[..16]), None);
+}

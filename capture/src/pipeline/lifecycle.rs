@@ -3,7 +3,6 @@
 //! decoder panic) with its counters folded into the pipeline's, and the idle sweep. The per-frame
 //! path of an open session is in [`super::segment`].
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::session::{flush_all, Key, Session};
@@ -45,7 +44,9 @@ impl Pipeline {
         if midstream {
             self.stats.midstream_sessions += 1;
         }
-        sink.push(
+        let mut sink_slot = crate::event::NO_SLOT;
+        sink.push_at(
+            &mut sink_slot,
             id,
             SessionEvent::Open(Box::new(SessionOpen {
                 id,
@@ -58,12 +59,13 @@ impl Pipeline {
             key,
             Box::new(Session {
                 id,
-                held: VecDeque::new(),
+                held: Vec::new(),
                 conn: Connection::new(self.cfg.decoder.clone(), midstream),
                 to_server: Stream::default(),
                 to_client: Stream::default(),
                 last_us: ts_us,
                 mem: 0,
+                sink_slot,
                 tls: false,
                 compressed: false,
             }),
@@ -164,7 +166,12 @@ impl Pipeline {
             CloseReason::Evicted => self.stats.table_evicted += 1,
             _ => {}
         }
-        sink.push(sess.id, SessionEvent::Close(SessionClose { ts_us, reason }));
+        let mut slot = sess.sink_slot;
+        sink.push_at(
+            &mut slot,
+            sess.id,
+            SessionEvent::Close(SessionClose { ts_us, reason }),
+        );
         if self.retiring {
             // What the close allocated (its event queue) goes back now, for the next one.
             let mut sess = sess;

@@ -132,7 +132,7 @@ impl Pipeline {
             && peer_next.is_some_and(|n| seq_lt(n, seg.ack));
         if early || sess.held.iter().any(|h| h.dir == dir) {
             stats.out_of_order += 1;
-            sess.held.push_back(Held {
+            sess.held.push(Held {
                 dir,
                 seq: seg.seq,
                 ack: seg.ack,
@@ -175,11 +175,13 @@ impl Pipeline {
     ) {
         while let Some(ev) = sess.conn.poll_event() {
             match ev {
-                ConnEvent::Login(l) => sink.push(sess.id, SessionEvent::Login(l)),
+                ConnEvent::Login(l) => {
+                    sink.push_at(&mut sess.sink_slot, sess.id, SessionEvent::Login(l))
+                }
                 ConnEvent::Command(mut c) => {
                     commits.mark(&mut c);
                     stats.commands.add(c.command.code());
-                    sink.push(sess.id, SessionEvent::Command(c));
+                    sink.push_at(&mut sess.sink_slot, sess.id, SessionEvent::Command(c));
                 }
                 ConnEvent::Anomaly(a) => match a {
                     Anomaly::DecodeError(what) => {

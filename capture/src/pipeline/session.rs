@@ -3,7 +3,6 @@
 //! segment through reassembly into the decoder. No events, counters or table here: the pipeline
 //! drains the decoder ([`super::segment`]) and owns the books ([`super::lifecycle`]).
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::event::{FlowKey, SessionId};
@@ -90,13 +89,17 @@ impl Key {
 
 pub(super) struct Session {
     pub(super) id: SessionId,
-    pub(super) held: VecDeque<Held>,
+    /// Segments held until the peer bytes they acknowledge are seen, oldest first (at most
+    /// [`MAX_HELD`] + 1: a `Vec`, 8 bytes smaller than a `VecDeque`).
+    pub(super) held: Vec<Held>,
     pub(super) conn: Connection,
     pub(super) to_server: Stream,
     pub(super) to_client: Stream,
     pub(super) last_us: u64,
     /// Bytes this session had buffered when last accounted (`buffered()`, which fits).
     pub(super) mem: u32,
+    /// Where the sink keeps this session ([`crate::event::EventSink::push_at`]).
+    pub(super) sink_slot: u32,
     pub(super) tls: bool,
     pub(super) compressed: bool,
 }
@@ -129,7 +132,7 @@ impl Session {
     /// Free what an idle session does not need.
     pub(super) fn shrink_idle(&mut self) {
         if self.held.is_empty() {
-            self.held = VecDeque::new();
+            self.held = Vec::new();
         }
         self.conn.shrink_idle();
     }
@@ -172,7 +175,7 @@ pub(super) fn flush_all(sess: &mut Session, ts_us: u64, max_ooo: usize) -> &mut 
 /// the peer's hole is evidently permanent (too many or too old held segments, the peer moving on
 /// past it, or `force`), declare the missing peer bytes lost and go on.
 pub(super) fn release_held(sess: &mut Session, now_us: u64, max_ooo: usize, force: bool) {
-    while let Some(h) = sess.held.front() {
+    while let Some(h) = sess.held.first() {
         let (peer, peer_dir) = match h.dir {
             Direction::ToServer => (&sess.to_client, Direction::ToClient),
             Direction::ToClient => (&sess.to_server, Direction::ToServer),
@@ -186,7 +189,7 @@ pub(super) fn release_held(sess: &mut Session, now_us: u64, max_ooo: usize, forc
             if !give_up {
                 return;
             }
-            let Some(h) = sess.held.pop_front() else {
+            let Some(h) = pop_held(&mut sess.held) else {
                 return;
             };
             let (conn, peer) = sess.parts(peer_dir);
@@ -198,13 +201,18 @@ pub(super) fn release_held(sess: &mut Session, now_us: u64, max_ooo: usize, forc
             peer.drain_ready(&mut |c| feed(conn, peer_dir, c, now_us));
             continue;
         }
-        let Some(h) = sess.held.pop_front() else {
+        let Some(h) = pop_held(&mut sess.held) else {
             return;
         };
         process(
             sess, h.dir, h.seq, h.syn, h.fin, &h.payload, h.missing, h.ts_us, max_ooo,
         );
     }
+}
+
+/// The oldest held segment.
+fn pop_held(held: &mut Vec<Held>) -> Option<Held> {
+    (!held.is_empty()).then(|| held.remove(0))
 }
 
 #[inline]

@@ -424,9 +424,20 @@ struct Gate<W: std::ops::Deref<Target = atomic_waker::AtomicWaker>> {
 impl<W: std::ops::Deref<Target = atomic_waker::AtomicWaker>> crate::event::EventSink for Gate<W> {
     #[inline]
     fn push(&mut self, id: crate::event::SessionId, event: crate::event::SessionEvent) {
+        let mut slot = crate::event::NO_SLOT;
+        self.push_at(&mut slot, id, event);
+    }
+
+    #[inline]
+    fn push_at(
+        &mut self,
+        slot: &mut u32,
+        id: crate::event::SessionId,
+        event: crate::event::SessionEvent,
+    ) {
         if self.on {
             let open = matches!(event, crate::event::SessionEvent::Open(_));
-            self.ring.push(id, event);
+            self.ring.push_at(slot, id, event);
             if open {
                 self.news.wake();
             }
@@ -767,6 +778,16 @@ struct QueueSink<'a> {
 #[cfg(feature = "xdp")]
 impl crate::event::EventSink for QueueSink<'_> {
     fn push(&mut self, id: crate::event::SessionId, event: crate::event::SessionEvent) {
+        let mut slot = crate::event::NO_SLOT;
+        self.push_at(&mut slot, id, event);
+    }
+
+    fn push_at(
+        &mut self,
+        slot: &mut u32,
+        id: crate::event::SessionId,
+        event: crate::event::SessionEvent,
+    ) {
         use crate::event::SessionEvent;
         if let Some(shared) = self.shared {
             match &event {
@@ -797,7 +818,7 @@ impl crate::event::EventSink for QueueSink<'_> {
                 _ => {}
             }
         }
-        self.gate.push(id, event);
+        self.gate.push_at(slot, id, event);
     }
 
     fn flush(&mut self) {

@@ -445,9 +445,19 @@ impl XdpSource {
             // after this loop, so the kernel does not write to its chunk while `f` reads it.
             f(unsafe { self.sock.frame(d) }, ts);
         }
-        self.pending.extend(self.batch[..n].iter().map(|d| d.addr));
-        let done = self.sock.fill(&self.pending);
-        self.pending.drain(..done);
+        // The fill ring is twice the UMEM, so it takes the whole batch unless the kernel has
+        // not published its consumer index yet; only then do chunks wait in `pending`.
+        let done = if self.pending.is_empty() {
+            let done = self.sock.fill(&self.batch[..n], |d| d.addr);
+            self.pending
+                .extend(self.batch[done..n].iter().map(|d| d.addr));
+            done
+        } else {
+            self.pending.extend(self.batch[..n].iter().map(|d| d.addr));
+            let done = self.sock.fill(&self.pending, |a| a);
+            self.pending.drain(..done);
+            done
+        };
         if done > 0 && self.sock.fill_needs_wakeup() {
             self.sock.wakeup();
         }
@@ -562,9 +572,9 @@ impl XdpSource {
         // line boundary) to the frame's last byte, one line at a time.
         let d = self.batch[i];
         let start = self.sock.frame_ptr(d) as usize;
-        let (first, end) = (start.saturating_sub(META_LEN) & !63, start + d.len as usize);
+        let (mut line, end) = (start.saturating_sub(META_LEN) & !63, start + d.len as usize);
         #[cfg(target_arch = "x86_64")]
-        for line in (first..end).step_by(64) {
+        while line < end {
             // SAFETY: prefetch is a hint that never faults; the line lies inside the frame's
             // chunk of the UMEM.
             unsafe {
@@ -572,9 +582,10 @@ impl XdpSource {
                     line as *const i8,
                 )
             };
+            line += 64;
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (first, end);
+        let _ = (line, end);
     }
 
     /// Index of the interface this source is bound to.

@@ -180,7 +180,7 @@ impl RxSocket {
         let all: Vec<u64> = (0..u64::from(frames))
             .map(|i| i * u64::from(chunk))
             .collect();
-        let given = s.fill(&all);
+        let given = s.fill(&all, |a| a);
         if given != all.len() {
             return Err(format!("fill ring took {given} of {} frames", all.len()));
         }
@@ -237,21 +237,22 @@ impl RxSocket {
         self.area.as_ptr().wrapping_add(d.addr as usize)
     }
 
-    /// Give chunks (any address inside each) back to the fill ring; how many it took.
-    pub(super) fn fill(&mut self, addrs: &[u64]) -> usize {
+    /// Give chunks (any address inside each: `addr` of each item) back to the fill ring, in
+    /// order; how many it took.
+    pub(super) fn fill<T: Copy>(&mut self, items: &[T], addr: impl Fn(T) -> u64) -> usize {
         let f = &mut *self.fill;
         // SAFETY: the fill ring's indices, mapped for the socket's life.
         let (prod, cons) = unsafe { (index(f.producer), index(f.consumer)) };
         let head = prod.load(Ordering::Relaxed);
         let free = f.size - head.wrapping_sub(cons.load(Ordering::Acquire));
-        let n = (free as usize).min(addrs.len());
+        let n = (free as usize).min(items.len());
         let ring = f.ring.cast::<u64>();
         let mask = !(self.chunk - 1);
-        for (i, a) in addrs[..n].iter().enumerate() {
+        for (i, &a) in items[..n].iter().enumerate() {
             let slot = head.wrapping_add(i as u32) & f.mask;
             // SAFETY: `slot` is a free entry of the fill ring (below consumer + size), which
             // only this thread produces to.
-            unsafe { ring.add(slot as usize).write(a & mask) };
+            unsafe { ring.add(slot as usize).write(addr(a) & mask) };
         }
         if n > 0 {
             prod.store(head.wrapping_add(n as u32), Ordering::Release);
