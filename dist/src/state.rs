@@ -25,12 +25,23 @@ pub fn bucket_name(stream: &str) -> String {
 /// election answers "no responders" or times out for a few seconds.
 pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A key's value, transient errors retried for [`RETRY_FOR`].
+/// A key's value, transient errors retried for [`RETRY_FOR`]. Read from the bucket stream's
+/// leader, not with a direct get: any replica answers those, and a follower that has not caught
+/// up (a loaded machine, a node of the cluster just died) serves a value from before the last
+/// write, such as a player's checkpoint instead of its final state.
 pub async fn get_entry(kv: &kv::Store, key: &str) -> Result<Option<bytes::Bytes>, DistError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{}", kv.prefix, key);
     let t0 = std::time::Instant::now();
     loop {
-        match kv.get(key).await {
-            Ok(v) => return Ok(v),
+        match kv.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => {
+                let op = m.headers.get("KV-Operation").map(|v| v.as_str());
+                let removed = matches!(op, Some("DEL") | Some("PURGE"))
+                    || m.headers.get("Nats-Marker-Reason").is_some();
+                return Ok((!removed).then_some(m.payload));
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
             Err(e) if t0.elapsed() < RETRY_FOR => {
                 tracing::debug!("reading {key}: {e}; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
