@@ -437,6 +437,9 @@ impl Exec {
             if !pipelined {
                 // Before the planner plans it: a connection that breaks meanwhile is reopened.
                 self.drain().await;
+                // What the answers queued goes now (a deadlock victim's ROLLBACK: prod's locks
+                // were gone at once, so test's must not outlive a pacing sleep or a gate wait).
+                self.run_actions().await;
             }
             if let Some(due) = self.clock.as_mut().map(|c| c.due(rec.ts_us)) {
                 tokio::select! {
@@ -458,8 +461,11 @@ impl Exec {
                 }
                 let w = gate.watermark(&rec.commit);
                 if !gate.ready(w) {
-                    // Our own commits must be read before we wait for others'.
+                    // Our own commits must be read before we wait for others', and a ROLLBACK
+                    // their answers queued must go: a gate wait holding a deadlock victim's
+                    // locks on test blocks the very commit it waits for (until --sync-timeout).
                     self.drain().await;
+                    self.run_actions().await;
                     tokio::select! {
                         biased;
                         _ = wait_shutdown(sd) => {
