@@ -196,15 +196,7 @@ fn lab_run_record_and_inspect() {
         assert!(err.contains(want), "{source}: {err}");
         let st: Value = serde_json::from_slice(&rec.stdout).unwrap();
         assert_eq!(st["kernel_drops"], 0, "{st}");
-        let s: Value = serde_json::from_slice(
-            &Command::new(mrte)
-                .args(["inspect", "-f", "summary", "-r"])
-                .arg(&pcap)
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
+        let s = summary_of(mrte, &pcap);
         assert_eq!(s["commands"]["COM_QUERY"].as_u64(), Some(sent), "{source}");
         if source == "xdp" {
             assert_eq!(s["packets"], st["frames"], "{s}");
@@ -268,15 +260,7 @@ fn lab_run_record_and_inspect() {
             let st: Value = serde_json::from_slice(&rec.stdout).unwrap();
             assert_eq!(sent["not_completed"], 0, "{sent}");
             // What the recording's file holds is what its counters say.
-            let s: Value = serde_json::from_slice(
-                &Command::new(mrte)
-                    .args(["inspect", "-f", "summary", "-r"])
-                    .arg(&pcap)
-                    .output()
-                    .unwrap()
-                    .stdout,
-            )
-            .unwrap();
+            let s = summary_of(mrte, &pcap);
             assert_eq!(s["packets"], st["frames"], "{s} vs {st}");
             (sent, st)
         };
