@@ -277,6 +277,9 @@ impl Proto {
         let anomaly = r.take_anomaly();
         let inferred = r.inferred_deprecate_eof();
         let done = r.is_done();
+        if done {
+            r.response_mut().last_byte_us = Some(ts_us);
+        }
         if let Some(what) = anomaly {
             self.emit(ConnEvent::Anomaly(Anomaly::DecodeError(what)));
         }
@@ -291,13 +294,6 @@ impl Proto {
             }
         }
         if done {
-            if let Some(r) = self
-                .pending
-                .front_mut()
-                .and_then(|q| q.reader(&mut self.arena))
-            {
-                r.response_mut().last_byte_us = Some(ts_us);
-            }
             self.emit_done(ts_us);
         }
     }
@@ -339,7 +335,10 @@ impl Proto {
         };
         self.pending_bytes = self.pending_bytes.saturating_sub(q.raw.len());
         // A command whose response never began reads as an unread response.
-        let unread = q.reader.is_none().then(|| q.new_reader()).flatten();
+        let mut unread = None;
+        if q.reader.is_none() {
+            unread = q.new_reader();
+        }
         let Pending {
             seq,
             ts_us: sent_us,
@@ -347,24 +346,18 @@ impl Proto {
             len,
             raw,
             mut flags,
-            reader,
+            mut reader,
             infile,
             ..
         } = q;
-        let mut response = match (reader, unread) {
-            (Some(mut r), _) => {
+        let mut empty = None;
+        // Read where it is (in the reader) and moved once, straight into the record's box.
+        let response: &mut Response = match (reader.as_deref_mut(), unread.as_mut()) {
+            (Some(r), _) | (None, Some(r)) => {
                 flags.response_incomplete = incomplete || r.is_broken();
-                let resp = r.take_response();
-                if let Some(l) = self.arena.as_mut() {
-                    l.reader.get_or_insert(r);
-                }
-                resp
+                r.finish_response()
             }
-            (None, Some(r)) => {
-                flags.response_incomplete = incomplete || r.is_broken();
-                r.into_response()
-            }
-            (None, None) => Response::default(),
+            (None, None) => empty.insert(Response::default()),
         };
         if flags.response_incomplete
             && response.last_byte_us.is_none()
@@ -403,29 +396,37 @@ impl Proto {
             }
             _ => None,
         };
-        let end = self.trx.observe(&command, prepared, &response);
+        let end = self.trx.observe(&command, prepared, response);
         // What the command changed is read before the record is built: the box's lines were
         // just written (often freed a moment ago on the consumer's core), and reading them
         // back at once waits for those stores.
         if response.status == ResponseStatus::Ok {
-            self.apply(&command, &response);
+            self.apply(&command, response);
         }
-        // Boxed at once: built in place or copied once, not moved again before the box.
-        let rec = Box::new(CommandRecord {
-            seq,
-            ts_us: sent_us,
-            command,
-            response,
-            db,
-            user,
-            flags,
-            raw,
-            infile: infile.map(Bytes::from),
-            commit: CommitMarks {
-                end,
-                ..CommitMarks::default()
+        // Allocated first and written in place: the fields go straight into the box (a
+        // `Box::new` builds the record on the stack and copies it, ~470 bytes).
+        let rec = Box::write(
+            Box::new_uninit(),
+            CommandRecord {
+                seq,
+                ts_us: sent_us,
+                command,
+                response: std::mem::take(response),
+                db,
+                user,
+                flags,
+                raw,
+                infile: infile.map(Bytes::from),
+                commit: CommitMarks {
+                    end,
+                    ..CommitMarks::default()
+                },
             },
-        });
+        );
+        // The reader's box is kept for the next command's response.
+        if let (Some(r), Some(l)) = (reader, self.arena.as_mut()) {
+            l.reader.get_or_insert(r);
+        }
         self.emit(ConnEvent::Command(rec));
     }
 

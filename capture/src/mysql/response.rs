@@ -202,6 +202,13 @@ impl ResponseReader {
         std::mem::take(&mut self.resp)
     }
 
+    /// The response, with its checksum set when it had result sets, left in place (for the
+    /// caller to read, then move out with [`std::mem::take`] so the reader can be renewed).
+    pub fn finish_response(&mut self) -> &mut Response {
+        self.set_checksum();
+        &mut self.resp
+    }
+
     fn set_checksum(&mut self) {
         if self.resp.result_sets > 0 || self.resp.rows > 0 || self.expect == Expect::FieldList {
             let mut sum = self.sum;
