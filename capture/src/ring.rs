@@ -365,6 +365,82 @@ impl RingSink {
         self.index.len()
     }
 
+    /// A new session's ring, its stream handed out and its producer kept at `hint`; false when
+    /// nobody takes the stream (counted as orphaned). Once per session: out of the push path.
+    #[inline(never)]
+    fn open_ring(&mut self, hint: &mut u32, id: SessionId, open: &SessionOpen) -> bool {
+        let slots = self.slots_for_new_ring();
+        let (ring, consumer) = rtrb::RingBuffer::new(slots);
+        let shared = Arc::new(SessionShared::default());
+        let stream = SessionStream {
+            open: open.clone(),
+            consumer,
+            shared: shared.clone(),
+        };
+        if self.tx.send(stream).is_err() {
+            self.stats.orphaned_sessions += 1;
+            return false;
+        }
+        self.stats.sessions += 1;
+        self.stats.slot_bytes += (slots * SLOT_BYTES) as u64;
+        let p = Producer {
+            id,
+            ring,
+            slots,
+            shared,
+            overflowed: false,
+            seen_queued: 0,
+            carry: None,
+            wake_due: false,
+        };
+        // An id opened twice replaces (drops) its first ring.
+        if let Some(old) = self.index.remove(&id) {
+            self.live[old as usize] = None;
+            self.free.push(old);
+        }
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.live[s as usize] = Some(p);
+                s
+            }
+            None => {
+                self.live.push(Some(p));
+                (self.live.len() - 1) as u32
+            }
+        };
+        self.index.insert(id, slot);
+        *hint = slot;
+        true
+    }
+
+    /// Backpressure ([`RingSink::set_wait_when_full`]): wait until the ring at `slot` has
+    /// room; false when its consumer went away (the session is forgotten).
+    #[cold]
+    #[inline(never)]
+    fn wait_for_room(&mut self, slot: u32, id: SessionId) -> bool {
+        let Some(p) = self.live.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        let resume = (self.capacity / 4).max(1);
+        let _ = p.shared.producer.set(std::thread::current());
+        while p.ring.slots() < resume && !p.ring.is_abandoned() {
+            p.shared.resume_at.store(resume as u64, Ordering::Release);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            p.shared.waker.wake();
+            if p.ring.slots() < resume && !p.ring.is_abandoned() {
+                // The timeout only bounds a wake-up lost to the consumer going away.
+                std::thread::park_timeout(Duration::from_millis(20));
+            }
+        }
+        p.shared.resume_at.store(0, Ordering::Release);
+        if p.ring.is_abandoned() {
+            self.stats.orphaned_sessions += 1;
+            self.forget(id);
+            return false;
+        }
+        true
+    }
+
     /// Mark every open session closed (end of capture); consumers drain what is left.
     pub fn close_all(&mut self) {
         self.wake_due.clear();
@@ -379,6 +455,35 @@ impl RingSink {
     }
 }
 
+/// An event the ring at `p` had no room for: counted, a command's `db`/`user` kept for the
+/// session's next record, a commit's order reported.
+#[cold]
+#[inline(never)]
+fn dropped(
+    stats: &mut RingStats,
+    dropped_commits: Option<&Sender<u64>>,
+    p: &mut Producer,
+    ev: SessionEvent,
+) {
+    stats.dropped_events += 1;
+    p.shared.dropped.fetch_add(1, Ordering::Relaxed);
+    if let SessionEvent::Command(c) = &ev {
+        if c.db.is_some() || c.user.is_some() {
+            p.carry.get_or_insert_default().absorb(c);
+        }
+        p.shared.dropped_commands.fetch_add(1, Ordering::Relaxed);
+        if c.commit.order > 0 {
+            if let Some(tx) = dropped_commits {
+                let _ = tx.try_send(c.commit.order);
+            }
+        }
+    }
+    if !p.overflowed {
+        p.overflowed = true;
+        stats.overflowed_sessions += 1;
+    }
+}
+
 impl EventSink for RingSink {
     #[inline]
     fn push(&mut self, id: SessionId, event: SessionEvent) {
@@ -388,47 +493,9 @@ impl EventSink for RingSink {
 
     fn push_at(&mut self, hint: &mut u32, id: SessionId, mut event: SessionEvent) {
         if let SessionEvent::Open(open) = &event {
-            let slots = self.slots_for_new_ring();
-            let (ring, consumer) = rtrb::RingBuffer::new(slots);
-            let shared = Arc::new(SessionShared::default());
-            let stream = SessionStream {
-                open: (**open).clone(),
-                consumer,
-                shared: shared.clone(),
-            };
-            if self.tx.send(stream).is_err() {
-                self.stats.orphaned_sessions += 1;
+            if !self.open_ring(hint, id, open) {
                 return;
             }
-            self.stats.sessions += 1;
-            self.stats.slot_bytes += (slots * SLOT_BYTES) as u64;
-            let p = Producer {
-                id,
-                ring,
-                slots,
-                shared,
-                overflowed: false,
-                seen_queued: 0,
-                carry: None,
-                wake_due: false,
-            };
-            // An id opened twice replaces (drops) its first ring.
-            if let Some(old) = self.index.remove(&id) {
-                self.live[old as usize] = None;
-                self.free.push(old);
-            }
-            let slot = match self.free.pop() {
-                Some(s) => {
-                    self.live[s as usize] = Some(p);
-                    s
-                }
-                None => {
-                    self.live.push(Some(p));
-                    (self.live.len() - 1) as u32
-                }
-            };
-            self.index.insert(id, slot);
-            *hint = slot;
         }
         let closing = matches!(event, SessionEvent::Close(_));
         let open_rings = self.index.len().max(1);
@@ -450,25 +517,17 @@ impl EventSink for RingSink {
             self.forget(id);
             return;
         }
-        if self.wait_when_full && p.ring.is_full() {
-            let resume = (self.capacity / 4).max(1);
-            let _ = p.shared.producer.set(std::thread::current());
-            while p.ring.slots() < resume && !p.ring.is_abandoned() {
-                p.shared.resume_at.store(resume as u64, Ordering::Release);
-                std::sync::atomic::fence(Ordering::SeqCst);
-                p.shared.waker.wake();
-                if p.ring.slots() < resume && !p.ring.is_abandoned() {
-                    // The timeout only bounds a wake-up lost to the consumer going away.
-                    std::thread::park_timeout(Duration::from_millis(20));
-                }
-            }
-            p.shared.resume_at.store(0, Ordering::Release);
-            if p.ring.is_abandoned() {
-                self.stats.orphaned_sessions += 1;
-                self.forget(id);
+        let p = if self.wait_when_full && p.ring.is_full() {
+            if !self.wait_for_room(slot, id) {
                 return;
             }
-        }
+            let Some(p) = self.live.get_mut(slot as usize).and_then(Option::as_mut) else {
+                return;
+            };
+            p
+        } else {
+            p
+        };
         let mut over_limit = false;
         if self.queue_limit > 0 && !self.wait_when_full {
             // Pops this session's consumer made since we last looked.
@@ -505,23 +564,7 @@ impl EventSink for RingSink {
                 }
             }
             Err(rtrb::PushError::Full(ev)) => {
-                self.stats.dropped_events += 1;
-                p.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                if let SessionEvent::Command(c) = &ev {
-                    if c.db.is_some() || c.user.is_some() {
-                        p.carry.get_or_insert_default().absorb(c);
-                    }
-                    p.shared.dropped_commands.fetch_add(1, Ordering::Relaxed);
-                    if c.commit.order > 0 {
-                        if let Some(tx) = &self.dropped_commits {
-                            let _ = tx.try_send(c.commit.order);
-                        }
-                    }
-                }
-                if !p.overflowed {
-                    p.overflowed = true;
-                    self.stats.overflowed_sessions += 1;
-                }
+                dropped(&mut self.stats, self.dropped_commits.as_ref(), p, ev)
             }
         }
         if closing {
