@@ -436,8 +436,19 @@ mod tests {
     #[test]
     fn packed_keywords_match_first_keyword() {
         let words: [&[u8]; 13] = [
-            b"CREATE", b"ALTER", b"DROP", b"RENAME", b"TRUNCATE", b"GRANT", b"REVOKE", b"CALL",
-            b"XA", b"COMMIT", b"ROLLBACK", b"BEGIN", b"START",
+            b"CREATE",
+            b"ALTER",
+            b"DROP",
+            b"RENAME",
+            b"TRUNCATE",
+            b"GRANT",
+            b"REVOKE",
+            b"CALL",
+            b"XA",
+            b"COMMIT",
+            b"ROLLBACK",
+            b"BEGIN",
+            b"START",
         ];
         let texts: [&[u8]; 22] = [
             b"commit",
