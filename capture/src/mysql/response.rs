@@ -778,7 +778,8 @@ fn memo_column_hash(pl: &[u8]) -> u64 {
         return ResponseReader::column_hash(pl);
     }
     // Definitions of one statement differ in their names' middle and their type bytes.
-    let at = (n * 31 + usize::from(pl[n / 2]) + usize::from(pl[n.saturating_sub(6)])) & (MEMO_SLOTS - 1);
+    let at =
+        (n * 31 + usize::from(pl[n / 2]) + usize::from(pl[n.saturating_sub(6)])) & (MEMO_SLOTS - 1);
     COLUMN_MEMO.with(|m| {
         let mut m = m.borrow_mut();
         let slot = &mut m[at];
