@@ -123,21 +123,76 @@ fn is(k: &([u8; 16], usize), word: &[u8]) -> bool {
     &k.0[..k.1] == word
 }
 
+/// `word` (upper-case letters, at most 8) packed as [`keyword_code`] packs a keyword.
+const fn kw(word: &[u8]) -> u64 {
+    let mut code = 0u64;
+    let mut i = 0;
+    while i < word.len() {
+        code |= (word[i] as u64) << (8 * i);
+        i += 1;
+    }
+    code
+}
+
+/// The first keyword (as [`first_keyword`] finds it) packed into a `u64`, one upper-cased
+/// letter a byte from the low end; 0 when it is empty, longer than 8 letters, or cannot be one
+/// of the keywords [`TrxTracker::observe`] looks for (told by its first two letters: most
+/// statements, SELECT, UPDATE, INSERT, DELETE, are not packed at all).
+#[inline]
+fn keyword_code(sql: &[u8]) -> u64 {
+    let mut i = 0;
+    if !sql.first().is_some_and(u8::is_ascii_alphabetic) {
+        match skip_to_keyword(sql) {
+            Some(at) => i = at,
+            None => return 0,
+        }
+    }
+    let rest = &sql[i.min(sql.len())..];
+    // Only ASCII letters map to b'A'..=b'Z' once bit 5 is cleared.
+    let c0 = rest.first().map_or(0, |b| b & !0x20);
+    let c1 = rest.get(1).map_or(0, |b| b & !0x20);
+    let may_be = matches!(
+        (c0, c1),
+        (b'X', b'A')
+            | (b'R', b'O' | b'E')
+            | (b'C', b'O' | b'R' | b'A')
+            | (b'B', b'E')
+            | (b'S', b'T')
+            | (b'A', b'L')
+            | (b'D', b'R')
+            | (b'T', b'R')
+            | (b'G', b'R')
+    );
+    if !may_be {
+        return 0;
+    }
+    let mut code = 0u64;
+    for (n, &b) in rest.iter().take(9).enumerate() {
+        if !b.is_ascii_alphabetic() {
+            break;
+        }
+        if n == 8 {
+            return 0;
+        }
+        code |= u64::from(b & !0x20) << (8 * n);
+    }
+    code
+}
+
 /// Statements that change schema or data even when their OK reports no affected rows (DML
 /// that reports none changed nothing).
-fn is_write_keyword(k: &([u8; 16], usize)) -> bool {
-    [
-        &b"CREATE"[..],
-        b"ALTER",
-        b"DROP",
-        b"RENAME",
-        b"TRUNCATE",
-        b"GRANT",
-        b"REVOKE",
-        b"CALL",
-    ]
-    .iter()
-    .any(|w| is(k, w))
+fn is_write_keyword(k: u64) -> bool {
+    const WRITES: [u64; 8] = [
+        kw(b"CREATE"),
+        kw(b"ALTER"),
+        kw(b"DROP"),
+        kw(b"RENAME"),
+        kw(b"TRUNCATE"),
+        kw(b"GRANT"),
+        kw(b"REVOKE"),
+        kw(b"CALL"),
+    ];
+    k != 0 && WRITES.contains(&k)
 }
 
 /// One session's transaction state, as its responses show it.
@@ -192,20 +247,20 @@ impl TrxTracker {
             }
             ResponseStatus::None => return None,
         }
-        let key = sql.map(first_keyword).unwrap_or(([0; 16], 0));
+        let key = sql.map_or(0, keyword_code);
         let before = self.in_trans;
         let now = resp.server_status & status::IN_TRANS != 0;
         self.in_trans = Some(now);
-        let changed = resp.affected > 0 || (resp.result_sets == 0 && is_write_keyword(&key));
+        let changed = resp.affected > 0 || (resp.result_sets == 0 && is_write_keyword(key));
         let sql = sql.unwrap_or_default();
-        if is(&key, b"XA") && is(&second_keyword(sql), b"COMMIT") {
+        if key == kw(b"XA") && is(&second_keyword(sql), b"COMMIT") {
             self.wrote = false;
             return Some(TrxEnd::Commit);
         }
-        let rollback = is(&key, b"ROLLBACK") && !is(&second_keyword(sql), b"TO");
-        let explicit_end = rollback || is(&key, b"COMMIT");
+        let rollback = key == kw(b"ROLLBACK") && !is(&second_keyword(sql), b"TO");
+        let explicit_end = rollback || key == kw(b"COMMIT");
         let end = match before {
-            Some(true) if !now || is(&key, b"BEGIN") || is(&key, b"START") => {
+            Some(true) if !now || key == kw(b"BEGIN") || key == kw(b"START") => {
                 let wrote = std::mem::take(&mut self.wrote) || (changed && !now);
                 if rollback {
                     Some(TrxEnd::Rollback)
@@ -374,6 +429,59 @@ mod tests {
         assert!(is(&second_keyword(b"ROLLBACK TO SAVEPOINT a"), b"TO"));
         assert_eq!(first_keyword(b"/* unterminated").1, 0);
         assert_eq!(first_keyword(b"").1, 0);
+    }
+
+    /// The packed keyword tells every keyword `observe` looks for exactly as `first_keyword`
+    /// does, and nothing else matches.
+    #[test]
+    fn packed_keywords_match_first_keyword() {
+        let words: [&[u8]; 13] = [
+            b"CREATE",
+            b"ALTER",
+            b"DROP",
+            b"RENAME",
+            b"TRUNCATE",
+            b"GRANT",
+            b"REVOKE",
+            b"CALL",
+            b"XA",
+            b"COMMIT",
+            b"ROLLBACK",
+            b"BEGIN",
+            b"START",
+        ];
+        let texts: [&[u8]; 22] = [
+            b"commit",
+            b"  /* x */ -- y\n Commit work",
+            b"COMMITTED",
+            b"COMMI",
+            b"xa commit 'x'",
+            b"x",
+            b"XAB",
+            b"rollback to a",
+            b"ROLLBACKS",
+            b"(start transaction)",
+            b"SELECT 1",
+            b"select_1",
+            b"UPDATE t SET a=1",
+            b"truncate t",
+            b"TRUNCATEX",
+            b"call p()",
+            b"CAL",
+            b"/* unterminated",
+            b"",
+            b"b\xc5gin",
+            b"beg1n",
+            b"DROP\xffTABLE",
+        ];
+        for t in texts {
+            let code = keyword_code(t);
+            let k = first_keyword(t);
+            for w in words {
+                assert_eq!(code == kw(w), is(&k, w), "{:?} {:?}", t, w);
+            }
+            assert_eq!(is_write_keyword(code), words[..8].iter().any(|w| is(&k, w)));
+        }
     }
 
     #[test]

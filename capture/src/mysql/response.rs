@@ -350,7 +350,13 @@ impl ResponseReader {
     /// and MariaDB's extended metadata (present only when the client asked for
     /// MARIADB_CLIENT_EXTENDED_METADATA, which prod's client and the replay may not share).
     fn column(&mut self, pl: &[u8]) {
-        let h = match (Self::column_names(pl), pl.len().checked_sub(12)) {
+        let h = memo_column_hash(pl);
+        self.sum.columns = (self.sum.columns ^ h).wrapping_mul(MIX).rotate_left(29);
+    }
+
+    /// [`ResponseReader::column`]'s hash of one column definition.
+    fn column_hash(pl: &[u8]) -> u64 {
+        match (Self::column_names(pl), pl.len().checked_sub(12)) {
             // `t` is the start of the 12 fixed bytes (after their 0x0c length).
             (Some((start, end)), Some(t)) if end < t => {
                 let a = xxh3_64_with_seed(&pl[start..end], 1);
@@ -358,8 +364,7 @@ impl ResponseReader {
                     ^ xxh3_64_with_seed(&pl[t..t + 2], 4).rotate_left(41)
             }
             _ => xxh3_64_with_seed(pl, 3),
-        };
-        self.sum.columns = (self.sum.columns ^ h).wrapping_mul(MIX).rotate_left(29);
+        }
     }
 
     /// Where table, org_table, name and org_name of a column definition start and end (after
@@ -673,6 +678,28 @@ impl ResponseReader {
     /// Apply an OK packet (0x00 or 0xFE header); returns SERVER_MORE_RESULTS_EXISTS (and then
     /// expects the next result).
     fn ok(&mut self, pl: &[u8]) -> bool {
+        // The usual OK (and DEPRECATE_EOF's end of rows): one-byte counts, no info.
+        if let [_, a, l, s0, s1, w0, w1] = *pl {
+            if a < 0xfb && l < 0xfb {
+                let st = u16::from_le_bytes([s0, s1]);
+                self.resp.info = None;
+                self.resp.status = ResponseStatus::Ok;
+                self.resp.affected += u64::from(a);
+                self.resp.last_insert_id = u64::from(l);
+                self.resp.server_status = st;
+                self.resp.warnings = u16::from_le_bytes([w0, w1]);
+                let more = st & status::MORE_RESULTS_EXISTS != 0;
+                if more {
+                    self.state = State::Start;
+                }
+                return more;
+            }
+        }
+        self.ok_slow(pl)
+    }
+
+    #[inline(never)]
+    fn ok_slow(&mut self, pl: &[u8]) -> bool {
         let mut r = Reader::new(pl.get(1..).unwrap_or_default());
         let affected = r.lenenc_int("affected rows").unwrap_or(0);
         let last_id = r.lenenc_int("last insert id").unwrap_or(0);
@@ -722,6 +749,56 @@ impl ResponseReader {
         self.resp.error_message = msg;
         true
     }
+}
+
+/// Longest column definition whose hash is remembered.
+const MEMO_BYTES: usize = 88;
+/// Column definitions remembered (a power of two).
+const MEMO_SLOTS: usize = 8;
+
+/// A remembered column definition and its hash; `len` 0 is an empty slot.
+#[derive(Clone, Copy)]
+struct MemoSlot {
+    len: u8,
+    hash: u64,
+    bytes: [u8; MEMO_BYTES],
+}
+
+const EMPTY_SLOT: MemoSlot = MemoSlot {
+    len: 0,
+    hash: 0,
+    bytes: [0; MEMO_BYTES],
+};
+
+thread_local! {
+    /// The hashes of the column definitions met last on this thread, by their bytes: the same
+    /// statements come back with the same definitions, and a comparison costs less than the
+    /// three hashes (the hash is a function of the bytes alone: no reader state is kept).
+    static COLUMN_MEMO: std::cell::RefCell<[MemoSlot; MEMO_SLOTS]> =
+        const { std::cell::RefCell::new([EMPTY_SLOT; MEMO_SLOTS]) };
+}
+
+/// [`ResponseReader::column_hash`] of `pl`, remembered for short definitions.
+fn memo_column_hash(pl: &[u8]) -> u64 {
+    let n = pl.len();
+    if n == 0 || n > MEMO_BYTES {
+        return ResponseReader::column_hash(pl);
+    }
+    // Definitions of one statement differ in their names' middle and their type bytes.
+    let at =
+        (n * 31 + usize::from(pl[n / 2]) + usize::from(pl[n.saturating_sub(6)])) & (MEMO_SLOTS - 1);
+    COLUMN_MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        let slot = &mut m[at];
+        if usize::from(slot.len) == n && slot.bytes[..n] == *pl {
+            return slot.hash;
+        }
+        let h = ResponseReader::column_hash(pl);
+        slot.len = n as u8;
+        slot.hash = h;
+        slot.bytes[..n].copy_from_slice(pl);
+        h
+    })
 }
 
 fn lossy(b: &[u8]) -> String {

@@ -380,3 +380,48 @@ fn column_names_fast_path_matches_reader() {
     assert!(ResponseReader::column_names(&long).is_some());
     assert_eq!(ResponseReader::column_names(&plain[..16]), None);
 }
+
+/// A remembered column hash is the hash itself: for definitions met again, ones sharing a slot,
+/// cut-short and over-long ones, in any order.
+#[test]
+fn remembered_column_hashes_equal_computed_ones() {
+    let mut defs: Vec<Vec<u8>> = Vec::new();
+    for t in 0..40u8 {
+        let mut d = col(&[b'c', b'0' + t % 10], &[b'd', t], t % 20);
+        defs.push(d.clone());
+        d.truncate(usize::from(t) % d.len());
+        defs.push(d);
+    }
+    defs.push(vec![1; 200]);
+    defs.push(vec![0xfb; 88]);
+    for round in 0..3 {
+        for (i, d) in defs.iter().enumerate() {
+            if (i + round) % 3 == 0 {
+                continue;
+            }
+            assert_eq!(memo_column_hash(d), ResponseReader::column_hash(d), "{d:?}");
+        }
+    }
+}
+
+/// The short OK fast path reads what the general OK reader reads.
+#[test]
+fn short_ok_fast_path_matches_general_reader() {
+    for caps in [0, caps::SESSION_TRACK] {
+        for pl in [
+            vec![0, 1, 2, 0x02, 0x40, 3, 0],
+            vec![0xfe, 0, 0, 0x0a, 0, 0, 0],
+            vec![0, 0xfa, 0xfa, 0xff, 0xff, 0xff, 0xff],
+            vec![0, 0xfb, 0, 2, 0, 0, 0],
+            vec![0, 0, 0xfc, 2, 0, 0, 0],
+        ] {
+            let mut fast = ResponseReader::new(Expect::Simple, caps, 0);
+            let mut slow = fast.clone();
+            fast.resp.affected = 5;
+            slow.resp.affected = 5;
+            assert_eq!(fast.ok(&pl), slow.ok_slow(&pl), "{pl:?}");
+            assert_eq!(fast.resp, slow.resp, "{pl:?}");
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+        }
+    }
+}

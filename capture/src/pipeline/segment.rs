@@ -156,7 +156,10 @@ impl Pipeline {
             );
         }
         let rst = seg.flags.rst && sess.held.is_empty();
-        release_held(sess, ts_us, max_ooo, false);
+        // Nearly always nothing is held: no call.
+        if !sess.held.is_empty() {
+            release_held(sess, ts_us, max_ooo, false);
+        }
         let done =
             rst || (sess.held.is_empty() && sess.to_server.finished && sess.to_client.finished);
         Self::drain(stats, commits, sess, sink);
