@@ -66,18 +66,26 @@ pub async fn put_entry(kv: &kv::Store, key: &str, value: bytes::Bytes) -> Result
     }
 }
 
-/// Every key of a bucket; a listing cut short (a replica catching up, a leader elected after a
-/// node died) is started again for [`RETRY_FOR`].
+/// Every key of a bucket, from the bucket stream's subject listing (a stream-info request the
+/// stream leader answers): no consumer is created, so a cluster that has just lost a node, where
+/// creating the ordered consumer of `kv.keys()` times out until every replica is current, still
+/// answers. Keys whose last entry is a delete marker are listed too; [`get_entry`] skips them.
+/// A listing cut short is started again for [`RETRY_FOR`].
 async fn list_keys(kv: &kv::Store, name: &str) -> Result<Vec<String>, DistError> {
     let t0 = std::time::Instant::now();
+    let filter = format!("{}>", kv.prefix);
     loop {
-        let err = match kv.keys().await {
-            Ok(mut keys) => {
+        let err = match kv.stream.info_with_subjects(&filter).await {
+            Ok(mut subjects) => {
                 let mut names = Vec::new();
                 let mut failed = None;
-                while let Some(k) = keys.next().await {
-                    match k {
-                        Ok(k) => names.push(k),
+                while let Some(s) = subjects.next().await {
+                    match s {
+                        Ok((subject, _)) => {
+                            if let Some(k) = subject.strip_prefix(kv.prefix.as_str()) {
+                                names.push(k.to_string());
+                            }
+                        }
                         Err(e) => {
                             failed = Some(e.to_string());
                             break;
