@@ -65,6 +65,12 @@ pub struct ReplayArgs {
     /// its prod response (the wire hint that keeps lock waits in prod's order).
     #[arg(long)]
     pub sync_no_hint: bool,
+    /// A transaction that test's server chose as a deadlock victim where prod's did not (test
+    /// answered ERR 1213, prod did not) is sent again, statement by statement, at most N times,
+    /// so that test ends with what prod committed. 0: never (the deadlock stays a test-only
+    /// error and the transaction is missing on test).
+    #[arg(long, default_value_t = mrte_replay::plan::DEFAULT_DEADLOCK_RETRIES, value_name = "N")]
+    pub deadlock_retries: u32,
     /// The position scripts/snapshot.sh printed for the snapshot test was started from; the
     /// report says whether it matches prod's position when the capture started (needs --prod).
     #[arg(long, value_name = "POS")]
@@ -213,6 +219,7 @@ pub(crate) fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConf
         timeout: secs("--sync-timeout", a.sync_timeout)?,
         hint: !a.sync_no_hint,
     };
+    cfg.deadlock_retries = a.deadlock_retries;
     Ok(cfg)
 }
 

@@ -124,6 +124,9 @@ pub struct ReplayConfig {
     pub reconnect_for: Option<Duration>,
     /// Longest example statement kept in an Outcome, bytes.
     pub example_len: usize,
+    /// Attempts at sending again a transaction test's server chose as a deadlock victim where
+    /// prod's did not (`--deadlock-retries`; 0: none).
+    pub deadlock_retries: u32,
     /// Most sessions replayed at once (`--max-replay-sessions`; 0: no bound). A session that
     /// arrives while this many are replayed is not replayed: its commands are taken from its
     /// ring as they come and counted as lost, reason `replay_backlog` (`sessions_shed`).
@@ -154,6 +157,7 @@ impl ReplayConfig {
             backoff_max: Duration::from_millis(500),
             reconnect_for: None,
             example_len: 512,
+            deadlock_retries: crate::plan::DEFAULT_DEADLOCK_RETRIES,
             max_replay_sessions: DEFAULT_MAX_REPLAY_SESSIONS,
             sync: crate::sync::SyncConfig::default(),
             dropped_commits: None,

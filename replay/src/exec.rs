@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use crate::engine::{bump, wait_shutdown, Ctx, EngineStats, ShutdownWatch};
 use crate::filter::SkipReason;
 use crate::pacing::{lag_us, Pacing, SessionClock};
-use crate::plan::{Action, ChangeUserPlan, CmdInfo, Origin, PlanConfig, Planner};
+use crate::plan::{Action, ChangeUserPlan, CmdInfo, Origin, PlanConfig, Planner, RetryRefused};
 use crate::resilience::{CatchUnwind, ProdState};
 use crate::sync::Settled;
 use crate::wire::{Reply, WireConn, WireError};
@@ -121,6 +121,8 @@ struct Exec {
     /// A captured command's bytes are being written (or a CHANGE_USER is on the wire) and it
     /// is not in `pending`: if shutdown interrupts now, its fate is unknown (lost), not unsent.
     sending: bool,
+    /// An action polled from the planner waits on a drain: a deadlock retry cannot go first.
+    holding_action: bool,
 }
 
 /// A session's task (called by the engine's session task).
@@ -259,6 +261,7 @@ fn plan_config(ctx: &Ctx) -> PlanConfig {
     p.default_db = cfg.default_db.clone().or_else(|| cfg.target.db.clone());
     p.filters = cfg.filters.clone();
     p.example_len = cfg.example_len;
+    p.deadlock_retries = cfg.deadlock_retries;
     p
 }
 
@@ -303,6 +306,7 @@ impl Exec {
             client: open.key.client,
             conn: None,
             pending: VecDeque::new(),
+            holding_action: false,
             identity_checked: false,
             ever_connected: false,
             idle_closed: false,
@@ -328,6 +332,11 @@ impl Exec {
 
     fn finish(mut self) {
         self.settle_all();
+        let r = self.planner.retry_stats();
+        self.stats.deadlock_retries += r.transactions;
+        self.stats.deadlock_retry_attempts += r.attempts;
+        self.stats.deadlock_retry_statements += r.statements;
+        self.stats.deadlock_retries_abandoned += r.abandoned;
         if self.stats.replayed + self.stats.replayed_no_response > 0 {
             self.stats.sessions_replayed = 1;
         }
@@ -420,6 +429,8 @@ impl Exec {
         match step {
             Step::Drain => {
                 self.drain().await;
+                // A deadlock retry the answers started goes now.
+                self.run_actions().await;
                 false
             }
             Step::Event(ev) => self.event(ev, sd).await,
@@ -494,6 +505,11 @@ impl Exec {
     async fn finish_stream(&mut self) {
         self.run_actions().await;
         self.drain().await;
+        // An answer read last may have started a deadlock retry: it runs to its end.
+        while self.planner.retrying() && self.conn.is_some() {
+            self.run_actions().await;
+            self.drain().await;
+        }
         self.close().await;
         let _ = self.planner.handle_connection_lost();
         for _ in 0..self.unaccounted() {
@@ -550,7 +566,9 @@ impl Exec {
             }
             Action::Send(s) => {
                 if !s.pipelined {
+                    self.holding_action = true;
                     self.drain().await;
+                    self.holding_action = false;
                 }
                 let want = match s.origin {
                     Origin::Captured(c) if s.expects_response => Want::Captured(c),
@@ -615,7 +633,9 @@ impl Exec {
     }
 
     async fn change_user(&mut self, cu: ChangeUserPlan) {
+        self.holding_action = true;
         self.drain().await;
+        self.holding_action = false;
         let Some(conn) = self.conn.as_mut() else {
             self.fail(cu.cmd, Fail::Lost("connection_lost".into()));
             return;
@@ -685,12 +705,17 @@ impl Exec {
         match r {
             Ok(Ok(())) => match p.want {
                 Want::Nothing => {}
-                Want::Synthetic => self
-                    .planner
-                    .handle_response(self.reply.status, self.reply.prepare.as_ref()),
+                Want::Synthetic => self.planner.handle_answer(
+                    self.reply.status,
+                    self.reply.error.as_ref().map(|e| e.0),
+                    self.reply.prepare.as_ref(),
+                ),
                 Want::Captured(c) => {
-                    self.planner
-                        .handle_response(self.reply.status, self.reply.prepare.as_ref());
+                    self.planner.handle_answer(
+                        self.reply.status,
+                        self.reply.error.as_ref().map(|e| e.0),
+                        self.reply.prepare.as_ref(),
+                    );
                     let test = self.reply.to_test_response();
                     self.done(c, test);
                 }
@@ -772,6 +797,16 @@ impl Exec {
 
     /// A replayed command's answer.
     fn done(&mut self, c: Box<CmdInfo>, test: TestResponse) {
+        let c = if test.error_code == Some(ER_LOCK_DEADLOCK)
+            && c.prod.error_code != Some(ER_LOCK_DEADLOCK)
+        {
+            match self.retry_deadlocked(c) {
+                Ok(()) => return,
+                Err(c) => c,
+            }
+        } else {
+            c
+        };
         self.stats.replayed += 1;
         self.ctx.live.replayed.fetch_add(1, Ordering::Relaxed);
         if test.status == ResponseStatus::Err {
@@ -789,6 +824,29 @@ impl Exec {
         self.settle(c.seq, Settled::Replied);
         // The wire reply carries the result checksum: the report compares it with prod's.
         self.emit(c, Some(test), None);
+    }
+
+    /// Test's server chose `c`'s transaction as a deadlock victim where prod's did not: the
+    /// planner sends it again (the command's answer comes back later) unless it cannot.
+    fn retry_deadlocked(&mut self, c: Box<CmdInfo>) -> Result<(), Box<CmdInfo>> {
+        let r = if self.holding_action || !self.pending.is_empty() {
+            Err((c, RetryRefused::Busy))
+        } else {
+            self.planner.retry_deadlocked(c)
+        };
+        match r {
+            Ok(()) => {
+                tracing::debug!(
+                    session = self.id,
+                    "test-only deadlock: transaction sent again"
+                );
+                Ok(())
+            }
+            Err((c, why)) => {
+                bump(&mut self.stats.deadlock_retries_refused, why.as_str());
+                Err(c)
+            }
+        }
     }
 
     /// A command without an answer.

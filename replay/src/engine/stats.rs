@@ -165,6 +165,22 @@ pub struct EngineStats {
     /// ROLLBACKs sent to test because prod's server rolled a transaction back (deadlock victim)
     /// where test's did not.
     pub deadlock_rollbacks: u64,
+    /// Transactions sent to test again because test's server chose them as a deadlock victim
+    /// where prod's did not (`--deadlock-retries`).
+    #[serde(default)]
+    pub deadlock_retries: u64,
+    /// Attempts of those retries (a retry that deadlocks again starts another).
+    #[serde(default)]
+    pub deadlock_retry_attempts: u64,
+    /// Statements sent again by those retries, before the victim command itself.
+    #[serde(default)]
+    pub deadlock_retry_statements: u64,
+    /// Retries whose statements kept failing on test: the victim command went alone.
+    #[serde(default)]
+    pub deadlock_retries_abandoned: u64,
+    /// Test-only deadlocks not retried, by reason.
+    #[serde(default)]
+    pub deadlock_retries_refused: BTreeMap<String, u64>,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Connections closed by the engine's idle timeout.
@@ -242,6 +258,13 @@ impl EngineStats {
         self.connects += o.connects;
         self.reconnects += o.reconnects;
         self.deadlock_rollbacks += o.deadlock_rollbacks;
+        self.deadlock_retries += o.deadlock_retries;
+        self.deadlock_retry_attempts += o.deadlock_retry_attempts;
+        self.deadlock_retry_statements += o.deadlock_retry_statements;
+        self.deadlock_retries_abandoned += o.deadlock_retries_abandoned;
+        for (k, v) in &o.deadlock_retries_refused {
+            *self.deadlock_retries_refused.entry(k.clone()).or_default() += v;
+        }
         self.connect_failures += o.connect_failures;
         self.idle_closes += o.idle_closes;
         self.reopened_after_idle += o.reopened_after_idle;

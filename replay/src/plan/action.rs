@@ -39,6 +39,9 @@ impl LoseReason {
     }
 }
 
+/// Default `--deadlock-retries`.
+pub const DEFAULT_DEADLOCK_RETRIES: u32 = 3;
+
 /// What the planner needs from the run's configuration.
 #[derive(Clone, Debug)]
 pub struct PlanConfig {
@@ -52,6 +55,9 @@ pub struct PlanConfig {
     pub filters: Filters,
     /// Longest example statement kept, bytes.
     pub example_len: usize,
+    /// Attempts at sending again a transaction that test's server chose as a deadlock victim
+    /// where prod's did not (`--deadlock-retries`; 0: none).
+    pub deadlock_retries: u32,
 }
 
 impl PlanConfig {
@@ -63,6 +69,7 @@ impl PlanConfig {
             target,
             filters: Filters::all(),
             example_len: 512,
+            deadlock_retries: DEFAULT_DEADLOCK_RETRIES,
         }
     }
 }
@@ -110,6 +117,12 @@ pub enum Synthetic {
     CloseOrphan,
     /// ROLLBACK: prod's server rolled the transaction back (deadlock victim), test's did not.
     MirrorRollback,
+    /// A statement of a transaction sent again: test's server rolled it back (deadlock
+    /// victim) before the command of this seq, prod's did not.
+    DeadlockRetry {
+        /// The captured command whose deadlock is retried.
+        for_seq: u64,
+    },
 }
 
 /// Where a send comes from.

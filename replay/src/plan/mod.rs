@@ -49,6 +49,7 @@
 
 mod action;
 mod payload;
+mod retry;
 pub mod rewrite;
 mod rules;
 mod shape;
@@ -67,8 +68,9 @@ use mrte_capture::fingerprint::Fingerprinter;
 pub use crate::filter::SkipReason;
 pub use action::{
     Action, ChangeUserPlan, CmdInfo, ConnectPlan, LoseReason, Origin, PlanConfig, SendPlan,
-    Synthetic,
+    Synthetic, DEFAULT_DEADLOCK_RETRIES,
 };
+pub use retry::{RetryRefused, RetryStats};
 
 use mrte_capture::mysql::consts::com;
 
@@ -112,6 +114,10 @@ enum Outstanding {
         prod_id: Option<u32>,
         gen: u64,
         epoch: u64,
+    },
+    /// A statement sent again by a deadlock retry; `prod_err`: prod answered it with an error.
+    Retry {
+        prod_err: bool,
     },
     Other,
 }
@@ -248,6 +254,11 @@ pub struct Planner {
     fps: rustc_hash::FxHashMap<Box<str>, (Arc<str>, u64)>,
     /// Facts of the command being planned (QUERY / PREPARE).
     facts: Option<SqlFacts>,
+    /// Prod's open transaction as sent to test, for deadlock retries.
+    trx: retry::TrxLog,
+    /// A deadlock retry in progress: nothing else is planned until it is over.
+    retry: Option<retry::Retry>,
+    retry_stats: RetryStats,
 }
 
 impl Planner {
@@ -284,6 +295,9 @@ impl Planner {
             memo_key: Vec::new(),
             fps: rustc_hash::FxHashMap::default(),
             facts: None,
+            trx: retry::TrxLog::new(open.midstream),
+            retry: None,
+            retry_stats: RetryStats::default(),
         }
     }
 
@@ -314,17 +328,31 @@ impl Planner {
     /// The test server's answer to the oldest outstanding send: its status and, for a
     /// PREPARE, its PREPARE_OK.
     pub fn handle_response(&mut self, status: ResponseStatus, prepare: Option<&PrepareOk>) {
+        self.handle_answer(status, None, prepare);
+    }
+
+    /// [`Self::handle_response`] with the error code of an ERR answer.
+    pub fn handle_answer(
+        &mut self,
+        status: ResponseStatus,
+        error_code: Option<u16>,
+        prepare: Option<&PrepareOk>,
+    ) {
         self.waiting = false;
         let Some(o) = self.outstanding.pop_front() else {
             return;
         };
-        let Outstanding::Prepare {
-            prod_id,
-            gen,
-            epoch,
-        } = o
-        else {
-            return;
+        let (prod_id, gen, epoch) = match o {
+            Outstanding::Prepare {
+                prod_id,
+                gen,
+                epoch,
+            } => (prod_id, gen, epoch),
+            Outstanding::Retry { prod_err } => {
+                self.retry_answered(prod_err, status, error_code);
+                return;
+            }
+            Outstanding::Other => return,
         };
         let test_id = prepare
             .filter(|_| status == ResponseStatus::Ok)
@@ -375,7 +403,7 @@ impl Planner {
     pub fn handle_connection_lost(&mut self) -> Vec<Box<CmdInfo>> {
         self.waiting = false;
         self.drop_connection();
-        let mut dropped = Vec::new();
+        let mut dropped: Vec<Box<CmdInfo>> = self.take_retry().into_iter().collect();
         for a in std::mem::take(&mut self.out) {
             match a {
                 Action::Send(SendPlan {
@@ -423,6 +451,10 @@ impl Planner {
     }
 
     fn drive(&mut self) {
+        if self.retry.is_some() {
+            self.drive_retry();
+            return;
+        }
         while self.out.is_empty() && !self.waiting {
             let Some(item) = self.incoming.pop_front() else {
                 return;
@@ -448,6 +480,7 @@ impl Planner {
     fn drop_connection(&mut self) {
         self.connected = false;
         self.outstanding.clear();
+        self.trx.connection_lost();
         self.epoch += 1;
         self.test_last_prepare = None;
         self.closed.clear();

@@ -214,8 +214,15 @@ impl Planner {
         self.out.push_back(Action::Lose { cmd, reason });
     }
 
-    /// Bookkeeping once a captured command is planned (whatever the plan).
+    /// Bookkeeping once a captured command is planned and not sent (skipped, lost) or sent
+    /// by other means than [`Self::send`].
     fn done(&mut self, rec: &CommandRecord) {
+        self.trx
+            .observe(rec.seq, rec.command.code(), None, false, &rec.response);
+        self.mark_end(rec);
+    }
+
+    fn mark_end(&mut self, rec: &CommandRecord) {
         if let Some(end) = rec.response.last_byte_us {
             self.prev_response_end = Some(self.prev_response_end.map_or(end, |e| e.max(end)));
         }
@@ -279,7 +286,14 @@ impl Planner {
         }
         let origin = Origin::Captured(self.info(rec, stmt));
         let pipelined = self.pipelined(rec);
-        self.done(rec);
+        self.trx.observe(
+            rec.seq,
+            code,
+            Some(&payload),
+            rec.response.local_infile,
+            &rec.response,
+        );
+        self.mark_end(rec);
         self.out.push_back(Action::Send(SendPlan {
             payload,
             expects_response,

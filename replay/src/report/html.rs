@@ -43,6 +43,7 @@ impl Report {
             ("lost", lost),
             ("failed", self.failed.values().sum::<u64>()),
             ("reconnects", self.replayed.reconnects),
+            ("deadlock retries", self.replayed.deadlock_retries),
             ("unaccounted", self.accounting.unaccounted.max(0) as u64),
             ("errors test_only", self.errors.test_only),
             ("errors prod_only", self.errors.prod_only),

@@ -135,6 +135,17 @@ pub struct Replayed {
     /// ROLLBACKs sent to test where prod's server rolled a deadlock victim back and test's
     /// did not.
     pub deadlock_rollbacks: u64,
+    /// Transactions sent to test again because test's server chose them as a deadlock victim
+    /// where prod's did not (their victim command's answer is the retry's).
+    pub deadlock_retries: u64,
+    /// Attempts of those retries.
+    pub deadlock_retry_attempts: u64,
+    /// Statements sent again by those retries.
+    pub deadlock_retry_statements: u64,
+    /// Retries whose statements kept failing on test: the victim command went alone.
+    pub deadlock_retries_abandoned: u64,
+    /// Test-only deadlocks not retried, by reason (each stays a test-only error).
+    pub deadlock_retries_refused: BTreeMap<String, u64>,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Sessions that stopped reconnecting (`--reconnect-for`).
@@ -392,6 +403,11 @@ impl Report {
                 connects: eng.connects,
                 reconnects: eng.reconnects,
                 deadlock_rollbacks: eng.deadlock_rollbacks,
+                deadlock_retries: eng.deadlock_retries,
+                deadlock_retry_attempts: eng.deadlock_retry_attempts,
+                deadlock_retry_statements: eng.deadlock_retry_statements,
+                deadlock_retries_abandoned: eng.deadlock_retries_abandoned,
+                deadlock_retries_refused: eng.deadlock_retries_refused.clone(),
                 connect_failures: eng.connect_failures,
                 sessions_gave_up: eng.sessions_gave_up,
                 sessions_state_lost: eng.sessions_state_lost,

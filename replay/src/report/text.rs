@@ -24,9 +24,26 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "replayed: {} commands with a response (+{} without), {} sessions, {} connects, {} reconnects, {} deadlock rollbacks",
-            self.replayed.commands, self.replayed.no_response, self.replayed.sessions, self.replayed.connects, self.replayed.reconnects, self.replayed.deadlock_rollbacks
+            "replayed: {} commands with a response (+{} without), {} sessions, {} connects, {} reconnects, {} deadlock rollbacks, {} deadlock retries",
+            self.replayed.commands, self.replayed.no_response, self.replayed.sessions, self.replayed.connects, self.replayed.reconnects, self.replayed.deadlock_rollbacks, self.replayed.deadlock_retries
         );
+        let r = &self.replayed;
+        if r.deadlock_retries > 0 || !r.deadlock_retries_refused.is_empty() {
+            let refused: Vec<String> = r
+                .deadlock_retries_refused
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "deadlock retries (test-only deadlock victims sent again): {} transactions, {} attempts, {} statements resent, {} abandoned; not retried: {}",
+                r.deadlock_retries,
+                r.deadlock_retry_attempts,
+                r.deadlock_retry_statements,
+                r.deadlock_retries_abandoned,
+                if refused.is_empty() { "none".to_string() } else { refused.join(", ") }
+            );
+        }
         let skipped: u64 = self.skipped.values().sum();
         let lost: u64 = self.drops.lost.values().sum();
         let _ = writeln!(

@@ -2,6 +2,7 @@
 //! against a fake test server in [`fixtures`].
 
 mod fixtures;
+mod retry;
 
 use mrte_capture::event::{
     CloseReason, Command, CommandFlags, FlowKey, Login, Response, SessionClose,

@@ -1,0 +1,224 @@
+//! Deadlock retries: what is sent again, in which order, and when a retry is refused.
+
+use super::*;
+use mrte_capture::commit::ER_LOCK_DEADLOCK;
+use mrte_capture::mysql::consts::status;
+
+/// A QUERY whose prod answer was OK, inside a transaction or not.
+fn tq(seq: u64, sql: &str, in_trans: bool) -> Box<CommandRecord> {
+    let mut r = query(seq, 10 * (seq + 1), sql.as_bytes());
+    r.response.server_status = if in_trans { status::IN_TRANS } else { 0 };
+    r
+}
+
+/// Plan `r`, answer every send OK on test, and hand back the captured command's info.
+fn run_ok(p: &mut Planner, r: Box<CommandRecord>) -> Box<CmdInfo> {
+    let (c, n) = plan_one(p, r);
+    for _ in 0..n {
+        p.handle_answer(ResponseStatus::Ok, None, None);
+    }
+    c
+}
+
+/// Plan `r`; its captured send's info and how many sends expect an answer.
+fn plan_one(p: &mut Planner, r: Box<CommandRecord>) -> (Box<CmdInfo>, usize) {
+    p.handle_command(r);
+    let mut captured = None;
+    let mut n = 0;
+    for a in drain(p) {
+        if let Action::Send(s) = a {
+            n += usize::from(s.expects_response);
+            if let Origin::Captured(c) = s.origin {
+                captured = Some(c);
+            }
+        }
+    }
+    (captured.expect("a captured send"), n)
+}
+
+/// The victim `seq` deadlocked on test: its answer, then the retry asked for.
+fn deadlock(p: &mut Planner, c: Box<CmdInfo>) -> Result<(), RetryRefused> {
+    p.handle_answer(ResponseStatus::Err, Some(ER_LOCK_DEADLOCK), None);
+    p.retry_deadlocked(c).map_err(|(_, why)| why)
+}
+
+/// The next send of a retry (exactly one, the planner then waits).
+fn next_send(p: &mut Planner) -> SendPlan {
+    let mut a = drain(p);
+    assert_eq!(a.len(), 1, "{a:?}");
+    match a.pop() {
+        Some(Action::Send(s)) => s,
+        a => panic!("{a:?}"),
+    }
+}
+
+fn sql(s: &SendPlan) -> &[u8] {
+    &s.payload[1..]
+}
+
+fn begin_two_updates(p: &mut Planner) -> Box<CmdInfo> {
+    run_ok(p, tq(0, "BEGIN", true));
+    run_ok(p, tq(1, "UPDATE t SET v = 1 WHERE id = 1", true));
+    plan_one(p, tq(2, "UPDATE t SET v = 2 WHERE id = 2", true)).0
+}
+
+#[test]
+fn a_test_only_victim_is_sent_again_from_its_begin_and_answers_last() {
+    let mut p = planner_with(cfg());
+    let victim = begin_two_updates(&mut p);
+    deadlock(&mut p, victim).expect("retried");
+    assert!(p.retrying());
+    let s = next_send(&mut p);
+    assert_eq!(sql(&s), b"BEGIN");
+    assert!(matches!(
+        s.origin,
+        Origin::Synthetic(Synthetic::DeadlockRetry { for_seq: 2 })
+    ));
+    // Nothing else goes until BEGIN is answered.
+    assert!(drain(&mut p).is_empty());
+    assert!(p.is_waiting());
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    let s = next_send(&mut p);
+    assert_eq!(sql(&s), b"UPDATE t SET v = 1 WHERE id = 1");
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    let s = next_send(&mut p);
+    assert_eq!(sql(&s), b"UPDATE t SET v = 2 WHERE id = 2");
+    match &s.origin {
+        Origin::Captured(c) => assert_eq!(c.seq, 2),
+        o => panic!("{o:?}"),
+    }
+    assert!(!p.retrying());
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    assert_eq!(
+        p.retry_stats(),
+        RetryStats {
+            transactions: 1,
+            attempts: 1,
+            statements: 2,
+            abandoned: 0
+        }
+    );
+    // The session goes on: COMMIT ends the transaction.
+    let (c, _) = plan_one(&mut p, tq(3, "COMMIT", false));
+    assert_eq!(c.seq, 3);
+}
+
+#[test]
+fn a_retry_that_deadlocks_again_starts_over_then_gives_up() {
+    let mut c = cfg();
+    c.deadlock_retries = 2;
+    let mut p = planner_with(c);
+    let victim = begin_two_updates(&mut p);
+    deadlock(&mut p, victim).expect("retried");
+    assert_eq!(sql(&next_send(&mut p)), b"BEGIN");
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    next_send(&mut p);
+    // The first UPDATE deadlocks this time: the attempt starts over.
+    p.handle_answer(ResponseStatus::Err, Some(ER_LOCK_DEADLOCK), None);
+    assert_eq!(sql(&next_send(&mut p)), b"BEGIN");
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    next_send(&mut p);
+    // Again, with no attempt left: the victim goes alone.
+    p.handle_answer(ResponseStatus::Err, Some(ER_LOCK_DEADLOCK), None);
+    let s = next_send(&mut p);
+    assert!(matches!(&s.origin, Origin::Captured(c) if c.seq == 2));
+    let st = p.retry_stats();
+    assert_eq!((st.transactions, st.attempts, st.abandoned), (1, 2, 1));
+    // Its own answer is a deadlock again: attempts are used up.
+    let Origin::Captured(c) = s.origin else {
+        unreachable!()
+    };
+    assert_eq!(deadlock(&mut p, c), Err(RetryRefused::Exhausted));
+}
+
+#[test]
+fn an_error_prod_had_too_does_not_break_the_retry() {
+    let mut p = planner_with(cfg());
+    run_ok(&mut p, tq(0, "BEGIN", true));
+    let mut dup = tq(1, "INSERT INTO t VALUES (1)", true);
+    dup.response.status = ResponseStatus::Err;
+    dup.response.error_code = Some(1062);
+    p.handle_command(dup);
+    drain(&mut p);
+    p.handle_answer(ResponseStatus::Err, Some(1062), None);
+    let victim = plan_one(&mut p, tq(2, "UPDATE t SET v = 2 WHERE id = 2", true)).0;
+    deadlock(&mut p, victim).expect("retried");
+    next_send(&mut p);
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    assert_eq!(sql(&next_send(&mut p)), b"INSERT INTO t VALUES (1)");
+    p.handle_answer(ResponseStatus::Err, Some(1062), None);
+    let s = next_send(&mut p);
+    assert!(matches!(&s.origin, Origin::Captured(c) if c.seq == 2));
+    assert_eq!(p.retry_stats().abandoned, 0);
+}
+
+#[test]
+fn an_autocommit_statement_goes_again_alone() {
+    let mut p = planner_with(cfg());
+    run_ok(&mut p, tq(0, "UPDATE t SET v = 0 WHERE id = 9", false));
+    let victim = plan_one(&mut p, tq(1, "UPDATE t SET v = 1 WHERE id = 1", false)).0;
+    deadlock(&mut p, victim).expect("retried");
+    let s = next_send(&mut p);
+    assert_eq!(sql(&s), b"UPDATE t SET v = 1 WHERE id = 1");
+    assert!(matches!(&s.origin, Origin::Captured(c) if c.seq == 1));
+    assert_eq!(p.retry_stats().statements, 0);
+}
+
+#[test]
+fn a_retry_is_refused_by_reason() {
+    // Disabled.
+    let mut c = cfg();
+    c.deadlock_retries = 0;
+    let mut p = planner_with(c);
+    let v = begin_two_updates(&mut p);
+    assert_eq!(deadlock(&mut p, v), Err(RetryRefused::Disabled));
+
+    // A command of the transaction was not sent (KILL is never replayed).
+    let mut p = planner_with(cfg());
+    run_ok(&mut p, tq(0, "BEGIN", true));
+    let mut kill = rec(1, 20, Some(21), Command::ProcessKill { connection_id: 7 });
+    kill.response.server_status = status::IN_TRANS;
+    p.handle_command(kill);
+    drain(&mut p);
+    let v = plan_one(&mut p, tq(2, "UPDATE t SET v = 2 WHERE id = 2", true)).0;
+    assert_eq!(deadlock(&mut p, v), Err(RetryRefused::Incomplete));
+    // The next transaction may be retried again.
+    run_ok(&mut p, tq(3, "ROLLBACK", false));
+    run_ok(&mut p, tq(4, "BEGIN", true));
+    let v = plan_one(&mut p, tq(5, "UPDATE t SET v = 5 WHERE id = 5", true)).0;
+    assert_eq!(deadlock(&mut p, v), Ok(()));
+
+    // Captured mid-stream inside the transaction: its start is unknown.
+    let mut p = Planner::new(Arc::new(cfg()), &open(true));
+    let v = plan_one(&mut p, tq(0, "UPDATE t SET v = 2 WHERE id = 2", true)).0;
+    assert_eq!(deadlock(&mut p, v), Err(RetryRefused::StartUnseen));
+    // Once a response outside a transaction was seen, the next one is known whole.
+    run_ok(&mut p, tq(1, "COMMIT", false));
+    run_ok(&mut p, tq(2, "BEGIN", true));
+    let v = plan_one(&mut p, tq(3, "UPDATE t SET v = 3 WHERE id = 3", true)).0;
+    assert_eq!(deadlock(&mut p, v), Ok(()));
+
+    // The next command is planned already (pipelined behind the victim).
+    let mut p = planner_with(cfg());
+    let v = begin_two_updates(&mut p);
+    p.handle_command(tq(3, "COMMIT", false));
+    assert_eq!(deadlock(&mut p, v), Err(RetryRefused::Busy));
+
+    // The test connection was lost during the transaction.
+    let mut p = planner_with(cfg());
+    run_ok(&mut p, tq(0, "BEGIN", true));
+    let _ = p.handle_connection_lost();
+    let v = plan_one(&mut p, tq(1, "UPDATE t SET v = 1 WHERE id = 1", true)).0;
+    assert_eq!(deadlock(&mut p, v), Err(RetryRefused::ConnectionLost));
+}
+
+#[test]
+fn the_retry_is_handed_back_when_the_connection_is_lost() {
+    let mut p = planner_with(cfg());
+    let victim = begin_two_updates(&mut p);
+    deadlock(&mut p, victim).expect("retried");
+    next_send(&mut p);
+    let dropped = p.handle_connection_lost();
+    assert_eq!(dropped.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![2]);
+    assert!(!p.retrying());
+}
