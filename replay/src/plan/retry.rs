@@ -40,7 +40,7 @@ pub enum RetryRefused {
     /// The session was captured mid-stream inside this transaction: its start is unknown.
     StartUnseen,
     /// A command of the transaction was skipped or lost, or cannot be sent twice (LOCAL
-    /// INFILE, long data, cursors, statement close, MariaDB's id -1).
+    /// INFILE, long data, cursors, statement close, MariaDB's id -1, a session reset).
     Incomplete,
     /// The test connection was lost during the transaction.
     ConnectionLost,
@@ -123,7 +123,9 @@ fn kind(code: u8, payload: &[u8], infile: bool) -> Kind {
     match code {
         com::QUERY if !infile => Kind::Keep,
         com::INIT_DB => Kind::Keep,
-        com::STMT_EXECUTE | com::STMT_BULK_EXECUTE if payload.get(1..5) != Some(&LAST_PREPARED) => {
+        com::STMT_EXECUTE | com::STMT_BULK_EXECUTE | com::STMT_RESET
+            if payload.get(1..5) != Some(&LAST_PREPARED) =>
+        {
             Kind::Keep
         }
         com::STMT_PREPARE | com::PING | com::STATISTICS | com::FIELD_LIST | com::SET_OPTION => {

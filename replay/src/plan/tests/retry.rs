@@ -222,3 +222,161 @@ fn the_retry_is_handed_back_when_the_connection_is_lost() {
     assert_eq!(dropped.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![2]);
     assert!(!p.retrying());
 }
+
+#[test]
+fn prepared_statements_go_again_under_their_test_ids() {
+    let mut p = planner_with(cfg());
+    p.handle_command(prepare(0, 10, 11, "UPDATE t SET v = ? WHERE id = ?", 5));
+    drain(&mut p);
+    p.handle_answer(ResponseStatus::Ok, None, Some(&prepare_ok(77)));
+    run_ok(&mut p, tq(1, "BEGIN", true));
+    let in_trans = |mut r: Box<CommandRecord>| {
+        r.response.server_status = status::IN_TRANS;
+        r
+    };
+    run_ok(
+        &mut p,
+        in_trans(rec(2, 30, Some(31), Command::StmtReset { stmt_id: 5 })),
+    );
+    run_ok(&mut p, in_trans(execute(3, 40, 41, 5)));
+    let victim = plan_one(&mut p, in_trans(execute(4, 50, 51, 5))).0;
+    deadlock(&mut p, victim).expect("retried");
+    assert_eq!(sql(&next_send(&mut p)), b"BEGIN");
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    let reset = next_send(&mut p);
+    assert_eq!(reset.payload[0], com::STMT_RESET);
+    assert_eq!(rewrite::stmt_id(&reset.payload), Some(77));
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    let exec = next_send(&mut p);
+    assert_eq!(exec.payload[0], com::STMT_EXECUTE);
+    assert_eq!(rewrite::stmt_id(&exec.payload), Some(77));
+    assert!(matches!(exec.origin, Origin::Synthetic(_)));
+    p.handle_answer(ResponseStatus::Ok, None, None);
+    let s = next_send(&mut p);
+    assert!(matches!(&s.origin, Origin::Captured(c) if c.seq == 4));
+    assert_eq!(rewrite::stmt_id(&s.payload), Some(77));
+}
+
+/// An executor that answers each send at once: `answer(payload, attempt)` is test's status and
+/// error code; a captured command answered ER_LOCK_DEADLOCK (prod never has it here) asks for a
+/// retry. Returns each command's fates (captured answers kept, skips, losses) and the
+/// retries' stats.
+fn run_with(
+    p: &mut Planner,
+    cmds: Vec<Box<CommandRecord>>,
+    mut answer: impl FnMut(&[u8]) -> (ResponseStatus, Option<u16>),
+) -> Vec<u64> {
+    let mut fates = Vec::new();
+    let mut answers: std::collections::VecDeque<(
+        Option<Box<CmdInfo>>,
+        ResponseStatus,
+        Option<u16>,
+    )> = Default::default();
+    for r in cmds {
+        p.handle_command(r);
+        for _ in 0..10_000 {
+            while let Some(a) = p.poll_action() {
+                match a {
+                    Action::Send(s) => {
+                        let (st, code) = answer(&s.payload);
+                        match s.origin {
+                            Origin::Captured(c) if s.expects_response => {
+                                answers.push_back((Some(c), st, code))
+                            }
+                            Origin::Captured(c) => fates.push(c.seq),
+                            Origin::Synthetic(_) if s.expects_response => {
+                                answers.push_back((None, st, code))
+                            }
+                            Origin::Synthetic(_) => {}
+                        }
+                    }
+                    Action::ChangeUser(c) => fates.push(c.cmd.seq),
+                    Action::Skip { seq, .. } => fates.push(seq),
+                    Action::Lose { cmd, .. } => fates.push(cmd.seq),
+                    Action::Connect(_) | Action::Reconnect(_) | Action::Disconnect => {}
+                }
+            }
+            // Answers are read as the executor reads them: all of them before the next
+            // command, each captured one's deadlock asking for a retry when nothing else is
+            // outstanding.
+            let Some((c, st, code)) = answers.pop_front() else {
+                break;
+            };
+            p.handle_answer(st, code, None);
+            if let Some(c) = c {
+                if code == Some(ER_LOCK_DEADLOCK) && answers.is_empty() {
+                    match p.retry_deadlocked(c) {
+                        Ok(()) => continue,
+                        Err((c, _)) => fates.push(c.seq),
+                    }
+                } else {
+                    fates.push(c.seq);
+                }
+            }
+        }
+        assert!(answers.is_empty() && !p.is_waiting(), "stuck");
+    }
+    fates
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_session_with_test_only_deadlocks_gives_each_command_one_fate(
+        ops in proptest::collection::vec((0u8..8, proptest::bool::ANY), 0..40),
+        deadlocks in proptest::collection::vec(0u8..6, 64),
+        retries in 0u32..4,
+    ) {
+        let mut c = cfg();
+        c.deadlock_retries = retries;
+        let mut p = planner_with(c);
+        let n = ops.len() as u64;
+        // Prod's transaction state as its responses show it.
+        let mut open = false;
+        let cmds: Vec<_> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, &(kind, coin))| {
+                let seq = i as u64;
+                let ts = 10 * (seq + 1);
+                let other = |c: Command| rec(seq, ts, Some(ts + 1), c);
+                let mut r = match kind {
+                    0 | 1 => {
+                        open = true;
+                        tq(seq, "BEGIN", true)
+                    }
+                    2 => {
+                        open = false;
+                        tq(seq, "COMMIT", false)
+                    }
+                    3 if coin => other(Command::ProcessKill { connection_id: 1 }),
+                    3 => other(Command::StmtReset { stmt_id: 1 }),
+                    4 if coin => other(Command::Ping),
+                    4 => other(Command::StmtSendLongData {
+                        stmt_id: 1,
+                        param_id: 0,
+                        data: b"x".as_slice().into(),
+                    }),
+                    _ => tq(seq, "UPDATE t SET v = 1", open),
+                };
+                r.response.server_status = if open { status::IN_TRANS } else { 0 };
+                r
+            })
+            .collect();
+        let mut k = 0;
+        let fates = run_with(&mut p, cmds, |payload| {
+            k += 1;
+            let d = deadlocks[k % deadlocks.len()];
+            if payload[0] == com::QUERY && d == 0 {
+                (ResponseStatus::Err, Some(ER_LOCK_DEADLOCK))
+            } else {
+                (ResponseStatus::Ok, None)
+            }
+        });
+        let mut sorted = fates.clone();
+        sorted.sort_unstable();
+        proptest::prop_assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+        let st = p.retry_stats();
+        proptest::prop_assert!(st.attempts <= st.transactions * u64::from(retries));
+        proptest::prop_assert!(!p.retrying());
+    }
+}
