@@ -263,7 +263,7 @@ fn prepared_statements_go_again_under_their_test_ids() {
 /// retries' stats.
 fn run_with(
     p: &mut Planner,
-    cmds: Vec<Box<CommandRecord>>,
+    cmds: impl IntoIterator<Item = Box<CommandRecord>>,
     mut answer: impl FnMut(&[u8]) -> (ResponseStatus, Option<u16>),
 ) -> Vec<u64> {
     let mut fates = Vec::new();
