@@ -278,6 +278,7 @@ const REPLAY_FAMILIES: &[FamilySpec] = &[
     ("replay_lost_total", "Commands that could not be replayed.", &[]),
     ("replay_failed_total", "Commands tried that failed without an answer (refused, timeout).", &[]),
     ("replay_reconnects_total", "Reconnects to the test server.", &[]),
+    ("replay_deadlock_retries_total", "Transactions sent to test again: test's server chose them as a deadlock victim, prod's did not.", &[]),
     ("replay_sessions_total", "Sessions received from the capture.", &[]),
     ("replay_active_sessions", "Sessions being replayed.", &[]),
     ("replay_connections_open", "Test server connections open.", &[]),
@@ -339,6 +340,7 @@ impl Collector for ReplayCollector {
         f.counter("replay_lost_total", e.lost);
         f.counter("replay_failed_total", e.failed);
         f.counter("replay_reconnects_total", e.reconnects);
+        f.counter("replay_deadlock_retries_total", e.deadlock_retries);
         f.counter("replay_sessions_total", e.sessions);
         f.gauge("replay_active_sessions", e.active_sessions as f64);
         f.gauge("replay_connections_open", e.connections_open as f64);

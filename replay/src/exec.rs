@@ -836,6 +836,10 @@ impl Exec {
         };
         match r {
             Ok(()) => {
+                self.ctx
+                    .live
+                    .deadlock_retries
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     session = self.id,
                     "test-only deadlock: transaction sent again"

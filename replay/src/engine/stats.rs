@@ -31,6 +31,8 @@ pub struct LiveCounters {
     pub failed: AtomicU64,
     /// Reconnects after a lost connection.
     pub reconnects: AtomicU64,
+    /// Transactions sent again after a test-only deadlock.
+    pub deadlock_retries: AtomicU64,
     /// Commands replayed that expect no response (QUIT, STMT_CLOSE, SEND_LONG_DATA).
     pub replayed_no_response: AtomicU64,
     /// Lag of the latest command, µs.
@@ -62,6 +64,8 @@ pub struct LiveSnapshot {
     pub failed: u64,
     /// See [`LiveCounters::reconnects`].
     pub reconnects: u64,
+    /// See [`LiveCounters::deadlock_retries`].
+    pub deadlock_retries: u64,
     /// See [`LiveCounters::lag_last_us`].
     pub lag_last_us: u64,
     /// See [`LiveCounters::lag_max_us`].
@@ -83,6 +87,7 @@ impl LiveCounters {
             lost: l(&self.lost),
             failed: l(&self.failed),
             reconnects: l(&self.reconnects),
+            deadlock_retries: l(&self.deadlock_retries),
             lag_last_us: l(&self.lag_last_us),
             lag_max_us: l(&self.lag_max_us),
         }
