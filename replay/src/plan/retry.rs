@@ -50,6 +50,9 @@ pub enum RetryRefused {
     Exhausted,
     /// Other sends were outstanding or planned behind the command (pipelining).
     Busy,
+    /// Prod answered the command with another error (a lock wait timeout rolls back the
+    /// statement only): sending it again could do on test what prod never did.
+    ProdError,
 }
 
 impl RetryRefused {
@@ -64,6 +67,7 @@ impl RetryRefused {
             Self::TooLarge => "too_large",
             Self::Exhausted => "exhausted",
             Self::Busy => "busy",
+            Self::ProdError => "prod_error",
         }
     }
 }
@@ -266,6 +270,9 @@ impl Planner {
             || !self.incoming.is_empty();
         if busy {
             return Err((cmd, RetryRefused::Busy));
+        }
+        if cmd.prod.status == ResponseStatus::Err && self.cfg.deadlock_retries > 0 {
+            return Err((cmd, RetryRefused::ProdError));
         }
         if let Err(why) = self.trx.check(cmd.seq, self.cfg.deadlock_retries) {
             return Err((cmd, why));

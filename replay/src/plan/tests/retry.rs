@@ -204,6 +204,15 @@ fn a_retry_is_refused_by_reason() {
     p.handle_command(tq(3, "COMMIT", false));
     assert_eq!(deadlock(&mut p, v), Err(RetryRefused::Busy));
 
+    // Prod's answer was another error (a lock wait timeout): not sent again.
+    let mut p = planner_with(cfg());
+    run_ok(&mut p, tq(0, "BEGIN", true));
+    let mut timeout = tq(1, "UPDATE t SET v = 1 WHERE id = 1", true);
+    timeout.response.status = ResponseStatus::Err;
+    timeout.response.error_code = Some(1205);
+    let v = plan_one(&mut p, timeout).0;
+    assert_eq!(deadlock(&mut p, v), Err(RetryRefused::ProdError));
+
     // The test connection was lost during the transaction.
     let mut p = planner_with(cfg());
     run_ok(&mut p, tq(0, "BEGIN", true));
