@@ -28,6 +28,25 @@ fn spawn_mrte(mrte: &str, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
+/// `mrte record` of the mirror port for 8 s with `source`, into `pcap`.
+fn record_span0(mrte: &str, source: &str, pcap: &Path) -> std::process::Child {
+    let pcap = pcap.to_str().expect("utf-8 path");
+    spawn_mrte(
+        mrte,
+        &[
+            "record",
+            "-i",
+            "span0",
+            "--source",
+            source,
+            "--duration",
+            "8",
+            "-w",
+            pcap,
+        ],
+    )
+}
+
 fn sysbench_queries(out: &str) -> u64 {
     out.lines()
         .find_map(|l| {
@@ -169,20 +188,7 @@ fn lab_run_record_and_inspect() {
     // tshark and with mrte.
     for source in ["xdp", "pcap"] {
         let pcap = out.join(format!("rec-{source}.pcap"));
-        let rec = spawn_mrte(
-            mrte,
-            &[
-                "record",
-                "-i",
-                "span0",
-                "--source",
-                source,
-                "--duration",
-                "8",
-                "-w",
-                pcap.to_str().unwrap(),
-            ],
-        );
+        let rec = record_span0(mrte, source, &pcap);
         std::thread::sleep(Duration::from_secs(2));
         let sent = load_queries(3);
         let rec = rec.wait_with_output().unwrap();
@@ -229,20 +235,7 @@ fn lab_run_record_and_inspect() {
     } else {
         let burst = |name: &str, send_args: &[&str]| -> (Value, Value) {
             let pcap = out.join(name);
-            let rec = spawn_mrte(
-                mrte,
-                &[
-                    "record",
-                    "-i",
-                    "span0",
-                    "--source",
-                    "xdp",
-                    "--duration",
-                    "8",
-                    "-w",
-                    pcap.to_str().unwrap(),
-                ],
-            );
+            let rec = record_span0(mrte, "xdp", &pcap);
             std::thread::sleep(Duration::from_secs(2));
             let send = in_ns("mrte-prod", bench.to_str().unwrap())
                 .args(["send", "-i", "mir0", "--json"])
