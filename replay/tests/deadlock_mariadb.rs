@@ -1,19 +1,21 @@
 //! Deadlock retries against a real, throwaway MariaDB server (skipped loudly when not installed):
 //! a replayed transaction that test's InnoDB picks as a deadlock victim, where prod's committed
 //! it, is sent again and test ends with prod's rows; with `deadlock_retries = 0` it stays a
-//! test-only error and its rows are missing.
+//! test-only error and its rows are missing. Under `--sync commit` a later session's write
+//! waits for the retried transaction's commit and lands on top of it, as on prod.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use mrte_capture::commit::ER_LOCK_DEADLOCK;
+use mrte_capture::commit::{CommitMarks, TrxEnd, ER_LOCK_DEADLOCK};
 use mrte_capture::event::{CloseReason, Command, EventSink, Response, SessionEvent};
 use mrte_capture::mysql::consts::status;
 use mrte_capture::ring::RingSink;
 use mrte_replay::engine::{Engine, EngineStats, ReplayConfig};
 use mrte_replay::pacing::Pacing;
+use mrte_replay::sync::{SyncConfig, SyncMode};
 use mrte_replay::target::TargetDsn;
 use mysql_async::prelude::Queryable;
 
@@ -105,15 +107,44 @@ async fn deadlock(mut b: mysql_async::Conn, mut watch: mysql_async::Conn) {
     b.query_drop("COMMIT").await.expect("commit");
 }
 
+/// `q` with prod's commit marks: `order` > 0 makes it prod's commit number `order`; `wm`
+/// prod commits completed before it.
+fn marked(seq: u64, sql: &str, in_trans: bool, order: u64, wm: u64) -> SessionEvent {
+    let mut ev = q(seq, sql, in_trans);
+    if let SessionEvent::Command(c) = &mut ev {
+        c.commit = CommitMarks {
+            end: (order > 0).then_some(TrxEnd::Commit),
+            order,
+            before_request: wm,
+            before_response: wm,
+        };
+    }
+    ev
+}
+
 async fn run(db: &MariaDb, retries: u32) -> (EngineStats, Vec<mrte_replay::Outcome>) {
+    run_events(db, retries, SyncMode::None, session()).await
+}
+
+async fn run_events(
+    db: &MariaDb,
+    retries: u32,
+    sync: SyncMode,
+    events: Vec<(u64, SessionEvent)>,
+) -> (EngineStats, Vec<mrte_replay::Outcome>) {
     let mut cfg = ReplayConfig::new(TargetDsn::parse_no_env(&db.dsn(Some("shop"))).expect("dsn"));
     cfg.pacing = Pacing::Offline {
         speed: None,
         skip_idle: None,
     };
     cfg.deadlock_retries = retries;
+    cfg.sync = SyncConfig {
+        mode: sync,
+        timeout: Duration::from_secs(20),
+        hint: true,
+    };
     let (mut sink, rx) = RingSink::new(1024);
-    for (id, ev) in session() {
+    for (id, ev) in events {
         sink.push(id, ev);
     }
     sink.close_all();
@@ -183,4 +214,38 @@ async fn a_test_only_deadlock_victim_is_sent_again_and_test_ends_as_prod() {
         .iter()
         .all(|o| o.test.as_ref().is_some_and(|t| t.error_code.is_none())));
     assert_eq!(rows(&mut a).await, vec![(1, 1), (2, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_gate_waits_for_a_retried_commit() {
+    let Some(db) = MariaDb::start("deadlock_retry_gate") else {
+        return;
+    };
+    let mut a = admin(&db).await;
+    // Session 1's transaction is prod's commit 1; session 2 writes row 1 after it (commit 2).
+    let events = vec![
+        (1, open(1, 42001)),
+        (2, open(2, 42002)),
+        (1, login("root", Some("shop"))),
+        (2, login("root", Some("shop"))),
+        (1, marked(0, "BEGIN", true, 0, 0)),
+        (1, marked(1, "UPDATE t SET v = 1 WHERE id = 1", true, 0, 0)),
+        (1, marked(2, "UPDATE t SET v = 1 WHERE id = 2", true, 0, 0)),
+        (1, marked(3, "COMMIT", false, 1, 0)),
+        (2, marked(0, "UPDATE t SET v = 3 WHERE id = 1", false, 2, 1)),
+        (1, close(CloseReason::Fin)),
+        (2, close(CloseReason::Fin)),
+    ];
+    reset(&mut a).await;
+    let (s, _) = run_events(&db, 3, SyncMode::Commit, events).await;
+    assert_eq!(s.deadlock_retries, 1, "{s:#?}");
+    assert_eq!(s.test_errors, 0, "{s:#?}");
+    let g = s.sync.expect("sync stats");
+    assert_eq!(
+        (g.commits, g.commits_replied, g.sync_timeouts),
+        (2, 2, 0),
+        "{g:?}"
+    );
+    // Prod's end: session 1's rows, then session 2's write of row 1 on top.
+    assert_eq!(rows(&mut a).await, vec![(1, 3), (2, 1)]);
 }
