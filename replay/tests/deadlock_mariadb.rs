@@ -9,11 +9,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mrte_capture::commit::{CommitMarks, TrxEnd, ER_LOCK_DEADLOCK};
-use mrte_capture::event::{CloseReason, Command, EventSink, Response, SessionEvent};
+use mrte_capture::commit::ER_LOCK_DEADLOCK;
+use mrte_capture::event::{CloseReason, Command, Response, SessionEvent};
 use mrte_capture::mysql::consts::status;
-use mrte_capture::ring::RingSink;
-use mrte_replay::engine::{Engine, EngineStats, ReplayConfig};
+use mrte_replay::engine::{EngineStats, ReplayConfig};
 use mrte_replay::pacing::Pacing;
 use mrte_replay::sync::{SyncConfig, SyncMode};
 use mrte_replay::target::TargetDsn;
@@ -107,19 +106,9 @@ async fn deadlock(mut b: mysql_async::Conn, mut watch: mysql_async::Conn) {
     b.query_drop("COMMIT").await.expect("commit");
 }
 
-/// `q` with prod's commit marks: `order` > 0 makes it prod's commit number `order`; `wm`
-/// prod commits completed before it.
+/// `q` with prod's commit marks (see [`committing`]).
 fn marked(seq: u64, sql: &str, in_trans: bool, order: u64, wm: u64) -> SessionEvent {
-    let mut ev = q(seq, sql, in_trans);
-    if let SessionEvent::Command(c) = &mut ev {
-        c.commit = CommitMarks {
-            end: (order > 0).then_some(TrxEnd::Commit),
-            order,
-            before_request: wm,
-            before_response: wm,
-        };
-    }
-    ev
+    committing(q(seq, sql, in_trans), order, wm)
 }
 
 async fn run(db: &MariaDb, retries: u32) -> (EngineStats, Vec<mrte_replay::Outcome>) {
@@ -143,27 +132,16 @@ async fn run_events(
         timeout: Duration::from_secs(20),
         hint: true,
     };
-    let (mut sink, rx) = RingSink::new(1024);
-    for (id, ev) in events {
-        sink.push(id, ev);
-    }
-    sink.close_all();
-    drop(sink);
-    let (got, collect) = collector();
     let (b, watch) = blocker(db.dsn(None)).await;
     let blocked = tokio::spawn(deadlock(b, watch));
-    let stats = Engine::new(cfg)
-        .run(rx, collect, std::future::pending())
-        .await;
+    let out = replay_all(cfg, events).await;
     if let Err(e) = blocked.await {
         panic!(
             "{e}: {}",
             std::fs::read_to_string(&db.general_log).unwrap_or_default()
         );
     }
-    assert_eq!(stats.accounted(), stats.commands_seen, "{stats:#?}");
-    let out = std::mem::take(&mut *got.lock().expect("lock"));
-    (stats, out)
+    out
 }
 
 async fn rows(a: &mut mysql_async::Conn) -> Vec<(i32, i32)> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use mrte_capture::event::{CloseReason, Command, EventSink, Param, ResponseStatus, Value};
 use mrte_capture::ring::RingSink;
-use mrte_replay::engine::{Engine, EngineStats, ReplayConfig};
+use mrte_replay::engine::{Engine, ReplayConfig};
 use mrte_replay::filter::Filters;
 use mrte_replay::pacing::Pacing;
 use mrte_replay::target::TargetDsn;
@@ -18,30 +18,6 @@ fn config(db: &MariaDb) -> ReplayConfig {
     cfg.backoff_min = Duration::from_millis(50);
     cfg.backoff_max = Duration::from_millis(200);
     cfg
-}
-
-/// Feed all `events` (session id, event) through a RingSink and replay them to the end.
-async fn replay_all(
-    cfg: ReplayConfig,
-    events: Vec<(u64, mrte_capture::event::SessionEvent)>,
-) -> (EngineStats, Vec<mrte_replay::Outcome>) {
-    let (mut sink, rx) = RingSink::new(1024);
-    for (id, ev) in events {
-        sink.push(id, ev);
-    }
-    sink.close_all();
-    drop(sink);
-    let (got, collect) = collector();
-    let stats = Engine::new(cfg)
-        .run(rx, collect, std::future::pending())
-        .await;
-    let outcomes = got.lock().expect("lock").clone();
-    assert_eq!(
-        stats.accounted(),
-        stats.commands_seen,
-        "every command accounted: {stats:#?}"
-    );
-    (stats, outcomes)
 }
 
 /// Commands of the engine's own connections (those that are not `skip`), per thread, with

@@ -7,10 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mrte_capture::commit::{CommitMarks, TrxEnd};
-use mrte_capture::event::{CloseReason, EventSink, SessionEvent};
-use mrte_capture::ring::RingSink;
-use mrte_replay::engine::{Engine, EngineStats, ReplayConfig};
+use mrte_capture::event::{CloseReason, SessionEvent};
+use mrte_replay::engine::{EngineStats, ReplayConfig};
 use mrte_replay::filter::{FilterArgs, Filters};
 use mrte_replay::pacing::Pacing;
 use mrte_replay::sync::{SyncConfig, SyncMode};
@@ -31,34 +29,13 @@ fn config(db: &MariaDb, mode: SyncMode, timeout: Duration) -> ReplayConfig {
     cfg
 }
 
-/// A query with commit marks: `order` > 0 makes it prod's commit number `order`; `wm` is the
-/// number of prod commits before it.
+/// A query with commit marks (see [`committing`]).
 fn marked(seq: u64, sql: &str, order: u64, wm: u64) -> SessionEvent {
-    let mut ev = query(seq, sql);
-    if let SessionEvent::Command(c) = &mut ev {
-        c.commit = CommitMarks {
-            end: (order > 0).then_some(TrxEnd::Commit),
-            order,
-            before_request: wm,
-            before_response: wm,
-        };
-    }
-    ev
+    committing(query(seq, sql), order, wm)
 }
 
 async fn replay(cfg: ReplayConfig, events: Vec<(u64, SessionEvent)>) -> EngineStats {
-    let (mut sink, rx) = RingSink::new(1024);
-    for (id, ev) in events {
-        sink.push(id, ev);
-    }
-    sink.close_all();
-    drop(sink);
-    let (_got, collect) = collector();
-    let stats = Engine::new(cfg)
-        .run(rx, collect, std::future::pending())
-        .await;
-    assert_eq!(stats.accounted(), stats.commands_seen, "{stats:#?}");
-    stats
+    replay_all(cfg, events).await.0
 }
 
 /// Session 1 commits `v='a'` (commit 1) after a slow statement; session 2 commits `v='b'`

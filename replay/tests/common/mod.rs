@@ -497,3 +497,42 @@ pub async fn kill_and_restart(
         back,
     }
 }
+
+/// Feed all `events` (session id, event) through a RingSink and replay them to the end.
+pub async fn replay_all(
+    cfg: mrte_replay::engine::ReplayConfig,
+    events: Vec<(u64, mrte_capture::event::SessionEvent)>,
+) -> (mrte_replay::engine::EngineStats, Vec<mrte_replay::Outcome>) {
+    use mrte_capture::event::EventSink;
+    let (mut sink, rx) = mrte_capture::ring::RingSink::new(1024);
+    for (id, ev) in events {
+        sink.push(id, ev);
+    }
+    sink.close_all();
+    drop(sink);
+    let (got, collect) = collector();
+    let stats = mrte_replay::engine::Engine::new(cfg)
+        .run(rx, collect, std::future::pending())
+        .await;
+    let outcomes = got.lock().expect("lock").clone();
+    assert_eq!(
+        stats.accounted(),
+        stats.commands_seen,
+        "every command accounted: {stats:#?}"
+    );
+    (stats, outcomes)
+}
+
+/// `ev` (a command) with prod's commit marks: `order` > 0 makes it prod's commit number
+/// `order`; `wm` is the number of prod commits completed before it.
+pub fn committing(mut ev: SessionEvent, order: u64, wm: u64) -> SessionEvent {
+    if let SessionEvent::Command(c) = &mut ev {
+        c.commit = mrte_capture::commit::CommitMarks {
+            end: (order > 0).then_some(mrte_capture::commit::TrxEnd::Commit),
+            order,
+            before_request: wm,
+            before_response: wm,
+        };
+    }
+    ev
+}
