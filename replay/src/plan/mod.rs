@@ -352,7 +352,10 @@ impl Planner {
                 self.retry_answered(prod_err, status, error_code);
                 return;
             }
-            Outstanding::Other => return,
+            Outstanding::Other => {
+                self.trx.answered(error_code);
+                return;
+            }
         };
         let test_id = prepare
             .filter(|_| status == ResponseStatus::Ok)

@@ -226,6 +226,21 @@ impl TrxLog {
         self.bytes = 0;
     }
 
+    /// Test answered a send with something other than a deadlock: an autocommit statement
+    /// kept alone is let go (its payload pins its capture buffer while the session idles).
+    pub(super) fn answered(&mut self, code: Option<u16>) {
+        if !self.open && code != Some(ER_LOCK_DEADLOCK) && !self.entries.is_empty() {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+    }
+
+    /// Statements kept.
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The test connection is gone, and its transaction with it.
     pub(super) fn connection_lost(&mut self) {
         if self.open || !self.entries.is_empty() {

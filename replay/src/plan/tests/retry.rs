@@ -156,7 +156,10 @@ fn an_error_prod_had_too_does_not_break_the_retry() {
 fn an_autocommit_statement_goes_again_alone() {
     let mut p = planner_with(cfg());
     run_ok(&mut p, tq(0, "UPDATE t SET v = 0 WHERE id = 9", false));
+    // Answered without a deadlock: not kept while the session idles.
+    assert_eq!(p.trx.kept(), 0);
     let victim = plan_one(&mut p, tq(1, "UPDATE t SET v = 1 WHERE id = 1", false)).0;
+    assert_eq!(p.trx.kept(), 1);
     deadlock(&mut p, victim).expect("retried");
     let s = next_send(&mut p);
     assert_eq!(sql(&s), b"UPDATE t SET v = 1 WHERE id = 1");
