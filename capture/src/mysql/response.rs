@@ -684,7 +684,7 @@ impl ResponseReader {
                 let st = u16::from_le_bytes([s0, s1]);
                 self.resp.info = None;
                 self.resp.status = ResponseStatus::Ok;
-                self.resp.affected += u64::from(a);
+                self.resp.affected = self.resp.affected.saturating_add(u64::from(a));
                 self.resp.last_insert_id = u64::from(l);
                 self.resp.server_status = st;
                 self.resp.warnings = u16::from_le_bytes([w0, w1]);
@@ -712,7 +712,8 @@ impl ResponseReader {
         };
         self.resp.info = (!info.is_empty()).then(|| lossy(info));
         self.resp.status = ResponseStatus::Ok;
-        self.resp.affected += affected;
+        // Summed over a multi-result response; a hostile server's counts saturate.
+        self.resp.affected = self.resp.affected.saturating_add(affected);
         self.resp.last_insert_id = last_id;
         self.resp.server_status = st;
         self.resp.warnings = warnings;

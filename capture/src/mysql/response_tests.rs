@@ -425,3 +425,15 @@ fn short_ok_fast_path_matches_general_reader() {
         }
     }
 }
+
+/// Affected rows summed over results saturate: a server's huge counts never overflow.
+#[test]
+fn affected_rows_of_many_results_saturate() {
+    let mut r = ResponseReader::new(Expect::Simple, 0, 0);
+    let huge = [0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0, 0, 0x08, 0, 0, 0];
+    assert!(r.ok(&huge), "MORE_RESULTS_EXISTS");
+    assert!(r.ok(&huge));
+    assert_eq!(r.resp.affected, u64::MAX);
+    assert!(r.ok(&[0, 7, 0, 0x08, 0, 0, 0]));
+    assert_eq!(r.resp.affected, u64::MAX);
+}
