@@ -430,7 +430,9 @@ fn short_ok_fast_path_matches_general_reader() {
 #[test]
 fn affected_rows_of_many_results_saturate() {
     let mut r = ResponseReader::new(Expect::Simple, 0, 0);
-    let huge = [0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0, 0, 0x08, 0, 0, 0];
+    let huge = [
+        0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0, 0, 0x08, 0, 0, 0,
+    ];
     assert!(r.ok(&huge), "MORE_RESULTS_EXISTS");
     assert!(r.ok(&huge));
     assert_eq!(r.resp.affected, u64::MAX);
