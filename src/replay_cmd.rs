@@ -71,6 +71,11 @@ pub struct ReplayArgs {
     /// error and the transaction is missing on test).
     #[arg(long, default_value_t = mrte_replay::plan::DEFAULT_DEADLOCK_RETRIES, value_name = "N")]
     pub deadlock_retries: u32,
+    /// Give test prod's clock: before a statement that may read the time (a time function such
+    /// as NOW(), or a write, where DEFAULT / ON UPDATE CURRENT_TIMESTAMP may), set test's session
+    /// `timestamp` to the statement's capture time, so both servers store the same times.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    pub prod_clock: bool,
     /// The position scripts/snapshot.sh printed for the snapshot test was started from; the
     /// report says whether it matches prod's position when the capture started (needs --prod).
     #[arg(long, value_name = "POS")]
@@ -220,7 +225,16 @@ pub(crate) fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConf
         hint: !a.sync_no_hint,
     };
     cfg.deadlock_retries = a.deadlock_retries;
+    cfg.prod_clock = a.prod_clock;
     Ok(cfg)
+}
+
+fn on_off(s: &str) -> std::result::Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s}: expected on or off")),
+    }
 }
 
 fn secs(flag: &str, s: f64) -> Result<Duration> {

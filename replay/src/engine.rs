@@ -127,6 +127,8 @@ pub struct ReplayConfig {
     /// Attempts at sending again a transaction test's server chose as a deadlock victim where
     /// prod's did not (`--deadlock-retries`; 0: none).
     pub deadlock_retries: u32,
+    /// Set test's session clock to prod's before statements that may read it (`--prod-clock`).
+    pub prod_clock: bool,
     /// Most sessions replayed at once (`--max-replay-sessions`; 0: no bound). A session that
     /// arrives while this many are replayed is not replayed: its commands are taken from its
     /// ring as they come and counted as lost, reason `replay_backlog` (`sessions_shed`).
@@ -158,6 +160,7 @@ impl ReplayConfig {
             reconnect_for: None,
             example_len: 512,
             deadlock_retries: crate::plan::DEFAULT_DEADLOCK_RETRIES,
+            prod_clock: true,
             max_replay_sessions: DEFAULT_MAX_REPLAY_SESSIONS,
             sync: crate::sync::SyncConfig::default(),
             dropped_commits: None,

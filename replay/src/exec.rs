@@ -266,6 +266,7 @@ fn plan_config(ctx: &Ctx) -> PlanConfig {
     p.filters = cfg.filters.clone();
     p.example_len = cfg.example_len;
     p.deadlock_retries = cfg.deadlock_retries;
+    p.prod_clock = cfg.prod_clock;
     p
 }
 
@@ -341,6 +342,9 @@ impl Exec {
         self.stats.deadlock_retry_attempts += r.attempts;
         self.stats.deadlock_retry_statements += r.statements;
         self.stats.deadlock_retries_abandoned += r.abandoned;
+        let c = self.planner.clock_stats();
+        self.stats.prod_clock_sets += c.sets;
+        self.stats.prod_clock_errors += c.errors;
         if self.stats.replayed + self.stats.replayed_no_response > 0 {
             self.stats.sessions_replayed = 1;
         }

@@ -186,6 +186,12 @@ pub struct EngineStats {
     /// Test-only deadlocks not retried, by reason.
     #[serde(default)]
     pub deadlock_retries_refused: BTreeMap<String, u64>,
+    /// `SET timestamp` statements sent to give test prod's clock (`--prod-clock`).
+    #[serde(default)]
+    pub prod_clock_sets: u64,
+    /// Of those, answered with an error (that session stopped setting it).
+    #[serde(default)]
+    pub prod_clock_errors: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Connections closed by the engine's idle timeout.
@@ -270,6 +276,8 @@ impl EngineStats {
         for (k, v) in &o.deadlock_retries_refused {
             *self.deadlock_retries_refused.entry(k.clone()).or_default() += v;
         }
+        self.prod_clock_sets += o.prod_clock_sets;
+        self.prod_clock_errors += o.prod_clock_errors;
         self.connect_failures += o.connect_failures;
         self.idle_closes += o.idle_closes;
         self.reopened_after_idle += o.reopened_after_idle;

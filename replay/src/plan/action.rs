@@ -58,6 +58,9 @@ pub struct PlanConfig {
     /// Attempts at sending again a transaction that test's server chose as a deadlock victim
     /// where prod's did not (`--deadlock-retries`; 0: none).
     pub deadlock_retries: u32,
+    /// Set test's session clock to prod's before statements that may read it (`--prod-clock`;
+    /// see the planner's `clock` module).
+    pub prod_clock: bool,
 }
 
 impl PlanConfig {
@@ -70,6 +73,7 @@ impl PlanConfig {
             filters: Filters::all(),
             example_len: 512,
             deadlock_retries: DEFAULT_DEADLOCK_RETRIES,
+            prod_clock: true,
         }
     }
 }
@@ -123,6 +127,8 @@ pub enum Synthetic {
         /// The captured command whose deadlock is retried.
         for_seq: u64,
     },
+    /// `SET timestamp`: test's session clock set to prod's before a statement that may read it.
+    ProdClock,
 }
 
 /// Where a send comes from.

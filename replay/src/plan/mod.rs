@@ -48,6 +48,7 @@
 //! HandshakeResponse41 (`None` mid-stream: the executor's default).
 
 mod action;
+mod clock;
 mod payload;
 mod retry;
 pub mod rewrite;
@@ -70,6 +71,7 @@ pub use action::{
     Action, ChangeUserPlan, CmdInfo, ConnectPlan, LoseReason, Origin, PlanConfig, SendPlan,
     Synthetic, DEFAULT_DEADLOCK_RETRIES,
 };
+pub use clock::ClockStats;
 pub use retry::{RetryRefused, RetryStats};
 
 use mrte_capture::mysql::consts::com;
@@ -102,6 +104,8 @@ struct Stmt {
     fingerprint_id: u64,
     example: crate::ExampleText,
     skip: Option<SkipReason>,
+    /// Its text may read the session's clock.
+    clock: bool,
     test: TestStmt,
     /// Bumped on each PREPARE of this prod id: answers for an older one are orphans.
     gen: u64,
@@ -119,6 +123,8 @@ enum Outstanding {
     Retry {
         prod_err: bool,
     },
+    /// A `SET timestamp` (prod's clock).
+    Clock,
     Other,
 }
 
@@ -150,6 +156,8 @@ struct SqlFacts {
     skip: Option<SkipReason>,
     fingerprint: Arc<str>,
     fingerprint_id: u64,
+    /// It may read the session's clock ([`clock::reads_clock`]).
+    clock: bool,
 }
 
 /// Statements longer than this are not memoised.
@@ -259,6 +267,11 @@ pub struct Planner {
     /// A deadlock retry in progress: nothing else is planned until it is over.
     retry: Option<retry::Retry>,
     retry_stats: RetryStats,
+    /// Test's session timestamp as last set (prod time, µs); `None`: the server's own clock.
+    clock_us: Option<u64>,
+    /// Test refused a `SET timestamp`: not tried again in this session.
+    clock_off: bool,
+    clock_stats: ClockStats,
 }
 
 impl Planner {
@@ -298,6 +311,9 @@ impl Planner {
             trx: retry::TrxLog::new(open.midstream),
             retry: None,
             retry_stats: RetryStats::default(),
+            clock_us: None,
+            clock_off: false,
+            clock_stats: ClockStats::default(),
         }
     }
 
@@ -350,6 +366,10 @@ impl Planner {
             } => (prod_id, gen, epoch),
             Outstanding::Retry { prod_err } => {
                 self.retry_answered(prod_err, status, error_code);
+                return;
+            }
+            Outstanding::Clock => {
+                self.clock_answered(status);
                 return;
             }
             Outstanding::Other => {
@@ -483,6 +503,7 @@ impl Planner {
     fn drop_connection(&mut self) {
         self.connected = false;
         self.outstanding.clear();
+        self.clock_us = None;
         self.trx.connection_lost();
         self.epoch += 1;
         self.test_last_prepare = None;

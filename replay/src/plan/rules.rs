@@ -50,6 +50,7 @@ impl Planner {
             skip: self.cfg.filters.check_sql(sql),
             fingerprint_id,
             fingerprint,
+            clock: clock::reads_clock(sql),
         };
         if memo {
             if self.memo.len() >= MEMO_MAX {
@@ -200,6 +201,7 @@ impl Planner {
                     fingerprint_id: facts.fingerprint_id,
                     example,
                     skip: Some(reason),
+                    clock: facts.clock,
                     test: TestStmt::Absent,
                     gen: self.next_gen,
                 },
@@ -228,7 +230,7 @@ impl Planner {
         }
     }
 
-    fn pipelined(&self, rec: &CommandRecord) -> bool {
+    pub(super) fn pipelined(&self, rec: &CommandRecord) -> bool {
         self.prev_response_end.is_some_and(|end| rec.ts_us < end)
     }
 
@@ -280,6 +282,22 @@ impl Planner {
         infile: Option<Bytes>,
     ) {
         let code = rec.command.code();
+        let clock = match code {
+            com::QUERY if self.cfg.prod_clock => {
+                if self.facts.is_none() {
+                    let sql = rec.command.sql().unwrap_or_default();
+                    self.facts = Some(self.sql_facts(sql));
+                }
+                self.facts.as_ref().is_some_and(|f| f.clock)
+            }
+            com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => {
+                stmt.and_then(|id| self.stmts.get(&id)).is_some_and(|s| s.clock)
+            }
+            _ => false,
+        };
+        if matches!(code, com::QUERY | com::STMT_EXECUTE | com::STMT_BULK_EXECUTE) {
+            self.clock_before(rec, clock);
+        }
         let expects_response = !has_no_response(code);
         if expects_response {
             self.outstanding.push_back(Outstanding::Other);
@@ -409,6 +427,7 @@ impl Planner {
                     fingerprint_id: facts.fingerprint_id,
                     example,
                     skip: None,
+                    clock: facts.clock,
                     test: TestStmt::Pending,
                     gen: self.next_gen,
                 },

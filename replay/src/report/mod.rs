@@ -146,6 +146,10 @@ pub struct Replayed {
     pub deadlock_retries_abandoned: u64,
     /// Test-only deadlocks not retried, by reason (each stays a test-only error).
     pub deadlock_retries_refused: BTreeMap<String, u64>,
+    /// `SET timestamp` statements sent to give test prod's clock (not counted as commands).
+    pub prod_clock_sets: u64,
+    /// Of those, answered with an error (that session stopped setting it).
+    pub prod_clock_errors: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Sessions that stopped reconnecting (`--reconnect-for`).
@@ -408,6 +412,8 @@ impl Report {
                 deadlock_retry_statements: eng.deadlock_retry_statements,
                 deadlock_retries_abandoned: eng.deadlock_retries_abandoned,
                 deadlock_retries_refused: eng.deadlock_retries_refused.clone(),
+                prod_clock_sets: eng.prod_clock_sets,
+                prod_clock_errors: eng.prod_clock_errors,
                 connect_failures: eng.connect_failures,
                 sessions_gave_up: eng.sessions_gave_up,
                 sessions_state_lost: eng.sessions_state_lost,

@@ -44,6 +44,13 @@ impl Report {
                 if refused.is_empty() { "none".to_string() } else { refused.join(", ") }
             );
         }
+        if r.prod_clock_sets > 0 {
+            let _ = writeln!(
+                s,
+                "prod clock: {} SET timestamp sent before statements that may read the time, {} refused by test",
+                r.prod_clock_sets, r.prod_clock_errors
+            );
+        }
         let skipped: u64 = self.skipped.values().sum();
         let lost: u64 = self.drops.lost.values().sum();
         let _ = writeln!(

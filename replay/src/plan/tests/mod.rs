@@ -1,6 +1,7 @@
 //! Planner tests: hand-made edge cases here; whole driver captures and arbitrary sessions
 //! against a fake test server in [`fixtures`].
 
+mod clock;
 mod fixtures;
 mod retry;
 
@@ -12,8 +13,13 @@ use super::*;
 use crate::filter::Filters;
 use crate::target::TargetDsn;
 
+/// The run's defaults, without the prod clock's `SET timestamp` sends (they have their own
+/// tests, in [`clock`]), so that the others see the captured commands alone.
 fn cfg() -> PlanConfig {
-    PlanConfig::new(TargetDsn::parse_no_env("mysql://tester:pw@127.0.0.1:3307/testdb").unwrap())
+    let mut c =
+        PlanConfig::new(TargetDsn::parse_no_env("mysql://tester:pw@127.0.0.1:3307/testdb").unwrap());
+    c.prod_clock = false;
+    c
 }
 
 fn open(midstream: bool) -> SessionOpen {
