@@ -97,6 +97,8 @@ async fn general_log_shows_exactly_the_statements_in_order() {
     let s1: Vec<(&str, &str)> = vec![
         ("Connect", "root@localhost on shop using TCP/IP"),
         ("Query", "SELECT 1"),
+        // Prod's clock, before the write: the command's capture time.
+        ("Query", "SET timestamp=1700000000.001200"),
         ("Query", "INSERT INTO t VALUES (1)"),
         ("Query", "SELECT a FROM t /* s1 */"),
         ("Init DB", "other"),
