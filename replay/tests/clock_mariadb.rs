@@ -22,12 +22,18 @@ fn session() -> Vec<(u64, mrte_capture::event::SessionEvent)> {
     vec![
         (1, open(1, 42101)),
         (1, login("root", Some("shop"))),
-        (1, query(0, "INSERT INTO c (id, v, d) VALUES (1, 0, NOW(6))")),
+        (
+            1,
+            query(0, "INSERT INTO c (id, v, d) VALUES (1, 0, NOW(6))"),
+        ),
         (1, query(1, "UPDATE c SET v = 1 WHERE id = 1")),
         (1, query(2, "SELECT id FROM c")),
         (
             1,
-            query(3, "INSERT INTO c (id, v, d) VALUES (2, UNIX_TIMESTAMP(), NULL)"),
+            query(
+                3,
+                "INSERT INTO c (id, v, d) VALUES (2, UNIX_TIMESTAMP(), NULL)",
+            ),
         ),
         (1, close(CloseReason::Fin)),
     ]
@@ -89,7 +95,13 @@ async fn a_replayed_session_stores_prods_times() {
                 secs6(prod_us(0)),
                 Some((prod_us(1) / 1_000_000).to_string()),
             ),
-            (2, (prod_us(3) / 1_000_000) as i64, None, secs6(prod_us(3)), None),
+            (
+                2,
+                (prod_us(3) / 1_000_000) as i64,
+                None,
+                secs6(prod_us(3)),
+                None
+            ),
         ]
     );
     // On the wire: each SET just before its statement, on the replay's connection.
@@ -116,7 +128,11 @@ async fn a_replayed_session_stores_prods_times() {
 
     // Off: the replay's own clock (this machine's, years after the capture's).
     let (s, rows) = run(&db, false).await;
-    assert_eq!((s.replayed, s.test_errors, s.prod_clock_sets), (4, 0, 0), "{s:#?}");
+    assert_eq!(
+        (s.replayed, s.test_errors, s.prod_clock_sets),
+        (4, 0, 0),
+        "{s:#?}"
+    );
     let later = |t: &str| t.split('.').next().unwrap().parse::<u64>().unwrap() > 1_750_000_000;
     assert!(later(&rows[0].3), "{rows:?}");
     assert!(rows[1].1 > 1_750_000_000, "{rows:?}");

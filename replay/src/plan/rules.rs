@@ -290,12 +290,15 @@ impl Planner {
                 }
                 self.facts.as_ref().is_some_and(|f| f.clock)
             }
-            com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => {
-                stmt.and_then(|id| self.stmts.get(&id)).is_some_and(|s| s.clock)
-            }
+            com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => stmt
+                .and_then(|id| self.stmts.get(&id))
+                .is_some_and(|s| s.clock),
             _ => false,
         };
-        if matches!(code, com::QUERY | com::STMT_EXECUTE | com::STMT_BULK_EXECUTE) {
+        if matches!(
+            code,
+            com::QUERY | com::STMT_EXECUTE | com::STMT_BULK_EXECUTE
+        ) {
             self.clock_before(rec, clock);
         }
         let expects_response = !has_no_response(code);

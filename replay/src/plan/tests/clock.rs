@@ -80,8 +80,16 @@ fn set_timestamp_has_microseconds_and_query_attributes_when_negotiated() {
 #[test]
 fn a_write_and_a_time_function_go_after_prods_time_a_plain_select_does_not() {
     let mut p = clocked();
-    p.handle_command(query(0, 1_000_000_000_000_001, b"SELECT c FROM t WHERE id=1"));
-    p.handle_command(query(1, 1_000_000_000_000_500, b"INSERT INTO t (c) VALUES ('x')"));
+    p.handle_command(query(
+        0,
+        1_000_000_000_000_001,
+        b"SELECT c FROM t WHERE id=1",
+    ));
+    p.handle_command(query(
+        1,
+        1_000_000_000_000_500,
+        b"INSERT INTO t (c) VALUES ('x')",
+    ));
     p.handle_command(query(2, 1_000_000_000_000_900, b"SELECT NOW()"));
     let mut all = Vec::new();
     loop {
@@ -103,7 +111,10 @@ fn a_write_and_a_time_function_go_after_prods_time_a_plain_select_does_not() {
         ]
     );
     let s = sends(&all);
-    assert!(matches!(s[1].origin, Origin::Synthetic(Synthetic::ProdClock)));
+    assert!(matches!(
+        s[1].origin,
+        Origin::Synthetic(Synthetic::ProdClock)
+    ));
     assert!(s[1].expects_response && !s[1].pipelined);
     assert_eq!(p.clock_stats(), ClockStats { sets: 2, errors: 0 });
 }

@@ -16,8 +16,9 @@ use crate::target::TargetDsn;
 /// The run's defaults, without the prod clock's `SET timestamp` sends (they have their own
 /// tests, in [`clock`]), so that the others see the captured commands alone.
 fn cfg() -> PlanConfig {
-    let mut c =
-        PlanConfig::new(TargetDsn::parse_no_env("mysql://tester:pw@127.0.0.1:3307/testdb").unwrap());
+    let mut c = PlanConfig::new(
+        TargetDsn::parse_no_env("mysql://tester:pw@127.0.0.1:3307/testdb").unwrap(),
+    );
     c.prod_clock = false;
     c
 }
