@@ -76,6 +76,11 @@ pub struct ReplayArgs {
     /// `timestamp` to the statement's capture time, so both servers store the same times.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
     pub prod_clock: bool,
+    /// Give test prod's auto-increment ids: before an INSERT or REPLACE whose prod OK reported a
+    /// generated id, set test's session `insert_id` to it (in the same SET as the clock), so rows
+    /// of concurrent sessions get prod's ids whatever order test runs them in.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    pub prod_insert_id: bool,
     /// The position scripts/snapshot.sh printed for the snapshot test was started from; the
     /// report says whether it matches prod's position when the capture started (needs --prod).
     #[arg(long, value_name = "POS")]
@@ -226,6 +231,7 @@ pub(crate) fn replay_config(a: &ReplayArgs, pacing: Pacing) -> Result<ReplayConf
     };
     cfg.deadlock_retries = a.deadlock_retries;
     cfg.prod_clock = a.prod_clock;
+    cfg.prod_insert_id = a.prod_insert_id;
     Ok(cfg)
 }
 

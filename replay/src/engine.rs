@@ -129,6 +129,8 @@ pub struct ReplayConfig {
     pub deadlock_retries: u32,
     /// Set test's session clock to prod's before statements that may read it (`--prod-clock`).
     pub prod_clock: bool,
+    /// Set test's `insert_id` to prod's generated id before an INSERT (`--prod-insert-id`).
+    pub prod_insert_id: bool,
     /// Most sessions replayed at once (`--max-replay-sessions`; 0: no bound). A session that
     /// arrives while this many are replayed is not replayed: its commands are taken from its
     /// ring as they come and counted as lost, reason `replay_backlog` (`sessions_shed`).
@@ -161,6 +163,7 @@ impl ReplayConfig {
             example_len: 512,
             deadlock_retries: crate::plan::DEFAULT_DEADLOCK_RETRIES,
             prod_clock: true,
+            prod_insert_id: true,
             max_replay_sessions: DEFAULT_MAX_REPLAY_SESSIONS,
             sync: crate::sync::SyncConfig::default(),
             dropped_commits: None,

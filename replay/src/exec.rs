@@ -267,6 +267,7 @@ fn plan_config(ctx: &Ctx) -> PlanConfig {
     p.example_len = cfg.example_len;
     p.deadlock_retries = cfg.deadlock_retries;
     p.prod_clock = cfg.prod_clock;
+    p.prod_insert_id = cfg.prod_insert_id;
     p
 }
 
@@ -345,6 +346,7 @@ impl Exec {
         let c = self.planner.clock_stats();
         self.stats.prod_clock_sets += c.sets;
         self.stats.prod_clock_errors += c.errors;
+        self.stats.prod_insert_ids += c.insert_ids;
         if self.stats.replayed + self.stats.replayed_no_response > 0 {
             self.stats.sessions_replayed = 1;
         }

@@ -137,3 +137,66 @@ async fn a_replayed_session_stores_prods_times() {
     assert!(later(&rows[0].3), "{rows:?}");
     assert!(rows[1].1 > 1_750_000_000, "{rows:?}");
 }
+
+/// An INSERT whose prod OK reported generated id `id` (`rows` rows).
+fn insert(seq: u64, sql: &str, rows: u64, id: u64) -> mrte_capture::event::SessionEvent {
+    cmd(
+        seq,
+        mrte_capture::event::Command::Query {
+            sql: sql.as_bytes().to_vec().into(),
+            attributes: Vec::new(),
+        },
+        mrte_capture::event::Response {
+            affected: rows,
+            last_insert_id: id,
+            ..ok()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_get_prods_auto_increment_ids() {
+    let Some(db) = MariaDb::start("prod_insert_id") else {
+        return;
+    };
+    let mut a = admin(&db).await;
+    a.query_drop(
+        "DROP DATABASE IF EXISTS shop; CREATE DATABASE shop;
+         CREATE TABLE shop.n (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(8))",
+    )
+    .await
+    .expect("setup");
+    // On prod the two sessions' INSERTs overlapped and session 2's got id 1; session 1's
+    // two rows got 2 and 3. By capture time session 1's goes first on test.
+    let events = vec![
+        (1, open(1, 42201)),
+        (2, open(2, 42202)),
+        (1, login("root", Some("shop"))),
+        (2, login("root", Some("shop"))),
+        (1, insert(0, "INSERT INTO n (v) VALUES ('a'), ('a2')", 2, 2)),
+        (2, query(0, "SELECT 1")),
+        (2, insert(1, "INSERT INTO n (v) VALUES ('b')", 1, 1)),
+        (1, query(1, "SELECT 1")),
+        (1, query(2, "SELECT 2")),
+        (1, insert(3, "INSERT INTO n (v) VALUES ('c')", 1, 4)),
+        (1, close(CloseReason::Fin)),
+        (2, close(CloseReason::Fin)),
+    ];
+    let mut cfg = ReplayConfig::new(TargetDsn::parse_no_env(&db.dsn(Some("shop"))).expect("dsn"));
+    cfg.pacing = Pacing::Offline {
+        speed: None,
+        skip_idle: None,
+    };
+    let (s, _) = replay_all(cfg, events).await;
+    assert_eq!((s.replayed, s.test_errors), (6, 0), "{s:#?}");
+    assert_eq!(s.prod_insert_ids, 3, "{s:#?}");
+    let rows: Vec<(i32, String)> = a
+        .query("SELECT id, v FROM shop.n ORDER BY id")
+        .await
+        .expect("rows");
+    let want: Vec<(i32, String)> = [(1, "b"), (2, "a"), (3, "a2"), (4, "c")]
+        .into_iter()
+        .map(|(i, v)| (i, v.to_string()))
+        .collect();
+    assert_eq!(rows, want);
+}

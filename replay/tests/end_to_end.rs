@@ -159,11 +159,14 @@ async fn captured_session_is_replayed_with_the_same_commands() {
     // Wait for the replay connection's Quit (the admin connection quit before).
     test.general_log_until(|l| l.iter().filter(|(_, c, _)| c == "Quit").count() >= 2)
         .await;
-    // Prod's clock: a `SET timestamp` of the replay's own goes before each write; the rest is
+    // Prod's clock and ids: a `SET` of the replay's own goes before each write; the rest is
     // prod's commands, byte for byte.
-    let (clock, got): (Vec<_>, Vec<_>) = client_log(&test, "e2e marker")
-        .into_iter()
-        .partition(|(k, a)| k == "Query" && a.starts_with("SET timestamp="));
+    let (clock, got): (Vec<_>, Vec<_>) =
+        client_log(&test, "e2e marker")
+            .into_iter()
+            .partition(|(k, a)| {
+                k == "Query" && (a.starts_with("SET timestamp=") || a.starts_with("SET insert_id="))
+            });
     assert!(
         !clock.is_empty() && clock.len() as u64 == stats.prod_clock_sets,
         "{clock:?} {stats:#?}"

@@ -192,6 +192,9 @@ pub struct EngineStats {
     /// Of those, answered with an error (that session stopped setting it).
     #[serde(default)]
     pub prod_clock_errors: u64,
+    /// Of the `SET`s, those that gave test prod's auto-increment id (`--prod-insert-id`).
+    #[serde(default)]
+    pub prod_insert_ids: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Connections closed by the engine's idle timeout.
@@ -278,6 +281,7 @@ impl EngineStats {
         }
         self.prod_clock_sets += o.prod_clock_sets;
         self.prod_clock_errors += o.prod_clock_errors;
+        self.prod_insert_ids += o.prod_insert_ids;
         self.connect_failures += o.connect_failures;
         self.idle_closes += o.idle_closes;
         self.reopened_after_idle += o.reopened_after_idle;

@@ -61,6 +61,9 @@ pub struct PlanConfig {
     /// Set test's session clock to prod's before statements that may read it (`--prod-clock`;
     /// see the planner's `clock` module).
     pub prod_clock: bool,
+    /// Set test's `insert_id` to prod's generated id before an INSERT prod's OK gave one
+    /// (`--prod-insert-id`).
+    pub prod_insert_id: bool,
 }
 
 impl PlanConfig {
@@ -74,6 +77,7 @@ impl PlanConfig {
             example_len: 512,
             deadlock_retries: DEFAULT_DEADLOCK_RETRIES,
             prod_clock: true,
+            prod_insert_id: true,
         }
     }
 }

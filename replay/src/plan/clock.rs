@@ -1,7 +1,10 @@
-//! Prod's clock on test: before a statement that may read the session's time, the planner sets
-//! test's session `timestamp` to the moment prod's server got it (the request's capture time),
-//! so that NOW(), CURRENT_TIMESTAMP, UNIX_TIMESTAMP() and a column's DEFAULT / ON UPDATE
-//! CURRENT_TIMESTAMP give test the values prod had, and test's tables end as prod's.
+//! Prod's clock and auto-increment ids on test, as statement-based replication carries them:
+//! before a statement that may read the session's time, the planner sets test's session
+//! `timestamp` to the moment prod's server got it (the request's capture time), so that NOW(),
+//! CURRENT_TIMESTAMP, UNIX_TIMESTAMP() and a column's DEFAULT / ON UPDATE CURRENT_TIMESTAMP give
+//! test the values prod had; before an INSERT or REPLACE whose prod OK reported a generated id, it
+//! sets `insert_id` to that id, so concurrent sessions' rows get prod's ids whatever order test's
+//! server runs them in. Both go in one `SET`.
 //!
 //! A statement "may read the clock" when it names a time function, or when it writes (a default,
 //! a trigger, a procedure can read the time without naming it): [`reads_clock`]. The session's
@@ -23,8 +26,10 @@ const REFRESH_US: u64 = 1_000_000;
 /// What the prod clock cost a session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClockStats {
-    /// `SET timestamp` statements sent.
+    /// `SET` statements sent (timestamp, insert_id or both).
     pub sets: u64,
+    /// Of those, how many gave an `insert_id`.
+    pub insert_ids: u64,
     /// Of those, answered with an error (the session stops setting it).
     pub errors: u64,
 }
@@ -41,6 +46,14 @@ pub(crate) fn reads_clock(sql: &[u8]) -> bool {
         return true;
     }
     names_time_function(sql)
+}
+
+/// Whether `sql` is one INSERT or REPLACE (no `;`: the OK of a multi-statement text carries the
+/// last statement's id, not the first's).
+pub(crate) fn inserts(sql: &[u8]) -> bool {
+    let word = first_word(sql);
+    (word.eq_ignore_ascii_case(b"INSERT") || word.eq_ignore_ascii_case(b"REPLACE"))
+        && !sql.contains(&b';')
 }
 
 /// The first word of a statement, after blanks, comments and opening parentheses.
@@ -103,47 +116,67 @@ fn names_time_function(sql: &[u8]) -> bool {
     false
 }
 
-/// COM_QUERY `SET timestamp=<seconds>.<microseconds>`, with an empty query-attribute block when
-/// the session negotiated CLIENT_QUERY_ATTRIBUTES.
-pub(crate) fn set_timestamp(ts_us: u64, caps: Option<u32>) -> Bytes {
+/// COM_QUERY `SET timestamp=<seconds>.<microseconds>, insert_id=<id>` (either part may be
+/// absent, not both), with an empty query-attribute block when the session negotiated
+/// CLIENT_QUERY_ATTRIBUTES.
+pub(crate) fn set_session(ts_us: Option<u64>, insert_id: Option<u64>, caps: Option<u32>) -> Bytes {
     let mut p = vec![com::QUERY];
     if caps.unwrap_or(0) & QUERY_ATTRIBUTES != 0 {
         p.extend_from_slice(&[0, 1]);
     }
-    p.extend_from_slice(
-        format!(
-            "SET timestamp={}.{:06}",
-            ts_us / 1_000_000,
-            ts_us % 1_000_000
-        )
-        .as_bytes(),
-    );
+    let mut sql = String::from("SET ");
+    if let Some(t) = ts_us {
+        sql += &format!("timestamp={}.{:06}", t / 1_000_000, t % 1_000_000);
+    }
+    if let Some(id) = insert_id {
+        if ts_us.is_some() {
+            sql += ", ";
+        }
+        sql += &format!("insert_id={id}");
+    }
+    p.extend_from_slice(sql.as_bytes());
     Bytes::from(p)
 }
 
 impl Planner {
     /// Before a captured command goes: set test's clock to its prod time when it may read it
-    /// (`clock`: the statement's [`reads_clock`]) or when the last set is a second old.
-    pub(super) fn clock_before(&mut self, rec: &CommandRecord, clock: bool) {
-        if !self.cfg.prod_clock || self.clock_off || rec.ts_us == 0 {
+    /// (`clock`: the statement's [`reads_clock`]) or when the last set is a second old, and
+    /// `insert_id` to prod's generated id when it is one INSERT (`inserts`) prod's OK gave one.
+    pub(super) fn clock_before(&mut self, rec: &CommandRecord, clock: bool, inserts: bool) {
+        if self.clock_off {
             return;
         }
         let stale = self
             .clock_us
             .is_some_and(|t| rec.ts_us >= t.saturating_add(REFRESH_US));
-        if !(clock || stale) || self.clock_us == Some(rec.ts_us) {
+        let ts = (self.cfg.prod_clock
+            && rec.ts_us > 0
+            && (clock || stale)
+            && self.clock_us != Some(rec.ts_us))
+        .then_some(rec.ts_us);
+        let r = &rec.response;
+        let insert_id = (self.cfg.prod_insert_id
+            && inserts
+            && r.status == ResponseStatus::Ok
+            && r.affected > 0
+            && r.last_insert_id > 0)
+            .then_some(r.last_insert_id);
+        if ts.is_none() && insert_id.is_none() {
             return;
         }
         self.outstanding.push_back(Outstanding::Clock);
         self.out.push_back(Action::Send(SendPlan {
-            payload: set_timestamp(rec.ts_us, self.capabilities),
+            payload: set_session(ts, insert_id, self.capabilities),
             expects_response: true,
             pipelined: self.pipelined(rec),
             local_infile: None,
             origin: Origin::Synthetic(Synthetic::ProdClock),
         }));
-        self.clock_us = Some(rec.ts_us);
+        if ts.is_some() {
+            self.clock_us = ts;
+        }
         self.clock_stats.sets += 1;
+        self.clock_stats.insert_ids += u64::from(insert_id.is_some());
     }
 
     /// Test answered a `SET timestamp` with an error: the session stops setting it.

@@ -106,6 +106,8 @@ struct Stmt {
     skip: Option<SkipReason>,
     /// Its text may read the session's clock.
     clock: bool,
+    /// Its text is one INSERT or REPLACE.
+    inserts: bool,
     test: TestStmt,
     /// Bumped on each PREPARE of this prod id: answers for an older one are orphans.
     gen: u64,
@@ -158,6 +160,8 @@ struct SqlFacts {
     fingerprint_id: u64,
     /// It may read the session's clock ([`clock::reads_clock`]).
     clock: bool,
+    /// It is one INSERT or REPLACE ([`clock::inserts`]).
+    inserts: bool,
 }
 
 /// Statements longer than this are not memoised.

@@ -51,6 +51,7 @@ impl Planner {
             fingerprint_id,
             fingerprint,
             clock: clock::reads_clock(sql),
+            inserts: clock::inserts(sql),
         };
         if memo {
             if self.memo.len() >= MEMO_MAX {
@@ -202,6 +203,7 @@ impl Planner {
                     example,
                     skip: Some(reason),
                     clock: facts.clock,
+                    inserts: facts.inserts,
                     test: TestStmt::Absent,
                     gen: self.next_gen,
                 },
@@ -282,24 +284,26 @@ impl Planner {
         infile: Option<Bytes>,
     ) {
         let code = rec.command.code();
-        let clock = match code {
-            com::QUERY if self.cfg.prod_clock => {
+        let (clock, inserts) = match code {
+            com::QUERY if self.cfg.prod_clock || self.cfg.prod_insert_id => {
                 if self.facts.is_none() {
                     let sql = rec.command.sql().unwrap_or_default();
                     self.facts = Some(self.sql_facts(sql));
                 }
-                self.facts.as_ref().is_some_and(|f| f.clock)
+                self.facts
+                    .as_ref()
+                    .map_or((false, false), |f| (f.clock, f.inserts))
             }
             com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => stmt
                 .and_then(|id| self.stmts.get(&id))
-                .is_some_and(|s| s.clock),
-            _ => false,
+                .map_or((false, false), |s| (s.clock, s.inserts)),
+            _ => (false, false),
         };
         if matches!(
             code,
             com::QUERY | com::STMT_EXECUTE | com::STMT_BULK_EXECUTE
         ) {
-            self.clock_before(rec, clock);
+            self.clock_before(rec, clock, inserts);
         }
         let expects_response = !has_no_response(code);
         if expects_response {
@@ -431,6 +435,7 @@ impl Planner {
                     example,
                     skip: None,
                     clock: facts.clock,
+                    inserts: facts.inserts,
                     test: TestStmt::Pending,
                     gen: self.next_gen,
                 },

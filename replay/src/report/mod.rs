@@ -150,6 +150,8 @@ pub struct Replayed {
     pub prod_clock_sets: u64,
     /// Of those, answered with an error (that session stopped setting it).
     pub prod_clock_errors: u64,
+    /// Of the `SET`s, those that gave test prod's auto-increment id.
+    pub prod_insert_ids: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Sessions that stopped reconnecting (`--reconnect-for`).
@@ -414,6 +416,7 @@ impl Report {
                 deadlock_retries_refused: eng.deadlock_retries_refused.clone(),
                 prod_clock_sets: eng.prod_clock_sets,
                 prod_clock_errors: eng.prod_clock_errors,
+                prod_insert_ids: eng.prod_insert_ids,
                 connect_failures: eng.connect_failures,
                 sessions_gave_up: eng.sessions_gave_up,
                 sessions_state_lost: eng.sessions_state_lost,

@@ -47,8 +47,8 @@ impl Report {
         if r.prod_clock_sets > 0 {
             let _ = writeln!(
                 s,
-                "prod clock: {} SET timestamp sent before statements that may read the time, {} refused by test",
-                r.prod_clock_sets, r.prod_clock_errors
+                "prod clock: {} SET (timestamp before statements that may read the time, insert_id before {} INSERTs), {} refused by test",
+                r.prod_clock_sets, r.prod_insert_ids, r.prod_clock_errors
             );
         }
         let skipped: u64 = self.skipped.values().sum();

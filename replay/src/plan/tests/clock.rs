@@ -1,8 +1,9 @@
 //! The prod clock: which statements get a `SET timestamp` first, with what value, and when not.
 
 use super::*;
-use crate::plan::clock::{reads_clock, set_timestamp};
+use crate::plan::clock::{inserts, reads_clock, set_session};
 
+/// The prod clock on, prod's insert ids off (they have their own test).
 fn clocked() -> Planner {
     let mut c = cfg();
     c.prod_clock = true;
@@ -68,12 +69,16 @@ fn which_statements_read_the_clock() {
 #[test]
 fn set_timestamp_has_microseconds_and_query_attributes_when_negotiated() {
     assert_eq!(
-        &set_timestamp(1_764_748_735_000_042, None)[..],
+        &set_session(Some(1_764_748_735_000_042), None, None)[..],
         b"\x03SET timestamp=1764748735.000042"
     );
     assert_eq!(
-        &set_timestamp(5_000_000, Some(QUERY_ATTRIBUTES))[..],
-        b"\x03\x00\x01SET timestamp=5.000000"
+        &set_session(Some(5_000_000), Some(7), Some(QUERY_ATTRIBUTES))[..],
+        b"\x03\x00\x01SET timestamp=5.000000, insert_id=7"
+    );
+    assert_eq!(
+        &set_session(None, Some(9), None)[..],
+        b"\x03SET insert_id=9"
     );
 }
 
@@ -116,7 +121,14 @@ fn a_write_and_a_time_function_go_after_prods_time_a_plain_select_does_not() {
         Origin::Synthetic(Synthetic::ProdClock)
     ));
     assert!(s[1].expects_response && !s[1].pipelined);
-    assert_eq!(p.clock_stats(), ClockStats { sets: 2, errors: 0 });
+    assert_eq!(
+        p.clock_stats(),
+        ClockStats {
+            sets: 2,
+            insert_ids: 0,
+            errors: 0
+        }
+    );
 }
 
 #[test]
@@ -178,7 +190,14 @@ fn a_new_connection_sets_it_again_and_a_refusal_stops_it() {
     p.handle_response(ResponseStatus::Ok, None);
     p.handle_command(query(2, 9_000_000, b"INSERT INTO t VALUES (3)"));
     assert_eq!(texts(&drain(&mut p)), ["INSERT INTO t VALUES (3)"]);
-    assert_eq!(p.clock_stats(), ClockStats { sets: 2, errors: 1 });
+    assert_eq!(
+        p.clock_stats(),
+        ClockStats {
+            sets: 2,
+            insert_ids: 0,
+            errors: 1
+        }
+    );
 }
 
 #[test]
@@ -187,4 +206,74 @@ fn off_sends_the_captured_commands_alone() {
     p.handle_command(query(0, 5_000_000, b"INSERT INTO t VALUES (NOW())"));
     assert_eq!(texts(&drain(&mut p)), ["INSERT INTO t VALUES (NOW())"]);
     assert_eq!(p.clock_stats(), ClockStats::default());
+}
+
+#[test]
+fn one_insert_with_a_generated_id_sets_it_a_multi_statement_text_does_not() {
+    assert!(inserts(b"INSERT INTO t (a) VALUES (1)"));
+    assert!(inserts(b" replace t SET a = 1"));
+    assert!(!inserts(
+        b"INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"
+    ));
+    assert!(!inserts(b"UPDATE t SET a = LAST_INSERT_ID(a + 1)"));
+    let mut c = cfg();
+    c.prod_clock = true;
+    c.prod_insert_id = true;
+    let mut p = planner_with(c);
+    let with_id = |seq, ts, sql: &[u8], affected, id| {
+        let mut r = query(seq, ts, sql);
+        r.response.affected = affected;
+        r.response.last_insert_id = id;
+        r
+    };
+    p.handle_command(with_id(
+        0,
+        2_000_000,
+        b"INSERT INTO t (a) VALUES (1), (2)",
+        2,
+        105,
+    ));
+    // Explicit ids: prod's OK reports none.
+    p.handle_command(with_id(
+        1,
+        2_000_001,
+        b"INSERT INTO t (id) VALUES (9)",
+        1,
+        0,
+    ));
+    p.handle_command(with_id(
+        2,
+        2_000_002,
+        b"INSERT INTO t (a) VALUES (3); SELECT 1",
+        1,
+        107,
+    ));
+    let mut all = Vec::new();
+    loop {
+        let a = drain(&mut p);
+        if a.is_empty() && p.outstanding() == 0 {
+            break;
+        }
+        all.extend(a);
+        answer_all(&mut p, ResponseStatus::Ok);
+    }
+    assert_eq!(
+        texts(&all),
+        [
+            "SET timestamp=2.000000, insert_id=105",
+            "INSERT INTO t (a) VALUES (1), (2)",
+            "SET timestamp=2.000001",
+            "INSERT INTO t (id) VALUES (9)",
+            "SET timestamp=2.000002",
+            "INSERT INTO t (a) VALUES (3); SELECT 1",
+        ]
+    );
+    assert_eq!(
+        p.clock_stats(),
+        ClockStats {
+            sets: 3,
+            insert_ids: 1,
+            errors: 0
+        }
+    );
 }

@@ -20,6 +20,7 @@ fn cfg() -> PlanConfig {
         TargetDsn::parse_no_env("mysql://tester:pw@127.0.0.1:3307/testdb").unwrap(),
     );
     c.prod_clock = false;
+    c.prod_insert_id = false;
     c
 }
 
