@@ -74,12 +74,12 @@ pub struct ReplayArgs {
     /// Give test prod's clock: before a statement that may read the time (a time function such
     /// as NOW(), or a write, where DEFAULT / ON UPDATE CURRENT_TIMESTAMP may), set test's session
     /// `timestamp` to the statement's capture time, so both servers store the same times.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub prod_clock: bool,
     /// Give test prod's auto-increment ids: before an INSERT or REPLACE whose prod OK reported a
     /// generated id, set test's session `insert_id` to it (in the same SET as the clock), so rows
     /// of concurrent sessions get prod's ids whatever order test runs them in.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub prod_insert_id: bool,
     /// The position scripts/snapshot.sh printed for the snapshot test was started from; the
     /// report says whether it matches prod's position when the capture started (needs --prod).
@@ -638,4 +638,48 @@ pub fn run_live(a: RunArgs) -> Result<ExitCode> {
         signalled.load(Ordering::Acquire),
         snapshot,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Cmd};
+
+    fn replay_args(extra: &[&str]) -> super::ReplayArgs {
+        let mut argv = vec![
+            "mrte",
+            "replay",
+            "-r",
+            "x.pcap",
+            "--target",
+            "mysql://u@h/db",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").cmd {
+            Cmd::Replay(a) => a.replay,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn prod_clock_and_insert_id_default_on_and_take_on_or_off() {
+        let a = replay_args(&[]);
+        assert!(a.prod_clock && a.prod_insert_id);
+        let a = replay_args(&["--prod-clock", "off", "--prod-insert-id", "off"]);
+        assert!(!a.prod_clock && !a.prod_insert_id);
+        let a = replay_args(&["--prod-clock=on", "--prod-insert-id", "on"]);
+        assert!(a.prod_clock && a.prod_insert_id);
+        let bad = [
+            "mrte",
+            "replay",
+            "-r",
+            "x",
+            "--target",
+            "mysql://u@h",
+            "--prod-clock",
+            "yes",
+        ];
+        assert!(Cli::try_parse_from(bad).is_err());
+    }
 }
