@@ -179,6 +179,13 @@ async fn concurrent_inserts_get_prods_auto_increment_ids() {
         (1, query(1, "SELECT 1")),
         (1, query(2, "SELECT 2")),
         (1, insert(3, "INSERT INTO n (v) VALUES ('c')", 1, 4)),
+        // prod's OK reports an explicit id too: the forced id goes unused on test, and the next
+        // write (a multi-statement text: no id of its own) must not inherit it.
+        (
+            1,
+            insert(4, "INSERT INTO n (id, v) VALUES (50, 'e')", 1, 50),
+        ),
+        (1, query(5, "INSERT INTO n (v) VALUES ('f'); SELECT 1")),
         (1, close(CloseReason::Fin)),
         (2, close(CloseReason::Fin)),
     ];
@@ -188,15 +195,22 @@ async fn concurrent_inserts_get_prods_auto_increment_ids() {
         skip_idle: None,
     };
     let (s, _) = replay_all(cfg, events).await;
-    assert_eq!((s.replayed, s.test_errors), (6, 0), "{s:#?}");
-    assert_eq!(s.prod_insert_ids, 3, "{s:#?}");
+    assert_eq!((s.replayed, s.test_errors), (8, 0), "{s:#?}");
+    assert_eq!(s.prod_insert_ids, 4, "{s:#?}");
     let rows: Vec<(i32, String)> = a
         .query("SELECT id, v FROM shop.n ORDER BY id")
         .await
         .expect("rows");
-    let want: Vec<(i32, String)> = [(1, "b"), (2, "a"), (3, "a2"), (4, "c")]
-        .into_iter()
-        .map(|(i, v)| (i, v.to_string()))
-        .collect();
+    let want: Vec<(i32, String)> = [
+        (1, "b"),
+        (2, "a"),
+        (3, "a2"),
+        (4, "c"),
+        (50, "e"),
+        (51, "f"),
+    ]
+    .into_iter()
+    .map(|(i, v)| (i, v.to_string()))
+    .collect();
     assert_eq!(rows, want);
 }

@@ -4,7 +4,9 @@
 //! CURRENT_TIMESTAMP, UNIX_TIMESTAMP() and a column's DEFAULT / ON UPDATE CURRENT_TIMESTAMP give
 //! test the values prod had; before an INSERT or REPLACE whose prod OK reported a generated id, it
 //! sets `insert_id` to that id, so concurrent sessions' rows get prod's ids whatever order test's
-//! server runs them in. Both go in one `SET`.
+//! server runs them in. Both go in one `SET`. A forced `insert_id` that the statement did not
+//! use (prod's OK reports explicit ids too) would stay for the session's next generated id, so
+//! the next write after one clears it (`insert_id=0`) unless it brings its own.
 //!
 //! A statement "may read the clock" when it names a time function, or when it writes (a default,
 //! a trigger, a procedure can read the time without naming it): [`reads_clock`]. The session's
@@ -160,7 +162,9 @@ impl Planner {
             && r.status == ResponseStatus::Ok
             && r.affected > 0
             && r.last_insert_id > 0)
-            .then_some(r.last_insert_id);
+            .then_some(r.last_insert_id)
+            // A write after a forced id it may not have used: clear it.
+            .or((clock && self.insert_id_pending).then_some(0));
         if ts.is_none() && insert_id.is_none() {
             return;
         }
@@ -175,8 +179,11 @@ impl Planner {
         if ts.is_some() {
             self.clock_us = ts;
         }
+        if let Some(id) = insert_id {
+            self.insert_id_pending = id > 0;
+        }
         self.clock_stats.sets += 1;
-        self.clock_stats.insert_ids += u64::from(insert_id.is_some());
+        self.clock_stats.insert_ids += u64::from(insert_id.is_some_and(|id| id > 0));
     }
 
     /// Test answered a `SET timestamp` with an error: the session stops setting it.
@@ -185,6 +192,7 @@ impl Planner {
             self.clock_stats.errors += 1;
             self.clock_off = true;
             self.clock_us = None;
+            self.insert_id_pending = false;
         }
     }
 

@@ -275,6 +275,8 @@ pub struct Planner {
     clock_us: Option<u64>,
     /// Test refused a `SET timestamp`: not tried again in this session.
     clock_off: bool,
+    /// A forced `insert_id` was sent that the statement may not have used.
+    insert_id_pending: bool,
     clock_stats: ClockStats,
 }
 
@@ -317,6 +319,7 @@ impl Planner {
             retry_stats: RetryStats::default(),
             clock_us: None,
             clock_off: false,
+            insert_id_pending: false,
             clock_stats: ClockStats::default(),
         }
     }
@@ -508,6 +511,7 @@ impl Planner {
         self.connected = false;
         self.outstanding.clear();
         self.clock_us = None;
+        self.insert_id_pending = false;
         self.trx.connection_lost();
         self.epoch += 1;
         self.test_last_prepare = None;
