@@ -18,6 +18,19 @@ fn texts(actions: &[Action]) -> Vec<String> {
         .collect()
 }
 
+/// Every action until the planner has nothing left, each send answered OK.
+fn run_to_end(p: &mut Planner) -> Vec<Action> {
+    let mut all = Vec::new();
+    loop {
+        let a = drain(p);
+        if a.is_empty() && p.outstanding() == 0 {
+            return all;
+        }
+        all.extend(a);
+        answer_all(p, ResponseStatus::Ok);
+    }
+}
+
 /// Answer every outstanding send with `status`.
 fn answer_all(p: &mut Planner, status: ResponseStatus) {
     while p.outstanding() > 0 {
@@ -96,15 +109,7 @@ fn a_write_and_a_time_function_go_after_prods_time_a_plain_select_does_not() {
         b"INSERT INTO t (c) VALUES ('x')",
     ));
     p.handle_command(query(2, 1_000_000_000_000_900, b"SELECT NOW()"));
-    let mut all = Vec::new();
-    loop {
-        let a = drain(&mut p);
-        if a.is_empty() && p.outstanding() == 0 {
-            break;
-        }
-        all.extend(a);
-        answer_all(&mut p, ResponseStatus::Ok);
-    }
+    let all = run_to_end(&mut p);
     assert_eq!(
         texts(&all),
         [
@@ -138,15 +143,7 @@ fn a_frozen_clock_is_moved_on_after_a_second_of_prod_time() {
     p.handle_command(query(0, t0, b"UPDATE t SET a = a + 1"));
     p.handle_command(query(1, t0 + 400_000, b"SELECT a FROM t"));
     p.handle_command(query(2, t0 + 1_200_000, b"SELECT a FROM t"));
-    let mut all = Vec::new();
-    loop {
-        let a = drain(&mut p);
-        if a.is_empty() && p.outstanding() == 0 {
-            break;
-        }
-        all.extend(a);
-        answer_all(&mut p, ResponseStatus::Ok);
-    }
+    let all = run_to_end(&mut p);
     assert_eq!(
         texts(&all),
         [
@@ -248,15 +245,7 @@ fn one_insert_with_a_generated_id_sets_it_a_multi_statement_text_does_not() {
         1,
         107,
     ));
-    let mut all = Vec::new();
-    loop {
-        let a = drain(&mut p);
-        if a.is_empty() && p.outstanding() == 0 {
-            break;
-        }
-        all.extend(a);
-        answer_all(&mut p, ResponseStatus::Ok);
-    }
+    let all = run_to_end(&mut p);
     assert_eq!(
         texts(&all),
         [
