@@ -131,7 +131,8 @@ pub enum Synthetic {
         /// The captured command whose deadlock is retried.
         for_seq: u64,
     },
-    /// `SET timestamp`: test's session clock set to prod's before a statement that may read it.
+    /// `SET timestamp` / `insert_id`: test's session clock and next auto-increment id set to prod's
+    /// before a statement that may read them.
     ProdClock,
 }
 

@@ -125,7 +125,7 @@ enum Outstanding {
     Retry {
         prod_err: bool,
     },
-    /// A `SET timestamp` (prod's clock).
+    /// The planner's `SET` of prod's clock and insert id.
     Clock,
     Other,
 }
